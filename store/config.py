@@ -1,0 +1,185 @@
+"""Configuration of a cluster and of one node, validated when built; loadable from TOML.
+
+A TOML file holds the same names as the command line (all optional but ``node_id``)::
+
+    node_id = "n1"
+    listen = "127.0.0.1:7001"
+    data_dir = "data/n1"
+    zone = "a"
+    weight = 1
+
+    [cluster]
+    n = 3
+    w = 2
+    r = 2
+    versioning = "vclock"        # or "lww"
+    fsync = "always"             # or "interval" (with fsync_interval_ms) or "never"
+
+    [peers]
+    n2 = "127.0.0.1:7002"
+    n3 = { address = "127.0.0.1:7003", zone = "b", weight = 2 }
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+from store.storage.commitlog import FsyncPolicy
+from store.versions import Versioning
+
+#: Key plus value must stay under this many bytes (the design's limit).
+MAX_PAIR_BYTES = 10 * 1024
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work, with a message that says which setting and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Settings every node of a cluster must share."""
+
+    n: int = 3
+    w: int = 2
+    r: int = 2
+    versioning: Versioning = "vclock"
+    fsync: FsyncPolicy = "always"
+    fsync_interval_ms: int = 50
+    request_timeout_ms: int = 1000
+    vclock_max_entries: int = 10
+    tombstone_grace_ms: int = 600_000
+    vnodes_per_weight: int = 128
+    cluster_name: str = "kvcheck"
+
+    def __post_init__(self) -> None:
+        for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
+                     "vclock_max_entries", "vnodes_per_weight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if not 1 <= self.w <= self.n or not 1 <= self.r <= self.n:
+            raise ConfigError(f"w and r must be between 1 and n={self.n} (w={self.w}, r={self.r})")
+        if self.versioning not in get_args(Versioning):
+            raise ConfigError(f"versioning must be 'vclock' or 'lww', not {self.versioning!r}")
+        if self.fsync not in get_args(FsyncPolicy):
+            raise ConfigError(f"fsync must be 'always', 'interval' or 'never', not {self.fsync!r}")
+        if not isinstance(self.tombstone_grace_ms, int) or self.tombstone_grace_ms < 0:
+            raise ConfigError("tombstone_grace_ms must be a non-negative integer")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6). Raises :class:`ConfigError`."""
+        host, sep, port = text.strip().rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"address must be HOST:PORT, not {text!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """One member of the cluster as every node knows it."""
+
+    node_id: str
+    address: Address
+    zone: str = "default"
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.node_id or any(c.isspace() or c in ",=" for c in self.node_id):
+            raise ConfigError(f"node id must be non-empty, without spaces, ',' or '=': "
+                              f"{self.node_id!r}")
+        if not isinstance(self.weight, int) or self.weight < 1:
+            raise ConfigError(f"weight of {self.node_id} must be a positive integer")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything ``kvstore serve`` needs: who this node is, its peers, and the cluster."""
+
+    me: NodeSpec
+    peers: tuple[NodeSpec, ...]
+    data_dir: Path
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        ids = [self.me.node_id, *(p.node_id for p in self.peers)]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"node ids must be unique: {', '.join(ids)}")
+        if self.cluster.n > len(ids):
+            raise ConfigError(f"n={self.cluster.n} needs at least {self.cluster.n} nodes, "
+                              f"the cluster has {len(ids)}")
+
+    @property
+    def members(self) -> tuple[NodeSpec, ...]:
+        return (self.me, *self.peers)
+
+
+def parse_peers(text: str) -> tuple[NodeSpec, ...]:
+    """Parse ``n2=HOST:PORT,n3=HOST:PORT``. Raises :class:`ConfigError`."""
+    peers = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node_id, sep, address = item.partition("=")
+        if not sep:
+            raise ConfigError(f"peer must be ID=HOST:PORT, not {item!r}")
+        peers.append(NodeSpec(node_id.strip(), Address.parse(address)))
+    return tuple(peers)
+
+
+def cluster_from_mapping(values: Mapping[str, Any]) -> ClusterConfig:
+    """Build a :class:`ClusterConfig`, rejecting unknown names."""
+    known = {f.name for f in dataclasses.fields(ClusterConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown cluster setting(s): {', '.join(unknown)}")
+    try:
+        return ClusterConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a node configuration file into plain values. Raises :class:`ConfigError`."""
+    try:
+        with path.open("rb") as f:
+            raw = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = sorted(set(raw) - {"node_id", "listen", "data_dir", "zone", "weight",
+                                 "cluster", "peers"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    return raw
+
+
+def peers_from_mapping(values: Mapping[str, Any]) -> tuple[NodeSpec, ...]:
+    """Peers from a TOML ``[peers]`` table: ``id = "HOST:PORT"`` or an inline table."""
+    peers = []
+    for node_id, spec in values.items():
+        if isinstance(spec, str):
+            peers.append(NodeSpec(node_id, Address.parse(spec)))
+        elif isinstance(spec, Mapping) and "address" in spec:
+            extra = sorted(set(spec) - {"address", "zone", "weight"})
+            if extra:
+                raise ConfigError(f"peer {node_id}: unknown setting(s) {', '.join(extra)}")
+            peers.append(NodeSpec(node_id, Address.parse(spec["address"]),
+                                  spec.get("zone", "default"), spec.get("weight", 1)))
+        else:
+            raise ConfigError(f"peer {node_id} must be \"HOST:PORT\" or {{ address = ... }}")
+    return tuple(peers)

@@ -1,0 +1,229 @@
+"""Messages between nodes, and their binary framing.
+
+Messages are nouns (``ReadRequest``); each is a frozen dataclass. On the wire a message is one
+frame: a 4-byte big-endian length, then a msgpack array ``[tag, field, ...]``. A connection
+opens with :data:`PREAMBLE` and a :class:`Hello` naming the sender; after that every frame is a
+message from that sender. :class:`FrameDecoder` turns bytes into messages without doing any I/O,
+and raises :class:`ProtocolError` — which closes that connection only — on anything malformed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import msgpack
+
+from store.versions import (
+    Clock,
+    Dot,
+    Version,
+    decode_clock,
+    decode_versions,
+    encode_clock,
+    encode_versions,
+)
+
+#: First bytes of a peer connection; HTTP requests never start like this.
+PREAMBLE = b"KVPEER/1\n"
+#: The largest frame accepted (a key's sibling set is far smaller).
+MAX_FRAME = 16 * 1024 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+class ProtocolError(Exception):
+    """A peer sent bytes that are not a valid frame or message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """The first message on a connection: who is sending, to which cluster."""
+
+    TAG: ClassVar[int] = 1
+    node_id: str
+    cluster: str
+
+
+@dataclass(frozen=True, slots=True)
+class StampRequest:
+    """Ask a replica to create a new version of ``key`` (``value`` None is a delete)."""
+
+    TAG: ClassVar[int] = 2
+    request: int
+    key: bytes
+    context: Clock
+    value: bytes | None
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class StampReply:
+    """The stamping replica's new sibling set for the key; ``dot`` names the new version."""
+
+    TAG: ClassVar[int] = 3
+    request: int
+    dot: Dot
+    versions: tuple[Version, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Replicate:
+    """Merge this sibling set into the replica's copy of ``key``."""
+
+    TAG: ClassVar[int] = 4
+    request: int
+    key: bytes
+    versions: tuple[Version, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateAck:
+    """The replica has merged and stored the sibling set of request ``request``."""
+
+    TAG: ClassVar[int] = 5
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    TAG: ClassVar[int] = 6
+    request: int
+    key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReply:
+    TAG: ClassVar[int] = 7
+    request: int
+    versions: tuple[Version, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The replica could not carry out request ``request`` (storage failure); nothing changed."""
+
+    TAG: ClassVar[int] = 8
+    request: int
+    reason: str
+
+
+Message = (
+    Hello | StampRequest | StampReply | Replicate | ReplicateAck | ReadRequest | ReadReply
+    | Rejected
+)
+
+
+def _fields(message: Message) -> list[object]:
+    match message:
+        case Hello(node_id, cluster):
+            return [node_id, cluster]
+        case StampRequest(request, key, context, value, timestamp):
+            return [request, key, encode_clock(context), value, timestamp]
+        case StampReply(request, dot, versions):
+            return [request, dot.actor, dot.counter, encode_versions(versions)]
+        case Replicate(request, key, versions):
+            return [request, key, encode_versions(versions)]
+        case ReplicateAck(request):
+            return [request]
+        case ReadRequest(request, key):
+            return [request, key]
+        case ReadReply(request, versions):
+            return [request, encode_versions(versions)]
+        case Rejected(request, reason):
+            return [request, reason]
+    raise TypeError(f"not a message: {message!r}")
+
+
+def encode_frame(message: Message) -> bytes:
+    """One frame holding ``message``."""
+    body = msgpack.packb([message.TAG, *_fields(message)], use_bin_type=True)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _int(x: object) -> int:
+    if not isinstance(x, int) or isinstance(x, bool):
+        raise ValueError("expected an integer")
+    return x
+
+
+def _bytes(x: object) -> bytes:
+    if not isinstance(x, bytes):
+        raise ValueError("expected bytes")
+    return x
+
+
+def _str(x: object) -> str:
+    if not isinstance(x, str):
+        raise ValueError("expected a string")
+    return x
+
+
+def _optional_bytes(x: object) -> bytes | None:
+    return None if x is None else _bytes(x)
+
+
+def _decode(tag: object, f: list[object]) -> Message:
+    match tag, len(f):
+        case Hello.TAG, 2:
+            return Hello(_str(f[0]), _str(f[1]))
+        case StampRequest.TAG, 5:
+            return StampRequest(_int(f[0]), _bytes(f[1]), decode_clock(f[2]),
+                                _optional_bytes(f[3]), _int(f[4]))
+        case StampReply.TAG, 4:
+            return StampReply(_int(f[0]), Dot(_str(f[1]), _int(f[2])),
+                              tuple(decode_versions(f[3])))
+        case Replicate.TAG, 3:
+            return Replicate(_int(f[0]), _bytes(f[1]), tuple(decode_versions(f[2])))
+        case ReplicateAck.TAG, 1:
+            return ReplicateAck(_int(f[0]))
+        case ReadRequest.TAG, 2:
+            return ReadRequest(_int(f[0]), _bytes(f[1]))
+        case ReadReply.TAG, 2:
+            return ReadReply(_int(f[0]), tuple(decode_versions(f[1])))
+        case Rejected.TAG, 2:
+            return Rejected(_int(f[0]), _str(f[1]))
+    raise ValueError(f"unknown message tag {tag!r} with {len(f)} fields")
+
+
+def decode_body(body: bytes) -> Message:
+    """Decode one frame's body. Raises :class:`ProtocolError`."""
+    try:
+        raw = msgpack.unpackb(body, raw=False)
+        if not isinstance(raw, list) or not raw:
+            raise ValueError("frame is not a non-empty array")
+        return _decode(raw[0], raw[1:])
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ProtocolError(f"malformed message: {exc}") from None
+
+
+class FrameDecoder:
+    """Bytes in, messages out; keeps a partial frame between :meth:`feed` calls."""
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buffer = bytearray()
+        self._max_frame = max_frame
+
+    def feed(self, data: bytes) -> Iterator[Message]:
+        """Add received bytes and yield every message now complete.
+
+        Raises :class:`ProtocolError` on a frame longer than the limit or a malformed message;
+        the decoder is then unusable and the connection must be closed.
+        """
+        self._buffer += data
+        buffer = self._buffer
+        start = 0
+        try:
+            while len(buffer) - start >= 4:
+                (length,) = _LENGTH.unpack_from(buffer, start)
+                if length > self._max_frame:
+                    raise ProtocolError(f"frame of {length} bytes exceeds {self._max_frame}")
+                end = start + 4 + length
+                if end > len(buffer):
+                    break
+                message = decode_body(bytes(buffer[start + 4:end]))
+                start = end
+                yield message
+        finally:
+            del buffer[:start]

@@ -1,0 +1,488 @@
+"""The node: all protocol logic of one store node, free of I/O.
+
+Theory of operation
+-------------------
+A :class:`Node` is a state machine. A driver (the trio server, or the simulator) feeds it
+*events* — a client request, a message from a peer, a message that could not be sent, a timer —
+together with the current time, and carries out the *actions* it returns: send a message, answer
+a client, start or cancel a timer. The node never opens a socket, sleeps or reads a clock; its
+only side effect is the synchronous :class:`~store.storage.Storage` it was given.
+
+Any node coordinates any request. For key ``k`` the replicas are the ring's preference list of N
+distinct nodes.
+
+*Put* (a delete is a put of a tombstone) runs in two steps, as in Riak:
+
+1. **Stamp.** One replica — this node if it is one, else the first replica it can reach — creates
+   the new version: it reads its sibling set, stamps a new dot, drops what the client's context
+   covers, stores the result and returns it.
+2. **Replicate.** The coordinator sends that sibling set to the other N-1 replicas, which merge it
+   into theirs. The put succeeds when W replicas (the stamper included) have stored it.
+
+*Get* asks all N replicas, answers after R replies with their merged siblings and the causal
+context that covers them.
+
+A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
+many replicas are known to be unreachable. A failed put says whether it may have been applied:
+``applied="no"`` only when no replica can have stored the version (every stamp request was
+refused or never left this node), ``"unknown"`` otherwise — the write is *indeterminate*, and
+may surface later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from store.config import ClusterConfig
+from store.messages import (
+    Message,
+    ReadReply,
+    ReadRequest,
+    Rejected,
+    Replicate,
+    ReplicateAck,
+    StampReply,
+    StampRequest,
+)
+from store.ring import Ring
+from store.storage import Storage, StorageError
+from store.versions import Clock, Dot, Version, join, resolve, stamp, sync
+
+# -- time --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """The time an event happens: ``monotonic`` seconds for timeouts, ``wall_ms`` for stamps."""
+
+    monotonic: float
+    wall_ms: int
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClientGet:
+    request: int
+    key: bytes
+    r: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPut:
+    """A put, or a delete when ``value`` is None. ``context`` is the client's causal context."""
+
+    request: int
+    key: bytes
+    value: bytes | None
+    context: Clock = field(default_factory=dict)
+    w: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    peer: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Undeliverable:
+    """The driver could not hand ``message`` to ``peer``: it surely was not delivered."""
+
+    peer: str
+    message: Message
+
+
+Timer = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    timer: Timer
+
+
+Event = ClientGet | ClientPut | Received | Undeliverable | TimerFired
+
+
+# -- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A get's answer: the siblings (tombstones included; empty if the key is unknown)."""
+
+    versions: tuple[Version, ...]
+    context: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A put's answer: the causal context of the version it wrote."""
+
+    context: Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A request that did not reach its quorum. ``applied`` is about puts; gets say "no"."""
+
+    reason: str
+    applied: Literal["no", "unknown"]
+
+
+Response = Found | Written | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    peer: str
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    request: int
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class StartTimer:
+    """Fire ``TimerFired(timer)`` after ``delay`` seconds (replacing a pending one)."""
+
+    timer: Timer
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer: Timer
+
+
+Action = Send | Respond | StartTimer | CancelTimer
+
+SYNC_TIMER: Timer = ("sync", 0)
+PURGE_TIMER: Timer = ("purge", 0)
+
+
+# -- requests in flight ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Put:
+    client: int
+    key: bytes
+    value: bytes | None
+    context: Clock
+    timestamp: int
+    w: int
+    replicas: tuple[str, ...]
+    candidates: list[str]  # replicas not yet asked to stamp, in preference order
+    asking: str | None = None  # the replica asked to stamp, awaiting its reply
+    dot: Dot | None = None
+    versions: tuple[Version, ...] = ()
+    acked: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class _Get:
+    client: int
+    key: bytes
+    r: int
+    replies: dict[str, list[Version]] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
+    answered: bool = False
+
+
+class Node:
+    """One node's protocol logic. See the module docstring for how requests run.
+
+    ``actor`` is the name this node stamps versions with: its id plus the incarnation of its
+    data directory, so a node whose data was wiped never reuses a dot.
+    """
+
+    def __init__(
+        self, node_id: str, actor: str, ring: Ring, cluster: ClusterConfig, storage: Storage
+    ) -> None:
+        if node_id not in ring.members:
+            raise ValueError(f"node {node_id!r} is not a member of the ring")
+        self.node_id = node_id
+        self.actor = actor
+        self.ring = ring
+        self.cluster = cluster
+        self.storage = storage
+        self._ops: dict[int, _Put | _Get] = {}
+        self._next_op = 0
+        self.counters: dict[str, int] = {}
+
+    # -- driver interface --
+
+    def start(self, now: Now) -> list[Action]:
+        """Actions to run once when the node starts: its periodic timers."""
+        actions: list[Action] = [StartTimer(PURGE_TIMER, self._purge_period)]
+        if self.cluster.fsync == "interval":
+            actions.append(StartTimer(SYNC_TIMER, self.cluster.fsync_interval_ms / 1000))
+        return actions
+
+    def handle(self, event: Event, now: Now) -> list[Action]:
+        """Process one event; return what the driver must do. Never raises for peer input."""
+        out: list[Action] = []
+        match event:
+            case ClientPut():
+                self._start_put(event, now, out)
+            case ClientGet():
+                self._start_get(event, out)
+            case Received(peer, message):
+                self._received(peer, message, now, out)
+            case Undeliverable(peer, message):
+                self._undeliverable(peer, message, out)
+            case TimerFired(timer):
+                self._timer(timer, now, out)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Figures for ``/status``."""
+        return {
+            "requests_in_flight": len(self._ops),
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+    # -- coordinating puts --
+
+    def _start_put(self, event: ClientPut, now: Now, out: list[Action]) -> None:
+        w = self.cluster.w if event.w is None else event.w
+        replicas = self.ring.preference_list(event.key, self.cluster.n)
+        candidates = sorted(replicas, key=lambda node: node != self.node_id)  # self first
+        op = _Put(event.request, event.key, event.value, event.context, now.wall_ms, w,
+                  replicas, candidates)
+        op_id = self._open(op, out)
+        self._count("put")
+        self._ask_next_stamper(op_id, op, out)
+
+    def _ask_next_stamper(self, op_id: int, op: _Put, out: list[Action]) -> None:
+        while op.candidates:
+            stamper = op.candidates.pop(0)
+            if stamper != self.node_id:
+                op.asking = stamper
+                out.append(Send(stamper, StampRequest(op_id, op.key, op.context, op.value,
+                                                      op.timestamp)))
+                return
+            try:
+                dot, versions = self._stamp(op.key, op.context, op.value, op.timestamp)
+            except StorageError:
+                self._count("storage_errors")
+                continue
+            self._stamped(op_id, op, stamper, dot, versions, out)
+            return
+        self._fail_put(op_id, op, "no replica could stamp the write", out)
+
+    def _stamped(
+        self, op_id: int, op: _Put, stamper: str, dot: Dot, versions: tuple[Version, ...],
+        out: list[Action],
+    ) -> None:
+        op.asking = None
+        op.dot, op.versions = dot, versions
+        op.acked.add(stamper)
+        op.pending = {node for node in op.replicas if node != stamper}
+        for node in op.pending:
+            if node == self.node_id:
+                try:
+                    self._merge(op.key, versions)
+                except StorageError:
+                    self._count("storage_errors")
+                    continue
+                op.acked.add(node)
+            else:
+                out.append(Send(node, Replicate(op_id, op.key, versions)))
+        op.pending -= op.acked
+        self._progress_put(op_id, op, out)
+
+    def _progress_put(self, op_id: int, op: _Put, out: list[Action]) -> None:
+        if not op.answered:
+            if len(op.acked) >= op.w:
+                op.answered = True
+                self._count("put_ok")
+                # In lww mode a newer version may already have beaten the one written.
+                written = [v for v in op.versions if v.dot == op.dot] or op.versions
+                out.append(Respond(op.client, Written(join(written))))
+            elif len(op.acked) + len(op.pending) < op.w:
+                self._fail_put(op_id, op, "write quorum unreachable", out)
+                return
+        if not op.pending:
+            self._close(op_id, out)
+
+    def _fail_put(self, op_id: int, op: _Put, why: str, out: list[Action]) -> None:
+        applied: Literal["no", "unknown"] = (
+            "unknown" if op.dot is not None or op.asking is not None else "no"
+        )
+        op.answered = True
+        self._count("put_failed")
+        out.append(Respond(op.client, Failed(
+            f"{why}: {len(op.acked)} of {op.w} acknowledgements", applied)))
+        self._close(op_id, out)
+
+    # -- coordinating gets --
+
+    def _start_get(self, event: ClientGet, out: list[Action]) -> None:
+        r = self.cluster.r if event.r is None else event.r
+        op = _Get(event.request, event.key, r)
+        op_id = self._open(op, out)
+        self._count("get")
+        for node in self.ring.preference_list(event.key, self.cluster.n):
+            if node == self.node_id:
+                op.replies[node] = self.storage.get(event.key)
+            else:
+                op.pending.add(node)
+                out.append(Send(node, ReadRequest(op_id, event.key)))
+        self._progress_get(op_id, op, out)
+
+    def _progress_get(self, op_id: int, op: _Get, out: list[Action]) -> None:
+        if not op.answered:
+            if len(op.replies) >= op.r:
+                op.answered = True
+                self._count("get_ok")
+                merged = resolve(sync(*op.replies.values()), self.cluster.versioning)
+                out.append(Respond(op.client, Found(tuple(merged), join(merged))))
+            elif len(op.replies) + len(op.pending) < op.r:
+                op.answered = True
+                self._count("get_failed")
+                out.append(Respond(op.client, Failed(
+                    f"read quorum unreachable: {len(op.replies)} of {op.r} replies", "no")))
+        if not op.pending:
+            self._close(op_id, out)
+
+    # -- messages --
+
+    def _received(self, peer: str, message: Message, now: Now, out: list[Action]) -> None:
+        match message:
+            case StampRequest(request, key, context, value, timestamp):
+                try:
+                    dot, versions = self._stamp(key, context, value, timestamp)
+                except StorageError as exc:
+                    self._count("storage_errors")
+                    out.append(Send(peer, Rejected(request, str(exc))))
+                else:
+                    out.append(Send(peer, StampReply(request, dot, versions)))
+            case Replicate(request, key, versions):
+                try:
+                    self._merge(key, versions)
+                except StorageError as exc:
+                    self._count("storage_errors")
+                    out.append(Send(peer, Rejected(request, str(exc))))
+                else:
+                    out.append(Send(peer, ReplicateAck(request)))
+            case ReadRequest(request, key):
+                out.append(Send(peer, ReadReply(request, tuple(self.storage.get(key)))))
+            case StampReply(request, dot, versions):
+                op = self._ops.get(request)
+                if isinstance(op, _Put) and op.asking == peer:
+                    self._stamped(request, op, peer, dot, versions, out)
+                else:
+                    self._count("late_replies")
+            case ReplicateAck(request):
+                op = self._ops.get(request)
+                if isinstance(op, _Put) and peer in op.pending:
+                    op.pending.discard(peer)
+                    op.acked.add(peer)
+                    self._progress_put(request, op, out)
+                else:
+                    self._count("late_replies")
+            case ReadReply(request, versions):
+                op = self._ops.get(request)
+                if isinstance(op, _Get) and peer in op.pending:
+                    op.pending.discard(peer)
+                    op.replies[peer] = list(versions)
+                    self._progress_get(request, op, out)
+                else:
+                    self._count("late_replies")
+            case Rejected(request):
+                self._lost(peer, request, out)
+            case _:
+                self._count("unexpected_messages")
+
+    def _undeliverable(self, peer: str, message: Message, out: list[Action]) -> None:
+        match message:
+            case StampRequest(request) | Replicate(request) | ReadRequest(request):
+                self._count("undeliverable")
+                self._lost(peer, request, out)
+
+    def _lost(self, peer: str, request: int, out: list[Action]) -> None:
+        """``peer`` will never answer ``request``: it refused it, or it never got it."""
+        op = self._ops.get(request)
+        if isinstance(op, _Put):
+            if op.asking == peer:
+                op.asking = None
+                self._ask_next_stamper(request, op, out)
+            elif peer in op.pending:
+                op.pending.discard(peer)
+                self._progress_put(request, op, out)
+        elif isinstance(op, _Get) and peer in op.pending:
+            op.pending.discard(peer)
+            self._progress_get(request, op, out)
+
+    # -- timers --
+
+    def _timer(self, timer: Timer, now: Now, out: list[Action]) -> None:
+        kind, op_id = timer
+        if kind == "request":
+            op = self._ops.get(op_id)
+            if op is None:
+                return
+            if not op.answered:
+                if isinstance(op, _Put):
+                    self._fail_put(op_id, op, "write timed out", out)
+                    return
+                op.answered = True
+                self._count("get_failed")
+                out.append(Respond(op.client, Failed(
+                    f"read timed out: {len(op.replies)} of {op.r} replies", "no")))
+            self._close(op_id, out)
+        elif timer == SYNC_TIMER:
+            try:
+                self.storage.sync()
+            except StorageError:
+                self._count("storage_errors")
+            out.append(StartTimer(SYNC_TIMER, self.cluster.fsync_interval_ms / 1000))
+        elif timer == PURGE_TIMER:
+            purged = self.storage.purge_tombstones(now.wall_ms - self.cluster.tombstone_grace_ms)
+            self._count("tombstones_purged", purged)
+            out.append(StartTimer(PURGE_TIMER, self._purge_period))
+
+    # -- replica side --
+
+    def _stamp(
+        self, key: bytes, context: Clock, value: bytes | None, timestamp: int
+    ) -> tuple[Dot, tuple[Version, ...]]:
+        version, versions = stamp(self.actor, self.storage.get(key), context, value, timestamp,
+                                  self.cluster.vclock_max_entries)
+        kept = tuple(resolve(versions, self.cluster.versioning))
+        self.storage.put(key, kept)
+        return version.dot, kept
+
+    def _merge(self, key: bytes, versions: tuple[Version, ...]) -> None:
+        local = self.storage.get(key)
+        merged = resolve(sync(local, versions), self.cluster.versioning)
+        if merged != sorted(local, key=lambda v: (v.dot.actor, v.dot.counter)):
+            self.storage.put(key, merged)
+
+    # -- bookkeeping --
+
+    @property
+    def _purge_period(self) -> float:
+        return min(60.0, max(1.0, self.cluster.tombstone_grace_ms / 2000))
+
+    def _open(self, op: _Put | _Get, out: list[Action]) -> int:
+        self._next_op += 1
+        self._ops[self._next_op] = op
+        out.append(StartTimer(("request", self._next_op), self.cluster.request_timeout_ms / 1000))
+        return self._next_op
+
+    def _close(self, op_id: int, out: list[Action]) -> None:
+        if self._ops.pop(op_id, None) is not None:
+            out.append(CancelTimer(("request", op_id)))
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + amount

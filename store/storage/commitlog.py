@@ -1,0 +1,168 @@
+"""The commit log: an append-only file of checksummed records, replayed on start-up.
+
+File layout: an 8-byte magic (``KVLOG`` and a format version), then records::
+
+    +-----------+-----------------+------------------+---------------+
+    | length u32| header crc u32  | payload crc u32  | payload bytes |
+    +-----------+-----------------+------------------+---------------+
+
+All integers are big-endian; the header crc is CRC-32 of the length field, the payload crc is
+CRC-32 of the payload. A record is written with one ``write`` on a file opened ``O_APPEND``, so a
+killed process leaves either the whole record or none of it in the page cache; power loss can
+leave a partial one, and only at the end.
+
+Replay tells a *torn tail* (the last append, cut short: dropped with a warning and truncated
+away) from *corruption* (damage followed by more data: start-up stops with the file and offset):
+
+- fewer bytes left than a header, or a header that is all zeros from there to the end: torn;
+- a header whose crc does not match: corrupt (headers are small enough to be written whole);
+- a payload that runs past the end of the file: torn;
+- a payload whose crc does not match: torn if it ends exactly at end of file, else corrupt.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+FsyncPolicy = Literal["always", "interval", "never"]
+
+MAGIC = b"KVLOG\x00\x01\n"
+_HEADER = struct.Struct(">III")
+#: No record is larger (a key's sibling set is far smaller); a longer length is corruption.
+MAX_RECORD = 64 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+class CorruptLogError(Exception):
+    """The commit log is damaged before its end; the node must not start on it."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: corrupt record at offset {offset}: {reason}")
+        self.path = path
+        self.offset = offset
+        self.reason = reason
+
+
+def _header(payload: bytes) -> bytes:
+    length = struct.pack(">I", len(payload))
+    return length + struct.pack(">II", zlib.crc32(length), zlib.crc32(payload))
+
+
+def replay(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(offset, payload)`` for every whole record in ``path``, oldest first.
+
+    A torn tail is logged as a warning and truncated off the file once iteration reaches it.
+    Raises :class:`CorruptLogError` on damage before the end and on a file that is not a
+    commit log. A missing file yields nothing.
+    """
+    if not path.exists():
+        return
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            if len(magic) < len(MAGIC) and MAGIC.startswith(magic):
+                _truncate(path, 0, size, "file header")
+                return
+            raise CorruptLogError(path, 0, "not a commit log (bad magic)")
+        offset = len(MAGIC)
+        while offset < size:
+            header = f.read(_HEADER.size)
+            if len(header) < _HEADER.size or (not header.strip(b"\0") and _zeros_to_end(f)):
+                _truncate(path, offset, size, "record header")
+                return
+            length, header_crc, payload_crc = _HEADER.unpack(header)
+            if zlib.crc32(header[:4]) != header_crc:
+                raise CorruptLogError(path, offset, "record header checksum mismatch")
+            if length > MAX_RECORD:
+                raise CorruptLogError(path, offset, f"record length {length} exceeds limit")
+            end = offset + _HEADER.size + length
+            if end > size:
+                _truncate(path, offset, size, "record payload")
+                return
+            payload = f.read(length)
+            if zlib.crc32(payload) != payload_crc:
+                if end == size:
+                    _truncate(path, offset, size, "record payload")
+                    return
+                raise CorruptLogError(path, offset, "record payload checksum mismatch")
+            yield offset, payload
+            offset = end
+
+
+def _zeros_to_end(f: BinaryIO) -> bool:
+    here = f.tell()
+    while chunk := f.read(1 << 16):
+        if chunk.strip(b"\0"):
+            f.seek(here)
+            return False
+    f.seek(here)
+    return True
+
+
+def _truncate(path: Path, offset: int, size: int, what: str) -> None:
+    log.warning(
+        "%s: dropping torn final record at offset %d (%d bytes, incomplete %s)",
+        path, offset, size - offset, what,
+    )
+    with path.open("r+b") as f:
+        f.truncate(offset)
+        os.fsync(f.fileno())
+
+
+class CommitLog:
+    """An open commit log, appending. Replay the file with :func:`replay` before opening it.
+
+    ``fsync="always"`` makes :meth:`append` durable against power loss before it returns;
+    ``"interval"`` and ``"never"`` leave that to :meth:`sync` and the OS. With every policy an
+    appended record is in the kernel when :meth:`append` returns, so it survives the process
+    being killed.
+    """
+
+    def __init__(self, path: Path, fsync: FsyncPolicy = "always") -> None:
+        self.path = path
+        self.fsync = fsync
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._dirty = False
+        if os.fstat(self._fd).st_size == 0:
+            os.write(self._fd, MAGIC)
+            os.fsync(self._fd)
+        self.size = os.fstat(self._fd).st_size
+
+    def append(self, payload: bytes) -> None:
+        """Append one record. Raises ValueError if it is larger than :data:`MAX_RECORD`."""
+        if len(payload) > MAX_RECORD:
+            raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD}")
+        record = _header(payload) + payload
+        try:
+            written = os.write(self._fd, record)
+            if written != len(record):
+                raise OSError(f"{self.path}: short write ({written} of {len(record)} bytes)")
+        except OSError:
+            os.ftruncate(self._fd, self.size)  # never leave a partial record before the next
+            raise
+        self.size += written
+        if self.fsync == "always":
+            os.fdatasync(self._fd)
+        else:
+            self._dirty = True
+
+    def sync(self) -> None:
+        """Make every appended record durable (a no-op when nothing is pending)."""
+        if self._dirty:
+            os.fdatasync(self._fd)
+            self._dirty = False
+
+    def close(self) -> None:
+        """Sync and close. The log cannot be used afterwards."""
+        if self._fd >= 0:
+            self.sync()
+            os.close(self._fd)
+            self._fd = -1

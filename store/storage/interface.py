@@ -1,0 +1,49 @@
+"""The storage interface the node logic calls: a key's sibling set in, a key's sibling set out.
+
+Calls are synchronous and return only when the write is as durable as the configured fsync
+policy makes it. The node logic never touches files itself; engines live behind this interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+from store.versions import Version
+
+
+class StorageError(Exception):
+    """The engine could not carry out a call (disk full, I/O error). The key is unchanged."""
+
+
+class Storage(Protocol):
+    def get(self, key: bytes) -> list[Version]:
+        """The key's sibling set; empty when the key is unknown."""
+        ...
+
+    def put(self, key: bytes, versions: Sequence[Version]) -> None:
+        """Replace the key's sibling set. Raises :class:`StorageError`; then nothing changed."""
+        ...
+
+    def keys(self) -> Iterator[bytes]:
+        """Every stored key, in no particular order."""
+        ...
+
+    def purge_tombstones(self, older_than_ms: int) -> int:
+        """Forget keys whose siblings are all tombstones older than the given wall-clock ms.
+
+        Returns how many keys were purged.
+        """
+        ...
+
+    def sync(self) -> None:
+        """Make every write so far durable (for fsync policy ``interval``)."""
+        ...
+
+    def close(self) -> None:
+        """Sync and release files. The storage cannot be used afterwards."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for ``/status``: key count, bytes, and engine specifics."""
+        ...

@@ -1,0 +1,49 @@
+"""Storage in a dict: the simulator's disk, and the engine's in-memory index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from store.versions import Version
+
+
+class MemoryStorage:
+    """A dict from key to sibling set. Nothing is lost while the object lives.
+
+    The simulator keeps one per node across crashes, so it plays the part of the disk.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[bytes, list[Version]] = {}
+
+    def get(self, key: bytes) -> list[Version]:
+        return list(self._data.get(key, ()))
+
+    def put(self, key: bytes, versions: Sequence[Version]) -> None:
+        if versions:
+            self._data[key] = list(versions)
+        else:
+            self._data.pop(key, None)
+
+    def keys(self) -> Iterator[bytes]:
+        return iter(list(self._data))
+
+    def purge_tombstones(self, older_than_ms: int) -> int:
+        doomed = [
+            key
+            for key, versions in self._data.items()
+            if all(v.value is None and v.timestamp < older_than_ms for v in versions)
+        ]
+        for key in doomed:
+            del self._data[key]
+        return len(doomed)
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, Any]:
+        return {"engine": "memory", "keys": len(self._data)}
