@@ -1,0 +1,7 @@
+"""``python -m store`` runs the ``kvstore`` command."""
+
+import sys
+
+from store.cli import main
+
+sys.exit(main())

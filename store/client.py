@@ -1,0 +1,196 @@
+"""An async (trio) client for the store's HTTP interface, for the harness and for people.
+
+    async with StoreClient("127.0.0.1", 7001) as client:
+        await client.put(b"k", b"v")
+        read = await client.get(b"k")
+        await client.put(b"k", b"w", context=read.context)
+
+One client holds one keep-alive connection and runs one request at a time. Every failure is a
+:class:`StoreError` whose ``applied`` says what is known about a write: ``"no"`` (it surely did
+not happen) or ``"unknown"`` (it may have: the request is *indeterminate*).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import h11
+import trio
+
+from store.http import APPLIED_HEADER, CONTEXT_HEADER, MultipartError, decode_siblings
+
+Applied = Literal["no", "unknown"]
+
+
+class StoreError(Exception):
+    """A request that did not succeed. ``applied`` tells whether a write may have happened."""
+
+    def __init__(self, message: str, applied: Applied, status: int | None = None) -> None:
+        super().__init__(message)
+        self.applied = applied
+        self.status = status
+
+
+class RequestRejected(StoreError):
+    """The node refused the request as malformed or too large (4xx): nothing was written."""
+
+
+class Unavailable(StoreError):
+    """The node could not gather a quorum in time (503)."""
+
+
+class ConnectionFailed(StoreError):
+    """The connection failed or the answer did not come in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A read: the siblings (``None`` for a tombstone sibling; empty when the key is absent)
+    and the causal context to send with the next write of the key."""
+
+    values: tuple[bytes | None, ...]
+    context: str
+
+    @property
+    def value(self) -> bytes | None:
+        """The value when there is exactly one live version, else None."""
+        return self.values[0] if len(self.values) == 1 else None
+
+
+class StoreClient:
+    """A connection to one node. Reconnects on the next request after a failure."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._stream: trio.SocketStream | None = None
+        self._conn: h11.Connection | None = None
+        self._lock = trio.Lock()
+
+    async def __aenter__(self) -> StoreClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            await stream.aclose()
+
+    async def get(self, key: bytes | str, r: int | None = None) -> ReadResult:
+        """Read ``key`` with read quorum ``r`` (the cluster's when None)."""
+        status, headers, body = await self._request("GET", _path(key, "r", r))
+        context = headers.get(CONTEXT_HEADER, "")
+        if status == 200:
+            return ReadResult((body,), context)
+        if status == 404 and CONTEXT_HEADER in headers:
+            return ReadResult((), context)
+        if status == 300:
+            try:
+                return ReadResult(tuple(decode_siblings(headers.get("content-type", ""), body)),
+                                  context)
+            except MultipartError as exc:
+                raise StoreError(f"malformed siblings from node: {exc}", "no", status) from None
+        raise _error(status, headers, body, "no")
+
+    async def put(self, key: bytes | str, value: bytes, context: str = "",
+                  w: int | None = None) -> str:
+        """Write ``value``; return the causal context of the new version."""
+        return await self._write("PUT", key, value, context, w)
+
+    async def delete(self, key: bytes | str, context: str = "", w: int | None = None) -> str:
+        """Write a tombstone; return its causal context."""
+        return await self._write("DELETE", key, b"", context, w)
+
+    async def status(self) -> dict[str, Any]:
+        status, headers, body = await self._request("GET", "/status")
+        if status != 200:
+            raise _error(status, headers, body, "no")
+        return json.loads(body)
+
+    async def _write(self, method: str, key: bytes | str, value: bytes, context: str,
+                     w: int | None) -> str:
+        headers = [(CONTEXT_HEADER, context)] if context else []
+        status, response_headers, body = await self._request(
+            method, _path(key, "w", w), headers, value)
+        if status == 204:
+            return response_headers.get(CONTEXT_HEADER, "")
+        raise _error(status, response_headers, body, "unknown")
+
+    async def _request(
+        self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> tuple[int, dict[str, str], bytes]:
+        applied: Applied = "no" if method == "GET" else "unknown"
+        async with self._lock:
+            try:
+                with trio.fail_after(self.timeout):
+                    return await self._exchange(method, target, headers or [], body)
+            except trio.TooSlowError:
+                await self.aclose()
+                raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
+                                       f"{self.timeout} s", applied) from None
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
+                    h11.ProtocolError) as exc:
+                await self.aclose()
+                sent = self._conn is not None and self._conn.our_state is not h11.IDLE
+                raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
+                                       applied if sent else "no") from None
+
+    async def _exchange(self, method: str, target: str, headers: list[tuple[str, str]],
+                        body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self._stream is None:
+            self._conn = None
+            self._stream = await trio.open_tcp_stream(self.host, self.port)
+            self._conn = h11.Connection(h11.CLIENT)
+        conn = self._conn
+        assert conn is not None
+        all_headers = [("host", f"{self.host}:{self.port}"),
+                       ("content-length", str(len(body))), *headers]
+        data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
+        data += conn.send(h11.Data(data=body)) if body else b""
+        data += conn.send(h11.EndOfMessage())
+        await self._stream.send_all(data)
+        response = None
+        payload = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await self._stream.receive_some(65536))
+            elif isinstance(event, h11.Response):
+                response = event
+            elif isinstance(event, h11.Data):
+                payload += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                raise trio.BrokenResourceError("connection closed by the node")
+        assert response is not None
+        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+            await self.aclose()
+        else:
+            conn.start_next_cycle()
+        decoded = {k.decode().lower(): v.decode("latin-1") for k, v in response.headers}
+        return response.status_code, decoded, bytes(payload)
+
+
+def _path(key: bytes | str, name: str, quorum: int | None) -> str:
+    raw = key.encode() if isinstance(key, str) else key
+    path = "/kv/" + quote(raw, safe="")
+    return f"{path}?{name}={quorum}" if quorum is not None else path
+
+
+def _error(status: int, headers: dict[str, str], body: bytes, applied: Applied) -> StoreError:
+    try:
+        message = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace")[:200]
+    if status == 503:
+        said = headers.get(APPLIED_HEADER)
+        return Unavailable(message, "no" if said == "no" else applied, status)
+    if 400 <= status < 500:
+        return RequestRejected(f"{status}: {message}", "no", status)
+    return StoreError(f"{status}: {message}", applied, status)

@@ -1,0 +1,529 @@
+"""Partitioning and replication: a consistent-hashing ring with virtual nodes, weights and zones.
+
+Theory of operation
+-------------------
+Keys and tokens live on one ring of ``2**64`` positions. A key's position is the first eight bytes
+of its BLAKE2b hash (:func:`key_position`). Every physical node (a :class:`Member`) owns
+``weight * vnodes_per_weight`` *tokens* (virtual nodes). A token ``t`` owns the arc ``(p, t]``
+from the previous token ``p`` clockwise, so a key at position ``k`` belongs to the first token
+``>= k``, wrapping past ``2**64 - 1`` to the smallest token.
+
+Tokens are *allocated*, not drawn at random. Random tokens give each node a share whose standard
+deviation is about ``1/sqrt(vnodes)`` of its mean (9% with 128 vnodes), so with a handful of nodes
+some node is routinely 15-25% off. Instead, in the spirit of Cassandra's
+``allocate_tokens_for_keyspace``:
+
+- the first member's tokens are evenly spaced, starting from a hash of its id;
+- a joining member needs ``weight / total_weight`` of the ring, i.e. exactly
+  ``piece = 2**64 // (total_weight * vnodes_per_weight)`` per token. For each of its tokens it picks
+  the member that is furthest above its own weight-proportional target (ties: natural order of
+  ids), takes that member's largest arc ``(a, b]`` (ties: the arc whose token sorts first), and
+  places the new token at ``a + piece``. The newcomer owns ``(a, a + piece]``; the old owner keeps
+  ``(a + piece, b]``.
+
+The most over-target member's average arc is at least ``piece`` long, so the split always fits and
+every member ends within about one piece (``1/(weight * vnodes_per_weight)`` of its share) of its
+target. Worked case, ``vnodes_per_weight = 2``: n1 alone holds 2 arcs of 1/2. Adding n2 (target 1/2
+each, piece 1/4) halves both of n1's arcs. Adding n3 (targets 1/3, piece 1/6) takes 1/6 from n1,
+then 1/6 from n2 (now the most over target), and so on — all three end at exactly 1/3.
+
+A join only splits arcs, so it moves only keys that the new member now owns. A leave drops the
+member's tokens; each of its arcs merges into the clockwise successor's, so only its keys move.
+Joins after leaves again take from the most over-target members, so the ring heals its balance.
+The allocation is a pure function of the membership history: nodes that apply the same joins and
+leaves in the same order compute the same tokens. :meth:`Ring.build` fixes that order (natural
+sort of ids); gossip spreads tokens themselves and :meth:`Ring.from_tokens` rebuilds the ring.
+
+Replication: the *walk* from a key lists every member once, in the clockwise order of their first
+token at or after the key. The *preference list* of ``n`` picks, along the walk, members of zones
+not yet used, and when fewer than ``n`` zones exist fills up with the earliest remaining members;
+it is returned in walk order, so its head is always the key's owner. Rings are immutable; answers
+per token index are computed on first use and cached, so a lookup is a hash, a bisect and a list
+index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["RING_BITS", "RING_SIZE", "Member", "Ring", "key_position", "natural_key"]
+
+RING_BITS = 64
+RING_SIZE = 1 << RING_BITS  # positions are ints in [0, RING_SIZE)
+
+DEFAULT_VNODES = 128
+
+_BALANCE_REPLICAS = 3  # the allocation balances replica load for preference lists of this size
+_DONORS = 3  # candidate donors per new token: the most over-target ones
+_ARCS = 4  # candidate arcs per donor: its largest
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def key_position(key: bytes) -> int:
+    """The ring position of ``key``: ``blake2b(key, digest_size=8)`` read as a big-endian int."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+
+
+def natural_key(node_id: str) -> tuple[tuple[str | int, ...], str]:
+    """Sort key ordering ids naturally (``n2 < n10``); the raw id breaks ties (``n01`` vs ``n1``)."""
+    parts = _DIGITS.split(node_id)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), node_id
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A physical node of the ring.
+
+    ``weight`` asks for ``weight * vnodes_per_weight`` tokens, hence a ``weight / total_weight``
+    share of the keys. Raises ``ValueError`` for an empty id or a weight that is not an int >= 1,
+    ``TypeError`` for an id or zone that is not a string.
+    """
+
+    node_id: str
+    zone: str = "default"
+    weight: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node_id, str) or not isinstance(self.zone, str):
+            raise TypeError("node_id and zone must be strings")
+        if not self.node_id:
+            raise ValueError("node_id must not be empty")
+        if not self.zone:
+            raise ValueError("zone must not be empty")
+        if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 1:
+            raise ValueError(f"weight must be an int >= 1, got {self.weight!r}")
+
+
+def _check_vnodes(vnodes_per_weight: int) -> None:
+    if (
+        isinstance(vnodes_per_weight, bool)
+        or not isinstance(vnodes_per_weight, int)
+        or vnodes_per_weight < 1
+    ):
+        raise ValueError(f"vnodes_per_weight must be an int >= 1, got {vnodes_per_weight!r}")
+
+
+def _first_tokens(node_id: str, count: int) -> list[int]:
+    """``count`` evenly spaced tokens starting at a position derived from ``node_id``."""
+    start = key_position(b"kvcheck-ring:" + node_id.encode())
+    return sorted((start + i * RING_SIZE // count) % RING_SIZE for i in range(count))
+
+
+class _Allocator:
+    """Places a joining member's tokens (see the module docstring); used once, then dropped.
+
+    Primary ownership is the hard constraint: every token takes ``piece`` from a *donor* at least
+    ``piece`` above its weight-proportional target (or, when none is, from the one furthest above).
+    Within that, the split is chosen among the largest arcs of the few most over-target donors to
+    keep *replica* load — the ring space each member holds a copy of, with preference lists of
+    ``_BALANCE_REPLICAS`` — proportional to weight: it minimises ``sum(load**2 / weight)``, which
+    is least when every load is proportional to its weight. All arithmetic is on exact integers,
+    and ties go to the donor first in natural id order, then to the smaller token: the result
+    is a pure function of the ring and the member.
+    """
+
+    def __init__(self, ring: Ring, member: Member) -> None:
+        self.new = member.node_id
+        members = dict(ring.members)
+        members[member.node_id] = member
+        self.zone = {i: m.zone for i, m in members.items()}
+        self.weight = {i: m.weight for i, m in members.items()}
+        self.total_weight = sum(self.weight.values())
+        self.scale = math.lcm(*self.weight.values())
+        self.n = min(_BALANCE_REPLICAS, len(members))
+        self.zones_needed = min(self.n, len(set(self.zone.values())))
+        self.piece = RING_SIZE // (self.total_weight * ring.vnodes_per_weight)
+        self.positions = list(ring._positions)
+        self.owners = list(ring._owner_at)
+        self.rank = {node_id: rank for rank, node_id in enumerate(ring._order)}
+        # Each member's arcs as a max-heap of (-length, end token); primary share; replica load.
+        self.arcs: dict[str, list[tuple[int, int]]] = {i: [] for i in ring._order}
+        share = dict.fromkeys(ring._order, 0)
+        self.load = dict.fromkeys(members, 0)
+        for index, token in enumerate(self.positions):
+            length = self._arc(index)
+            self.arcs[self.owners[index]].append((-length, token))
+            share[self.owners[index]] += length
+            for node_id in self._replicas(index)[0]:
+                self.load[node_id] += length
+        for heap in self.arcs.values():
+            heapq.heapify(heap)
+        # Excess over the target share, scaled by total_weight to stay in integers.
+        self.excess = {
+            i: share[i] * self.total_weight - self.weight[i] * RING_SIZE for i in ring._order
+        }
+
+    def _arc(self, index: int) -> int:
+        positions = self.positions
+        return (positions[index] - positions[index - 1]) % RING_SIZE or RING_SIZE
+
+    def _replicas(self, start: int) -> tuple[list[str], int]:
+        """The preference list (as a set) of the arc at ``start`` under the current owners, and
+        how many tokens the walk looked at. Same rule as :meth:`Ring.preference_list`.
+        """
+        owners, zone, n, zones_needed = self.owners, self.zone, self.n, self.zones_needed
+        size = len(owners)
+        seen: list[str] = []
+        chosen: list[str] = []
+        used: set[str] = set()
+        steps = 0
+        for step in range(size):
+            steps = step + 1
+            node_id = owners[(start + step) % size]
+            if node_id in seen:
+                continue
+            seen.append(node_id)
+            if zone[node_id] not in used:
+                used.add(zone[node_id])
+                chosen.append(node_id)
+            if len(used) >= zones_needed and len(seen) >= n:
+                break
+        for node_id in seen:
+            if len(chosen) >= n:
+                break
+            if node_id not in chosen:
+                chosen.append(node_id)
+        return chosen, steps
+
+    def _deltas(self, index: int, take: int) -> dict[str, int]:
+        """Replica-load changes if the new member took ``take`` from the start of arc ``index``."""
+        owners = self.owners
+        size = len(owners)
+        affected: list[tuple[int, int, list[str]]] = []
+        for back in range(1, size):
+            chosen, steps = self._replicas(index - back)
+            if steps <= back:
+                break  # this walk, and every walk starting further back, ends before the split
+            affected.append((index - back, self._arc(index - back), chosen))
+        split = self._replicas(index)[0]
+        owners.insert(index, self.new)
+        delta: dict[str, int] = {}
+        try:
+            for start, length, before in affected:
+                for node_id in before:
+                    delta[node_id] = delta.get(node_id, 0) - length
+                for node_id in self._replicas(start)[0]:
+                    delta[node_id] = delta.get(node_id, 0) + length
+            for node_id in split:
+                delta[node_id] = delta.get(node_id, 0) - take
+            for node_id in self._replicas(index)[0]:
+                delta[node_id] = delta.get(node_id, 0) + take
+        finally:
+            del owners[index]
+        return delta
+
+    def _cost(self, delta: Mapping[str, int]) -> int:
+        """Change of ``scale * sum(load**2 / weight)`` (exact) if ``delta`` were applied."""
+        load, weight, scale = self.load, self.weight, self.scale
+        return sum(d * (2 * load[i] + d) * (scale // weight[i]) for i, d in delta.items() if d)
+
+    def allocate(self, count: int) -> list[int]:
+        piece, total_weight = self.piece, self.total_weight
+        new: list[int] = []
+        for _ in range(count):
+            ranked = sorted(self.excess, key=lambda i: (-self.excess[i], self.rank[i]))
+            donors = [i for i in ranked[:_DONORS] if self.excess[i] >= piece * total_weight]
+            best: tuple[int, int, int] | None = None
+            best_move: tuple[str, int, int, dict[str, int]] | None = None
+            popped: dict[str, list[tuple[int, int]]] = {}
+            for donor in donors or ranked[:1]:
+                heap = self.arcs[donor]
+                popped[donor] = [heapq.heappop(heap) for _ in range(min(_ARCS, len(heap)))]
+                for neg_length, end in popped[donor]:
+                    length = -neg_length
+                    take = piece if piece < length else length // 2
+                    if take < 1:
+                        continue
+                    index = bisect_left(self.positions, end)
+                    delta = self._deltas(index, take)
+                    key = (self._cost(delta), self.rank[donor], end)
+                    if best is None or key < best:
+                        best, best_move = key, (donor, end, take, delta)
+            if best_move is None:
+                raise RuntimeError("ring positions exhausted")  # needs ~2**64 tokens
+            donor, end, take, delta = best_move
+            for neg_length, token in popped.pop(donor):
+                length = -neg_length - take if token == end else -neg_length
+                heapq.heappush(self.arcs[donor], (length * -1, token))
+            for other, entries in popped.items():
+                for entry in entries:
+                    heapq.heappush(self.arcs[other], entry)
+            index = bisect_left(self.positions, end)
+            token = (end - self._arc(index) + take) % RING_SIZE
+            self.positions.insert(index, token)
+            self.owners.insert(index, self.new)
+            for node_id, d in delta.items():
+                self.load[node_id] += d
+            self.excess[donor] -= take * total_weight
+            new.append(token)
+        return new
+
+
+class Ring:
+    """An immutable consistent-hashing ring. Changing membership returns a new ring.
+
+    ``members`` and ``tokens`` are read-only mappings keyed by node id, in natural id order; each
+    member's tokens are sorted ascending.
+    """
+
+    __slots__ = (
+        "_cache_pref",
+        "_cache_walk",
+        "_members",
+        "_order",
+        "_owner_at",
+        "_ownership",
+        "_positions",
+        "_tokens",
+        "_vnodes",
+        "_zone_count",
+    )
+
+    def __init__(self, vnodes_per_weight: int = DEFAULT_VNODES) -> None:
+        """An empty ring. Raises ``ValueError`` unless ``vnodes_per_weight`` is an int >= 1."""
+        _check_vnodes(vnodes_per_weight)
+        self._setup({}, {}, vnodes_per_weight)
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _setup(
+        self,
+        members: Mapping[str, Member],
+        tokens: Mapping[str, Sequence[int]],
+        vnodes_per_weight: int,
+    ) -> None:
+        order = sorted(members, key=natural_key)
+        self._vnodes = vnodes_per_weight
+        self._order = tuple(order)
+        self._members = MappingProxyType({i: members[i] for i in order})
+        self._tokens = MappingProxyType({i: tuple(sorted(tokens[i])) for i in order})
+        pairs = sorted((t, node_id) for node_id in order for t in self._tokens[node_id])
+        self._positions = [t for t, _ in pairs]
+        self._owner_at = [node_id for _, node_id in pairs]
+        self._zone_count = len({m.zone for m in members.values()})
+        self._ownership: dict[str, float] | None = None
+        self._cache_walk: list[tuple[str, ...] | None] = [None] * len(pairs)
+        self._cache_pref: dict[int, list[tuple[str, ...] | None]] = {}
+
+    @classmethod
+    def _make(
+        cls,
+        members: Mapping[str, Member],
+        tokens: Mapping[str, Sequence[int]],
+        vnodes_per_weight: int,
+    ) -> Ring:
+        ring = cls.__new__(cls)
+        ring._setup(members, tokens, vnodes_per_weight)
+        return ring
+
+    @classmethod
+    def build(cls, members: Iterable[Member], vnodes_per_weight: int = DEFAULT_VNODES) -> Ring:
+        """The ring obtained by adding ``members`` one by one to an empty ring, in natural id
+        order (``n2`` before ``n10``) whatever order they are given in.
+
+        Raises ``ValueError`` for a repeated node id or a bad ``vnodes_per_weight``.
+        """
+        ring = cls(vnodes_per_weight)
+        for member in sorted(members, key=lambda m: natural_key(m.node_id)):
+            ring = ring.with_member(member)
+        return ring
+
+    @classmethod
+    def from_tokens(
+        cls,
+        members: Iterable[Member],
+        tokens: Mapping[str, Sequence[int]],
+        vnodes_per_weight: int = DEFAULT_VNODES,
+    ) -> Ring:
+        """Rebuild a ring from announced tokens (as gossip carries them).
+
+        Raises ``ValueError`` when ids repeat, when ``tokens`` names a node that is not a member or
+        a member has no tokens, when a token is not an int in ``[0, 2**64)``, or when two tokens
+        are equal (within or across members). The token count per member is not checked against
+        its weight: the announcer's allocation is authoritative.
+        """
+        _check_vnodes(vnodes_per_weight)
+        by_id: dict[str, Member] = {}
+        for member in members:
+            if member.node_id in by_id:
+                raise ValueError(f"duplicate member {member.node_id!r}")
+            by_id[member.node_id] = member
+        extra = set(tokens) - set(by_id)
+        if extra:
+            raise ValueError(f"tokens for non-members: {sorted(extra, key=natural_key)}")
+        seen: set[int] = set()
+        clean: dict[str, tuple[int, ...]] = {}
+        for node_id in by_id:
+            own = tuple(tokens.get(node_id, ()))
+            if not own:
+                raise ValueError(f"member {node_id!r} has no tokens")
+            for t in own:
+                if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < RING_SIZE:
+                    raise ValueError(f"token {t!r} of {node_id!r} is not an int in [0, 2**64)")
+                if t in seen:
+                    raise ValueError(f"token {t} is announced twice")
+                seen.add(t)
+            clean[node_id] = own
+        return cls._make(by_id, clean, vnodes_per_weight)
+
+    def with_member(self, member: Member) -> Ring:
+        """A new ring with ``member`` added and its tokens allocated (see the module docstring).
+
+        Only arcs are split, so every key that changes owner moves to ``member``. Raises
+        ``ValueError`` if a member with that id is already present; ``self`` is unchanged.
+        """
+        if member.node_id in self._members:
+            raise ValueError(f"{member.node_id!r} is already a member")
+        count = member.weight * self._vnodes
+        members = dict(self._members)
+        members[member.node_id] = member
+        tokens: dict[str, Sequence[int]] = dict(self._tokens)
+        if not self._members:
+            tokens[member.node_id] = _first_tokens(member.node_id, count)
+        else:
+            tokens[member.node_id] = _Allocator(self, member).allocate(count)
+        return Ring._make(members, tokens, self._vnodes)
+
+    def without_member(self, node_id: str) -> Ring:
+        """A new ring without ``node_id``: its tokens are dropped and each of its arcs goes to the
+        clockwise successor, so only its keys move. Raises ``KeyError`` if it is not a member.
+        """
+        if node_id not in self._members:
+            raise KeyError(node_id)
+        members = {i: m for i, m in self._members.items() if i != node_id}
+        tokens = {i: t for i, t in self._tokens.items() if i != node_id}
+        return Ring._make(members, tokens, self._vnodes)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def members(self) -> Mapping[str, Member]:
+        """Members by node id, in natural id order (read-only)."""
+        return self._members
+
+    @property
+    def tokens(self) -> Mapping[str, tuple[int, ...]]:
+        """Each member's tokens, sorted ascending (read-only)."""
+        return self._tokens
+
+    @property
+    def vnodes_per_weight(self) -> int:
+        """Tokens a member is given per unit of weight when it joins."""
+        return self._vnodes
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ring):
+            return NotImplemented
+        return (
+            self._vnodes == other._vnodes
+            and dict(self._members) == dict(other._members)
+            and dict(self._tokens) == dict(other._tokens)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Ring({list(self._members.values())!r}, vnodes_per_weight={self._vnodes})"
+
+    def _index(self, key: bytes) -> int:
+        index = bisect_left(self._positions, key_position(key))
+        return 0 if index == len(self._positions) else index
+
+    def owner(self, key: bytes) -> str:
+        """The member owning the first token at or clockwise after the key's position.
+
+        Raises ``ValueError`` on an empty ring.
+        """
+        if not self._positions:
+            raise ValueError("the ring is empty")
+        return self._owner_at[self._index(key)]
+
+    def walk(self, key: bytes) -> tuple[str, ...]:
+        """Every member once, in clockwise order from the key (first token at or after it): the
+        extended preference list a sloppy quorum falls back along. Empty for an empty ring.
+        """
+        if not self._positions:
+            return ()
+        index = self._index(key)
+        found = self._cache_walk[index]
+        if found is None:
+            found = self._cache_walk[index] = self._walk_from(index, len(self._members))
+        return found
+
+    def _walk_from(self, index: int, limit: int) -> tuple[str, ...]:
+        """The first ``limit`` distinct members clockwise from token ``index``."""
+        owners = self._owner_at
+        size = len(owners)
+        seen: dict[str, None] = {}
+        for step in range(size):
+            seen.setdefault(owners[(index + step) % size])
+            if len(seen) == limit:
+                break
+        return tuple(seen)
+
+    def preference_list(self, key: bytes, n: int) -> tuple[str, ...]:
+        """The ``n`` members that replicate the key, in clockwise order; the head is its owner.
+
+        Along the walk from the key, members of zones not yet used are chosen first; with fewer
+        than ``n`` zones the earliest remaining members fill up the list. So it spans
+        ``min(n, zones)`` zones and, within one zone, is the first ``n`` distinct members
+        clockwise. Raises ``ValueError`` unless ``1 <= n <= len(members)``.
+        """
+        table = self._cache_pref.get(n)
+        if table is None:
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self._members):
+                raise ValueError(f"n must be in [1, {len(self._members)}], got {n!r}")
+            table = self._cache_pref[n] = [None] * len(self._positions)
+        index = bisect_left(self._positions, key_position(key))
+        if index == len(table):
+            index = 0
+        found = table[index]
+        if found is None:
+            found = table[index] = self._preference_from(index, n)
+        return found
+
+    def _preference_from(self, index: int, n: int) -> tuple[str, ...]:
+        owners, members = self._owner_at, self._members
+        size, zones = len(owners), self._zone_count
+        seen: list[str] = []
+        seen_set: set[str] = set()
+        chosen: set[str] = set()
+        used_zones: set[str] = set()
+        for step in range(size):
+            node_id = owners[(index + step) % size]
+            if node_id in seen_set:
+                continue
+            seen.append(node_id)
+            seen_set.add(node_id)
+            zone = members[node_id].zone
+            if zone not in used_zones:
+                used_zones.add(zone)
+                chosen.add(node_id)
+            if len(chosen) == n or (len(used_zones) == zones and len(seen) >= n):
+                break
+        for node_id in seen:
+            if len(chosen) == n:
+                break
+            chosen.add(node_id)
+        return tuple(node_id for node_id in seen if node_id in chosen)
+
+    def ownership(self) -> dict[str, float]:
+        """Fraction of the ring each member owns as primary (values sum to 1; empty ring: {})."""
+        if self._ownership is None:
+            positions, owners = self._positions, self._owner_at
+            share = dict.fromkeys(self._order, 0)
+            for index, token in enumerate(positions):
+                share[owners[index]] += (token - positions[index - 1]) % RING_SIZE or RING_SIZE
+            self._ownership = {i: s / RING_SIZE for i, s in share.items()}
+        return dict(self._ownership)

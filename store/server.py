@@ -1,0 +1,516 @@
+"""The server: runs one node's logic over real sockets, timers and files, with trio.
+
+One TCP port serves both people and peers. A connection that opens with
+:data:`~store.messages.PREAMBLE` is a peer's: length-prefixed frames, each a message. Anything
+else is HTTP/1.1 (see :mod:`store.http`), parsed with h11.
+
+Each node keeps one outgoing connection to every peer and sends all its messages to that peer
+over it; replies come back over the peer's own outgoing connection. A message for a peer whose
+connection is down is reported to the node logic as undeliverable at once, so a write that
+cannot leave this node fails as surely-not-applied rather than timing out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import math
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, unquote_to_bytes
+
+import h11
+import trio
+
+from store.config import MAX_PAIR_BYTES, NodeConfig, NodeSpec
+from store.datadir import open_data_dir
+from store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
+from store.messages import PREAMBLE, FrameDecoder, Hello, Message, ProtocolError, encode_frame
+from store.node import (
+    Action,
+    CancelTimer,
+    ClientGet,
+    ClientPut,
+    Event,
+    Failed,
+    Found,
+    Node,
+    Now,
+    Received,
+    Respond,
+    Response,
+    Send,
+    StartTimer,
+    Timer,
+    TimerFired,
+    Undeliverable,
+    Written,
+)
+from store.ring import Member, Ring
+from store.storage import LogStorage
+from store.versions import BadContext, context_token, parse_context_token
+
+log = logging.getLogger(__name__)
+
+#: Messages queued for one peer before further sends count as undeliverable.
+OUTBOX_SIZE = 10_000
+CONNECT_TIMEOUT = 1.0
+MAX_BACKOFF = 1.0
+HttpReply = tuple[int, list[tuple[str, str]], bytes]
+#: Largest request head and body accepted over HTTP.
+MAX_HTTP_HEAD = 16 * 1024
+MAX_HTTP_BODY = 64 * 1024
+
+
+class _Timers:
+    """Timers keyed by name; starting one again replaces it. ``run`` fires them on time."""
+
+    def __init__(self, fire: Callable[[Timer], None]) -> None:
+        self._fire = fire
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._current: dict[Timer, int] = {}
+        self._seq = 0
+        self._scope: trio.CancelScope | None = None
+
+    def start(self, timer: Timer, delay: float) -> None:
+        self._seq += 1
+        self._current[timer] = self._seq
+        deadline = trio.current_time() + delay
+        heapq.heappush(self._heap, (deadline, self._seq, timer))
+        if self._scope is not None and deadline < self._scope.deadline:
+            self._scope.deadline = deadline
+
+    def cancel(self, timer: Timer) -> None:
+        self._current.pop(timer, None)
+
+    async def run(self) -> None:
+        while True:
+            now = trio.current_time()
+            while self._heap and self._heap[0][0] <= now:
+                _, seq, timer = heapq.heappop(self._heap)
+                if self._current.get(timer) == seq:
+                    del self._current[timer]
+                    self._fire(timer)
+            with trio.CancelScope(deadline=self._heap[0][0] if self._heap else math.inf) as scope:
+                self._scope = scope
+                await trio.sleep_forever()
+            self._scope = None
+
+
+class _Waiter:
+    __slots__ = ("done", "response")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.response: Response | None = None
+
+
+class Server:
+    """One store node. ``await Server(config).run()`` serves until cancelled.
+
+    Raises :class:`~store.config.ConfigError` for an unusable data directory and
+    :class:`~store.storage.CorruptLogError` for a damaged commit log, before listening.
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.me = config.me
+        self.peers = {p.node_id: p for p in config.peers}
+        self.actor = open_data_dir(config.data_dir, self.me.node_id)
+        self.storage = LogStorage(config.data_dir, config.cluster.fsync)
+        ring = Ring.build(
+            (Member(m.node_id, m.zone, m.weight) for m in config.members),
+            config.cluster.vnodes_per_weight,
+        )
+        self.node = Node(self.me.node_id, self.actor, ring, config.cluster, self.storage)
+        self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
+        self.connected = dict.fromkeys(self.peers, False)
+        self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
+        self._inboxes: dict[str, trio.MemoryReceiveChannel[Message]] = {}
+        for peer in self.peers:
+            self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
+        self._waiting: dict[int, _Waiter] = {}
+        self._next_request = 0
+        self._started = time.monotonic()
+
+    # -- running --
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen, connect to peers, and serve until cancelled; then close storage cleanly."""
+        try:
+            async with trio.open_nursery() as nursery:
+                listeners = await trio.open_tcp_listeners(self.me.address.port,
+                                                          host=self.me.address.host)
+                nursery.start_soon(self.timers.run)
+                for peer in self.peers.values():
+                    nursery.start_soon(self._peer_link, peer)
+                self._apply(self.node.start(self._now()))
+                nursery.start_soon(trio.serve_listeners, self._connection, listeners)
+                log.info("node %s (%s) serving on %s", self.me.node_id, self.actor,
+                         self.me.address)
+                task_status.started()
+        finally:
+            self.storage.close()
+            log.info("node %s stopped; storage closed", self.me.node_id)
+
+    def _now(self) -> Now:
+        return Now(time.monotonic(), time.time_ns() // 1_000_000)
+
+    def dispatch(self, event: Event) -> None:
+        """Feed one event to the node logic and carry out the actions, to quiescence."""
+        queue: deque[Event] = deque([event])
+        while queue:
+            self._apply(self.node.handle(queue.popleft(), self._now()), queue)
+
+    def _apply(self, actions: list[Action], queue: deque[Event] | None = None) -> None:
+        for action in actions:
+            match action:
+                case Send(peer, message):
+                    if not self._enqueue(peer, message):
+                        if queue is None:
+                            self.dispatch(Undeliverable(peer, message))
+                        else:
+                            queue.append(Undeliverable(peer, message))
+                case Respond(request, response):
+                    waiter = self._waiting.pop(request, None)
+                    if waiter is not None:
+                        waiter.response = response
+                        waiter.done.set()
+                case StartTimer(timer, delay):
+                    self.timers.start(timer, delay)
+                case CancelTimer(timer):
+                    self.timers.cancel(timer)
+
+    def _enqueue(self, peer: str, message: Message) -> bool:
+        if not self.connected.get(peer):
+            return False
+        try:
+            self._outboxes[peer].send_nowait(message)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def request(self, event_for: Callable[[int], Event], timeout: float) -> Response:
+        """Run one client request through the node logic and wait for its answer."""
+        self._next_request += 1
+        request = self._next_request
+        waiter = self._waiting[request] = _Waiter()
+        self.dispatch(event_for(request))
+        with trio.move_on_after(timeout):
+            await waiter.done.wait()
+        self._waiting.pop(request, None)
+        if waiter.response is None:
+            return Failed("the node did not answer in time", "unknown")
+        return waiter.response
+
+    # -- peers --
+
+    async def _peer_link(self, peer: NodeSpec) -> None:
+        """Keep one outgoing connection to ``peer`` and send everything queued for it."""
+        inbox = self._inboxes[peer.node_id]
+        backoff = 0.05
+        hello = PREAMBLE + encode_frame(Hello(self.me.node_id, self.config.cluster.cluster_name))
+        while True:
+            stream = None
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT):
+                    stream = await trio.open_tcp_stream(peer.address.host, peer.address.port)
+                    await stream.send_all(hello)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+                if stream is not None:
+                    await stream.aclose()
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            log.info("connected to %s at %s", peer.node_id, peer.address)
+            self.connected[peer.node_id] = True
+            backoff = 0.05
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._watch_close, stream, nursery.cancel_scope)
+                    while True:
+                        batch = [encode_frame(await inbox.receive())]
+                        while len(batch) < 256:
+                            try:
+                                batch.append(encode_frame(inbox.receive_nowait()))
+                            except trio.WouldBlock:
+                                break
+                        await stream.send_all(b"".join(batch))
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            finally:
+                self.connected[peer.node_id] = False
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            log.warning("lost connection to %s", peer.node_id)
+            self._fail_queued(peer.node_id)
+
+    async def _watch_close(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+        """Cancel ``scope`` when the peer closes the connection (it never sends on it)."""
+        try:
+            while await stream.receive_some(4096):
+                pass
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        scope.cancel()
+
+    def _fail_queued(self, peer: str) -> None:
+        inbox = self._inboxes[peer]
+        while True:
+            try:
+                message = inbox.receive_nowait()
+            except trio.WouldBlock:
+                return
+            self.dispatch(Undeliverable(peer, message))
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        """Serve one accepted connection: a peer's frames, or HTTP."""
+        try:
+            head = b""
+            with trio.move_on_after(10):
+                while len(head) < len(PREAMBLE) and PREAMBLE.startswith(head):
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    head += data
+            if head.startswith(PREAMBLE):
+                await self._peer_session(stream, head[len(PREAMBLE):])
+            elif head:
+                await self._http_session(stream, head)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("bug while serving a connection; closing it, the node keeps serving")
+        finally:
+            await stream.aclose()
+
+    async def _peer_session(self, stream: trio.SocketStream, data: bytes) -> None:
+        decoder = FrameDecoder()
+        peer = None
+        try:
+            while True:
+                for message in decoder.feed(data):
+                    if peer is None:
+                        peer = self._greet(message)
+                    else:
+                        self.dispatch(Received(peer, message))
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+        except ProtocolError as exc:
+            log.warning("closing connection from %s: %s", peer or "unknown peer", exc)
+            self.node.counters["protocol_errors"] = self.node.counters.get("protocol_errors", 0) + 1
+
+    def _greet(self, message: Message) -> str:
+        if not isinstance(message, Hello):
+            raise ProtocolError("connection did not start with Hello")
+        if message.cluster != self.config.cluster.cluster_name:
+            raise ProtocolError(f"peer is in cluster {message.cluster!r}")
+        if message.node_id not in self.peers:
+            raise ProtocolError(f"unknown peer {message.node_id!r}")
+        return message.node_id
+
+    # -- HTTP --
+
+    async def _http_session(self, stream: trio.SocketStream, data: bytes) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HTTP_HEAD)
+        conn.receive_data(data)
+        while True:
+            try:
+                request, body = await self._read_request(conn, stream)
+            except h11.RemoteProtocolError as exc:
+                if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                    await self._respond(conn, stream, *_error(exc.error_status_hint, str(exc)))
+                return
+            except _TooLarge as exc:
+                await self._respond(conn, stream, *_error(413, str(exc)))
+                return
+            if request is None:
+                return
+            status, headers, payload = await self._route(request, body)
+            await self._respond(conn, stream, status, headers, payload)
+            if conn.our_state is h11.MUST_CLOSE:
+                return
+            conn.start_next_cycle()
+
+    async def _read_request(
+        self, conn: h11.Connection, stream: trio.SocketStream
+    ) -> tuple[h11.Request | None, bytes]:
+        request = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                conn.receive_data(data)
+                if not data and conn.their_state is h11.IDLE:
+                    return None, b""
+            elif isinstance(event, h11.Request):
+                request = event
+                length = dict(event.headers).get(b"content-length")
+                if length is not None and length.isdigit() and int(length) > MAX_HTTP_BODY:
+                    raise _TooLarge(f"request body of {int(length)} bytes; key and value must "
+                                    f"stay under {MAX_PAIR_BYTES} bytes")
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_HTTP_BODY:
+                    raise _TooLarge(f"key and value must stay under {MAX_PAIR_BYTES} bytes")
+            elif isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            elif isinstance(event, h11.ConnectionClosed):
+                return None, b""
+
+    async def _respond(
+        self, conn: h11.Connection, stream: trio.SocketStream, status: int,
+        headers: list[tuple[str, str]], body: bytes,
+    ) -> None:
+        headers = [*headers, ("content-length", str(len(body)))]
+        data = conn.send(h11.Response(status_code=status, headers=headers,
+                                       reason=HTTPStatus(status).phrase))
+        if body:
+            data += conn.send(h11.Data(data=body))
+        data += conn.send(h11.EndOfMessage())
+        await stream.send_all(data)
+
+    async def _route(
+        self, request: h11.Request, body: bytes
+    ) -> HttpReply:
+        path, _, query = request.target.partition(b"?")
+        method = request.method.decode()
+        if path.startswith(b"/kv/"):
+            if method not in ("GET", "PUT", "DELETE"):
+                return _error(405, f"{method} is not allowed on /kv/ (GET, PUT, DELETE)",
+                              [("allow", "GET, PUT, DELETE")])
+            return await self._kv(method, unquote_to_bytes(path[4:]), query, request, body)
+        if path == b"/status":
+            if method != "GET":
+                return _error(405, "/status only answers GET", [("allow", "GET")])
+            return _json(200, self.status())
+        return _error(404, f"no such resource: {path.decode(errors='replace')} "
+                           "(try /kv/{key} or /status)")
+
+    async def _kv(
+        self, method: str, key: bytes, query: bytes, request: h11.Request, body: bytes
+    ) -> HttpReply:
+        if not key:
+            return _error(400, "the key must not be empty: use /kv/{key}")
+        try:
+            params = {k: v[-1] for k, v in parse_qs(query.decode(), strict_parsing=False).items()}
+            quorum = _quorum(params, "r" if method == "GET" else "w", self.config.cluster.n)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        if method != "PUT" and body:
+            return _error(400, f"{method} takes no request body")
+        if len(key) + len(body) >= MAX_PAIR_BYTES:
+            return _error(413, f"key and value are {len(key) + len(body)} bytes; they must stay "
+                               f"under {MAX_PAIR_BYTES}")
+        timeout = 2 * self.config.cluster.request_timeout_ms / 1000 + 1
+        if method == "GET":
+            response = await self.request(lambda r: ClientGet(r, key, quorum), timeout)
+            return _read_response(response)
+        try:
+            token = dict(request.headers).get(CONTEXT_HEADER.encode(), b"").decode("ascii")
+            context = parse_context_token(token)
+        except (BadContext, UnicodeDecodeError) as exc:
+            return _error(400, f"bad {CONTEXT_HEADER} header: {exc}")
+        value = body if method == "PUT" else None
+        response = await self.request(lambda r: ClientPut(r, key, value, context, quorum),
+                                      timeout)
+        return _write_response(response)
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows: identity, ring, membership view, config, counters."""
+        ownership = self.node.ring.ownership()
+        return {
+            "node_id": self.me.node_id,
+            "actor": self.actor,
+            "address": str(self.me.address),
+            "zone": self.me.zone,
+            "wall_clock_ms": time.time_ns() // 1_000_000,
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "cluster": asdict(self.config.cluster),
+            "ring": {
+                "vnodes_per_weight": self.config.cluster.vnodes_per_weight,
+                "ownership": {n: round(share, 6) for n, share in sorted(ownership.items())},
+            },
+            "membership": [
+                {"node_id": m.node_id, "address": str(m.address), "zone": m.zone,
+                 "weight": m.weight,
+                 "state": "self" if m.node_id == self.me.node_id
+                 else ("connected" if self.connected[m.node_id] else "unreachable")}
+                for m in self.config.members
+            ],
+            "node": self.node.status(),
+            "storage": self.storage.stats(),
+        }
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _quorum(params: dict[str, str], name: str, n: int) -> int | None:
+    unknown = sorted(set(params) - {name})
+    if unknown:
+        raise ValueError(f"unknown query parameter(s): {', '.join(unknown)} (only {name})")
+    if name not in params:
+        return None
+    text = params[name]
+    if not text.isdigit() or not 1 <= int(text) <= n:
+        raise ValueError(f"{name} must be an integer from 1 to n={n}, not {text!r}")
+    return int(text)
+
+
+def _json(status: int, payload: dict[str, Any],
+          headers: list[tuple[str, str]] | None = None) -> HttpReply:
+    body = json.dumps(payload, indent=1).encode() + b"\n"
+    return status, [("content-type", "application/json"), *(headers or [])], body
+
+
+def _error(status: int, message: str,
+           headers: list[tuple[str, str]] | None = None) -> HttpReply:
+    return _json(status, {"error": message}, headers)
+
+
+def _failed(response: Failed) -> HttpReply:
+    return _json(503, {"error": response.reason, "applied": response.applied},
+                 [(APPLIED_HEADER, response.applied)])
+
+
+def _read_response(response: Response) -> HttpReply:
+    if isinstance(response, Failed):
+        return _failed(response)
+    assert isinstance(response, Found)
+    context = [(CONTEXT_HEADER, context_token(response.context))]
+    live = [v for v in response.versions if v.value is not None]
+    if not live:
+        return _error(404, "not found", context)
+    if len(response.versions) == 1:
+        return 200, [("content-type", "application/octet-stream"), *context], live[0].value or b""
+    content_type, body = encode_siblings([v.value for v in response.versions])
+    return 300, [("content-type", content_type), *context], body
+
+
+def _write_response(response: Response) -> HttpReply:
+    if isinstance(response, Failed):
+        return _failed(response)
+    assert isinstance(response, Written)
+    return 204, [(CONTEXT_HEADER, context_token(response.context))], b""
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
+    server = Server(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(server.run)
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
