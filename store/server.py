@@ -63,9 +63,8 @@ OUTBOX_SIZE = 10_000
 CONNECT_TIMEOUT = 1.0
 MAX_BACKOFF = 1.0
 HttpReply = tuple[int, list[tuple[str, str]], bytes]
-#: Largest request head and body accepted over HTTP.
+#: Largest request head accepted over HTTP (a body is refused past the key/value limit).
 MAX_HTTP_HEAD = 16 * 1024
-MAX_HTTP_BODY = 64 * 1024
 
 
 class _Timers:
@@ -354,12 +353,12 @@ class Server:
             elif isinstance(event, h11.Request):
                 request = event
                 length = dict(event.headers).get(b"content-length")
-                if length is not None and length.isdigit() and int(length) > MAX_HTTP_BODY:
+                if length is not None and length.isdigit() and int(length) >= MAX_PAIR_BYTES:
                     raise _TooLarge(f"request body of {int(length)} bytes; key and value must "
                                     f"stay under {MAX_PAIR_BYTES} bytes")
             elif isinstance(event, h11.Data):
                 body += event.data
-                if len(body) > MAX_HTTP_BODY:
+                if len(body) >= MAX_PAIR_BYTES:
                     raise _TooLarge(f"key and value must stay under {MAX_PAIR_BYTES} bytes")
             elif isinstance(event, h11.EndOfMessage):
                 return request, bytes(body)

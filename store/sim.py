@@ -18,6 +18,7 @@ What it models, and how the real cluster behaves in the same case:
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections.abc import Iterable
@@ -86,8 +87,8 @@ class Simulation:
         self.latency = latency
         self.loss = loss
         self.now = 0.0
-        self.ring = Ring.build(
-            (Member(n, (zones or {}).get(n, "default")) for n in node_ids),
+        self.ring = _ring(
+            tuple(Member(n, (zones or {}).get(n, "default")) for n in node_ids),
             self.cluster.vnodes_per_weight,
         )
         self.cut_links: set[tuple[str, str]] = set()
@@ -126,9 +127,9 @@ class Simulation:
 
     # -- faults --
 
-    def cut(self, a: str, b: str) -> None:
-        """Drop every message between ``a`` and ``b``, both ways, silently."""
-        self.cut_links |= {(a, b), (b, a)}
+    def cut(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Drop every message from ``a`` to ``b`` (and back, unless not ``both_ways``), silently."""
+        self.cut_links |= {(a, b), (b, a)} if both_ways else {(a, b)}
 
     def heal(self) -> None:
         self.cut_links.clear()
@@ -235,3 +236,9 @@ class Simulation:
                 case CancelTimer(timer):
                     node.timers.pop(timer, None)
 
+
+
+@functools.lru_cache(maxsize=16)
+def _ring(members: tuple[Member, ...], vnodes_per_weight: int) -> Ring:
+    """Rings are immutable and deterministic, so simulations of one membership share one."""
+    return Ring.build(members, vnodes_per_weight)

@@ -1,0 +1,324 @@
+"""Linearizability: hand-written twins, and agreement with a brute-force reference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from checker_builders import H
+from hypothesis import HealthCheck, given, settings
+from lin_reference import linearizable as reference
+from lin_strategies import register_histories
+
+from checkers.history import Call, Op, pair_calls
+from checkers.linearizable import (
+    _check_unique,
+    _NotApplicable,
+    _wgl,
+    check_key,
+    check_linearizable,
+    prepare,
+)
+from checkers.models import CAS_REGISTER, FREE, REGISTER
+from checkers.result import Verdict
+
+SETTINGS = settings(max_examples=1500, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def verdict(ops: list[Op], model: str = "register", **kw: Any) -> Any:
+    return check_linearizable(ops, model, **kw)
+
+
+def witness_calls(calls: list[Call], witness: tuple[int, ...]) -> list[Call]:
+    names = set(witness)
+    return [c for c in calls if c.inv_index in names]
+
+
+# --- hand-written twins ----------------------------------------------------------------------
+
+
+def test_sequential_write_then_read_is_valid() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(1, "read", None, out=1)
+    assert verdict(h.ops).valid is Verdict.VALID
+
+
+def test_stale_read_after_completed_write_is_invalid_and_named() -> None:
+    h = H()
+    w1 = h.call(0, "write", 1)
+    w2 = h.call(0, "write", 2)
+    r = h.call(1, "read", None, out=1)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    (a,) = res.anomalies
+    assert a.kind == "nonlinearizable"
+    assert set(a.ops) == {*w1, *w2, *r}
+
+
+def test_concurrent_read_may_see_old_or_new_value() -> None:
+    for seen in (1, 2):
+        h = H()
+        h.call(0, "write", 1)
+        i = h.invoke(0, "write", 2)
+        h.call(1, "read", None, out=seen)
+        h.ok(0, "write", 2)
+        assert i == 2
+        assert verdict(h.ops).valid is Verdict.VALID
+
+
+def test_read_of_initial_nil_before_any_write_is_valid() -> None:
+    h = H()
+    h.call(1, "read", None, out=None)
+    h.call(0, "write", 1)
+    assert verdict(h.ops).valid is Verdict.VALID
+
+
+def test_read_of_nil_after_completed_write_is_invalid() -> None:
+    h = H()
+    w = h.call(0, "write", 1)
+    r = h.call(1, "read", None, out=None)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert set(res.anomalies[0].ops) == {*w, *r}
+
+
+def test_read_of_never_written_value_is_invalid() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    r = h.call(1, "read", None, out=7)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert res.anomalies[0].ops == r
+
+
+def test_failed_write_did_not_happen() -> None:
+    h = H()
+    h.call(0, "write", 1, type_="fail")
+    r = h.call(1, "read", None, out=1)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert res.anomalies[0].ops == r
+
+
+def test_info_write_may_take_effect_later() -> None:
+    h = H()
+    h.call(0, "write", 1, type_="info")
+    h.call(1, "read", None, out=None)
+    h.call(2, "read", None, out=1)
+    assert verdict(h.ops).valid is Verdict.VALID
+
+
+def test_info_write_cannot_be_unseen_after_seen_if_nothing_else_writes() -> None:
+    h = H()
+    w = h.call(0, "write", 1, type_="info")
+    r1 = h.call(1, "read", None, out=1)
+    r2 = h.call(2, "read", None, out=None)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert set(res.anomalies[0].ops) == {*w, *r1, *r2}
+
+
+def test_read_finishing_before_its_write_begins_is_invalid() -> None:
+    h = H()
+    r = h.call(1, "read", None, out=1)
+    w = h.call(0, "write", 1)
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert set(res.anomalies[0].ops) == {*r, *w}
+
+
+def test_sibling_read_is_not_linearizable_but_single_sibling_is() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(1, "read", None, out=[1])
+    assert verdict(h.ops, sibling_reads=True).valid is Verdict.VALID
+    h2 = H()
+    h2.call(0, "write", 1)
+    i = h2.invoke(0, "write", 2)
+    r = h2.call(1, "read", None, out=[1, 2])
+    h2.ok(0, "write", 2)
+    res = verdict(h2.ops, sibling_reads=True)
+    assert res.valid is Verdict.INVALID
+    assert res.anomalies[0].ops == r
+    assert i == 2
+
+
+def test_keys_are_independent_and_named() -> None:
+    h = H()
+    h.call(0, "write", 1, key="a")
+    h.call(1, "read", None, out=1, key="b")
+    h.call(1, "read", None, out=1, key="a")
+    res = verdict(h.ops)
+    assert res.valid is Verdict.INVALID
+    assert [a.key for a in res.anomalies] == ["b"]
+    assert res.figures["keys"] == 2
+
+
+def test_cas_register_valid_and_invalid_twins() -> None:
+    h = H()
+    h.call(0, "write", 0)
+    h.call(1, "cas", (0, 1))
+    h.call(2, "read", None, out=1)
+    assert verdict(h.ops, "cas-register").valid is Verdict.VALID
+    h2 = H()
+    h2.call(0, "write", 0)
+    c = h2.call(1, "cas", (1, 2))
+    res = verdict(h2.ops, "cas-register")
+    assert res.valid is Verdict.INVALID
+    # The unobserved write is stripped: the cas alone cannot follow the initial nil.
+    assert res.anomalies[0].ops == c
+    assert res.anomalies[0].details["algorithm"] == "wgl"
+
+
+def test_failed_cas_is_ignored_and_info_cas_is_optional() -> None:
+    h = H()
+    h.call(0, "write", 0)
+    h.call(1, "cas", (5, 6), type_="fail")
+    h.call(2, "cas", (7, 8), type_="info")
+    h.call(3, "read", None, out=0)
+    assert verdict(h.ops, "cas-register").valid is Verdict.VALID
+
+
+def test_cas_model_rejects_unknown_op() -> None:
+    h = H()
+    h.call(0, "increment", 1)
+    with pytest.raises(ValueError, match="increment"):
+        verdict(h.ops, "cas-register")
+
+
+def test_time_budget_gives_unknown_never_a_guess() -> None:
+    # Many concurrent non-unique writes then an impossible read: the search is large.
+    h = H()
+    n = 14
+    for p in range(n):
+        h.invoke(p, "write", p % 3)
+    h.call(99, "read", None, out=1)
+    h.call(98, "read", None, out=0)
+    h.call(97, "read", None, out=1)
+    h.call(96, "read", None, out=5)
+    for p in range(n):
+        h.ok(p, "write", p % 3)
+    res = verdict(h.ops, time_limit=0.0, minimize=False)
+    assert res.valid in (Verdict.UNKNOWN, Verdict.INVALID)
+    res2 = verdict(h.ops, memory_limit=1, minimize=False)
+    assert res2.valid in (Verdict.UNKNOWN, Verdict.INVALID)
+
+
+def test_budget_exhaustion_reports_unknown() -> None:
+    h = H()
+    n = 12
+    for p in range(n):
+        h.invoke(p, "write", p % 2)
+    for p in range(n):
+        h.ok(p, "write", p % 2)
+    for v in (0, 1, 0, 1, 0, 1):
+        h.call(50, "read", None, out=v)
+    res = verdict(h.ops, time_limit=-1.0, memory_limit=1)
+    assert res.valid is Verdict.UNKNOWN
+    assert res.figures["unknown_keys"][0]["key"] == "k"
+
+
+def test_parallel_workers_agree_with_serial() -> None:
+    h = H()
+    for k in range(6):
+        h.call(0, "write", k, key=k)
+        h.call(1, "read", None, out=k if k != 3 else 99, key=k)
+    serial = verdict(h.ops, workers=1)
+    parallel = verdict(h.ops, workers=2)
+    assert serial.valid is parallel.valid is Verdict.INVALID
+    assert [a.key for a in serial.anomalies] == [a.key for a in parallel.anomalies] == [3]
+
+
+# --- properties against the reference ----------------------------------------------------------
+
+
+def _key_verdicts(ops: list[Op], model: Any, sibling_reads: bool = False) -> tuple[bool, bool]:
+    calls = pair_calls(ops)
+    prepared = prepare(calls, model, sibling_reads)
+    wgl_ok, _ = _wgl(prepared, model, model.init, float("inf"), 1 << 30)
+    ref = reference(calls, sibling_reads=sibling_reads)
+    return wgl_ok, ref
+
+
+@SETTINGS
+@given(register_histories())
+def test_unique_value_algorithm_and_wgl_agree_with_reference(ops: list[Op]) -> None:
+    calls = pair_calls(ops)
+    prepared = prepare(calls, REGISTER)
+    fast_ok, wit, _ = _check_unique(prepared, None)
+    wgl_ok, _ = _wgl(prepared, REGISTER, None, float("inf"), 1 << 30)
+    ref = reference(calls)
+    assert fast_ok == ref
+    assert wgl_ok == ref
+    if not ref:
+        names = {i for j in wit for i in prepared[j][5]}
+        assert not reference(witness_calls(calls, tuple(names)))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(register_histories(siblings=True))
+def test_sibling_reads_agree_with_reference(ops: list[Op]) -> None:
+    calls = pair_calls(ops)
+    prepared = prepare(calls, REGISTER, sibling_reads=True)
+    fast_ok, _, _ = _check_unique(prepared, None)
+    assert fast_ok == reference(calls, sibling_reads=True)
+
+
+@SETTINGS
+@given(register_histories(cas=True, unique=False))
+def test_wgl_agrees_with_reference_on_cas_registers(ops: list[Op]) -> None:
+    wgl_ok, ref = _key_verdicts(ops, CAS_REGISTER)
+    assert wgl_ok == ref
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(register_histories(cas=True, unique=False, max_calls=8))
+def test_wgl_witness_is_non_linearizable_on_its_own(ops: list[Op]) -> None:
+    calls = pair_calls(ops)
+    res = check_key("k", prepare(calls, CAS_REGISTER), CAS_REGISTER)
+    ref = reference(calls)
+    assert (res.valid is Verdict.VALID) == ref
+    if not ref:
+        sub = witness_calls(calls, res.witness)
+        assert sub
+        # From the real initial state, and -- for windows cut mid-history -- from any state.
+        assert not reference(sub)
+        if res.details["from_any_state"]:
+            assert not reference(sub, init="any")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(register_histories(keys=("a", "b"), max_calls=8))
+def test_keys_compose(ops: list[Op]) -> None:
+    calls = pair_calls(ops)
+    by_key: dict[Any, list[Call]] = {}
+    for c in calls:
+        by_key.setdefault(c.key, []).append(c)
+    expected = all(reference(cs) for cs in by_key.values())
+    assert (verdict(ops).valid is Verdict.VALID) == expected
+
+
+def test_unique_algorithm_declines_duplicate_values_and_cas() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(1, "write", 1)
+    with pytest.raises(_NotApplicable):
+        _check_unique(prepare(pair_calls(h.ops), REGISTER), None)
+    h2 = H()
+    h2.call(0, "cas", (None, 1))
+    with pytest.raises(_NotApplicable):
+        _check_unique(prepare(pair_calls(h2.ops), CAS_REGISTER), None)
+
+
+def test_free_initial_state_binds_on_first_read() -> None:
+    h = H()
+    h.call(1, "read", None, out=5)
+    h.call(0, "write", 1)
+    h.call(1, "read", None, out=1)
+    prepared = prepare(pair_calls(h.ops), REGISTER)
+    assert _check_unique(prepared, FREE)[0]
+    assert not _check_unique(prepared, None)[0]
+    h.call(2, "read", None, out=6)
+    assert not _check_unique(prepare(pair_calls(h.ops), REGISTER), FREE)[0]

@@ -1,0 +1,111 @@
+"""A local cluster of real ``kvstore serve`` processes on 127.0.0.1, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from store.client import StoreClient, StoreError
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class LocalCluster:
+    """Node processes n1..nK with their own data directories and log files."""
+
+    def __init__(self, root: Path, size: int, **settings: object) -> None:
+        self.root = root
+        self.ids = [f"n{i}" for i in range(1, size + 1)]
+        self.ports = dict(zip(self.ids, free_ports(size), strict=True))
+        self.settings = {"n": min(3, size), "w": 2, "r": 2, **settings}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def command(self, node: str) -> list[str]:
+        peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in self.ports.items() if p != node)
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
+        return [sys.executable, "-m", "store", "serve", "--node-id", node,
+                "--listen", f"127.0.0.1:{self.ports[node]}", "--peers", peers,
+                "--data-dir", str(self.root / node), *flags]
+
+    def start(self, node: str) -> None:
+        log = (self.root / f"{node}.log").open("ab")
+        self.processes[node] = subprocess.Popen(self.command(node), stdout=log, stderr=log)
+
+    def kill(self, node: str) -> None:
+        """SIGKILL the node's process and reap it."""
+        process = self.processes.pop(node)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+    def client(self, node: str, timeout: float = 5.0) -> StoreClient:
+        return StoreClient("127.0.0.1", self.ports[node], timeout=timeout)
+
+    def wait_connected(self, nodes: list[str] | None = None, limit: float = 30) -> None:
+        """Block until every given node answers /status and sees each running peer connected."""
+        nodes = nodes or list(self.processes)
+
+        async def ready(node: str) -> bool:
+            try:
+                async with self.client(node, timeout=1) as client:
+                    status = await client.status()
+            except StoreError:
+                return False
+            return all(m["state"] != "unreachable" for m in status["membership"]
+                       if m["node_id"] in self.processes)
+
+        deadline = time.monotonic() + limit
+        for node in nodes:
+            while not trio.run(ready, node):
+                if self.processes[node].poll() is not None:
+                    log = (self.root / f"{node}.log").read_text()
+                    raise RuntimeError(f"{node} exited:\n{log}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{node} not ready in {limit} s")
+                time.sleep(0.05)  # polling a condition with a deadline, not synchronising
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    local = LocalCluster(tmp_path, 3)
+    for node in local.ids:
+        local.start(node)
+    local.wait_connected()
+    yield local
+    local.stop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,181 @@
+"""Integration: real node processes talking real TCP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+import trio
+from conftest import LocalCluster, free_ports
+
+from store.messages import PREAMBLE, Hello, encode_frame
+
+
+def test_a_write_through_one_node_is_read_through_another(cluster: LocalCluster) -> None:
+    async def scenario() -> None:
+        async with cluster.client("n1") as one, cluster.client("n3") as three:
+            await one.put(b"greeting", b"hello")
+            read = await three.get(b"greeting")
+            assert read.values == (b"hello",)
+            await three.put(b"greeting", b"bye", read.context)
+            assert (await one.get("greeting")).values == (b"bye",)
+
+    trio.run(scenario)
+
+
+def test_with_n3_w2_a_killed_replica_does_not_stop_writes(cluster: LocalCluster) -> None:
+    cluster.kill("n2")
+
+    async def scenario() -> None:
+        async with cluster.client("n1") as client:
+            for i in range(50):
+                await client.put(f"k{i}", b"v", w=2)
+            for i in range(50):
+                assert (await client.get(f"k{i}")).values == (b"v",)
+            with pytest.raises(Exception) as failed:
+                await client.put("all", b"v", w=3)
+            assert getattr(failed.value, "applied", None) == "unknown"
+
+    trio.run(scenario)
+
+
+def test_concurrent_writes_without_context_become_siblings(cluster: LocalCluster) -> None:
+    async def scenario() -> None:
+        async with cluster.client("n1") as one, cluster.client("n2") as two:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one.put, b"k", b"from-n1")
+                nursery.start_soon(two.put, b"k", b"from-n2")
+            read = await one.get(b"k")
+            assert sorted(read.values) == [b"from-n1", b"from-n2"]  # type: ignore[type-var]
+            await two.put(b"k", b"resolved", read.context)
+            assert (await one.get(b"k")).values == (b"resolved",)
+
+    trio.run(scenario)
+
+
+def test_a_node_restarted_after_kill_9_still_has_its_acknowledged_writes(
+    cluster: LocalCluster,
+) -> None:
+    async def write() -> None:
+        async with cluster.client("n1") as client:
+            for i in range(200):
+                await client.put(f"key-{i}", f"value-{i}".encode(), w=3)
+
+    trio.run(write)
+    cluster.kill("n2")
+    cluster.start("n2")
+    cluster.wait_connected(["n2"])
+
+    async def read_back() -> None:
+        async with cluster.client("n2") as client:
+            for i in range(200):
+                read = await client.get(f"key-{i}", r=1)  # n2's own replica answers first
+                assert read.values == (f"value-{i}".encode(),)
+
+    trio.run(read_back)
+
+
+@pytest.mark.parametrize("frames", [
+    PREAMBLE + b"\x00\x00\x00\x05garba",
+    PREAMBLE + struct.pack(">I", 1 << 31),
+    PREAMBLE + encode_frame(Hello("n2", "another-cluster")),
+    PREAMBLE + encode_frame(Hello("intruder", "kvcheck")),
+    PREAMBLE + encode_frame(Hello("n2", "kvcheck"))
+    + struct.pack(">I", 3) + msgpack.packb([2, 1, 2]),
+])
+def test_a_hostile_peer_frame_closes_that_connection_only(
+    cluster: LocalCluster, frames: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.ports["n1"]), timeout=5) as sock:
+        sock.sendall(frames)
+        assert sock.recv(100) == b""  # the node closed the connection
+
+    async def still_serving() -> None:
+        async with cluster.client("n1") as client:
+            await client.put(b"after", b"ok")
+            assert (await client.get(b"after")).values == (b"ok",)
+
+    trio.run(still_serving)
+    assert "closing connection" in (cluster.root / "n1.log").read_text()
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"GARBAGE\r\n\r\n", b"400"),
+    (b"GET /kv/ HTTP/1.1\r\nhost: x\r\n\r\n", b"400"),
+    (b"GET /nowhere HTTP/1.1\r\nhost: x\r\n\r\n", b"404"),
+    (b"PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 20000\r\n\r\n", b"413"),
+    (b"PUT /kv/k?w=0 HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"400"),
+    (b"PUT /kv/k HTTP/1.1\r\nhost: x\r\nx-kv-context: !!\r\ncontent-length: 1\r\n\r\nv", b"400"),
+])
+def test_bad_http_requests_get_a_clear_4xx_and_store_nothing(
+    cluster: LocalCluster, request_bytes: bytes, status: bytes
+) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.ports["n2"]), timeout=5) as sock:
+        sock.sendall(request_bytes)
+        answer = sock.recv(65536)
+    assert answer.split(b" ")[1] == status
+    assert b'"error"' in answer
+
+    async def nothing_stored() -> None:
+        async with cluster.client("n1") as client:
+            assert (await client.get(b"k")).values == ()
+
+    trio.run(nothing_stored)
+
+
+def test_a_node_refuses_to_start_on_a_log_corrupted_in_the_middle(tmp_path: Path) -> None:
+    local = LocalCluster(tmp_path, 1, n=1, w=1, r=1)
+    local.start("n1")
+    local.wait_connected()
+
+    async def write() -> None:
+        async with local.client("n1") as client:
+            for i in range(3):
+                await client.put(f"k{i}", b"v" * 50)
+
+    trio.run(write)
+    local.stop_all()
+    log = tmp_path / "n1" / "commit.log"
+    data = bytearray(log.read_bytes())
+    data[20] ^= 0xFF  # inside the first record's payload
+    log.write_bytes(bytes(data))
+    result = subprocess.run(local.command("n1"), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert str(log) in result.stderr and "offset 8" in result.stderr
+
+
+def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    base = free_ports(1)[0]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "store", "cluster", "--nodes", "3", "--base-port", str(base),
+         "--data-root", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # the table is printed once every node answers
+            if "Ctrl-C stops the cluster" in line:
+                break
+        node = f"127.0.0.1:{base + 1}"
+        kvstore = [sys.executable, "-m", "store"]
+        put = subprocess.run([*kvstore, "put", "--node", node, "hello", "world"],
+                             capture_output=True, text=True, timeout=30)
+        assert put.returncode == 0, put.stderr
+        get = subprocess.run([*kvstore, "get", "--node", f"127.0.0.1:{base + 2}", "hello"],
+                             capture_output=True, text=True, timeout=30)
+        assert (get.returncode, get.stdout) == (0, "world\n")
+        missing = subprocess.run([*kvstore, "get", "--node", node, "nothing"],
+                                 capture_output=True, text=True, timeout=30)
+        assert missing.returncode == 1
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    leftovers = subprocess.run(["pgrep", "-f", f"--data-dir {tmp_path}"], capture_output=True)
+    assert leftovers.stdout == b""

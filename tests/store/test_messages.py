@@ -1,0 +1,96 @@
+"""Peer frames: every message round-trips; hostile bytes only ever raise ProtocolError."""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from store.messages import (
+    FrameDecoder,
+    Hello,
+    Message,
+    ProtocolError,
+    ReadReply,
+    ReadRequest,
+    Rejected,
+    Replicate,
+    ReplicateAck,
+    StampReply,
+    StampRequest,
+    encode_frame,
+)
+from store.versions import stamp
+
+_, SIBLINGS = stamp("n1.ab", [], {"n2.cd": (3, 17)}, b"value", 99, 10)
+
+MESSAGES: list[Message] = [
+    Hello("n1", "kvcheck"),
+    StampRequest(1, b"key", {"n1.ab": (2, 5)}, b"v", 123),
+    StampRequest(2, b"key", {}, None, 123),
+    StampReply(3, SIBLINGS[0].dot, tuple(SIBLINGS)),
+    Replicate(4, b"\x00\xff", tuple(SIBLINGS)),
+    ReplicateAck(5),
+    ReadRequest(6, b"k"),
+    ReadReply(7, ()),
+    Rejected(8, "disk full"),
+]
+
+
+def test_every_message_round_trips_even_when_fed_byte_by_byte() -> None:
+    stream = b"".join(encode_frame(m) for m in MESSAGES)
+    decoder = FrameDecoder()
+    received = [m for i in range(len(stream)) for m in decoder.feed(stream[i:i + 1])]
+    assert received == MESSAGES
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_never_raise_anything_but_protocol_error(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        list(FrameDecoder().feed(data))
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=8) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=6), max_leaves=20))
+def test_well_framed_garbage_never_raises_anything_but_protocol_error(body: object) -> None:
+    packed = msgpack.packb(body, use_bin_type=True)
+    with contextlib.suppress(ProtocolError):
+        list(FrameDecoder().feed(struct.pack(">I", len(packed)) + packed))
+
+
+def test_an_oversized_frame_is_refused_before_it_is_buffered() -> None:
+    with pytest.raises(ProtocolError, match="exceeds"):
+        list(FrameDecoder(max_frame=1024).feed(struct.pack(">I", 1 << 30)))
+
+
+@pytest.mark.parametrize("body", [
+    [99, 1], [2, 1, b"k", [], b"v"], [5, "one"], [1, "n1"], [6, 1, "text-key"],
+    [3, 1, "a", 0, []],
+])
+def test_messages_with_wrong_shapes_are_refused(body: list[object]) -> None:
+    packed = msgpack.packb(body, use_bin_type=True)
+    with pytest.raises(ProtocolError, match="malformed message"):
+        list(FrameDecoder().feed(struct.pack(">I", len(packed)) + packed))
+
+
+garbage = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=8)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4), max_leaves=10)
+
+
+@given(st.sampled_from(MESSAGES), st.data())
+def test_valid_messages_with_one_field_replaced_by_garbage_are_decoded_or_refused(
+    message: Message, data: st.DataObject
+) -> None:
+    body = msgpack.unpackb(encode_frame(message)[4:], raw=False)
+    index = data.draw(st.integers(1, len(body) - 1))
+    body[index] = data.draw(garbage)
+    packed = msgpack.packb(body, use_bin_type=True)
+    with contextlib.suppress(ProtocolError):
+        list(FrameDecoder().feed(struct.pack(">I", len(packed)) + packed))

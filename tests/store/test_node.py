@@ -1,0 +1,213 @@
+"""The node logic, driven deterministically through the simulator: no sockets, no sleeps."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from store.config import ClusterConfig
+from store.node import Failed, Found, Written
+from store.sim import Simulation
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+def values(response: object) -> list[bytes | None]:
+    assert isinstance(response, Found), response
+    return sorted((v.value for v in response.versions), key=lambda v: v or b"")
+
+
+def replicas(sim: Simulation, key: bytes) -> tuple[str, ...]:
+    return sim.ring.preference_list(key, sim.cluster.n)
+
+
+def outsider(sim: Simulation, key: bytes) -> str:
+    return next(n for n in sim.nodes if n not in replicas(sim, key))
+
+
+def test_a_write_through_one_node_is_read_through_any_other() -> None:
+    sim = Simulation(NODES, seed=1)
+    assert isinstance(sim.wait_for(sim.put("n1", b"k", b"v")), Written)
+    for node in NODES:
+        assert values(sim.wait_for(sim.get(node, b"k"))) == [b"v"]
+
+
+def test_an_unknown_key_reads_as_no_versions() -> None:
+    sim = Simulation(NODES, seed=1)
+    assert values(sim.wait_for(sim.get("n2", b"absent"))) == []
+
+
+def test_write_quorum_counts_acks_and_a_silent_replica_makes_w_equal_n_indeterminate() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2), seed=2)
+    key = b"k"
+    coordinator, *others = replicas(sim, key)
+    for node in sim.nodes:
+        if node != others[0]:
+            sim.cut(others[0], node)  # that replica never answers anyone
+    written = sim.wait_for(sim.put(coordinator, key, b"a"))
+    assert isinstance(written, Written)
+    failed = sim.wait_for(sim.put(coordinator, key, b"b", written.context, w=3))
+    assert isinstance(failed, Failed)
+    assert failed.applied == "unknown"
+    assert "2 of 3 acknowledgements" in failed.reason
+    assert isinstance(sim.wait_for(sim.get(coordinator, key, r=3)), Failed)
+    assert values(sim.wait_for(sim.get(coordinator, key, r=2))) == [b"b"]
+
+
+def test_reads_answer_after_r_replies_and_time_out_without_them() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2, request_timeout_ms=500), seed=3)
+    key = b"k"
+    sim.wait_for(sim.put("n1", key, b"v"))
+    first, second, third = replicas(sim, key)
+    sim.crash(second)
+    sim.cut(first, third)
+    answer = sim.wait_for(sim.get(first, key))
+    assert isinstance(answer, Failed) and answer.applied == "no"
+    assert "1 of 2" in answer.reason
+
+
+def test_a_coordinator_outside_the_preference_list_asks_the_next_replica_when_one_is_down() -> None:
+    sim = Simulation(NODES, seed=4)
+    key = b"key"
+    via = outsider(sim, key)
+    sim.crash(replicas(sim, key)[0])
+    assert isinstance(sim.wait_for(sim.put(via, key, b"v")), Written)
+    assert values(sim.wait_for(sim.get(via, key))) == [b"v"]
+
+
+def test_a_write_no_replica_can_receive_surely_was_not_applied() -> None:
+    sim = Simulation(NODES, seed=5)
+    key = b"key"
+    via = outsider(sim, key)
+    for node in replicas(sim, key):
+        sim.crash(node)
+    failed = sim.wait_for(sim.put(via, key, b"v"))
+    assert isinstance(failed, Failed) and failed.applied == "no"
+
+
+def test_a_write_cut_off_after_stamping_is_indeterminate_and_may_surface_later() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=1), seed=6)
+    key = b"key"
+    via = outsider(sim, key)
+    stamper = replicas(sim, key)[0]
+    for node in sim.nodes:
+        if node != stamper:
+            sim.cut(stamper, node, both_ways=False)  # it hears requests; its answers are lost
+    failed = sim.wait_for(sim.put(via, key, b"v"))
+    assert isinstance(failed, Failed) and failed.applied == "unknown"
+    sim.heal()
+    assert values(sim.wait_for(sim.get(stamper, key, r=1))) == [b"v"]
+
+
+def test_concurrent_blind_writes_are_siblings_and_a_write_with_context_resolves_them() -> None:
+    sim = Simulation(NODES, seed=7)
+    a, b = sim.put("n1", b"k", b"a"), sim.put("n4", b"k", b"b")
+    sim.wait_for(a), sim.wait_for(b)
+    read = sim.wait_for(sim.get("n2", b"k"))
+    assert values(read) == [b"a", b"b"]
+    assert isinstance(read, Found)
+    sim.wait_for(sim.put("n3", b"k", b"merged", context=read.context))
+    assert values(sim.wait_for(sim.get("n5", b"k"))) == [b"merged"]
+
+
+def test_lww_lets_a_skewed_coordinator_lose_a_later_write() -> None:
+    sim = Simulation(NODES, ClusterConfig(versioning="lww"), seed=8)
+    sim.skew("n2", -30.0)  # n2's wall clock is 30 s behind
+    sim.wait_for(sim.put("n1", b"k", b"first"))
+    assert isinstance(sim.wait_for(sim.put("n2", b"k", b"second")), Written)
+    assert values(sim.wait_for(sim.get("n3", b"k"))) == [b"first"]
+
+
+def test_deletes_write_tombstones_that_are_purged_after_the_grace_period() -> None:
+    sim = Simulation(NODES, ClusterConfig(tombstone_grace_ms=5000), seed=9)
+    written = sim.wait_for(sim.put("n1", b"k", b"v"))
+    assert isinstance(written, Written)
+    sim.wait_for(sim.put("n1", b"k", None, context=written.context))
+    assert values(sim.wait_for(sim.get("n2", b"k"))) == [None]
+    holders = replicas(sim, b"k")
+    assert all(sim.nodes[n].disk.get(b"k") for n in holders)
+    sim.run_for(20)
+    assert not any(sim.nodes[n].disk.get(b"k") for n in holders)
+    assert values(sim.wait_for(sim.get("n2", b"k"))) == []
+
+
+def test_a_crashed_node_keeps_its_acknowledged_writes_and_a_paused_one_catches_up() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=1), seed=10)
+    key = b"k"
+    sim.wait_for(sim.put("n1", key, b"v"))
+    first, second, _ = replicas(sim, key)
+    sim.crash(first)
+    sim.restart(first)
+    assert values(sim.wait_for(sim.get(first, key, r=1))) == [b"v"]
+    sim.pause(second)
+    read = sim.wait_for(sim.get(first, key, r=1))
+    assert isinstance(read, Found)
+    request = sim.put(first, key, b"w", read.context, w=2)
+    assert isinstance(sim.wait_for(request), Written)
+    sim.resume(second)
+    sim.run_for(1)
+    assert values(sim.wait_for(sim.get(second, key, r=1))) == [b"w"]
+
+
+def test_the_same_seed_gives_the_same_history_byte_for_byte() -> None:
+    def run(seed: int) -> list[str]:
+        sim = Simulation(NODES, seed=seed, loss=0.1)
+        for i in range(30):
+            sim.put(NODES[i % 5], f"k{i % 4}".encode(), str(i).encode())
+            sim.get(NODES[(i + 2) % 5], f"k{i % 4}".encode())
+            sim.run_for(0.001)
+        sim.run_for(5)
+        return sim.trace
+
+    assert run(11) == run(11)
+    assert run(11) != run(12)
+
+
+# -- quorum intersection under random faults ---------------------------------------------------
+
+faults = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "put", "get", "get", "cut", "heal", "crash", "restart"]),
+        st.sampled_from(NODES), st.sampled_from(NODES), st.sampled_from([b"x", b"y"]),
+    ),
+    min_size=1, max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(faults, st.integers(0, 2**16))
+def test_with_w_plus_r_above_n_a_read_sees_every_write_acknowledged_before_it(
+    ops: list[tuple[str, str, str, bytes]], seed: int
+) -> None:
+    """Strict quorums intersect: one at a time, a successful read returns the last successful
+    write of the key (alone, or beside writes that failed indeterminately)."""
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2, request_timeout_ms=300), seed=seed,
+                     loss=0.2)
+    last: dict[bytes, bytes] = {}
+    maybe: dict[bytes, set[bytes]] = {b"x": set(), b"y": set()}
+    for i, (kind, a, b, key) in enumerate(ops):
+        if kind == "put" and sim.nodes[a].state == "up":
+            value = str(i).encode()
+            read = sim.wait_for(sim.get(a, key))
+            context = read.context if isinstance(read, Found) else {}
+            answer = sim.wait_for(sim.put(a, key, value, context))
+            if isinstance(answer, Written):
+                last[key] = value
+                maybe[key].clear()
+            elif answer.applied == "unknown":
+                maybe[key].add(value)
+        elif kind == "get" and sim.nodes[a].state == "up":
+            answer = sim.wait_for(sim.get(a, key))
+            if isinstance(answer, Found) and key in last:
+                got = {v.value for v in answer.versions}
+                assert got & ({last[key]} | maybe[key]), (got, last[key])
+                assert got <= {last[key]} | maybe[key]
+        elif kind == "cut" and a != b:
+            sim.cut(a, b)
+        elif kind == "heal":
+            sim.heal()
+        elif kind == "crash" and sum(n.state == "crashed" for n in sim.nodes.values()) < 2:
+            if sim.nodes[a].state == "up":
+                sim.crash(a)
+        elif kind == "restart" and sim.nodes[a].state == "crashed":
+            sim.restart(a)

@@ -1,0 +1,171 @@
+"""Dotted version vectors: siblings, supersession, last-write-wins, pruning, encoding."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from store.versions import (
+    BadContext,
+    Dot,
+    Version,
+    context_token,
+    decode_versions,
+    encode_versions,
+    join,
+    parse_context_token,
+    prune,
+    resolve,
+    stamp,
+    sync,
+)
+
+BIG = 100  # vector clock size limit that never prunes
+
+
+def values(versions: list[Version]) -> list[bytes | None]:
+    return sorted(v.value or b"" for v in versions)
+
+
+def test_blind_put_becomes_a_sibling_and_a_put_with_context_supersedes_what_it_saw() -> None:
+    _, state = stamp("x", [], {}, b"v1", 1, BIG)
+    read_context = join(state)
+    _, state = stamp("x", state, read_context, b"a", 2, BIG)  # saw v1: replaces it
+    assert values(state) == [b"a"]
+    _, state = stamp("x", state, {}, b"b", 3, BIG)  # saw nothing: sibling
+    assert values(state) == [b"a", b"b"]
+    _, state = stamp("x", state, join(state), b"c", 4, BIG)  # saw both
+    assert values(state) == [b"c"]
+
+
+def test_stale_context_supersedes_only_the_versions_it_covers() -> None:
+    _, state = stamp("x", [], {}, b"v1", 1, BIG)
+    old = join(state)
+    _, state = stamp("x", state, {}, b"v2", 2, BIG)  # concurrent with v1
+    _, state = stamp("x", state, old, b"v3", 3, BIG)  # saw v1 only
+    assert values(state) == [b"v2", b"v3"]
+
+
+def test_same_actor_blind_writes_do_not_overwrite_each_other() -> None:
+    """The flaw of per-node vector clocks that dotted version vectors fix."""
+    _, state = stamp("x", [], {}, b"a", 1, BIG)
+    _, state = stamp("x", state, {}, b"b", 2, BIG)
+    assert values(state) == [b"a", b"b"]
+    assert {v.dot for v in state} == {Dot("x", 1), Dot("x", 2)}
+
+
+def test_lww_keeps_the_latest_timestamp_whatever_the_causality() -> None:
+    _, state = stamp("x", [], {}, b"late-clock", 50, BIG)
+    _, state = stamp("y", state, {}, b"early-clock", 10, BIG)
+    assert values(resolve(sync(state), "lww")) == [b"late-clock"]
+    assert values(resolve(sync(state), "vclock")) == [b"early-clock", b"late-clock"]
+
+
+def test_prune_drops_the_oldest_entries_but_never_the_stampers() -> None:
+    context = {"a": (1, 10), "b": (1, 5), "c": (1, 30), "d": (4, 1)}
+    assert prune(context, "d", 3) == {"a": (1, 10), "c": (1, 30), "d": (4, 1)}
+    assert prune(context, "e", 3) == {"a": (1, 10), "c": (1, 30)}
+    assert prune(context, "e", 10) == context
+
+
+def test_pruned_clocks_make_false_siblings_never_lost_writes() -> None:
+    state: list[Version] = []
+    for i, actor in enumerate("abcd"):
+        _, state = stamp(actor, state, join(state), f"v{i}".encode(), i, 2)
+    assert b"v3" in values(state)
+
+
+# -- sync is a join, and agrees with a model of causality --------------------------------------
+
+versions_strategy = st.lists(
+    st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.integers(0, 3), st.booleans()),
+    max_size=12,
+)
+
+
+def build(ops: list[tuple[str, int, bool]]) -> list[list[Version]]:
+    """Replica states from stamps with random read contexts (for join properties)."""
+    replicas: dict[str, list[Version]] = {"r1": [], "r2": [], "r3": []}
+    snapshots: list[list[Version]] = []
+    for i, (actor, source, use_context) in enumerate(ops):
+        seen = snapshots[source % len(snapshots)] if snapshots and use_context else []
+        _, replicas[actor] = stamp(actor, replicas[actor], join(seen), bytes([i]), i, BIG)
+        snapshots.append(list(replicas[actor]))
+    return list(replicas.values())
+
+
+@given(versions_strategy)
+def test_sync_is_commutative_associative_and_idempotent(ops: list[tuple[str, int, bool]]) -> None:
+    a, b, c = build(ops)
+    assert sync(a, b) == sync(b, a)
+    assert sync(sync(a, b), c) == sync(a, sync(b, c))
+    assert sync(a, a) == sync(a)
+    assert sync(sync(a, b), b) == sync(a, b)
+
+
+operations = st.lists(
+    st.one_of(
+        # write at replica, with the context of a read at replica (or blind)
+        st.tuples(st.just("write"), st.sampled_from("ABC"), st.sampled_from("ABC-")),
+        st.tuples(st.just("sync"), st.sampled_from("ABC"), st.sampled_from("ABC")),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300)
+@given(operations)
+def test_siblings_are_exactly_the_writes_no_known_write_has_seen(ops: list[tuple[str, str, str]]) -> None:
+    """Model: each write records which writes its writer had seen (transitively); a replica's
+    live writes are those it knows of that no other write it knows of has seen."""
+    state: dict[str, list[Version]] = {r: [] for r in "ABC"}
+    known: dict[str, set[int]] = {r: set() for r in "ABC"}
+    seen_by: dict[int, set[int]] = {}
+
+    def live(replica: str) -> set[int]:
+        return {w for w in known[replica]
+                if not any(w in seen_by[o] for o in known[replica] if o != w)}
+
+    for i, (kind, here, there) in enumerate(ops):
+        if kind == "write":
+            observed = live(there) if there != "-" else set()
+            context = join(state[there]) if there != "-" else {}
+            seen_by[i] = set(observed).union(*(seen_by[w] for w in observed))
+            _, state[here] = stamp(here, state[here], context, str(i).encode(), i, BIG)
+            known[here] |= {i} | known[there] if there != "-" else {i}
+        else:
+            state[here] = sync(state[here], state[there])
+            known[here] |= known[there]
+        for replica in "ABC":
+            assert {int(v.value or b"") for v in state[replica]} == live(replica)
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+@given(versions_strategy)
+def test_versions_round_trip_through_their_encoding(ops: list[tuple[str, int, bool]]) -> None:
+    for replica in build(ops):
+        assert decode_versions(encode_versions(replica)) == replica
+        assert parse_context_token(context_token(join(replica))) == join(replica)
+
+
+@pytest.mark.parametrize("token", ["!!!", "aGVsbG8", "kZOpbjEu", "gA"])
+def test_bad_context_tokens_are_rejected_clearly(token: str) -> None:
+    with pytest.raises(BadContext, match="malformed causal context"):
+        parse_context_token(token)
+
+
+def test_empty_context_token_is_the_empty_context() -> None:
+    assert parse_context_token("") == {}
+    assert context_token({}) == ""
+
+
+@pytest.mark.parametrize("raw", [
+    None, [[]], [["a", 0, [], b"v", 1]], [["a", 1, [], "text", 1]], [["", 1, [], b"v", 1]],
+    [["a", 1, [["b", 1]], b"v", 1]], [["a", True, [], b"v", 1]],
+])
+def test_malformed_versions_raise_value_error(raw: object) -> None:
+    with pytest.raises(ValueError):
+        decode_versions(raw)
