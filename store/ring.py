@@ -73,7 +73,7 @@ def key_position(key: bytes) -> int:
 
 
 def natural_key(node_id: str) -> tuple[tuple[str | int, ...], str]:
-    """Sort key ordering ids naturally (``n2 < n10``); the raw id breaks ties (``n01`` vs ``n1``)."""
+    """A sort key ordering ids naturally (``n2 < n10``); the raw id breaks ties (``n01``, ``n1``)."""
     parts = _DIGITS.split(node_id)
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), node_id
 
@@ -237,8 +237,10 @@ class _Allocator:
             for donor in donors or ranked[:1]:
                 heap = self.arcs[donor]
                 popped[donor] = [heapq.heappop(heap) for _ in range(min(_ARCS, len(heap)))]
-                for neg_length, end in popped[donor]:
+                for rank, (neg_length, end) in enumerate(popped[donor]):
                     length = -neg_length
+                    if length <= piece and rank:
+                        break  # only the largest arc may be halved, and only if none is larger
                     take = piece if piece < length else length // 2
                     if take < 1:
                         continue

@@ -116,7 +116,9 @@ operations = st.lists(
 
 @settings(max_examples=300)
 @given(operations)
-def test_siblings_are_exactly_the_writes_no_known_write_has_seen(ops: list[tuple[str, str, str]]) -> None:
+def test_siblings_are_exactly_the_writes_no_known_write_has_seen(
+    ops: list[tuple[str, str, str]],
+) -> None:
     """Model: each write records which writes its writer had seen (transitively); a replica's
     live writes are those it knows of that no other write it knows of has seen."""
     state: dict[str, list[Version]] = {r: [] for r in "ABC"}
