@@ -27,10 +27,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
-from store.storage.commitlog import FsyncPolicy
 from store.versions import Versioning
+
+#: When the commit log is synced to disk: before every acknowledgement (with group commit),
+#: every ``fsync_interval_ms``, or never (the OS decides).
+FsyncPolicy = Literal["always", "interval", "never"]
 
 #: Key plus value must stay under this many bytes (the design's limit).
 MAX_PAIR_BYTES = 10 * 1024

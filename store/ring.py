@@ -62,6 +62,7 @@ DEFAULT_VNODES = 128
 
 _BALANCE_REPLICAS = 3  # the allocation balances replica load for preference lists of this size
 _DONORS = 3  # candidate donors per new token: the most over-target ones
+_SLACK = 0.0
 _ARCS = 4  # candidate arcs per donor: its largest
 
 _DIGITS = re.compile(r"(\d+)")
@@ -230,7 +231,11 @@ class _Allocator:
         new: list[int] = []
         for _ in range(count):
             ranked = sorted(self.excess, key=lambda i: (-self.excess[i], self.rank[i]))
-            donors = [i for i in ranked[:_DONORS] if self.excess[i] >= piece * total_weight]
+            donors = [
+                i
+                for i in ranked[:_DONORS]
+                if self.excess[i] + int(_SLACK * self.weight[i] * RING_SIZE) >= piece * total_weight
+            ]
             best: tuple[int, int, int] | None = None
             best_move: tuple[str, int, int, dict[str, int]] | None = None
             popped: dict[str, list[tuple[int, int]]] = {}

@@ -122,7 +122,7 @@ class Server:
         self.me = config.me
         self.peers = {p.node_id: p for p in config.peers}
         self.actor = open_data_dir(config.data_dir, self.me.node_id)
-        self.storage = LogStorage(config.data_dir, config.cluster.fsync)
+        self.storage = LogStorage(config.data_dir)
         ring = Ring.build(
             (Member(m.node_id, m.zone, m.weight) for m in config.members),
             config.cluster.vnodes_per_weight,
@@ -134,6 +134,9 @@ class Server:
         self._inboxes: dict[str, trio.MemoryReceiveChannel[Message]] = {}
         for peer in self.peers:
             self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
+        self._group_commit = config.cluster.fsync == "always"
+        self._held: list[Action] = []
+        self._sync_wanted = trio.Event()
         self._waiting: dict[int, _Waiter] = {}
         self._next_request = 0
         self._started = time.monotonic()
@@ -147,6 +150,8 @@ class Server:
                 listeners = await trio.open_tcp_listeners(self.me.address.port,
                                                           host=self.me.address.host)
                 nursery.start_soon(self.timers.run)
+                if self._group_commit:
+                    nursery.start_soon(self._commit_groups)
                 for peer in self.peers.values():
                     nursery.start_soon(self._peer_link, peer)
                 self._apply(self.node.start(self._now()))
@@ -162,10 +167,28 @@ class Server:
         return Now(time.monotonic(), time.time_ns() // 1_000_000)
 
     def dispatch(self, event: Event) -> None:
-        """Feed one event to the node logic and carry out the actions, to quiescence."""
+        """Feed one event to the node logic and carry out the actions, to quiescence.
+
+        With fsync ``always``, actions that follow a write not yet on disk are held back until
+        the next sync (group commit): no acknowledgement leaves before the data is durable.
+        """
         queue: deque[Event] = deque([event])
         while queue:
-            self._apply(self.node.handle(queue.popleft(), self._now()), queue)
+            actions = self.node.handle(queue.popleft(), self._now())
+            if self._group_commit and (self._held or self.storage.unsynced):
+                self._held.extend(actions)
+                self._sync_wanted.set()
+            else:
+                self._apply(actions, queue)
+
+    async def _commit_groups(self) -> None:
+        """Sync the commit log for each group of held actions, then carry them out."""
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted = trio.Event()
+            group, self._held = self._held, []
+            await trio.to_thread.run_sync(self.storage.sync)
+            self._apply(group)
 
     def _apply(self, actions: list[Action], queue: deque[Event] | None = None) -> None:
         for action in actions:

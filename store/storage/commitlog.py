@@ -28,9 +28,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Literal
-
-FsyncPolicy = Literal["always", "interval", "never"]
+from typing import BinaryIO
 
 MAGIC = b"KVLOG\x00\x01\n"
 _HEADER = struct.Struct(">III")
@@ -120,24 +118,31 @@ def _truncate(path: Path, offset: int, size: int, what: str) -> None:
 class CommitLog:
     """An open commit log, appending. Replay the file with :func:`replay` before opening it.
 
-    ``fsync="always"`` makes :meth:`append` durable against power loss before it returns;
-    ``"interval"`` and ``"never"`` leave that to :meth:`sync` and the OS. With every policy an
-    appended record is in the kernel when :meth:`append` returns, so it survives the process
-    being killed.
+    An appended record is in the kernel when :meth:`append` returns, so it survives the process
+    being killed; it survives power loss once :meth:`sync` has returned. Who calls :meth:`sync`,
+    and when, is the fsync policy: after every append (``always``), every few ms (``interval``),
+    or never. :meth:`sync` may run in another thread while appends go on; it covers at least
+    every record appended before it was called.
     """
 
-    def __init__(self, path: Path, fsync: FsyncPolicy = "always") -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
-        self.fsync = fsync
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        self._dirty = False
         if os.fstat(self._fd).st_size == 0:
             os.write(self._fd, MAGIC)
             os.fsync(self._fd)
         self.size = os.fstat(self._fd).st_size
+        self._appended = 0
+        self._synced = 0
+
+    @property
+    def unsynced(self) -> bool:
+        """True when some appended record may not be durable yet."""
+        return self._synced != self._appended
 
     def append(self, payload: bytes) -> None:
-        """Append one record. Raises ValueError if it is larger than :data:`MAX_RECORD`."""
+        """Append one record. Raises ValueError if it is larger than :data:`MAX_RECORD`, and
+        OSError if the write fails (the file is then as before)."""
         if len(payload) > MAX_RECORD:
             raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD}")
         record = _header(payload) + payload
@@ -149,16 +154,14 @@ class CommitLog:
             os.ftruncate(self._fd, self.size)  # never leave a partial record before the next
             raise
         self.size += written
-        if self.fsync == "always":
-            os.fdatasync(self._fd)
-        else:
-            self._dirty = True
+        self._appended += 1
 
     def sync(self) -> None:
-        """Make every appended record durable (a no-op when nothing is pending)."""
-        if self._dirty:
+        """Make every record appended so far durable (a no-op when nothing is pending)."""
+        target = self._appended
+        if self._synced != target:
             os.fdatasync(self._fd)
-            self._dirty = False
+            self._synced = target
 
     def close(self) -> None:
         """Sync and close. The log cannot be used afterwards."""

@@ -1,7 +1,10 @@
 """The storage interface the node logic calls: a key's sibling set in, a key's sibling set out.
 
-Calls are synchronous and return only when the write is as durable as the configured fsync
-policy makes it. The node logic never touches files itself; engines live behind this interface.
+Calls are synchronous. A :meth:`Storage.put` has reached the operating system when it returns
+(it survives the process being killed) and is durable (it survives power loss) once
+:meth:`Storage.sync` has returned. The fsync policy decides who syncs when: the server syncs
+before any acknowledgement leaves the node (``always``, with group commit), the node logic on a
+timer (``interval``), or nobody (``never``). The node logic never touches files itself.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ class Storage(Protocol):
         """Replace the key's sibling set. Raises :class:`StorageError`; then nothing changed."""
         ...
 
+    @property
+    def unsynced(self) -> bool:
+        """True when some put may not be durable yet."""
+        ...
+
     def keys(self) -> Iterator[bytes]:
         """Every stored key, in no particular order."""
         ...
@@ -37,7 +45,7 @@ class Storage(Protocol):
         ...
 
     def sync(self) -> None:
-        """Make every write so far durable (for fsync policy ``interval``)."""
+        """Make every put so far durable. May run in a worker thread while puts go on."""
         ...
 
     def close(self) -> None:

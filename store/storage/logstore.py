@@ -14,7 +14,7 @@ from typing import Any
 
 import msgpack
 
-from store.storage.commitlog import CommitLog, CorruptLogError, FsyncPolicy, replay
+from store.storage.commitlog import CommitLog, CorruptLogError, replay
 from store.storage.interface import StorageError
 from store.storage.memory import MemoryStorage
 from store.versions import Version, decode_versions, encode_versions
@@ -31,7 +31,7 @@ class LogStorage:
     its end (the node must not start on it).
     """
 
-    def __init__(self, data_dir: Path, fsync: FsyncPolicy = "always") -> None:
+    def __init__(self, data_dir: Path) -> None:
         path = data_dir / LOG_NAME
         self._index = MemoryStorage()
         self._records = 0
@@ -44,7 +44,7 @@ class LogStorage:
             except (ValueError, TypeError) as exc:
                 raise CorruptLogError(path, offset, f"undecodable record: {exc}") from None
             self._records += 1
-        self._log = CommitLog(path, fsync)
+        self._log = CommitLog(path)
         log.info("replayed %d records from %s", self._records, path)
 
     def get(self, key: bytes) -> list[Version]:
@@ -65,6 +65,10 @@ class LogStorage:
     def purge_tombstones(self, older_than_ms: int) -> int:
         return self._index.purge_tombstones(older_than_ms)
 
+    @property
+    def unsynced(self) -> bool:
+        return self._log.unsynced
+
     def sync(self) -> None:
         try:
             self._log.sync()
@@ -80,5 +84,4 @@ class LogStorage:
             "keys": self._index.stats()["keys"],
             "commit_log_bytes": self._log.size,
             "commit_log_records": self._records,
-            "fsync": self._log.fsync,
         }

@@ -39,6 +39,8 @@ class MemoryStorage:
             del self._data[key]
         return len(doomed)
 
+    unsynced = False
+
     def sync(self) -> None:
         pass
 
