@@ -106,7 +106,16 @@ class StoreClient:
         return await self._write("DELETE", key, b"", context, w)
 
     async def status(self) -> dict[str, Any]:
-        status, headers, body = await self._request("GET", "/status")
+        """The node's ``/status`` document."""
+        return await self._get_json("/status")
+
+    async def replica(self, key: bytes | str) -> list[dict[str, Any]]:
+        """The versions this node itself stores for ``key`` (``/replica/{key}``)."""
+        raw = key.encode() if isinstance(key, str) else key
+        return (await self._get_json("/replica/" + quote(raw, safe="")))["versions"]
+
+    async def _get_json(self, target: str) -> dict[str, Any]:
+        status, headers, body = await self._request("GET", target)
         if status != 200:
             raise _error(status, headers, body, "no")
         return json.loads(body)

@@ -61,9 +61,8 @@ RING_SIZE = 1 << RING_BITS  # positions are ints in [0, RING_SIZE)
 DEFAULT_VNODES = 128
 
 _BALANCE_REPLICAS = 3  # the allocation balances replica load for preference lists of this size
-_DONORS = 3  # candidate donors per new token: the most over-target ones
-_SLACK = 0.0
-_ARCS = 4  # candidate arcs per donor: its largest
+_CANDIDATES = 6  # arcs drawn and scored per new token
+_MASK = RING_SIZE - 1
 
 _DIGITS = re.compile(r"(\d+)")
 
@@ -74,7 +73,7 @@ def key_position(key: bytes) -> int:
 
 
 def natural_key(node_id: str) -> tuple[tuple[str | int, ...], str]:
-    """A sort key ordering ids naturally (``n2 < n10``); the raw id breaks ties (``n01``, ``n1``)."""
+    """A sort key ordering ids naturally (``n2 < n10``); the raw id breaks ties (``n01``/``n1``)."""
     parts = _DIGITS.split(node_id)
     return tuple(int(p) if i % 2 else p for i, p in enumerate(parts)), node_id
 
@@ -118,17 +117,27 @@ def _first_tokens(node_id: str, count: int) -> list[int]:
     return sorted((start + i * RING_SIZE // count) % RING_SIZE for i in range(count))
 
 
-class _Allocator:
-    """Places a joining member's tokens (see the module docstring); used once, then dropped.
+def _mix(x: int) -> int:
+    """SplitMix64's finaliser: a fixed, well-spread permutation of 64-bit ints."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
 
-    Primary ownership is the hard constraint: every token takes ``piece`` from a *donor* at least
-    ``piece`` above its weight-proportional target (or, when none is, from the one furthest above).
-    Within that, the split is chosen among the largest arcs of the few most over-target donors to
-    keep *replica* load — the ring space each member holds a copy of, with preference lists of
-    ``_BALANCE_REPLICAS`` — proportional to weight: it minimises ``sum(load**2 / weight)``, which
-    is least when every load is proportional to its weight. All arithmetic is on exact integers,
-    and ties go to the donor first in natural id order, then to the smaller token: the result
-    is a pure function of the ring and the member.
+
+class _Allocator:
+    """Places a joining member's tokens; built for one join, then dropped.
+
+    Primary ownership is the hard constraint: each new token takes exactly ``piece`` from the start
+    of an arc of the *donor*, the member furthest above its weight-proportional target. Which of
+    the donor's arcs (longer than ``piece``) is split serves *replica* load — the ring space a
+    member holds a copy of, with zone-aware preference lists of ``_BALANCE_REPLICAS`` members:
+    ``_CANDIDATES`` arcs are drawn in a pseudo-random order seeded by the new member's id, and the
+    one that least increases ``sum(load**2 / weight)`` wins (that sum is smallest when every load is
+    proportional to its weight). Drawing a few arcs at random, rather than scoring all of them,
+    matters: a fully greedy choice settles into regular patterns that later joins cannot undo.
+    Arithmetic is on exact integers and ties go to the earlier draw, so the tokens are a pure
+    function of the ring and the member.
     """
 
     def __init__(self, ring: Ring, member: Member) -> None:
@@ -140,22 +149,36 @@ class _Allocator:
         self.total_weight = sum(self.weight.values())
         self.scale = math.lcm(*self.weight.values())
         self.n = min(_BALANCE_REPLICAS, len(members))
-        self.zones_needed = min(self.n, len(set(self.zone.values())))
+        zones = set(self.zone.values())
+        self.zones_needed = min(self.n, len(zones))
+        # When every preference list is bound to hold the new member — it is among the only n
+        # members, or alone in its zone with at most n zones — no choice of arcs changes anyone's
+        # replica load (the other members are picked as if the new one were absent): skip scoring.
+        alone = sum(1 for z in self.zone.values() if z == member.zone) == 1
+        self.scoring = not (len(members) <= self.n or (alone and len(zones) <= self.n))
         self.piece = RING_SIZE // (self.total_weight * ring.vnodes_per_weight)
         self.positions = list(ring._positions)
         self.owners = list(ring._owner_at)
         self.rank = {node_id: rank for rank, node_id in enumerate(ring._order)}
-        # Each member's arcs as a max-heap of (-length, end token); primary share; replica load.
-        self.arcs: dict[str, list[tuple[int, int]]] = {i: [] for i in ring._order}
+        seed = key_position(b"kvcheck-ring-draw:" + member.node_id.encode())
+        # Current length of every old token's arc; per member, its arcs longer than a piece in
+        # draw order (a heap of (draw key, end token)); primary share; replica load.
+        self.length: dict[int, int] = {}
+        self.ends: dict[str, list[int]] = {i: [] for i in ring._order}
+        self.draws: dict[str, list[tuple[int, int]]] = {i: [] for i in ring._order}
         share = dict.fromkeys(ring._order, 0)
         self.load = dict.fromkeys(members, 0)
         for index, token in enumerate(self.positions):
-            length = self._arc(index)
-            self.arcs[self.owners[index]].append((-length, token))
-            share[self.owners[index]] += length
-            for node_id in self._replicas(index)[0]:
-                self.load[node_id] += length
-        for heap in self.arcs.values():
+            owner = self.owners[index]
+            length = self.length[token] = self._arc(index)
+            self.ends[owner].append(token)
+            if length > self.piece:
+                self.draws[owner].append((_mix(token ^ seed), token))
+            share[owner] += length
+            if self.scoring:
+                for node_id in self._replicas(index)[0]:
+                    self.load[node_id] += length
+        for heap in self.draws.values():
             heapq.heapify(heap)
         # Excess over the target share, scaled by total_weight to stay in integers.
         self.excess = {
@@ -167,8 +190,9 @@ class _Allocator:
         return (positions[index] - positions[index - 1]) % RING_SIZE or RING_SIZE
 
     def _replicas(self, start: int) -> tuple[list[str], int]:
-        """The preference list (as a set) of the arc at ``start`` under the current owners, and
-        how many tokens the walk looked at. Same rule as :meth:`Ring.preference_list`.
+        """The preference list (in no particular order) of the arc ending at token ``start`` under
+        the current owners, and how many tokens the walk looked at. Same rule as
+        :meth:`Ring.preference_list`.
         """
         owners, zone, n, zones_needed = self.owners, self.zone, self.n, self.zones_needed
         size = len(owners)
@@ -195,17 +219,22 @@ class _Allocator:
         return chosen, steps
 
     def _deltas(self, index: int, take: int) -> dict[str, int]:
-        """Replica-load changes if the new member took ``take`` from the start of arc ``index``."""
+        """Replica-load changes if the new member took ``take`` from the start of arc ``index``.
+
+        Only arcs whose preference walk crosses the split change their replicas: the split arc
+        and the arcs just before it (walks from further back stop no later than walks from
+        nearer, so the scan stops at the first walk that ends before the split).
+        """
         owners = self.owners
         size = len(owners)
         affected: list[tuple[int, int, list[str]]] = []
         for back in range(1, size):
             chosen, steps = self._replicas(index - back)
             if steps <= back:
-                break  # this walk, and every walk starting further back, ends before the split
+                break
             affected.append((index - back, self._arc(index - back), chosen))
         split = self._replicas(index)[0]
-        owners.insert(index, self.new)
+        owners.insert(index, self.new)  # index - back < 0 still names the same token after this
         delta: dict[str, int] = {}
         try:
             for start, length, before in affected:
@@ -222,54 +251,55 @@ class _Allocator:
         return delta
 
     def _cost(self, delta: Mapping[str, int]) -> int:
-        """Change of ``scale * sum(load**2 / weight)`` (exact) if ``delta`` were applied."""
+        """The change of ``scale * sum(load**2 / weight)`` (exact) if ``delta`` were applied."""
         load, weight, scale = self.load, self.weight, self.scale
         return sum(d * (2 * load[i] + d) * (scale // weight[i]) for i, d in delta.items() if d)
 
     def allocate(self, count: int) -> list[int]:
-        piece, total_weight = self.piece, self.total_weight
+        """Place ``count`` tokens for the new member and return them."""
+        piece, excess, rank = self.piece, self.excess, self.rank
         new: list[int] = []
         for _ in range(count):
-            ranked = sorted(self.excess, key=lambda i: (-self.excess[i], self.rank[i]))
-            donors = [
-                i
-                for i in ranked[:_DONORS]
-                if self.excess[i] + int(_SLACK * self.weight[i] * RING_SIZE) >= piece * total_weight
-            ]
-            best: tuple[int, int, int] | None = None
-            best_move: tuple[str, int, int, dict[str, int]] | None = None
-            popped: dict[str, list[tuple[int, int]]] = {}
-            for donor in donors or ranked[:1]:
-                heap = self.arcs[donor]
-                popped[donor] = [heapq.heappop(heap) for _ in range(min(_ARCS, len(heap)))]
-                for rank, (neg_length, end) in enumerate(popped[donor]):
-                    length = -neg_length
-                    if length <= piece and rank:
-                        break  # only the largest arc may be halved, and only if none is larger
-                    take = piece if piece < length else length // 2
-                    if take < 1:
-                        continue
-                    index = bisect_left(self.positions, end)
-                    delta = self._deltas(index, take)
-                    key = (self._cost(delta), self.rank[donor], end)
-                    if best is None or key < best:
-                        best, best_move = key, (donor, end, take, delta)
-            if best_move is None:
-                raise RuntimeError("ring positions exhausted")  # needs ~2**64 tokens
-            donor, end, take, delta = best_move
-            for neg_length, token in popped.pop(donor):
-                length = -neg_length - take if token == end else -neg_length
-                heapq.heappush(self.arcs[donor], (length * -1, token))
-            for other, entries in popped.items():
-                for entry in entries:
-                    heapq.heappush(self.arcs[other], entry)
+            donor = max(excess, key=lambda i: (excess[i], -rank[i]))
+            heap = self.draws[donor]
+            drawn: list[tuple[int, int]] = []
+            while heap and len(drawn) < _CANDIDATES:
+                entry = heapq.heappop(heap)
+                if self.length[entry[1]] > piece:  # else it shrank below a piece: drop it
+                    drawn.append(entry)
+            if drawn:
+                moves = [(end, piece) for _, end in drawn]
+            else:
+                # No arc longer than a piece: possible only for tokens not allocated here (see
+                # from_tokens). Halve the donor's longest arc instead.
+                end = max(self.ends[donor], key=lambda t: (self.length[t], -t))
+                moves = [(end, self.length[end] // 2)]
+            best: tuple[int, int, int, dict[str, int]] | None = None
+            for order, (end, take) in enumerate(moves):
+                if take < 1:
+                    continue
+                if not self.scoring:
+                    best = (0, order, take, {})
+                    break
+                delta = self._deltas(bisect_left(self.positions, end), take)
+                cost = self._cost(delta)
+                if best is None or (cost, order) < (best[0], best[1]):
+                    best = (cost, order, take, delta)
+            if best is None:
+                raise RuntimeError("no arc left to split")  # would need ~2**64 tokens
+            _, order, take, delta = best
+            end = moves[order][0]
+            for entry in drawn:
+                if entry[1] != end or self.length[end] - take > piece:
+                    heapq.heappush(heap, entry)
             index = bisect_left(self.positions, end)
-            token = (end - self._arc(index) + take) % RING_SIZE
+            token = (end - self.length[end] + take) % RING_SIZE
+            self.length[end] -= take
             self.positions.insert(index, token)
             self.owners.insert(index, self.new)
             for node_id, d in delta.items():
                 self.load[node_id] += d
-            self.excess[donor] -= take * total_weight
+            excess[donor] -= take * self.total_weight
             new.append(token)
         return new
 

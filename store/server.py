@@ -12,6 +12,7 @@ cannot leave this node fails as surely-not-applied rather than timing out.
 
 from __future__ import annotations
 
+import base64
 import heapq
 import json
 import logging
@@ -54,7 +55,7 @@ from store.node import (
 )
 from store.ring import Member, Ring
 from store.storage import LogStorage
-from store.versions import BadContext, context_token, parse_context_token
+from store.versions import BadContext, Version, context_token, parse_context_token
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +411,13 @@ class Server:
                 return _error(405, f"{method} is not allowed on /kv/ (GET, PUT, DELETE)",
                               [("allow", "GET, PUT, DELETE")])
             return await self._kv(method, unquote_to_bytes(path[4:]), query, request, body)
+        if path.startswith(b"/replica/"):
+            if method != "GET":
+                return _error(405, "/replica/ only answers GET", [("allow", "GET")])
+            key = unquote_to_bytes(path[len(b"/replica/"):])
+            if not key:
+                return _error(400, "the key must not be empty: use /replica/{key}")
+            return _json(200, self.replica(key))
         if path == b"/status":
             if method != "GET":
                 return _error(405, "/status only answers GET", [("allow", "GET")])
@@ -446,6 +454,15 @@ class Server:
                                       timeout)
         return _write_response(response)
 
+    def replica(self, key: bytes) -> dict[str, Any]:
+        """What ``GET /replica/{key}`` shows: the versions this node stores for ``key``, as they
+        are on its disk, without asking any other replica. For tools that compare replicas."""
+        return {
+            "node_id": self.me.node_id,
+            "key": key.decode("utf-8", "replace"),
+            "versions": [_version_json(v) for v in self.storage.get(key)],
+        }
+
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` shows: identity, ring, membership view, config, counters."""
         ownership = self.node.ring.ownership()
@@ -471,6 +488,21 @@ class Server:
             "node": self.node.status(),
             "storage": self.storage.stats(),
         }
+
+
+def _version_json(version: Version) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "dot": [version.dot.actor, version.dot.counter],
+        "context": {actor: counter for actor, (counter, _) in sorted(version.context.items())},
+        "timestamp_ms": version.timestamp,
+        "deleted": version.value is None,
+    }
+    if version.value is not None:
+        try:
+            out["value"] = version.value.decode("utf-8")
+        except UnicodeDecodeError:
+            out["value_base64"] = base64.b64encode(version.value).decode("ascii")
+    return out
 
 
 class _TooLarge(Exception):

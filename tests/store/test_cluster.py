@@ -179,3 +179,20 @@ def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             process.kill()
     leftovers = subprocess.run(["pgrep", "-f", f"--data-dir {tmp_path}"], capture_output=True)
     assert leftovers.stdout == b""
+
+
+def test_replica_shows_what_one_node_stores_without_asking_others(cluster: LocalCluster) -> None:
+    cluster.kill("n3")
+
+    async def scenario() -> None:
+        async with cluster.client("n1") as one, cluster.client("n2") as two:
+            await one.put(b"k", "välue".encode())
+            await one.put(b"bin", b"\xff\x00")
+            mine = await one.replica(b"k")
+            assert [(v["value"], v["deleted"]) for v in mine] == [("välue", False)]
+            assert mine[0]["dot"][0].startswith("n1.")
+            assert (await two.replica(b"k")) == mine
+            assert (await one.replica(b"bin"))[0]["value_base64"] == "/wA="
+            assert await one.replica(b"absent") == []
+
+    trio.run(scenario)
