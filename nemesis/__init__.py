@@ -1,1 +1,49 @@
-"""nemesis package."""
+"""Faults: what to break, when, and how to heal it — as plans that cluster backends execute."""
+
+from nemesis.plan import (
+    HEAL_ALL,
+    KINDS,
+    Action,
+    ClearPackets,
+    CutLinks,
+    Fault,
+    HealLinks,
+    KillNodes,
+    Nemesis,
+    NemesisError,
+    PacketFault,
+    PacketSupport,
+    PauseNodes,
+    ResetClocks,
+    RestartNodes,
+    ResumeNodes,
+    SetClocks,
+    StrobeClocks,
+    parse_kinds,
+)
+from nemesis.topology import TOPOLOGIES, Link, Partition
+
+__all__ = [
+    "HEAL_ALL",
+    "KINDS",
+    "TOPOLOGIES",
+    "Action",
+    "ClearPackets",
+    "CutLinks",
+    "Fault",
+    "HealLinks",
+    "KillNodes",
+    "Link",
+    "Nemesis",
+    "NemesisError",
+    "PacketFault",
+    "PacketSupport",
+    "Partition",
+    "PauseNodes",
+    "ResetClocks",
+    "RestartNodes",
+    "ResumeNodes",
+    "SetClocks",
+    "StrobeClocks",
+    "parse_kinds",
+]

@@ -1,0 +1,107 @@
+"""Network partitions as graphs: who can still hear whom.
+
+A topology is an undirected graph on the nodes (networkx): an edge means the two nodes can talk.
+The links to cut are the complement's edges, in both directions. Each topology is a function
+``(nodes, rng) -> Partition``; the names are those of Jepsen's partition nemeses.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import networkx as nx
+
+Link = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """A topology applied to a set of nodes."""
+
+    name: str
+    graph: nx.Graph
+
+    @property
+    def cut(self) -> frozenset[Link]:
+        """Directed pairs ``(src, dst)`` whose packets are dropped: both ways of every non-edge."""
+        missing = nx.complement(self.graph).edges
+        return frozenset({(a, b) for a, b in missing} | {(b, a) for a, b in missing})
+
+    @property
+    def components(self) -> list[list[str]]:
+        """Groups of nodes that can reach each other (possibly through others), sorted."""
+        return sorted(sorted(c) for c in nx.connected_components(self.graph))
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "topology": self.name,
+            "components": self.components,
+            "cut": sorted([a, b] for a, b in self.cut),
+        }
+
+
+def _graph(nodes: Sequence[str], groups: Sequence[Sequence[str]]) -> nx.Graph:
+    graph = nx.Graph()
+    graph.add_nodes_from(nodes)
+    for group in groups:
+        graph.add_edges_from((a, b) for i, a in enumerate(group) for b in group[i + 1:])
+    return graph
+
+
+def halves(nodes: Sequence[str], rng: random.Random) -> Partition:
+    """The first half of the nodes (in the order given) against the rest (the bigger half)."""
+    cut = len(nodes) // 2
+    return Partition("halves", _graph(nodes, [nodes[:cut], nodes[cut:]]))
+
+
+def random_halves(nodes: Sequence[str], rng: random.Random) -> Partition:
+    """Like :func:`halves`, on a random shuffle of the nodes."""
+    shuffled = list(nodes)
+    rng.shuffle(shuffled)
+    return Partition("random-halves", halves(shuffled, rng).graph)
+
+
+def isolate_one(nodes: Sequence[str], rng: random.Random) -> Partition:
+    """One random node can talk to nobody; the others talk freely."""
+    lonely = rng.choice(list(nodes))
+    return Partition("isolate-one", _graph(nodes, [[n for n in nodes if n != lonely]]))
+
+
+def majorities_ring(nodes: Sequence[str], rng: random.Random) -> Partition:
+    """Every node sees a majority (itself and its nearest ring neighbours), but no two nodes see
+    the same majority: each believes it is in the majority. Needs at least 4 nodes (with 3,
+    symmetric links would leave everyone seeing everyone)."""
+    if len(nodes) < 4:
+        raise ValueError("a majorities ring needs at least 4 nodes")
+    ring = list(nodes)
+    rng.shuffle(ring)
+    reach = (len(ring) // 2 + 1) // 2  # neighbours on each side, so that 2*reach+1 > n/2
+    graph = nx.Graph()
+    graph.add_nodes_from(ring)
+    for i, node in enumerate(ring):
+        for step in range(1, reach + 1):
+            graph.add_edge(node, ring[(i + step) % len(ring)])
+    return Partition("majorities-ring", graph)
+
+
+def bridge(nodes: Sequence[str], rng: random.Random) -> Partition:
+    """Two halves that cannot talk, except through one bridge node that hears both.
+    Needs at least 3 nodes."""
+    if len(nodes) < 3:
+        raise ValueError("a bridge needs at least 3 nodes")
+    shuffled = list(nodes)
+    rng.shuffle(shuffled)
+    middle = len(shuffled) // 2
+    left, hub, right = shuffled[:middle], shuffled[middle], shuffled[middle + 1:]
+    return Partition("bridge", _graph(nodes, [[*left, hub], [hub, *right]]))
+
+
+TOPOLOGIES: dict[str, Callable[[Sequence[str], random.Random], Partition]] = {
+    "halves": halves,
+    "random-halves": random_halves,
+    "isolate-one": isolate_one,
+    "majorities-ring": majorities_ring,
+    "bridge": bridge,
+}

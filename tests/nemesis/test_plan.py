@@ -1,0 +1,77 @@
+"""The nemesis draws faults as data: seeded, minorities, healable, honest about packets."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nemesis import (
+    ClearPackets,
+    CutLinks,
+    HealLinks,
+    KillNodes,
+    Nemesis,
+    NemesisError,
+    PacketFault,
+    PacketSupport,
+    PauseNodes,
+    ResetClocks,
+    RestartNodes,
+    ResumeNodes,
+    SetClocks,
+    StrobeClocks,
+    parse_kinds,
+)
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
+HEALS = {CutLinks: HealLinks, KillNodes: RestartNodes, PauseNodes: ResumeNodes,
+         SetClocks: ResetClocks, StrobeClocks: ResetClocks, PacketFault: ClearPackets}
+
+
+def test_kinds_parse_from_a_comma_list_and_unknown_ones_are_named() -> None:
+    assert parse_kinds("partition, kill,partition") == ("partition", "kill")
+    assert parse_kinds("none") == ()
+    with pytest.raises(NemesisError, match=r"unknown nemesis kind.*explode.*known: partition"):
+        parse_kinds("partition,explode")
+
+
+def test_the_same_seed_draws_the_same_faults() -> None:
+    def draw(seed: int) -> list[object]:
+        nemesis = Nemesis(["partition", "kill", "pause", "clock", "packet"], NODES,
+                          random.Random(seed), hold=5, packets=ALL_PACKETS)
+        return [nemesis.next_fault() for _ in range(20)]
+
+    assert draw(3) == draw(3)
+    assert draw(3) != draw(4)
+
+
+def test_every_fault_heals_what_it_breaks_and_hits_only_a_minority_of_processes() -> None:
+    nemesis = Nemesis(["partition", "kill", "pause", "clock", "packet"], NODES,
+                      random.Random(0), hold=5, packets=ALL_PACKETS)
+    for _ in range(200):
+        fault = nemesis.next_fault()
+        (start,) = fault.start
+        assert [type(a) for a in fault.stop] == [HEALS[type(start)]]
+        if fault.kind in ("kill", "pause", "clock", "packet"):
+            assert 1 <= len(fault.targets) <= 2
+        assert fault.describe()["fault"] == fault.kind
+
+
+def test_the_packet_nemesis_uses_only_effects_the_backend_supports() -> None:
+    only_loss = PacketSupport(frozenset({"loss", "rate"}), "no netem in this kernel")
+    nemesis = Nemesis(["packet"], NODES, random.Random(1), hold=5, packets=only_loss)
+    effects = {e for _ in range(50) for e in nemesis.next_fault().start[0].effects}  # type: ignore[union-attr]
+    assert effects == {"loss", "rate"}
+    with pytest.raises(NemesisError, match="no netem in this kernel"):
+        Nemesis(["packet"], NODES, random.Random(1), hold=5,
+                packets=PacketSupport(frozenset(), "no netem in this kernel"))
+
+
+def test_clock_faults_range_from_milliseconds_to_minutes() -> None:
+    nemesis = Nemesis(["clock"], NODES, random.Random(2), hold=5)
+    offsets = [abs(o) for _ in range(300) for a in nemesis.next_fault().start
+               if isinstance(a, SetClocks) for o in a.offsets.values()]
+    assert min(offsets) < 0.1 and max(offsets) > 30
+    assert all(0.01 <= o <= 120 for o in offsets)
