@@ -1,0 +1,118 @@
+"""The interface every cluster backend offers, and how nemesis plans run on it.
+
+A backend owns the nodes of one run: it starts them, tells clients where they are, and breaks
+and heals them when the nemesis says so. Lifecycle as in Jepsen: ``setup`` / use /
+``teardown``; ``teardown`` must leave nothing behind, whatever happened before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from nemesis import (
+    Action,
+    ClearPackets,
+    CutLinks,
+    HealLinks,
+    KillNodes,
+    PacketFault,
+    PacketSupport,
+    PauseNodes,
+    ResetClocks,
+    RestartNodes,
+    ResumeNodes,
+    SetClocks,
+    StrobeClocks,
+)
+from nemesis.topology import Link
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked (the message says what to do about it)."""
+
+
+class Backend(Protocol):
+    nodes: list[str]
+
+    async def setup(self) -> None:
+        """Create and start every node; return when each answers and sees its peers."""
+        ...
+
+    async def teardown(self) -> None:
+        """Remove everything ``setup`` and the faults created. Safe to call more than once."""
+        ...
+
+    def address(self, node: str) -> tuple[str, int]:
+        """Where clients reach ``node``'s HTTP interface."""
+        ...
+
+    async def kill(self, node: str) -> None: ...
+
+    async def restart(self, node: str) -> None:
+        """Start a killed node's store again on its data; return once it answers."""
+        ...
+
+    async def pause(self, node: str) -> None: ...
+    async def resume(self, node: str) -> None: ...
+
+    async def cut(self, links: frozenset[Link]) -> None:
+        """Drop every packet from ``src`` to ``dst`` for each pair, silently."""
+        ...
+
+    async def heal(self) -> None:
+        """Remove every cut."""
+        ...
+
+    async def set_clock(self, offsets: Mapping[str, float]) -> None:
+        """Set wall-clock offsets in seconds (nodes not named keep theirs)."""
+        ...
+
+    def packet_support(self) -> PacketSupport: ...
+
+    async def packet_fault(self, fault: PacketFault) -> None: ...
+
+    async def clear_packets(self) -> None: ...
+
+    async def collect_logs(self, into: Path) -> None:
+        """Copy each node's log to ``into/<node>.log``."""
+        ...
+
+
+async def execute(backend: Backend, action: Action) -> None:
+    """Carry out one nemesis action. A strobe runs for its whole duration."""
+    match action:
+        case CutLinks(links):
+            await backend.cut(links)
+        case HealLinks():
+            await backend.heal()
+        case KillNodes(nodes):
+            for node in nodes:
+                await backend.kill(node)
+        case RestartNodes(nodes):
+            for node in nodes:
+                await backend.restart(node)
+        case PauseNodes(nodes):
+            for node in nodes:
+                await backend.pause(node)
+        case ResumeNodes(nodes):
+            for node in nodes:
+                await backend.resume(node)
+        case SetClocks(offsets):
+            await backend.set_clock(offsets)
+        case StrobeClocks(nodes, delta, period, duration):
+            deadline = trio.current_time() + duration
+            ahead = False
+            while trio.current_time() < deadline:
+                ahead = not ahead
+                await backend.set_clock(dict.fromkeys(nodes, delta if ahead else 0.0))
+                await trio.sleep(period)
+        case ResetClocks():
+            await backend.set_clock(dict.fromkeys(backend.nodes, 0.0))
+        case PacketFault():
+            await backend.packet_fault(action)
+        case ClearPackets():
+            await backend.clear_packets()

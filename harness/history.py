@@ -1,0 +1,54 @@
+"""Recording a history as it happens: one JSON line per op, flushed at once.
+
+The format is ``docs/history-format.md`` (version 1). A crash of the harness keeps every line
+written so far; the checkers read exactly this file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import IO, Any
+
+FORMAT_HEADER = {"format": "kvcheck-history", "version": 1}
+
+
+class HistoryWriter:
+    """Appends ops to ``path``. ``time`` is ns since :meth:`__init__`; ``index`` counts from 0.
+
+    Not thread-safe: one trio task at a time writes (trio runs tasks one at a time anyway).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] = path.open("w", encoding="utf-8")
+        self._file.write(json.dumps(FORMAT_HEADER) + "\n")
+        self._start = time.monotonic_ns()
+        self.index = 0
+        self.counts = {"invoke": 0, "ok": 0, "fail": 0, "info": 0}
+
+    def elapsed(self) -> float:
+        """Seconds since the history began."""
+        return (time.monotonic_ns() - self._start) / 1e9
+
+    def record(self, process: int | str, type_: str, f: str, key: Any = None,
+               value: Any = None, node: str | None = None, error: str | None = None,
+               **extra: Any) -> dict[str, Any]:
+        """Write one op and return it as written."""
+        op: dict[str, Any] = {
+            "index": self.index, "time": time.monotonic_ns() - self._start,
+            "process": process, "type": type_, "f": f, "key": key, "value": value, "node": node,
+        }
+        if error is not None:
+            op["error"] = error
+        op.update(extra)
+        self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.index += 1
+        if process != "nemesis":
+            self.counts[type_] += 1
+        return op
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,274 @@
+"""Running one test: the single place that composes backend, clients, nemesis and checkers.
+
+The run is one trio nursery: the client workers, the nemesis, the live view. At the time limit
+the nemesis stops and everything is healed; the harness waits ``recovery_time`` while it samples
+every replica's state, makes the final reads, writes the final state, and tears the cluster down
+— also on error, Ctrl-C or SIGTERM (unless ``leave_running``). Then the checkers decide, from the
+files on disk alone.
+
+A run directory ``histories/<name>/<timestamp>/`` holds ``test.json``, ``history.jsonl``,
+``final-state.json``, ``results.json``, ``report.html`` and ``nodes/<node>/kvstore.log``;
+``histories/latest`` points at the newest run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from harness.backend import Backend, execute
+from harness.clients import Worker, perform, run_worker
+from harness.history import HistoryWriter
+from harness.spec import TestSpec
+from harness.workloads import Operation, WorkerState, make_workload
+from nemesis import HEAL_ALL, Fault, Nemesis, parse_kinds
+from store.client import StoreClient, StoreError
+from store.ring import Member, Ring
+
+#: Process ids of the final readers start here (workers never get this far).
+FINAL_PROCESS_BASE = 1_000_000
+#: Seconds between two samples of every replica's state during the recovery wait.
+SAMPLE_EVERY = 2.0
+
+EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
+EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; the cluster was torn down."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@dataclass(slots=True)
+class Progress:
+    """What the live view shows."""
+
+    phase: str = "starting"
+    started: float = field(default_factory=time.monotonic)
+    faults: list[str] = field(default_factory=list)
+    history: HistoryWriter | None = None
+
+
+def new_run_dir(histories: Path, name: str) -> tuple[Path, str]:
+    """Create ``histories/<name>/<timestamp>/`` and point ``histories/latest`` at it.
+
+    Returns the directory and a run id unique enough to name containers.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    run_id = f"{stamp.lower()}-{secrets.token_hex(2)}"
+    run_dir = histories / name / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = histories / name / f"{stamp}-{suffix}"
+    run_dir.mkdir(parents=True)
+    latest = histories / "latest"
+    temporary = histories / f".latest-{run_id}"
+    temporary.symlink_to(run_dir.relative_to(histories))
+    os.replace(temporary, latest)
+    return run_dir, run_id
+
+
+class Runner:
+    """Runs ``spec`` on ``backend``, writing into ``run_dir``."""
+
+    def __init__(self, spec: TestSpec, backend: Backend, run_dir: Path,
+                 progress: Progress | None = None) -> None:
+        self.spec = spec
+        self.backend = backend
+        self.run_dir = run_dir
+        self.progress = progress or Progress()
+        self.rng = random.Random(spec.seed)
+        self.workload = make_workload(spec.workload, spec.versioning == "vclock")
+        self._active: Fault | None = None
+        self._signal: int | None = None
+        self._killed: set[str] = set()
+        self._paused: set[str] = set()
+
+    async def run(self, view: Callable[[Progress], Awaitable[None]] | None = None) -> None:
+        """Set up, test, heal, recover, read, collect, tear down. Raises :class:`Interrupted`
+        on SIGINT/SIGTERM and whatever the backend raises, after tearing down."""
+        (self.run_dir / "test.json").write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
+        history = HistoryWriter(self.run_dir / "history.jsonl")
+        self.progress.history = history
+        try:
+            async with trio.open_nursery() as outer:
+                outer.start_soon(self._watch_signals, outer.cancel_scope)
+                if view is not None:
+                    outer.start_soon(view, self.progress)
+                await self._test(history)
+                outer.cancel_scope.cancel()
+        finally:
+            history.close()
+            with trio.CancelScope(shield=True):
+                if not self.spec.leave_running:
+                    self.progress.phase = "tearing down"
+                    await self.backend.teardown()
+        if self._signal is not None:
+            raise Interrupted(self._signal)
+
+    async def _watch_signals(self, scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self._signal = signum
+                scope.cancel()
+                return
+
+    async def _test(self, history: HistoryWriter) -> None:
+        spec = self.spec
+        self.progress.phase = "starting the cluster"
+        await self.backend.setup()
+        self.progress.phase = "running"
+        until = trio.current_time() + spec.time_limit
+        async with trio.open_nursery() as nursery:
+            nemesis = self._nemesis()
+            if nemesis is not None:
+                nursery.start_soon(self._run_nemesis, nemesis, history, until)
+            nodes = self.backend.nodes
+            for index in range(spec.workers):
+                node = nodes[index % len(nodes)]
+                worker = Worker(index, node, self.backend.address(node), spec.workers)
+                nursery.start_soon(run_worker, worker, self.workload, history,
+                                   spec.rate / spec.workers, until,
+                                   random.Random(self.rng.randrange(2**32)), spec.op_timeout)
+        self.progress.phase = "healing"
+        await self._heal(history)
+        self.progress.phase = "recovering"
+        samples = await self._recover(history)
+        self.progress.phase = "final reads"
+        await self._final_reads(history)
+        samples.append(await self._sample(history))
+        self._write_final_state(samples)
+
+    # -- the nemesis --
+
+    def _nemesis(self) -> Nemesis | None:
+        kinds = parse_kinds(",".join(self.spec.nemesis))
+        if not kinds:
+            return None
+        return Nemesis(kinds, self.backend.nodes, random.Random(self.rng.randrange(2**32)),
+                       hold=self.spec.nemesis_interval, packets=self.backend.packet_support())
+
+    async def _run_nemesis(self, nemesis: Nemesis, history: HistoryWriter, until: float) -> None:
+        interval = self.spec.nemesis_interval
+        while True:
+            calm_until = trio.current_time() + interval * self.rng.uniform(0.5, 1.5)
+            if calm_until + 1 >= until:
+                return
+            await trio.sleep_until(calm_until)
+            fault = nemesis.next_fault()
+            await self._start(fault, history)
+            await trio.sleep_until(min(until, calm_until + interval))
+            await self._stop(fault, history)
+
+    async def _start(self, fault: Fault, history: HistoryWriter) -> None:
+        self._active = fault
+        description = fault.describe()
+        history.record("nemesis", "invoke", f"start-{fault.kind}", value=description)
+        self.progress.faults = [_summary(description)]
+        for action in fault.start:
+            await execute(self.backend, action)
+        if fault.kind == "kill":
+            self._killed |= set(fault.targets)
+        elif fault.kind == "pause":
+            self._paused |= set(fault.targets)
+        history.record("nemesis", "info", f"start-{fault.kind}", value=description)
+
+    async def _stop(self, fault: Fault, history: HistoryWriter) -> None:
+        value = {"fault": fault.kind, "targets": list(fault.targets)}
+        history.record("nemesis", "invoke", f"stop-{fault.kind}", value=value)
+        for action in fault.stop:
+            await execute(self.backend, action)
+        self._killed -= set(fault.targets) if fault.kind == "kill" else set()
+        self._paused -= set(fault.targets) if fault.kind == "pause" else set()
+        self._active = None
+        self.progress.faults = []
+        history.record("nemesis", "info", f"stop-{fault.kind}", value=value)
+
+    async def _heal(self, history: HistoryWriter) -> None:
+        """Stop the fault in progress, then heal everything any fault could have done."""
+        if self._active is not None:
+            await self._stop(self._active, history)
+        history.record("nemesis", "invoke", "heal", value={"fault": "all"})
+        for node in sorted(self._paused):
+            await self.backend.resume(node)
+        for node in sorted(self._killed):
+            await self.backend.restart(node)
+        for action in HEAL_ALL:
+            await execute(self.backend, action)
+        self._paused.clear()
+        self._killed.clear()
+        history.record("nemesis", "info", "heal", value={"fault": "all"})
+
+    # -- after the test --
+
+    async def _recover(self, history: HistoryWriter) -> list[dict[str, Any]]:
+        """Wait ``recovery_time``, sampling every replica's state as it converges."""
+        samples = []
+        end = trio.current_time() + self.spec.recovery_time
+        while True:
+            samples.append(await self._sample(history))
+            if trio.current_time() + SAMPLE_EVERY > end:
+                await trio.sleep_until(end)
+                return samples
+            await trio.sleep(SAMPLE_EVERY)
+
+    async def _sample(self, history: HistoryWriter) -> dict[str, Any]:
+        keys = self.workload.used_keys()
+        nodes: dict[str, Any] = {}
+
+        async def one(node: str) -> None:
+            try:
+                async with StoreClient(*self.backend.address(node), timeout=5) as client:
+                    nodes[node] = {key: {"versions": await client.replica(key)} for key in keys}
+            except StoreError:
+                nodes[node] = None
+
+        at = int(history.elapsed() * 1e9)
+        async with trio.open_nursery() as nursery:
+            for node in self.backend.nodes:
+                nursery.start_soon(one, node)
+        return {"time": at, "nodes": dict(sorted(nodes.items()))}
+
+    async def _final_reads(self, history: HistoryWriter) -> None:
+        """Read every key through every node, recorded with ``"final": true``."""
+
+        async def read_through(index: int, node: str) -> None:
+            state = WorkerState(random.Random(index))
+            async with StoreClient(*self.backend.address(node),
+                                   timeout=self.spec.op_timeout) as client:
+                for key in self.workload.used_keys():
+                    await perform(client, self.workload, Operation("read", key), state, history,
+                                  FINAL_PROCESS_BASE + index, node, final=True)
+
+        async with trio.open_nursery() as nursery:
+            for index, node in enumerate(self.backend.nodes):
+                nursery.start_soon(read_through, index, node)
+
+    def _write_final_state(self, samples: list[dict[str, Any]]) -> None:
+        ring = Ring.build(Member(node) for node in self.backend.nodes)
+        replicas = {key: list(ring.preference_list(key.encode(), self.spec.n))
+                    for key in self.workload.used_keys()}
+        state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
+                 "replicas": replicas}
+        (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
+
+
+def _summary(description: dict[str, Any]) -> str:
+    text = f"{description['fault']} {','.join(description.get('targets', []))}"
+    if "topology" in description:
+        text += f" ({description['topology']})"
+    return text

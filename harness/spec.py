@@ -1,0 +1,132 @@
+"""A test's specification: one frozen value, written to ``test.json``.
+
+Like a Jepsen test map: the cluster, the workload, the nemesis, the checkers — with defaults
+that make ``kvcheck run`` meaningful on its own. The *expected guarantee* follows from the store's
+configuration unless ``expect`` overrides it:
+
+- W + R > N with strict quorums: ``no-stale-reads`` (quorums intersect);
+- otherwise: ``eventual-convergence`` only.
+
+``linearizable`` can be asked for; the reference store does not promise it, so such a test is
+expected to fail, and shows how.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from nemesis import parse_kinds
+
+Workload = Literal["register", "set"]
+GUARANTEES = ("linearizable", "no-stale-reads", "no-lost-writes", "eventual-convergence")
+
+#: Checkers each guarantee adds to the workload's defaults.
+_GUARANTEE_CHECKERS = {
+    "linearizable": ("linearizable",),
+    "no-stale-reads": ("stale-reads",),
+    "no-lost-writes": ("lost-writes",),
+    "eventual-convergence": (),
+}
+_WORKLOAD_CHECKERS = {
+    "register": ("stats", "stale-reads", "convergence"),
+    "set": ("stats", "lost-writes", "convergence"),
+}
+
+
+class SpecError(ValueError):
+    """An impossible test specification; the message names the option."""
+
+
+@dataclass(frozen=True, slots=True)
+class TestSpec:
+    """Everything that defines a run. Validated when built (raises :class:`SpecError`)."""
+
+    __test__ = False  # not a pytest test class
+
+    name: str = "kvcheck"
+    nodes: int = 5
+    concurrency: int = 0  # 0: two workers per node
+    rate: float = 100.0
+    time_limit: float = 60.0
+    workload: Workload = "register"
+    nemesis: tuple[str, ...] = ("partition",)
+    nemesis_interval: float = 10.0
+    recovery_time: float = 10.0
+    n: int = 3
+    w: int = 2
+    r: int = 2
+    versioning: Literal["vclock", "lww"] = "vclock"
+    expect: str = ""  # "": derived from n, w, r
+    seed: int = field(default_factory=lambda: random.randrange(2**31))
+    leave_running: bool = False
+    request_timeout_ms: int = 1000
+    op_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name.startswith("."):
+            raise SpecError(f"--name must be a plain name, not {self.name!r}")
+        if not 1 <= self.nodes <= 32:
+            raise SpecError("--nodes must be from 1 to 32")
+        if not 1 <= self.n <= self.nodes:
+            raise SpecError(f"--n must be from 1 to the number of nodes ({self.nodes})")
+        if not (1 <= self.w <= self.n and 1 <= self.r <= self.n):
+            raise SpecError(f"--w and --r must be from 1 to --n ({self.n})")
+        if self.concurrency < 0 or self.rate <= 0 or self.time_limit <= 0:
+            raise SpecError("--concurrency must be >= 0, --rate and --time-limit > 0")
+        if self.nemesis_interval <= 0 or self.recovery_time < 0:
+            raise SpecError("--nemesis-interval must be > 0 and --recovery-time >= 0")
+        if self.workload not in _WORKLOAD_CHECKERS:
+            raise SpecError(f"--workload must be register or set, not {self.workload!r}")
+        if self.versioning not in ("vclock", "lww"):
+            raise SpecError(f"--versioning must be vclock or lww, not {self.versioning!r}")
+        if self.expect and self.expect not in GUARANTEES:
+            raise SpecError(f"--expect must be one of {', '.join(GUARANTEES)}")
+        try:
+            parse_kinds(",".join(self.nemesis))
+        except ValueError as exc:
+            raise SpecError(str(exc)) from None
+
+    @property
+    def workers(self) -> int:
+        return self.concurrency or 2 * self.nodes
+
+    @property
+    def node_ids(self) -> list[str]:
+        return [f"n{i}" for i in range(1, self.nodes + 1)]
+
+    @property
+    def strict_quorums(self) -> bool:
+        """The reference store has no sloppy quorums yet: replicas are always the key's N."""
+        return True
+
+    @property
+    def guarantee(self) -> str:
+        """The guarantee the verdict is about."""
+        if self.expect:
+            return self.expect
+        if self.w + self.r > self.n and self.strict_quorums:
+            return "no-stale-reads"
+        return "eventual-convergence"
+
+    @property
+    def checkers(self) -> tuple[str, ...]:
+        names = _WORKLOAD_CHECKERS[self.workload] + _GUARANTEE_CHECKERS[self.guarantee]
+        return tuple(dict.fromkeys(names))
+
+    def to_json(self) -> dict[str, Any]:
+        """``test.json``: every option, plus what the checkers read."""
+        return {
+            **dataclasses.asdict(self),
+            "nemesis": list(self.nemesis),
+            "nodes": self.node_ids,
+            "node_count": self.nodes,
+            "concurrency": self.workers,
+            "sloppy_quorum": not self.strict_quorums,
+            "versioning": "vector-clock" if self.versioning == "vclock" else "lww",
+            "guarantee": self.guarantee,
+            "checkers": list(self.checkers),
+            "backend": "docker",
+        }
