@@ -20,7 +20,8 @@ distinct nodes.
    into theirs. The put succeeds when W replicas (the stamper included) have stored it.
 
 *Get* asks all N replicas, answers after R replies with their merged siblings and the causal
-context that covers them.
+context that covers them. Once every replica has answered (or the request timed out), replicas
+that answered with less than the merge are sent it: *read repair*.
 
 A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
 many replicas are known to be unreachable. A failed put says whether it may have been applied:
@@ -163,6 +164,8 @@ class CancelTimer:
 Action = Send | Respond | StartTimer | CancelTimer
 
 SYNC_TIMER: Timer = ("sync", 0)
+#: The request id of read-repair writes: nobody waits for their acknowledgement.
+REPAIR_REQUEST = 0
 PURGE_TIMER: Timer = ("purge", 0)
 
 
@@ -382,6 +385,8 @@ class Node:
                     self._stamped(request, op, peer, dot, versions, out)
                 else:
                     self._count("late_replies")
+            case ReplicateAck(request) if request == REPAIR_REQUEST:
+                self._count("read_repairs_acked")
             case ReplicateAck(request):
                 op = self._ops.get(request)
                 if isinstance(op, _Put) and peer in op.pending:
@@ -481,8 +486,32 @@ class Node:
         return self._next_op
 
     def _close(self, op_id: int, out: list[Action]) -> None:
-        if self._ops.pop(op_id, None) is not None:
+        op = self._ops.pop(op_id, None)
+        if op is not None:
             out.append(CancelTimer(("request", op_id)))
+            if isinstance(op, _Get):
+                self._repair(op, out)
+
+    def _repair(self, op: _Get, out: list[Action]) -> None:
+        """Read repair: send the merge of every reply to each replica that answered with less.
+
+        Runs when a get has heard from every replica (or timed out), after the client has its
+        answer, so it never delays one.
+        """
+        if len(op.replies) < 2:
+            return
+        merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
+        for node, versions in op.replies.items():
+            if sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter)) == list(merged):
+                continue
+            self._count("read_repairs")
+            if node != self.node_id:
+                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, merged)))
+                continue
+            try:
+                self._merge(op.key, merged)
+            except StorageError:
+                self._count("storage_errors")
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount

@@ -215,3 +215,20 @@ def test_with_w_plus_r_above_n_a_read_sees_every_write_acknowledged_before_it(
                 sim.crash(a)
         elif kind == "restart" and sim.nodes[a].state == "crashed":
             sim.restart(a)
+
+
+def test_read_repair_brings_a_replica_that_missed_a_write_up_to_date() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2), seed=13)
+    key = b"k"
+    first, second, third = replicas(sim, key)
+    for node in sim.nodes:
+        if node != third:
+            sim.cut(third, node)  # the third replica misses the write
+    assert isinstance(sim.wait_for(sim.put(first, key, b"v")), Written)
+    assert sim.nodes[third].disk.get(key) == []
+    sim.heal()
+    assert values(sim.wait_for(sim.get(first, key))) == [b"v"]
+    sim.run_for(1)
+    assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
+    assert sim.nodes[first].logic.counters["read_repairs"] == 1
+    assert sim.nodes[first].logic.counters["read_repairs_acked"] == 1
