@@ -33,6 +33,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from harness.backend import BackendError
+from harness.image import faketime_env
 from nemesis import PacketFault, PacketSupport
 from nemesis.topology import Link
 from store.client import StoreClient, StoreError
@@ -58,20 +59,19 @@ _CHAINS = (
 class DockerCluster:
     """A cluster of store containers for one run. See the module docstring.
 
-    ``store_flags`` are the cluster settings passed to every ``kvstore serve``.
-    ``faketime_env`` is the environment that preloads libfaketime in the image.
+    ``store_flags`` are the cluster settings passed to every ``kvstore serve``; the image is
+    the store image of :mod:`harness.image`.
     """
 
     def __init__(self, client: docker.DockerClient, image: str, run_id: str,
-                 nodes: Sequence[str], store_flags: Sequence[str], run_dir: Path,
-                 faketime_env: Mapping[str, str]) -> None:
+                 nodes: Sequence[str], store_flags: Sequence[str], run_dir: Path) -> None:
         self.client = client
         self.image = image
         self.run_id = run_id
         self.nodes = list(nodes)
         self.store_flags = list(store_flags)
         self.run_dir = run_dir
-        self.faketime_env = dict(faketime_env)
+        self.faketime_env = faketime_env(FAKETIME_FILE)
         self.labels = {LABEL: "1", RUN_LABEL: run_id}
         self._network: Network | None = None
         self._containers: dict[str, Container] = {}
@@ -98,7 +98,7 @@ class DockerCluster:
             node_dir.mkdir(parents=True, exist_ok=True)
             self._write_offset(node, 0.0)
             container = self.client.containers.run(
-                self.image, ["sleep", "infinity"], name=f"kvcheck-{self.run_id}-{node}",
+                self.image, name=f"kvcheck-{self.run_id}-{node}", init=True,
                 hostname=node, network=self._network.name, cap_add=["NET_ADMIN"],
                 labels={**self.labels, "org.kvcheck.node": node}, detach=True,
                 volumes={str(node_dir.resolve()): {"bind": MOUNT, "mode": "rw"}})

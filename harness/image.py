@@ -1,0 +1,572 @@
+"""The store image: built through the Docker SDK, without a registry, tagged by its inputs.
+
+Two images, both labelled ``org.kvcheck=1`` (``org.kvcheck.role`` is ``base`` or ``store``) so
+that cleanup can find them:
+
+``kvcheck-base:<hash12>``
+    Debian with python3 (3.11), iptables, iproute2 (``ip``, ``tc``), libfaketime and procps.
+    ``Base.DEBOOTSTRAP`` (the default where ``python:3.11-slim`` is not present locally): the
+    harness runs ``debootstrap --variant=minbase`` for bookworm into a temporary directory, from
+    the Debian mirror the host's apt uses, and imports the tree into Docker (needs root and a
+    Debian host; debootstrap is installed with apt if missing). ``Base.SLIM``: ``python:3.11-slim``
+    (pulled if missing: only where a registry is reachable) plus those tools from apt. The hash
+    is of the recipe (suite, packages, architecture), not of the mirror's current contents.
+``kvcheck-store:<hash12>``
+    The base plus a venv at ``/opt/kvcheck`` holding kvcheck and its runtime dependencies, from
+    wheels made on the host (the project's by ``pip wheel``, the dependencies downloaded from the
+    package index as CPython 3.11 manylinux wheels, at the versions installed in the running
+    environment) and installed with ``pip install --no-index``: nothing is downloaded inside the
+    build. The hash covers the wheel's inputs (pyproject.toml, the readme, license files, every
+    ``*.py`` of the packages pyproject.toml lists), the pinned dependency set, the Dockerfile and
+    the base's tag: an unchanged tree never rebuilds.
+
+What a container from the store image offers (nothing in it is a node's command line):
+
+- ``PATH`` starts with ``/opt/kvcheck/bin``: ``kvstore`` and ``python3`` are the venv's.
+- The default command is ``sleep infinity``: the container idles and the harness either
+  gives its own command (e.g. ``kvcheck-faketime kvstore serve ...``) or execs the store into it.
+  Run it with ``init=True`` so that signals are forwarded and orphans are reaped.
+- ``kvcheck-faketime COMMAND...`` runs COMMAND under libfaketime: the environment of
+  :func:`faketime_env` (``LD_PRELOAD`` of ``libfaketimeMT.so.1``, linked at
+  :data:`FAKETIME_LIB` from the architecture's ``/usr/lib/<triplet>/faketime/``;
+  ``FAKETIME_NO_CACHE=1``; ``FAKETIME_DONT_FAKE_MONOTONIC=1``), with
+  ``FAKETIME_TIMESTAMP_FILE`` taken from the environment (one file per node), by default
+  :data:`FAKETIME_FILE`, which holds ``+0``. The file holds an offset such as ``+2.5s``, ``-30s``,
+  ``+1h`` or ``+3600`` (seconds) and is re-read at every clock call; a missing file means no
+  offset. Only that process is faked: ``iptables``, ``tc`` and ``ps`` exec'd beside it run on the
+  real clock. Monotonic clocks are never faked (Python hangs at start-up if they are).
+- ``iptables`` and ``tc`` work with ``cap_add=["NET_ADMIN"]``; nothing needs ``privileged``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import hashlib
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests.exceptions
+
+Progress = Callable[[str], None]
+
+STORE_REPOSITORY = "kvcheck-store"
+BASE_REPOSITORY = "kvcheck-base"
+LABEL = "org.kvcheck"
+ROLE_LABEL = "org.kvcheck.role"
+
+SLIM_IMAGE = "python:3.11-slim"
+DEBIAN_SUITE = "bookworm"
+PYTHON_VERSION = "3.11"  # bookworm's python3, and the slim image's
+GLIBC_MINOR = 36  # bookworm's glibc is 2.36: the newest manylinux tag its wheels may carry
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+TOOLS = ("iptables", "iproute2", "libfaketime", "procps")
+DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv", *TOOLS)
+
+VENV = "/opt/kvcheck"
+FAKETIME_LIB = "/usr/local/lib/kvcheck/libfaketimeMT.so.1"
+FAKETIME_FILE = "/var/lib/kvcheck/faketime"
+FAKETIME_WRAPPER = "kvcheck-faketime"
+
+_SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_BUILD_TIMEOUT = 1800  # seconds a docker build step may stay silent (the API read timeout)
+_WHEELS = "wheels"
+
+
+class Base(StrEnum):
+    """Where the store image's operating system comes from."""
+
+    AUTO = "auto"  # SLIM if python:3.11-slim is present locally, else DEBOOTSTRAP
+    DEBOOTSTRAP = "debootstrap"
+    SLIM = "slim"
+
+
+class ImageError(RuntimeError):
+    """An image could not be built; the message is one paragraph saying what to do."""
+
+
+class BootstrapError(ImageError):
+    """The Debian base could not be bootstrapped (debootstrap missing, not root, or it failed)."""
+
+
+class WheelError(ImageError):
+    """The wheels of the project or of its dependencies could not be made on the host."""
+
+
+class BuildError(ImageError):
+    """Docker refused to import or build an image, or a base image could not be had."""
+
+
+def faketime_env(timestamp_file: str = FAKETIME_FILE) -> dict[str, str]:
+    """The environment that runs a process of the store image under libfaketime.
+
+    The wall clock is offset by the contents of ``timestamp_file`` (inside the container),
+    re-read at every call; monotonic clocks stay real.
+    """
+    return {
+        "LD_PRELOAD": FAKETIME_LIB,
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        "FAKETIME_TIMESTAMP_FILE": timestamp_file,
+    }
+
+
+# --- recipes (their text is what the tags hash) ------------------------------------------------
+
+def base_recipe(base: Base) -> str:
+    """The text that defines a base image of the kind ``base`` (DEBOOTSTRAP or SLIM).
+
+    Raises ValueError for ``Base.AUTO``, which is not a recipe: resolve it first.
+    """
+    if base is Base.DEBOOTSTRAP:
+        return (f"debootstrap --variant=minbase --include={','.join(DEBOOTSTRAP_PACKAGES)} "
+                f"{DEBIAN_SUITE} (arch {_debian_arch()}); apt lists, caches and docs removed\n")
+    if base is Base.SLIM:
+        return (f"FROM {SLIM_IMAGE}\n"
+                "RUN apt-get update \\\n"
+                " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                f"{' '.join(TOOLS)} \\\n"
+                " && rm -rf /var/lib/apt/lists/*\n")
+    raise ValueError(f"no recipe for base {base!r}: resolve Base.AUTO first")
+
+
+def base_tag(base: Base) -> str:
+    """``kvcheck-base:<hash12>`` for the base image of the kind ``base`` (not AUTO)."""
+    return f"{BASE_REPOSITORY}:{content_hash([('recipe', base_recipe(base).encode())])[:12]}"
+
+
+def store_dockerfile(base_image: str) -> str:
+    """The Dockerfile of the store image on top of ``base_image``; its context holds the
+    wheels in ``wheels/`` and the faketime wrapper."""
+    return f"""\
+FROM {base_image}
+COPY {_WHEELS} /tmp/{_WHEELS}
+COPY {FAKETIME_WRAPPER} /usr/local/bin/{FAKETIME_WRAPPER}
+RUN python3 -m venv {VENV} \\
+ && {VENV}/bin/pip install --no-index --no-cache-dir --disable-pip-version-check \\
+      --find-links /tmp/{_WHEELS} kvcheck \\
+ && rm -rf /tmp/{_WHEELS} \\
+ && mkdir -p {Path(FAKETIME_LIB).parent} {Path(FAKETIME_FILE).parent} \\
+ && ln -s "$(echo /usr/lib/*/faketime/libfaketimeMT.so.1)" {FAKETIME_LIB} \\
+ && test -e {FAKETIME_LIB} \\
+ && echo +0 > {FAKETIME_FILE}
+ENV PATH={VENV}/bin:{_SYSTEM_PATH} PYTHONUNBUFFERED=1
+CMD ["sleep", "infinity"]
+"""
+
+
+def faketime_wrapper() -> str:
+    """The ``kvcheck-faketime`` script: exec its arguments under libfaketime."""
+    env = faketime_env()
+    timestamp_file = env.pop("FAKETIME_TIMESTAMP_FILE")
+    exports = "\n".join(f"export {name}={value}" for name, value in env.items())
+    return f"""\
+#!/bin/sh
+# {FAKETIME_WRAPPER} COMMAND [ARG...]: run COMMAND with its wall clock offset by the contents
+# of $FAKETIME_TIMESTAMP_FILE (default {timestamp_file}), e.g. +2.5s or -30s,
+# re-read at every clock call. Monotonic clocks stay real.
+{exports}
+export FAKETIME_TIMESTAMP_FILE="${{FAKETIME_TIMESTAMP_FILE:-{timestamp_file}}}"
+exec "$@"
+"""
+
+
+# --- inputs and tags -----------------------------------------------------------------------------
+
+def find_project_root() -> Path:
+    """The source tree this harness runs from (a checkout, installed editable by scripts/setup):
+    the directory above the ``harness`` package, holding pyproject.toml.
+
+    Raises ImageError if there is none (kvcheck installed from a wheel has no tree to build).
+    """
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "pyproject.toml").is_file():
+        raise ImageError(f"no pyproject.toml in {root}: the store image is built from kvcheck's "
+                         "source tree, so run kvcheck from a checkout (scripts/setup installs it "
+                         "editable into .venv).")
+    return root
+
+
+def source_files(project_root: Path) -> list[Path]:
+    """The files (relative to ``project_root``, sorted) that make the project's wheel.
+
+    pyproject.toml, the readme it names, license files, and every ``*.py`` under the top-level
+    packages matched by ``[tool.setuptools.packages.find] include``.
+    Raises ImageError if pyproject.toml is missing or does not say which packages to include.
+    """
+    pyproject = _pyproject(project_root)
+    patterns = pyproject.get("tool", {}).get("setuptools", {}).get("packages", {}) \
+        .get("find", {}).get("include")
+    if not patterns:
+        raise ImageError(f"{project_root / 'pyproject.toml'} lists no packages under "
+                         "[tool.setuptools.packages.find] include; the image needs that list.")
+    files = {Path("pyproject.toml")}
+    readme = pyproject.get("project", {}).get("readme")
+    if isinstance(readme, str):
+        files.add(Path(readme))
+    for pattern in ("LICEN[CS]E*", "COPYING*", "NOTICE*", "AUTHORS*"):
+        files.update(p.relative_to(project_root) for p in project_root.glob(pattern)
+                     if p.is_file())
+    for top in sorted(project_root.iterdir()):
+        if (top / "__init__.py").is_file() and any(fnmatch.fnmatch(top.name, pattern)
+                                                   for pattern in patterns):
+            files.update(p.relative_to(project_root) for p in top.rglob("*.py")
+                         if "__pycache__" not in p.parts)
+    return sorted(files)
+
+
+def runtime_pins(project_root: Path) -> list[str]:
+    """``name==version`` for the project's runtime dependencies and theirs, as installed in the
+    running environment (the versions the harness is tested with), sorted.
+
+    Requirements behind an extra, or not installed here (e.g. for another platform), are left
+    out; pip checks inside the build that the set is complete.
+    Raises ImageError if a direct dependency of the project is not installed.
+    """
+    pins: dict[str, str] = {}
+    pending = list(_pyproject(project_root).get("project", {}).get("dependencies", []))
+    direct = {_requirement_name(r) for r in pending if ";" not in r}  # unconditional ones
+    while pending:
+        name = _requirement_name(pending.pop())
+        if name in pins:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name in direct:
+                raise ImageError(
+                    f"{name}, a dependency of the project, is not installed in this Python "
+                    f"environment ({sys.prefix}), so its version cannot be pinned for the image; "
+                    "run scripts/setup and use .venv/bin/kvcheck.") from None
+            continue
+        pins[name] = dist.version
+        pending.extend(r for r in dist.requires or () if "extra" not in r.partition(";")[2])
+    return sorted(f"{name}=={version}" for name, version in pins.items())
+
+
+def image_tag(project_root: Path, base: Base = Base.DEBOOTSTRAP) -> str:
+    """``kvcheck-store:<hash12>``: a content hash of every input of the store image on the
+    base of kind ``base`` (DEBOOTSTRAP or SLIM). Pure: reads files and installed metadata only.
+
+    Raises ImageError if the project's metadata is incomplete (see :func:`source_files`).
+    """
+    parts = [("Dockerfile", store_dockerfile(base_tag(base)).encode()),
+             (FAKETIME_WRAPPER, faketime_wrapper().encode()),
+             ("pins", "\n".join(runtime_pins(project_root)).encode())]
+    parts += [(f"src/{p.as_posix()}", (project_root / p).read_bytes())
+              for p in source_files(project_root)]
+    return f"{STORE_REPOSITORY}:{content_hash(parts)[:12]}"
+
+
+def content_hash(parts: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 (hex) of named byte strings, each framed by its name and length."""
+    h = hashlib.sha256()
+    for name, data in parts:
+        h.update(f"{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+# --- building ------------------------------------------------------------------------------------
+
+def resolve_base(client: docker.DockerClient, base: Base) -> Base:
+    """``base`` itself, or for AUTO: SLIM if ``python:3.11-slim`` is present locally, else
+    DEBOOTSTRAP. Sends nothing over the network (registry reachability is not probed)."""
+    if base is not Base.AUTO:
+        return base
+    return Base.SLIM if _has_image(client, SLIM_IMAGE) else Base.DEBOOTSTRAP
+
+
+def ensure_image(client: docker.DockerClient, project_root: Path, *, base: Base = Base.AUTO,
+                 progress: Progress | None = None) -> str:
+    """The store image's tag, building the image (and its base) only if the tag is missing.
+
+    Raises ImageError (BootstrapError, WheelError, BuildError) if a build is needed and fails.
+    """
+    say = progress or _quiet
+    tag = image_tag(project_root, resolve_base(client, base))
+    if _has_image(client, tag):
+        say(f"{tag} is up to date")
+        return tag
+    return build_image(client, project_root, base=base, progress=progress)
+
+
+def build_image(client: docker.DockerClient, project_root: Path, *, base: Base = Base.AUTO,
+                progress: Progress | None = None) -> str:
+    """Build the store image (and its base, if missing) and return its tag.
+
+    Layers cached by the engine are reused. Raises BootstrapError, WheelError or BuildError
+    (all ImageError) with a message saying what to do.
+    """
+    say = progress or _quiet
+    kind = resolve_base(client, base)
+    base_image = ensure_base(client, kind, progress=say)
+    tag = image_tag(project_root, kind)
+    with tempfile.TemporaryDirectory(prefix="kvcheck-image-") as tmp:
+        context = Path(tmp)
+        say("making wheels of kvcheck and its dependencies on the host")
+        _make_wheels(project_root, context / _WHEELS)
+        (context / "Dockerfile").write_text(store_dockerfile(base_image))
+        wrapper = context / FAKETIME_WRAPPER
+        wrapper.write_text(faketime_wrapper())
+        wrapper.chmod(0o755)
+        say(f"building {tag} on {base_image}")
+        _docker_build(client, context, tag, role="store", progress=say)
+    return tag
+
+
+def ensure_base(client: docker.DockerClient, base: Base, *,
+                progress: Progress | None = None) -> str:
+    """The tag of the base image of kind ``base``, made if missing.
+
+    Raises BootstrapError (debootstrap) or BuildError (import, slim image unavailable).
+    """
+    say = progress or _quiet
+    kind = resolve_base(client, base)
+    tag = base_tag(kind)
+    if _has_image(client, tag):
+        return tag
+    if kind is Base.SLIM:
+        _build_slim_base(client, tag, say)
+    else:
+        _build_debootstrap_base(client, tag, say)
+    return tag
+
+
+def _build_slim_base(client: docker.DockerClient, tag: str, say: Progress) -> None:
+    if not _has_image(client, SLIM_IMAGE):
+        say(f"pulling {SLIM_IMAGE}")
+        repository, _, version = SLIM_IMAGE.partition(":")
+        try:
+            client.images.pull(repository, tag=version)
+        except docker.errors.APIError as error:
+            raise BuildError(
+                f"cannot pull {SLIM_IMAGE} ({error.explanation or error}): no registry seems "
+                "reachable from the Docker engine. Build on the bootstrapped Debian base "
+                "instead (base 'debootstrap', as root).") from error
+    with tempfile.TemporaryDirectory(prefix="kvcheck-base-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(base_recipe(Base.SLIM))
+        say(f"building {tag} from {SLIM_IMAGE} (installs {', '.join(TOOLS)} with apt)")
+        _docker_build(client, Path(tmp), tag, role="base", progress=say)
+
+
+def _build_debootstrap_base(client: docker.DockerClient, tag: str, say: Progress) -> None:
+    if os.geteuid() != 0:
+        raise BootstrapError(
+            "building the Debian base image runs debootstrap, which needs root: run "
+            "`kvcheck image build` as root once (later builds reuse the base), or make "
+            f"{SLIM_IMAGE} available to the engine and use base 'slim'.")
+    debootstrap = _debootstrap_command(say)
+    mirror = debian_mirror()
+    with tempfile.TemporaryDirectory(prefix="kvcheck-base-") as tmp:
+        root = Path(tmp) / "root"
+        try:
+            say(f"bootstrapping Debian {DEBIAN_SUITE} from {mirror} (debootstrap, a minute "
+                "or more)")
+            _run_streaming([debootstrap, "--variant=minbase",
+                            f"--include={','.join(DEBOOTSTRAP_PACKAGES)}",
+                            DEBIAN_SUITE, str(root), mirror], say, BootstrapError,
+                           what="debootstrap",
+                           advice=f"Check that {mirror} is reachable (set KVCHECK_DEBIAN_MIRROR "
+                           "to use another mirror) and that there is free space in "
+                           f"{tempfile.gettempdir()}.")
+            for junk in ("var/cache/apt", "var/lib/apt/lists", "usr/share/doc",
+                         "usr/share/man", "usr/share/info"):
+                _empty_dir(root / junk)
+            tarball = Path(tmp) / "rootfs.tar"
+            say(f"importing the tree into Docker as {tag}")
+            tar = subprocess.run(["tar", "--numeric-owner", "-C", str(root), "-cf",
+                                  str(tarball), "."], capture_output=True, text=True)
+            if tar.returncode != 0:
+                raise BootstrapError(f"packing the Debian tree failed ({tar.stderr.strip()}); "
+                                     f"check free space in {tempfile.gettempdir()}.")
+            repository, _, version = tag.partition(":")
+            try:
+                client.api.import_image_from_file(
+                    str(tarball), repository=repository, tag=version,
+                    changes=[f"LABEL {LABEL}=1 {ROLE_LABEL}=base", f"ENV PATH={_SYSTEM_PATH}",
+                             'CMD ["/bin/bash"]'])
+            except (docker.errors.APIError, requests.exceptions.RequestException) as error:
+                raise BuildError(f"the Docker engine refused to import the Debian tree as {tag} "
+                                 f"({error}); check the engine's log and free space under "
+                                 "/var/lib/docker, then build again.") from error
+        finally:
+            _unmount_below(root)
+
+
+def _debootstrap_command(say: Progress) -> str:
+    """Path of debootstrap, installed with apt-get if missing."""
+    found = shutil.which("debootstrap")
+    if found:
+        return found
+    if shutil.which("apt-get"):
+        say("installing debootstrap with apt-get")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "debootstrap"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        found = shutil.which("debootstrap")
+    if not found:
+        raise BootstrapError(
+            "debootstrap is not installed and could not be installed with apt-get: on Debian "
+            "run `apt-get install debootstrap` as root, then build again.")
+    return found
+
+
+def debian_mirror() -> str:
+    """The Debian archive the host's apt uses (``$KVCHECK_DEBIAN_MIRROR`` if set), falling
+    back to deb.debian.org."""
+    if mirror := os.environ.get("KVCHECK_DEBIAN_MIRROR"):
+        return mirror
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        targets = subprocess.run(
+            ["apt-get", "indextargets", "--format", "$(ORIGIN)|$(RELEASE)|$(REPO_URI)"],
+            capture_output=True, text=True, timeout=30, check=True).stdout
+        for line in targets.splitlines():
+            origin, _, rest = line.partition("|")
+            release, _, uri = rest.partition("|")
+            # The main archive (not -security, -updates, -backports) of Debian itself.
+            if origin == "Debian" and release and "-" not in release and uri:
+                return uri.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _make_wheels(project_root: Path, wheels: Path) -> None:
+    """kvcheck's wheel, built from a copy of exactly its hashed inputs, and the pinned
+    dependencies as wheels for the image's CPython, into ``wheels``."""
+    wheels.mkdir()
+    with tempfile.TemporaryDirectory(prefix="kvcheck-src-") as tmp:
+        for relative in source_files(project_root):
+            (Path(tmp) / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(project_root / relative, Path(tmp) / relative)
+        _pip(["wheel", "--no-deps", "--wheel-dir", str(wheels), tmp],
+             "building the kvcheck wheel")
+    machine = platform.machine()
+    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)]
+    _pip(["download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels),
+          "--implementation", "cp", "--python-version", PYTHON_VERSION,
+          "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
+          *(f"--platform={p}" for p in [*platforms, f"manylinux2014_{machine}"]),
+          *runtime_pins(project_root)],
+         f"downloading the dependencies as CPython {PYTHON_VERSION} wheels")
+
+
+def _pip(args: list[str], doing: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
+        raise WheelError(
+            f"{doing} failed (pip exited {result.returncode}). The host needs the package index "
+            "(PyPI) to make the image's wheels, and every dependency needs a CPython "
+            f"{PYTHON_VERSION} manylinux wheel there; pip said:\n{tail}")
+
+
+def _docker_build(client: docker.DockerClient, context: Path, tag: str, *, role: str,
+                  progress: Progress) -> None:
+    """``docker build`` of ``context`` through the API, streaming its output to ``progress``."""
+    last: list[str] = []
+    try:
+        for chunk in client.api.build(path=str(context), tag=tag, rm=True, forcerm=True,
+                                      pull=False, decode=True, timeout=_BUILD_TIMEOUT,
+                                      labels={LABEL: "1", ROLE_LABEL: role}):
+            if "error" in chunk:
+                tail = "\n".join(last[-10:])
+                raise BuildError(
+                    f"docker build of {tag} failed: {_ANSI.sub('', str(chunk['error'])).strip()}"
+                    ". The step's output (last lines below) says why; fix that and build "
+                    f"again.\n{tail}")
+            for line in _ANSI.sub("", str(chunk.get("stream", ""))).splitlines():
+                if line.strip():
+                    last.append(line)
+                    progress(line)
+    except (docker.errors.APIError, requests.exceptions.RequestException) as error:
+        raise BuildError(f"the Docker engine failed while building {tag} ({error}); check "
+                         "that it still runs (scripts/docker-engine) and has free space, then "
+                         "build again.") from error
+
+
+def _run_streaming(command: list[str], progress: Progress, error: type[ImageError], *,
+                   what: str, advice: str) -> None:
+    """Run ``command``, passing each output line to ``progress``; raise ``error`` (with the
+    last lines and ``advice``) if it fails."""
+    last: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            last = [*last[-11:], line.rstrip()]
+            progress(line.rstrip())
+    if proc.returncode != 0:
+        tail = "\n".join(last)
+        raise error(f"{what} failed (exit {proc.returncode}). {advice} Its last lines:\n{tail}")
+
+
+def _empty_dir(path: Path) -> None:
+    """Remove everything inside ``path`` (kept itself), if it exists."""
+    if path.is_dir():
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount whatever a debootstrap that died left mounted under ``root`` (``/proc``,
+    bind-mounted devices), deepest first, so that deleting the tree can't reach the host's."""
+    prefix = f"{root.resolve()}/"
+    with contextlib.suppress(OSError):
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+def _has_image(client: docker.DockerClient, name: str) -> bool:
+    try:
+        client.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _pyproject(project_root: Path) -> dict:
+    try:
+        return tomllib.loads((project_root / "pyproject.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ImageError(f"cannot read {project_root / 'pyproject.toml'} ({error}); the image "
+                         "is built from the project tree that holds it.") from error
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a build step's stderr
+_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def _requirement_name(requirement: str) -> str:
+    """The normalized project name of a PEP 508 requirement string."""
+    match = _NAME.match(requirement)
+    if not match:
+        raise ImageError(f"cannot read the requirement {requirement!r}")
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
+
+
+def _debian_arch() -> str:
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def _quiet(_line: str) -> None:
+    pass
+

@@ -1,0 +1,310 @@
+"""The store image: content-hash tags (pure), and a real build on the Docker engine.
+
+The integration tests need an engine (``scripts/docker-engine`` starts one; CI runs it first)
+and fail, rather than skip, without one. They build from a snapshot of the project's inputs in a
+temporary directory, so that edits to the work tree during the run cannot change the tag. The
+first build bootstraps the Debian base (about a minute and a half here); later ones reuse it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import docker
+import pytest
+from docker.models.containers import Container
+
+from harness import image
+from harness.engine import EngineUnavailable, connect
+from harness.image import (
+    FAKETIME_FILE,
+    FAKETIME_WRAPPER,
+    LABEL,
+    ROLE_LABEL,
+    Base,
+    BootstrapError,
+    BuildError,
+    ImageError,
+    base_recipe,
+    base_tag,
+    content_hash,
+    ensure_base,
+    ensure_image,
+    faketime_env,
+    faketime_wrapper,
+    find_project_root,
+    image_tag,
+    resolve_base,
+    runtime_pins,
+    source_files,
+)
+
+REPO = find_project_root()
+TAG = re.compile(r"kvcheck-store:[0-9a-f]{12}")
+
+
+def snapshot(destination: Path) -> Path:
+    """A copy of the project's image inputs (and nothing else) under ``destination``."""
+    for relative in source_files(REPO):
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / relative, destination / relative)
+    return destination
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return snapshot(tmp_path / "project")
+
+
+# --- pure: inputs and tags ------------------------------------------------------------------
+
+def test_content_hash_frames_each_part() -> None:
+    assert content_hash([("a", b"bc")]) == content_hash([("a", b"bc")])
+    assert content_hash([("a", b"bc")]) != content_hash([("ab", b"c")])
+    assert content_hash([("a", b""), ("b", b"")]) != content_hash([("b", b""), ("a", b"")])
+
+
+def test_source_files_are_the_wheels_inputs() -> None:
+    files = {p.as_posix() for p in source_files(REPO)}
+    assert {"pyproject.toml", "README.md", "store/__init__.py", "store/cli.py",
+            "harness/image.py"} <= files
+    assert not any(f.startswith(("tests/", "benchmarks/", "scripts/")) for f in files)
+    assert not any("__pycache__" in f for f in files)
+
+
+def test_tag_is_stable_and_independent_of_location(tree: Path, tmp_path: Path) -> None:
+    tag = image_tag(tree)
+    assert TAG.fullmatch(tag)
+    assert image_tag(tree) == tag
+    assert image_tag(snapshot(tmp_path / "elsewhere")) == tag
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: (t / "store" / "cli.py").write_text((t / "store" / "cli.py").read_text() + "\n"),
+    lambda t: (t / "store" / "new_module.py").write_text("X = 1\n"),
+    lambda t: (t / "store" / "ring.py").unlink(),
+    lambda t: (t / "pyproject.toml").write_text(
+        (t / "pyproject.toml").read_text().replace('version = "', 'version = "9')),
+    lambda t: (t / "README.md").write_text("changed\n"),
+], ids=["edited", "added", "removed", "pyproject", "readme"])
+def test_a_changed_input_changes_the_tag(tree: Path, change: Callable[[Path], object]) -> None:
+    before = image_tag(tree)
+    change(tree)
+    assert image_tag(tree) != before
+
+
+def test_files_outside_the_wheel_do_not_change_the_tag(tree: Path) -> None:
+    before = image_tag(tree)
+    (tree / "tests").mkdir()
+    (tree / "tests" / "test_x.py").write_text("def test(): pass\n")
+    (tree / "store" / "__pycache__").mkdir(exist_ok=True)
+    (tree / "store" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
+    (tree / "notes.txt").write_text("scratch\n")
+    assert image_tag(tree) == before
+
+
+def test_the_base_is_an_input(tree: Path) -> None:
+    assert image_tag(tree, Base.DEBOOTSTRAP) != image_tag(tree, Base.SLIM)
+    assert base_tag(Base.DEBOOTSTRAP) != base_tag(Base.SLIM)
+    with pytest.raises(ValueError, match="resolve"):
+        base_recipe(Base.AUTO)
+
+
+def test_pins_are_the_installed_runtime_closure() -> None:
+    import msgpack
+    import trio
+
+    pins = runtime_pins(REPO)
+    assert f"trio=={trio.__version__}" in pins
+    assert f"msgpack=={'.'.join(map(str, msgpack.version))}" in pins
+    names = {pin.partition("==")[0] for pin in pins}
+    assert {"sniffio", "outcome", "h11", "docker", "requests"} <= names  # transitive ones too
+    assert not names & {"kvcheck", "pytest", "hypothesis", "ruff"}  # not itself, no extras
+    assert pins == sorted(pins)
+
+
+def test_a_dependency_not_installed_is_a_clear_error(tree: Path) -> None:
+    pyproject = tree / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(
+        'dependencies = [', 'dependencies = [\n    "kvcheck-no-such-dependency>=1",'))
+    with pytest.raises(ImageError, match=r"kvcheck-no-such-dependency.*not installed"):
+        image_tag(tree)
+
+
+def test_wrapper_exports_the_faketime_environment() -> None:
+    script = faketime_wrapper()
+    env = faketime_env()
+    for name in ("LD_PRELOAD", "FAKETIME_NO_CACHE", "FAKETIME_DONT_FAKE_MONOTONIC"):
+        assert f"export {name}={env[name]}\n" in script
+    assert f"${{FAKETIME_TIMESTAMP_FILE:-{FAKETIME_FILE}}}" in script
+    assert script.endswith('exec "$@"\n')
+
+
+def test_no_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    with pytest.raises(EngineUnavailable, match=r"no Docker engine at unix://.*scripts/docker-engine"):
+        connect(timeout=5)
+
+
+def _no_images() -> Any:
+    """A stand-in client whose engine has no images, so that a base build is attempted."""
+
+    def get(name: str) -> None:
+        raise docker.errors.ImageNotFound(name)
+
+    return SimpleNamespace(images=SimpleNamespace(get=get))
+
+
+def test_bootstrapping_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
+    with pytest.raises(BootstrapError, match="needs root"):
+        ensure_base(_no_images(), Base.DEBOOTSTRAP)
+
+
+# --- integration: a real build and a real container -----------------------------------------
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    engine = connect()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return snapshot(tmp_path_factory.mktemp("image") / "project")
+
+
+@pytest.fixture(scope="module")
+def built(client: docker.DockerClient, project: Path) -> str:
+    """The store image's tag, built (or found) from the project snapshot."""
+    return ensure_image(client, project, progress=print)
+
+
+@pytest.fixture(scope="module")
+def container(client: docker.DockerClient, built: str) -> Iterator[Container]:
+    """One container of the store image, as the cluster backend runs them; always removed."""
+    node = client.containers.create(
+        built, name=f"kvcheck-test-image-{uuid.uuid4().hex[:8]}", init=True,
+        cap_add=["NET_ADMIN"], labels={LABEL: "1", "org.kvcheck.test": "image"})
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove(force=True)
+
+
+def run(container: Container, *command: str, environment: dict[str, str] | None = None) -> str:
+    """Output of ``command`` exec'd in ``container``; asserts that it exited 0."""
+    code, output = container.exec_run(list(command), environment=environment)
+    text = output.decode(errors="replace")
+    assert code == 0, f"{command} exited {code}: {text}"
+    return text
+
+
+@pytest.mark.integration
+def test_the_image_builds_labelled(client: docker.DockerClient, built: str) -> None:
+    image = client.images.get(built)
+    assert image.labels[LABEL] == "1"
+    assert image.labels[ROLE_LABEL] == "store"
+    base = client.images.get(base_tag(resolve_base(client, Base.AUTO)))
+    assert (base.labels[LABEL], base.labels[ROLE_LABEL]) == ("1", "base")
+
+
+@pytest.mark.integration
+def test_an_unchanged_tree_does_not_rebuild(client: docker.DockerClient, built: str,
+                                            project: Path) -> None:
+    before = client.images.get(built).id
+    said: list[str] = []
+    started = time.monotonic()
+    assert ensure_image(client, project, progress=said.append) == built
+    assert time.monotonic() - started < 5
+    assert client.images.get(built).id == before
+    assert said == [f"{built} is up to date"]
+
+
+@pytest.mark.integration
+def test_container_is_unprivileged_with_net_admin(container: Container) -> None:
+    container.reload()
+    host = container.attrs["HostConfig"]
+    assert host["Privileged"] is False
+    assert host["CapAdd"] == ["NET_ADMIN"]
+
+
+@pytest.mark.integration
+def test_store_and_its_dependencies_import(container: Container) -> None:
+    run(container, "python3", "-c", "import store, trio, msgpack, store.server")
+    assert "usage: kvstore" in run(container, "kvstore", "--help")
+
+
+@pytest.mark.integration
+def test_fault_tools_are_there(container: Container) -> None:
+    assert "iptables v" in run(container, "iptables", "-V")
+    assert "iproute2" in run(container, "tc", "-V")
+    assert "procps" in run(container, "ps", "-V")
+    run(container, "iptables", "-S")  # NET_ADMIN is enough to read (and write) the rules
+    run(container, "tc", "qdisc", "show", "dev", "eth0")
+
+
+def _clocks(container: Container, command: list[str], environment: dict[str, str] | None = None,
+            ) -> tuple[float, float, float, float, float, float]:
+    """(host wall before, container wall, host wall after, and the same for monotonic)."""
+    wall0, mono0 = time.time(), time.monotonic()
+    out = run(container, *command, "python3", "-c",
+              "import time; print(time.time(), time.monotonic())", environment=environment)
+    wall1, mono1 = time.time(), time.monotonic()
+    wall, mono = map(float, out.split())
+    return wall0, wall, wall1, mono0, mono, mono1
+
+
+@pytest.mark.integration
+def test_faketime_offsets_the_wall_clock_only(container: Container) -> None:
+    node_file = "/var/lib/kvcheck/n1.offset"
+    run(container, "sh", "-c", f"printf '+3600s\\n' > {node_file}")
+    # Through the wrapper, the per-node file named in the environment...
+    w0, wall, w1, m0, mono, m1 = _clocks(container, [FAKETIME_WRAPPER],
+                                         {"FAKETIME_TIMESTAMP_FILE": node_file})
+    assert w0 + 3600 - 1 <= wall <= w1 + 3600 + 1
+    assert m0 - 1 <= mono <= m1 + 1  # one CLOCK_MONOTONIC for host and containers, not faked
+    # ...or with faketime_env() set directly; and the image's default file holds +0.
+    w0, wall, w1, *_ = _clocks(container, [], faketime_env(node_file))
+    assert w0 + 3600 - 1 <= wall <= w1 + 3600 + 1
+    w0, wall, w1, *_ = _clocks(container, [FAKETIME_WRAPPER])
+    assert w0 - 1 <= wall <= w1 + 1
+
+
+@pytest.mark.integration
+def test_faketime_offset_changes_at_once(container: Container) -> None:
+    node_file = "/var/lib/kvcheck/n2.offset"
+    run(container, "sh", "-c", f"printf '+0\\n' > {node_file}")
+    out = run(container, FAKETIME_WRAPPER, "python3", "-c",
+              f"import time; a = time.time(); open({node_file!r}, 'w').write('-30s\\n'); "
+              "print(time.time() - a)", environment={"FAKETIME_TIMESTAMP_FILE": node_file})
+    assert -31 <= float(out) <= -29
+
+
+@pytest.mark.integration
+def test_a_failed_debootstrap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on the discard port of loopback: debootstrap fails at once.
+    monkeypatch.setenv("KVCHECK_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+    with pytest.raises(BootstrapError, match=r"debootstrap failed .*KVCHECK_DEBIAN_MIRROR"):
+        ensure_base(_no_images(), Base.DEBOOTSTRAP)
+
+
+@pytest.mark.integration
+def test_a_failed_build_is_a_clear_error(client: docker.DockerClient, built: str,
+                                         tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {built}\nRUN echo broken >&2; exit 3\n")
+    tag = f"kvcheck-test-broken:{uuid.uuid4().hex[:8]}"
+    failed = r"docker build of \S+ failed: The command .* returned a non-zero code: 3\. "
+    with pytest.raises(BuildError, match=failed):
+        image._docker_build(client, tmp_path, tag, role="test", progress=print)
+    with pytest.raises(docker.errors.ImageNotFound):
+        client.images.get(tag)
