@@ -36,7 +36,7 @@ async def run_worker(worker: Worker, workload: Workload, history: HistoryWriter,
     try:
         next_at = trio.current_time()
         while True:
-            next_at += rng.expovariate(rate)
+            next_at = max(next_at, trio.current_time() - 1 / rate) + rng.expovariate(rate)
             if next_at >= until:
                 return
             await trio.sleep_until(next_at)
