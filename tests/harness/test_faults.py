@@ -1,0 +1,149 @@
+"""Each fault really takes effect, in real containers, and healing really undoes it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from harness.backend import BackendError, execute
+from harness.docker_cluster import RUN_LABEL, STORE_PORT, DockerCluster
+from harness.engine import connect
+from harness.image import ensure_image, find_project_root
+from nemesis import CutLinks, HealLinks, PacketFault
+from store.client import StoreClient, StoreError
+
+pytestmark = pytest.mark.integration
+
+NODES = ["n1", "n2", "n3"]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerCluster]:
+    client = connect()
+    image = ensure_image(client, find_project_root())
+    run_dir: Path = tmp_path_factory.mktemp("faults")
+    backend = DockerCluster(client, image, f"test-faults-{int(time.time())}", NODES,
+                            ["--n=3", "--w=2", "--r=2"], run_dir)
+    try:
+        trio.run(backend.setup)
+        yield backend
+    finally:
+        trio.run(backend.teardown)
+    left = client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={backend.run_id}"})
+    assert left == [], "teardown left containers behind"
+    assert client.networks.list(filters={"label": f"{RUN_LABEL}={backend.run_id}"}) == []
+
+
+def connects(cluster: DockerCluster, src: str, dst: str, tries: int = 1,
+             timeout: float = 1.0) -> int:
+    """How many of ``tries`` TCP connections from ``src`` to ``dst``'s store port succeed."""
+    ip, _ = cluster.address(dst)
+    script = (f"import socket\nok = 0\nfor _ in range({tries}):\n    try:\n"
+              f"        socket.create_connection(('{ip}', {STORE_PORT}), timeout={timeout})"
+              ".close()\n        ok += 1\n    except OSError:\n        pass\nprint(ok)")
+    return int(cluster.exec(src, f"python3 -c \"{script}\""))
+
+
+async def status(cluster: DockerCluster, node: str, timeout: float = 2.0) -> dict:  # type: ignore[type-arg]
+    async with StoreClient(*cluster.address(node), timeout=timeout) as client:
+        return await client.status()
+
+
+def test_a_cut_pair_cannot_talk_and_a_healed_one_can(cluster: DockerCluster) -> None:
+    assert connects(cluster, "n1", "n2") == 1
+    trio.run(execute, cluster, CutLinks(frozenset({("n1", "n2"), ("n2", "n1")})))
+    try:
+        assert connects(cluster, "n1", "n2") == 0
+        assert connects(cluster, "n2", "n1") == 0
+        assert connects(cluster, "n1", "n3") == 1  # only the cut pair is affected
+    finally:
+        trio.run(execute, cluster, HealLinks())
+    assert connects(cluster, "n1", "n2") == 1
+    assert "DROP" not in cluster.exec("n2", "iptables -S KVCHECK")
+
+
+def test_a_killed_node_comes_back_as_a_new_process_with_its_data(cluster: DockerCluster) -> None:
+    async def scenario() -> None:
+        async with StoreClient(*cluster.address("n3")) as client:
+            await client.put(b"durable", b"yes", w=3)
+        before = cluster.store_pid("n3")
+        await cluster.kill("n3")
+        with pytest.raises(StoreError):
+            await status(cluster, "n3", timeout=1)
+        await cluster.restart("n3")
+        assert cluster.store_pid("n3") != before
+        async with StoreClient(*cluster.address("n3")) as client:
+            assert (await client.get(b"durable", r=1)).values == (b"yes",)
+
+    trio.run(scenario)
+
+
+def test_a_paused_node_does_not_answer_until_resumed(cluster: DockerCluster) -> None:
+    async def scenario() -> None:
+        await cluster.pause("n2")
+        try:
+            with pytest.raises(StoreError):
+                await status(cluster, "n2", timeout=1)
+        finally:
+            await cluster.resume("n2")
+        assert (await status(cluster, "n2"))["node_id"] == "n2"
+
+    trio.run(scenario)
+
+
+def test_a_skewed_nodes_wall_clock_is_off_by_the_offset(cluster: DockerCluster) -> None:
+    async def skew_of(node: str) -> float:
+        before = time.time()
+        reported = (await status(cluster, node))["wall_clock_ms"] / 1000
+        return reported - (before + time.time()) / 2
+
+    async def scenario() -> None:
+        await cluster.set_clock({"n2": 3600.0})
+        try:
+            assert abs(await skew_of("n2") - 3600) < 5
+            assert abs(await skew_of("n1")) < 5
+            await cluster.set_clock({"n2": -30.0})
+            assert abs(await skew_of("n2") + 30) < 5
+        finally:
+            await cluster.set_clock(dict.fromkeys(NODES, 0.0))
+        assert abs(await skew_of("n2")) < 5
+
+    trio.run(scenario)
+
+
+def test_injected_loss_shows_as_lost_probes_and_clears(cluster: DockerCluster) -> None:
+    assert "loss" in cluster.packet_support().effects
+    trio.run(cluster.packet_fault, PacketFault(("n1",), loss=0.9))
+    try:
+        lossy = connects(cluster, "n2", "n1", tries=20, timeout=0.3)
+    finally:
+        trio.run(cluster.clear_packets)
+    assert lossy < 20
+    assert connects(cluster, "n2", "n1", tries=20, timeout=1.0) == 20
+
+
+def test_delay_works_where_the_kernel_has_netem_and_is_refused_plainly_where_not(
+    cluster: DockerCluster,
+) -> None:
+    support = cluster.packet_support()
+    if "delay" not in support.effects:
+        assert "no netem" in support.missing_reason
+        with pytest.raises(BackendError, match="cannot delay packets: this kernel has no netem"):
+            trio.run(cluster.packet_fault, PacketFault(("n1",), delay_ms=200))
+        return
+
+    def round_trip() -> float:
+        started = time.monotonic()
+        connects(cluster, "n2", "n1", tries=5, timeout=5)
+        return (time.monotonic() - started) / 5
+
+    baseline = round_trip()
+    trio.run(cluster.packet_fault, PacketFault(("n1",), delay_ms=200))
+    try:
+        assert round_trip() > baseline + 0.15
+    finally:
+        trio.run(cluster.clear_packets)
