@@ -1,1 +1,69 @@
-"""checkers package."""
+"""kvcheck's checkers: verdicts computed from a recorded history, as pure functions.
+
+Nothing here imports the harness or the store. Inputs are files on disk (see
+``docs/history-format.md``); each ``check_*`` returns a :class:`CheckResult` whose verdict is
+valid, invalid or unknown (``docs/checkers.md`` says what each decides).
+"""
+
+from checkers.convergence import check_convergence
+from checkers.edn import EDNError, Keyword, Symbol
+from checkers.history import (
+    Call,
+    HistoryError,
+    Op,
+    TestConfig,
+    iter_history,
+    pair_calls,
+    read_final_state,
+    read_history,
+    read_test_config,
+    write_history,
+)
+from checkers.jepsen import read_jepsen_history
+from checkers.linearizable import KeyResult, check_linearizable
+from checkers.lost_writes import check_lost_writes
+from checkers.models import CAS_REGISTER, MODELS, REGISTER, Model, Siblings, get_model
+from checkers.result import Anomaly, CheckResult, Results, Verdict, combine, write_results
+from checkers.stale_reads import check_stale_reads
+from checkers.stats import check_stats, nemesis_windows
+from checkers.suite import CHECKERS, DEFAULT_CHECKERS, check_history, check_run
+
+__all__ = [
+    "CAS_REGISTER",
+    "CHECKERS",
+    "DEFAULT_CHECKERS",
+    "MODELS",
+    "REGISTER",
+    "Anomaly",
+    "Call",
+    "CheckResult",
+    "EDNError",
+    "HistoryError",
+    "KeyResult",
+    "Keyword",
+    "Model",
+    "Op",
+    "Results",
+    "Siblings",
+    "Symbol",
+    "TestConfig",
+    "Verdict",
+    "check_convergence",
+    "check_history",
+    "check_linearizable",
+    "check_lost_writes",
+    "check_run",
+    "check_stale_reads",
+    "check_stats",
+    "combine",
+    "get_model",
+    "iter_history",
+    "nemesis_windows",
+    "pair_calls",
+    "read_final_state",
+    "read_history",
+    "read_jepsen_history",
+    "read_test_config",
+    "write_history",
+    "write_results",
+]

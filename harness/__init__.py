@@ -1,1 +1,4 @@
-"""harness package."""
+"""kvcheck's harness: running a test (backends, clients, workloads, runner) and the CLI.
+
+The ``kvcheck`` console script is :func:`harness.cli.main`.
+"""

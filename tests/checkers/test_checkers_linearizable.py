@@ -188,22 +188,15 @@ def test_cas_model_rejects_unknown_op() -> None:
         verdict(h.ops, "cas-register")
 
 
-def test_time_budget_gives_unknown_never_a_guess() -> None:
-    # Many concurrent non-unique writes then an impossible read: the search is large.
+def test_spent_time_budget_gives_unknown_never_a_guess() -> None:
     h = H()
-    n = 14
-    for p in range(n):
-        h.invoke(p, "write", p % 3)
-    h.call(99, "read", None, out=1)
-    h.call(98, "read", None, out=0)
-    h.call(97, "read", None, out=1)
-    h.call(96, "read", None, out=5)
-    for p in range(n):
-        h.ok(p, "write", p % 3)
-    res = verdict(h.ops, time_limit=0.0, minimize=False)
-    assert res.valid in (Verdict.UNKNOWN, Verdict.INVALID)
-    res2 = verdict(h.ops, memory_limit=1, minimize=False)
-    assert res2.valid in (Verdict.UNKNOWN, Verdict.INVALID)
+    h.call(0, "write", 0)
+    h.call(0, "write", 0)  # a repeated value: the search runs
+    h.call(1, "read", None, out=0)
+    assert verdict(h.ops, time_limit=1.0).valid is Verdict.VALID
+    res = verdict(h.ops, time_limit=-1.0)
+    assert res.valid is Verdict.UNKNOWN
+    assert res.figures["unknown_keys"] == [{"key": "k", "reason": "out of time budget"}]
 
 
 def test_budget_exhaustion_reports_unknown() -> None:
@@ -223,12 +216,54 @@ def test_budget_exhaustion_reports_unknown() -> None:
 def test_parallel_workers_agree_with_serial() -> None:
     h = H()
     for k in range(6):
-        h.call(0, "write", k, key=k)
-        h.call(1, "read", None, out=k if k != 3 else 99, key=k)
-    serial = verdict(h.ops, workers=1)
-    parallel = verdict(h.ops, workers=2)
+        h.call(0, "write", 0, key=k)
+        h.call(0, "write", 0, key=k)  # repeated values: every key needs the search
+        h.call(1, "read", None, out=0 if k != 3 else 99, key=k)
+    serial = verdict(h.ops, "cas-register", workers=1)
+    parallel = verdict(h.ops, "cas-register", workers=2)
+    assert serial.figures["workers"] == 1 and parallel.figures["workers"] == 2
     assert serial.valid is parallel.valid is Verdict.INVALID
     assert [a.key for a in serial.anomalies] == [a.key for a in parallel.anomalies] == [3]
+    assert serial.anomalies[0].ops == parallel.anomalies[0].ops
+
+
+def long_cas_history(bad_at: int | None, rounds: int = 60) -> tuple[list[Op], int | None]:
+    """Three clients doing overlapping write/cas/read rounds on values 0..2; optionally one
+    read in round ``bad_at`` returns a value the register cannot hold then."""
+    h = H()
+    bad = None
+    value = 0
+    h.call(0, "write", 0)
+    for r in range(rounds):
+        new = (value + 1) % 3
+        h.invoke(0, "cas", (value, new))
+        h.invoke(1, "read")
+        h.ok(1, "read", value)  # concurrent with the cas: the old value is fine
+        h.ok(0, "cas", (value, new))
+        value = new
+        if r == bad_at:
+            bad = h.invoke(2, "read")
+            h.ok(2, "read", (value + 1) % 3)
+        else:
+            h.call(2, "read", None, out=value)
+        if r % 7 == 3:
+            h.invoke(3 + r, "cas", (value, value))  # crashed cas ops that change nothing
+            h.info(3 + r, "cas", (value, value))
+    return h.ops, bad
+
+
+def test_window_of_long_invalid_history_is_small_and_non_linearizable() -> None:
+    ops, _ = long_cas_history(None)
+    assert verdict(ops, "cas-register").valid is Verdict.VALID
+    ops, bad = long_cas_history(40)
+    res = verdict(ops, "cas-register")
+    assert res.valid is Verdict.INVALID
+    (a,) = res.anomalies
+    assert bad in a.ops
+    assert a.details["witness_calls"] <= 4
+    assert min(a.ops) > 100  # the window starts long after the beginning
+    sub = witness_calls(pair_calls(ops), a.ops)
+    assert not reference(sub, init="any" if a.details["from_any_state"] else None)
 
 
 # --- properties against the reference ----------------------------------------------------------
@@ -322,3 +357,17 @@ def test_free_initial_state_binds_on_first_read() -> None:
     assert not _check_unique(prepared, None)[0]
     h.call(2, "read", None, out=6)
     assert not _check_unique(prepare(pair_calls(h.ops), REGISTER), FREE)[0]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.data_too_large])
+@given(register_histories(max_calls=40, nprocs=5))
+def test_unique_value_algorithm_agrees_with_wgl_on_larger_histories(ops: list[Op]) -> None:
+    prepared = prepare(pair_calls(ops), REGISTER)
+    fast_ok, wit, _ = _check_unique(prepared, None)
+    wgl_ok, _ = _wgl(prepared, REGISTER, None, float("inf"), 1 << 30)
+    assert fast_ok == wgl_ok
+    if not fast_ok:
+        # the named clusters alone are already non-linearizable
+        sub = [prepared[i] for i in sorted(set(wit))]
+        assert not _wgl(sub, REGISTER, None, float("inf"), 1 << 30)[0]

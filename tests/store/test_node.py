@@ -220,7 +220,7 @@ def test_with_w_plus_r_above_n_a_read_sees_every_write_acknowledged_before_it(
 def test_read_repair_brings_a_replica_that_missed_a_write_up_to_date() -> None:
     sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2), seed=13)
     key = b"k"
-    first, second, third = replicas(sim, key)
+    first, _, third = replicas(sim, key)
     for node in sim.nodes:
         if node != third:
             sim.cut(third, node)  # the third replica misses the write

@@ -1,0 +1,204 @@
+"""Verdicts, anomalies and checker results; combining them; writing ``results.json``.
+
+A checker returns a :class:`CheckResult`: a :class:`Verdict`, its figures (plain JSON-able
+numbers and strings), and its anomalies, each naming the history ops (by ``index``) that show
+it. Verdicts combine as ``INVALID > UNKNOWN > VALID``: one invalid checker makes the run
+invalid; otherwise one undecided checker makes it unknown. See ``docs/checkers.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS_FORMAT_VERSION = 1
+
+
+class Verdict(enum.Enum):
+    """Whether the store kept a promise: yes, no, or undecided (out of budget, no data, crash)."""
+
+    VALID = "valid"
+    INVALID = "invalid"
+    UNKNOWN = "unknown"
+
+    def to_json(self) -> bool | str:
+        """``true``, ``false`` or ``"unknown"``, as in Jepsen's ``:valid?``."""
+        if self is Verdict.VALID:
+            return True
+        if self is Verdict.INVALID:
+            return False
+        return "unknown"
+
+    @classmethod
+    def from_json(cls, value: object) -> Verdict:
+        """Inverse of :meth:`to_json`; raises ``ValueError`` on anything else."""
+        if value is True:
+            return cls.VALID
+        if value is False:
+            return cls.INVALID
+        if value == "unknown":
+            return cls.UNKNOWN
+        raise ValueError(f"not a verdict: {value!r}")
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code for this verdict: 0 valid, 1 invalid, 2 unknown."""
+        return {Verdict.VALID: 0, Verdict.INVALID: 1, Verdict.UNKNOWN: 2}[self]
+
+
+_RANK = {Verdict.VALID: 0, Verdict.UNKNOWN: 1, Verdict.INVALID: 2}
+
+
+def combine(verdicts: Iterable[Verdict]) -> Verdict:
+    """The worst of ``verdicts``: INVALID > UNKNOWN > VALID. No verdicts at all is VALID."""
+    worst = Verdict.VALID
+    for v in verdicts:
+        if _RANK[v] > _RANK[worst]:
+            worst = v
+    return worst
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """One way a promise was broken (or, for measured-only anomalies, bent).
+
+    ``kind`` is a short kebab-case name (``"stale-read"``, ``"lost"``, ``"nonlinearizable"``);
+    ``ops`` are the ``index`` values of the history lines that show it, ascending;
+    ``details`` holds JSON-able specifics.
+    """
+
+    kind: str
+    ops: tuple[int, ...]
+    message: str = ""
+    key: Any = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError("anomaly kind must be a non-empty string")
+        ops = tuple(sorted(set(self.ops)))
+        if any(not isinstance(i, int) or isinstance(i, bool) for i in ops):
+            raise ValueError(f"anomaly ops must be op indexes (ints), got {self.ops!r}")
+        object.__setattr__(self, "ops", ops)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"kind": self.kind, "ops": list(self.ops)}
+        if self.key is not None:
+            out["key"] = _jsonable(self.key)
+        if self.message:
+            out["message"] = self.message
+        if self.details:
+            out["details"] = _jsonable(self.details)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """What one checker decided. ``error`` is set when the checker crashed (verdict UNKNOWN)."""
+
+    checker: str
+    valid: Verdict
+    figures: Mapping[str, Any] = field(default_factory=dict)
+    anomalies: tuple[Anomaly, ...] = ()
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.valid, Verdict):
+            raise TypeError(f"valid must be a Verdict, got {self.valid!r}")
+        object.__setattr__(self, "anomalies", tuple(self.anomalies))
+
+    def anomalies_of(self, kind: str) -> list[Anomaly]:
+        """The anomalies of one kind, in the order the checker found them."""
+        return [a for a in self.anomalies if a.kind == kind]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "checker": self.checker,
+            "valid": self.valid.to_json(),
+            "figures": _jsonable(self.figures),
+            "anomaly_counts": _counts(self.anomalies),
+            "anomalies": [a.to_json() for a in self.anomalies],
+        }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+def _counts(anomalies: Iterable[Anomaly]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for a in anomalies:
+        counts[a.kind] = counts.get(a.kind, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class Results:
+    """The combined verdict of several checkers: the content of ``results.json``."""
+
+    checks: tuple[CheckResult, ...]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> Verdict:
+        return combine(c.valid for c in self.checks)
+
+    def __getitem__(self, checker: str) -> CheckResult:
+        for c in self.checks:
+            if c.checker == checker:
+                return c
+        raise KeyError(checker)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": "kvcheck-results",
+            "version": RESULTS_FORMAT_VERSION,
+            "valid": self.valid.to_json(),
+            **({"meta": _jsonable(self.meta)} if self.meta else {}),
+            "checkers": {c.checker: c.to_json() for c in self.checks},
+        }
+
+
+def write_results(path: str | os.PathLike[str], results: Results) -> Path:
+    """Write ``results.json`` atomically (temp file + rename) and return its path.
+
+    Raises ``OSError`` if the directory is not writable; a partial file is never left behind.
+    """
+    path = Path(path)
+    text = json.dumps(results.to_json(), indent=2, sort_keys=False, allow_nan=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=".results.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    """Convert checker figures to strict JSON: tuples/sets to lists, non-finite floats to None."""
+    if isinstance(x, Verdict):
+        return x.to_json()
+    if isinstance(x, Mapping):
+        return {str(k) if not isinstance(k, str) else k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, set | frozenset):
+        items = [_jsonable(v) for v in x]
+        try:
+            return sorted(items)
+        except TypeError:
+            return sorted(items, key=repr)
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)

@@ -1,0 +1,170 @@
+"""Stale reads of registers, judged against the quorum configuration.
+
+Definition (``docs/checkers.md``): a read of key k is *stale* when some write to k completed
+before the read began, and every value the read returned was written only by writes that
+completed before that newer write began. Siblings count: one fresh sibling makes the read
+fresh. A deleted key (a ``delete``, or a ``write`` of null) and a never-written key read as the
+empty value (``null`` or ``[]``), which the initial state and every delete "write". A value some
+write of which is indeterminate, or that no write wrote at all, is never judged stale (the
+latter is the linearizability checker's business).
+
+Order is history position (as in :mod:`checkers.linearizable`); durations use ``time``.
+
+Verdict: where the test promises read-your-latest-write
+(:attr:`~checkers.history.TestConfig.promises_latest_reads`: its declared guarantee, else
+W + R > N with strict quorums) any stale read makes the result invalid; otherwise stale reads
+are measured and the result is valid. ``figures["guarantee"]`` says which applied.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+from checkers.history import FAIL, OK, Call, Op, TestConfig, pair_calls
+from checkers.result import Anomaly, CheckResult, Verdict
+from checkers.stats import ns_quantiles_ms, quantiles
+
+_EMPTY = ("kvcheck-empty-value",)
+_NEVER = -2**62  # "completed before everything": the initial empty value
+_OPEN = 2**62  # an indeterminate write never completes
+_WRITES = ("write", "delete")
+
+
+def _s(ns: int) -> str:
+    return f"{ns / 1e9:.3f} s"
+
+
+def _read_values(v: Any) -> tuple[Any, ...]:
+    if v is None:
+        return (_EMPTY,)
+    if isinstance(v, list | tuple):
+        return tuple(_EMPTY if x is None else x for x in v) or (_EMPTY,)
+    return (v,)
+
+
+def guarantee(config: TestConfig) -> str:
+    """A one-line statement of which read guarantee applies, and why."""
+    nwr = ("N, W, R unknown" if config.n is None or config.w is None or config.r is None
+           else f"N={config.n} W={config.w} R={config.r}"
+           + (" sloppy" if config.sloppy_quorum else ""))
+    if config.guarantee is not None:
+        kind = ("read-your-latest-write" if config.promises_latest_reads
+                else "none (stale reads measured only)")
+        return f"{kind}: the test declares {config.guarantee} ({nwr})"
+    if config.strict_quorum:
+        return f"read-your-latest-write: W + R > N with strict quorums ({nwr})"
+    if config.n is None or config.w is None or config.r is None:
+        return f"none: {nwr} (stale reads measured only)"
+    if config.sloppy_quorum:
+        return f"none: sloppy quorums (stale reads measured only; {nwr})"
+    return f"none: W + R <= N (stale reads measured only; {nwr})"
+
+
+def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *,
+                      calls: Sequence[Call] | None = None, max_anomalies: int = 1000
+                      ) -> CheckResult:
+    """Find stale reads of register keys (see module docstring).
+
+    Returns a :class:`CheckResult` named ``"stale-reads"`` with one ``stale-read`` anomaly per
+    stale read (at most ``max_anomalies`` listed; all are counted), naming the read, the newer
+    write it missed, and the latest write of the value it returned. Raises
+    :class:`~checkers.history.HistoryError` for unpaired ops.
+    """
+    config = config or TestConfig()
+    if calls is None:
+        calls = pair_calls(history)
+    groups: dict[Any, list[Call]] = {}
+    for c in calls:
+        if c.type != FAIL and (c.f in _WRITES or c.f == "read"):
+            groups.setdefault(c.key, []).append(c)
+    anomalies: list[Anomaly] = []
+    reads = stale = 0
+    behind: list[int] = []
+    lags: list[int] = []
+    for key, cs in groups.items():
+        r, s = _check_key(key, cs, anomalies, behind, lags, max_anomalies)
+        reads += r
+        stale += s
+    strict = config.promises_latest_reads
+    valid = Verdict.INVALID if (strict and stale) else Verdict.VALID
+    figures = {
+        "guarantee": guarantee(config),
+        "enforced": strict,
+        "reads": reads,
+        "stale_reads": stale,
+        "stale_rate": round(stale / reads, 6) if reads else 0.0,
+        "versions_behind": quantiles(behind),
+        "since_newer_write_ms": ns_quantiles_ms(lags),
+        "anomalies_listed": len(anomalies),
+    }
+    return CheckResult("stale-reads", valid, figures, tuple(anomalies))
+
+
+def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[int],
+               lags: list[int], max_anomalies: int) -> tuple[int, int]:
+    maxret: dict[Any, int] = {_EMPTY: _NEVER}
+    last_writer: dict[Any, Call] = {}
+    done: list[Call] = []  # ok writes
+    for c in cs:
+        if c.f == "read":
+            continue
+        v = _EMPTY if (c.f == "delete" or c.value_in is None) else c.value_in
+        ret = c.ret_index if c.type == OK else None
+        r = _OPEN if ret is None else ret
+        if r >= maxret.get(v, _NEVER):
+            maxret[v] = r
+            if ret is not None:
+                last_writer[v] = c
+        if ret is not None:
+            done.append(c)
+    done.sort(key=lambda c: c.ret_index)  # type: ignore[arg-type,return-value]
+    rets = [c.ret_index for c in done]
+    best: list[Call] = []  # best[j]: the write with the latest invocation among done[:j+1]
+    for c in done:
+        best.append(c if not best or c.inv_index > best[-1].inv_index else best[-1])
+    nreads = nstale = 0
+    for c in cs:
+        if c.f != "read" or c.type != OK:
+            continue
+        nreads += 1
+        j = bisect.bisect_left(rets, c.inv_index)
+        if j == 0:
+            continue
+        newer = best[j - 1]
+        vals = _read_values(c.value_out)
+        try:
+            m = max(maxret.get(v, _OPEN) for v in vals)
+        except TypeError:
+            continue  # unhashable value: not a register read
+        if m >= newer.inv_index:
+            continue
+        nstale += 1
+        # Versions missed: completed writes that began after every returned value's writes
+        # completed, and completed before the read began.
+        lo = bisect.bisect_right(rets, m)
+        missed = [w for w in done[lo:j] if w.inv_index > m]
+        first = min(missed, key=lambda w: w.complete.time)  # type: ignore[union-attr]
+        lag = c.invoke.time - first.complete.time  # type: ignore[union-attr]
+        behind.append(len(missed))
+        lags.append(lag)
+        if len(anomalies) < max_anomalies:
+            names = [*c.indexes, *newer.indexes]
+            for v in vals:
+                w = last_writer.get(v)
+                if w is not None:
+                    names.extend(w.indexes)
+            shown = [None if v is _EMPTY else v for v in vals]
+            via = f" through {c.invoke.node}" if c.invoke.node else ""
+            anomalies.append(Anomaly(
+                "stale-read", tuple(names),
+                f"read of {key!r}{via} at {_s(c.invoke.time)} returned "
+                f"{shown[0] if len(shown) == 1 else shown!r}, but the write of "
+                f"{first.value_in!r} completed at {_s(first.complete.time)}"  # type: ignore[union-attr]
+                f" ({len(missed)} newer version{'s' if len(missed) > 1 else ''} missed)",
+                key=key,
+                details={"read": c.inv_index, "newer_write": newer.inv_index,
+                         "versions_behind": len(missed), "since_newer_write_ns": lag,
+                         "node": c.invoke.node}))
+    return nreads, nstale

@@ -1,0 +1,197 @@
+"""Stale reads: accepted histories and their rejected twins, with the ops named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checker_builders import H
+from hypothesis import given, settings
+from lin_strategies import register_histories
+
+from checkers import Op, TestConfig, Verdict, check_stale_reads, pair_calls
+
+STRICT = TestConfig(n=3, w=2, r=2)
+WEAK = TestConfig(n=3, w=1, r=1)
+SLOPPY = TestConfig(n=3, w=2, r=2, sloppy_quorum=True)
+
+
+def test_fresh_reads_are_valid() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "write", 2)
+    h.call(1, "read", out=2)
+    res = check_stale_reads(h.ops, STRICT)
+    assert res.valid is Verdict.VALID
+    assert res.figures["stale_reads"] == 0
+    assert res.figures["reads"] == 1
+
+
+def test_stale_read_under_strict_quorum_is_invalid_and_named() -> None:
+    h = H()
+    w1 = h.call(0, "write", 1)
+    w2 = h.call(0, "write", 2)
+    r = h.call(1, "read", out=1)
+    res = check_stale_reads(h.ops, STRICT)
+    assert res.valid is Verdict.INVALID
+    (a,) = res.anomalies
+    assert a.kind == "stale-read"
+    assert set(a.ops) == {*r, *w2, *w1}
+    assert a.details["versions_behind"] == 1
+    assert a.details["since_newer_write_ns"] == (r[0] - w2[1]) * 1_000_000
+    assert res.figures["enforced"] is True
+
+
+def test_stale_read_without_quorum_promise_is_measured_not_invalid() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "write", 2)
+    h.call(0, "write", 3)
+    h.call(1, "read", out=1)
+    h.call(1, "read", out=3)
+    for cfg in (WEAK, SLOPPY, TestConfig()):
+        res = check_stale_reads(h.ops, cfg)
+        assert res.valid is Verdict.VALID
+        assert res.figures["stale_reads"] == 1
+        assert res.figures["stale_rate"] == 0.5
+        assert res.figures["versions_behind"]["max"] == 2
+        assert not res.figures["enforced"]
+    assert "sloppy" in check_stale_reads(h.ops, SLOPPY).figures["guarantee"]
+
+
+def test_concurrent_write_does_not_make_a_read_stale() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.invoke(0, "write", 2)
+    h.call(1, "read", out=1)
+    h.ok(0, "write", 2)
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+
+
+def test_write_overlapping_the_newer_write_is_not_stale() -> None:
+    # w1 completes after w2 began: reading 1 after both is legal (w1 may have been last).
+    h = H()
+    h.invoke(0, "write", 1)
+    h.invoke(1, "write", 2)
+    h.ok(0, "write", 1)
+    h.ok(1, "write", 2)
+    h.call(2, "read", out=1)
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+
+
+def test_one_fresh_sibling_makes_the_read_fresh() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "write", 2)
+    h.call(1, "read", out=[1, 2])
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+    h2 = H()
+    h2.call(0, "write", 1)
+    h2.call(0, "write", 2)
+    h2.call(0, "write", 3)
+    r = h2.call(1, "read", out=[1, 2])
+    res = check_stale_reads(h2.ops, STRICT)
+    assert res.valid is Verdict.INVALID
+    assert set(r) <= set(res.anomalies[0].ops)
+
+
+def test_empty_read_after_delete_is_fresh_and_before_is_stale() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "delete")
+    h.call(1, "read", out=None)
+    h.call(1, "read", out=[])
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+    h2 = H()
+    w = h2.call(0, "write", 1)
+    r = h2.call(1, "read", out=None)
+    res = check_stale_reads(h2.ops, STRICT)
+    assert res.valid is Verdict.INVALID
+    assert set(res.anomalies[0].ops) == {*w, *r}
+
+
+def test_indeterminate_and_failed_writes() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "write", 2, type_="fail")  # did not happen: reading 1 is fresh
+    h.call(0, "write", 3, type_="info")  # may happen any time: never "completed before"
+    h.call(1, "read", out=1)
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+
+
+def test_keys_are_separate() -> None:
+    h = H()
+    h.call(0, "write", 1, key="a")
+    h.call(0, "write", 2, key="b")
+    h.call(1, "read", out=1, key="a")
+    assert check_stale_reads(h.ops, STRICT).valid is Verdict.VALID
+
+
+# --- property: agreement with the definition, applied literally --------------------------------
+
+
+def stale_by_definition(ops: list[Op]) -> set[int]:
+    """Invocation indexes of stale reads, straight from docs/checkers.md (quadratic)."""
+    calls = [c for c in pair_calls(ops) if c.type != "fail"]
+    writes = [c for c in calls if c.f in ("write", "delete")]
+    empty = object()
+
+    def values(v: Any) -> list[Any]:
+        if v is None:
+            return [empty]
+        if isinstance(v, list | tuple):
+            return [empty if x is None else x for x in v] or [empty]
+        return [v]
+
+    def written(c: Any) -> Any:
+        return empty if c.f == "delete" or c.value_in is None else c.value_in
+
+    out = set()
+    for r in calls:
+        if r.f != "read" or r.type != "ok":
+            continue
+        for newer in writes:
+            if newer.ret_index is None or newer.ret_index >= r.inv_index:
+                continue
+            # every returned value was written only by writes completed before `newer` began
+            ok = True
+            for v in values(r.value_out):
+                ws = [w for w in writes if written(w) == v]
+                if v is empty:
+                    pass  # the initial state writes the empty value before everything
+                elif not ws:
+                    ok = False  # never written: not judged
+                if any(w.ret_index is None or w.ret_index >= newer.inv_index for w in ws):
+                    ok = False
+            if ok:
+                out.add(r.inv_index)
+                break
+    return out
+
+
+@settings(max_examples=500, deadline=None)
+@given(register_histories(max_calls=10, nprocs=3, siblings=True))
+def test_stale_reads_match_the_definition(ops: list[Op]) -> None:
+    res = check_stale_reads(ops, STRICT)
+    found = {a.details["read"] for a in res.anomalies}
+    assert found == stale_by_definition(ops)
+    assert res.figures["stale_reads"] == len(found)
+    assert (res.valid is Verdict.INVALID) == bool(found)
+
+
+def test_declared_guarantee_decides_over_quorums() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "write", 2, time=2_000_000_000)
+    h.ops.pop()
+    h.ok(0, "write", 2, time=2_500_000_000)
+    h.call(1, "read", out=1, node="n3", time=3_000_000_000)
+    declared = TestConfig(n=3, w=1, r=1, guarantee="no-stale-reads")
+    res = check_stale_reads(h.ops, declared)
+    assert res.valid is Verdict.INVALID
+    assert "declares no-stale-reads" in res.figures["guarantee"]
+    assert res.anomalies[0].message == (
+        "read of 'k' through n3 at 3.000 s returned 1, but the write of 2 completed at "
+        "2.500 s (1 newer version missed)")
+    relaxed = TestConfig(n=3, w=2, r=2, guarantee="eventual-convergence")
+    assert check_stale_reads(h.ops, relaxed).valid is Verdict.VALID
+    assert TestConfig.from_json({"expect": "linearizable"}).promises_latest_reads
