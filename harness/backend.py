@@ -7,7 +7,7 @@ and heals them when the nemesis says so. Lifecycle as in Jepsen: ``setup`` / use
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -53,7 +53,11 @@ class Backend(Protocol):
     async def kill(self, node: str) -> None: ...
 
     async def restart(self, node: str) -> None:
-        """Start a killed node's store again on its data; return once it answers."""
+        """Start a killed node's store again on its data."""
+        ...
+
+    async def wait_ready(self, nodes: Sequence[str]) -> None:
+        """Return once each node answers and is connected to its running peers."""
         ...
 
     async def pause(self, node: str) -> None: ...
@@ -95,6 +99,7 @@ async def execute(backend: Backend, action: Action) -> None:
         case RestartNodes(nodes):
             for node in nodes:
                 await backend.restart(node)
+            await backend.wait_ready(nodes)
         case PauseNodes(nodes):
             for node in nodes:
                 await backend.pause(node)

@@ -80,6 +80,7 @@ class DockerCluster:
         self._packets_on: set[str] = set()
         self._qdisc_on: set[str] = set()
         self._netem = False
+        self._down: set[str] = set()  # nodes whose store is killed
 
     # -- lifecycle --
 
@@ -145,7 +146,10 @@ class DockerCluster:
             ["sh", "-c", command], detach=True, environment=self.faketime_env))
 
     async def wait_ready(self, nodes: Sequence[str], limit: float = 60.0) -> None:
-        """Until each node answers ``/status`` and sees every peer that is up connected."""
+        """Until each node answers ``/status`` and is connected to every peer whose store runs.
+
+        Raises BackendError, with the end of each node's log, after ``limit`` seconds.
+        """
         with trio.move_on_after(limit):
             for node in nodes:
                 while not await self._ready(node):
@@ -161,7 +165,8 @@ class DockerCluster:
                 status = await client.status()
         except StoreError:
             return False
-        return all(m["state"] != "unreachable" for m in status["membership"])
+        return all(m["state"] != "unreachable" for m in status["membership"]
+                   if m["node_id"] not in self._down)
 
     def _log_tail(self, node: str, lines: int = 15) -> str:
         path = self.node_dir(node) / "kvstore.log"
@@ -170,14 +175,15 @@ class DockerCluster:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     async def kill(self, node: str) -> None:
+        self._down.add(node)
         await self._signal(node, "KILL")
         await self._exec_async(node, f"while kill -0 $(cat {PID_FILE}) 2>/dev/null; "
                                      "do sleep 0.05; done")
 
     async def restart(self, node: str) -> None:
-        """Start the store again on the same data; return once it answers."""
+        """Start the store again on the same data (see :meth:`wait_ready`)."""
         await self._start_store(node)
-        await self.wait_ready([node])
+        self._down.discard(node)
 
     async def pause(self, node: str) -> None:
         await self._signal(node, "STOP")

@@ -111,6 +111,8 @@ class Runner:
                     outer.start_soon(view, self.progress)
                 await self._test(history)
                 outer.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _unwrap(group) from None
         finally:
             history.close()
             with trio.CancelScope(shield=True):
@@ -207,6 +209,7 @@ class Runner:
             await self.backend.resume(node)
         for node in sorted(self._killed):
             await self.backend.restart(node)
+        await self.backend.wait_ready(sorted(self._killed))
         for action in HEAL_ALL:
             await execute(self.backend, action)
         self._paused.clear()
@@ -265,6 +268,21 @@ class Runner:
         state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
                  "replicas": replicas}
         (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
+
+
+def _unwrap(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+    """A nursery's group of one error as that error, so callers can catch it by type."""
+    leaves: list[BaseException] = []
+
+    def collect(error: BaseException) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            for inner in error.exceptions:
+                collect(inner)
+        else:
+            leaves.append(error)
+
+    collect(group)
+    return leaves[0] if len(leaves) == 1 else group
 
 
 def _summary(description: dict[str, Any]) -> str:
