@@ -75,6 +75,7 @@ def test_a_killed_node_comes_back_as_a_new_process_with_its_data(cluster: Docker
         with pytest.raises(StoreError):
             await status(cluster, "n3", timeout=1)
         await cluster.restart("n3")
+        await cluster.wait_ready(["n3"])
         assert cluster.store_pid("n3") != before
         async with StoreClient(*cluster.address("n3")) as client:
             assert (await client.get(b"durable", r=1)).values == (b"yes",)
