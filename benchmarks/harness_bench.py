@@ -1,0 +1,118 @@
+"""How fast the harness can drive a Docker cluster, and what each operation costs it; prints JSON.
+
+    python benchmarks/harness_bench.py [--nodes 3] [--seconds 10] [--rates 100,300,1000,3000]
+
+Starts one cluster of store containers (as ``kvcheck run`` does), then for each target rate runs
+the register workload's client workers — recording every operation to a history file, exactly
+as in a test — for ``--seconds``, with no nemesis. Reports, per target rate, the rate of
+operations completed, their latency, and the harness process's own CPU time per operation; and
+the highest target it sustained (completed at least 90% of the target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from harness.clients import Worker, run_worker
+from harness.docker_cluster import DockerCluster
+from harness.engine import connect
+from harness.history import HistoryWriter
+from harness.image import ensure_image, find_project_root
+from harness.workloads import RegisterWorkload
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: int,
+                history_path: Path) -> dict[str, float]:
+    history = HistoryWriter(history_path)
+    workload = RegisterWorkload(vector_clocks=True)
+    rng = random.Random(rate)
+    cpu_before, started = cpu_seconds(), time.monotonic()
+    until = trio.current_time() + seconds
+    async with trio.open_nursery() as nursery:
+        for index in range(workers):
+            node = cluster.nodes[index % len(cluster.nodes)]
+            worker = Worker(index, node, cluster.address(node), workers)
+            nursery.start_soon(run_worker, worker, workload, history, rate / workers, until,
+                               random.Random(rng.random()), 5.0)
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds() - cpu_before
+    history.close()
+    latencies = latencies_ms(history_path)
+    completed = history.counts["ok"] + history.counts["fail"] + history.counts["info"]
+    return {
+        "target_ops_per_s": rate,
+        "completed_ops_per_s": round(completed / elapsed, 1),
+        "ok": history.counts["ok"], "fail": history.counts["fail"],
+        "info": history.counts["info"],
+        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+        "p99_ms": round(sorted(latencies)[int(0.99 * len(latencies))], 2) if latencies else None,
+        "harness_cpu_us_per_op": round(cpu / max(completed, 1) * 1e6, 1),
+        "harness_cpu_share": round(cpu / elapsed, 3),
+    }
+
+
+def latencies_ms(path: Path) -> list[float]:
+    invoked: dict[int, int] = {}
+    out = []
+    for line in path.read_text().splitlines()[1:]:
+        op = json.loads(line)
+        if op["type"] == "invoke":
+            invoked[op["process"]] = op["time"]
+        else:
+            out.append((op["time"] - invoked.pop(op["process"])) / 1e6)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, default=0, help="default: 8 per node")
+    parser.add_argument("--rates", default="100,300,1000,3000")
+    args = parser.parse_args()
+    workers = args.workers or 8 * args.nodes
+    client = connect()
+    image = ensure_image(client, find_project_root())
+    with tempfile.TemporaryDirectory(prefix="kvcheck-bench-") as tmp:
+        run_dir = Path(tmp)
+        cluster = DockerCluster(client, image, f"bench-{int(time.time())}",
+                                [f"n{i}" for i in range(1, args.nodes + 1)],
+                                ["--n=3", "--w=2", "--r=2"], run_dir)
+
+        async def run() -> list[dict[str, float]]:
+            await cluster.setup()
+            try:
+                return [await drive(cluster, float(rate), args.seconds, workers,
+                                    run_dir / f"history-{rate}.jsonl")
+                        for rate in args.rates.split(",")]
+            finally:
+                with trio.CancelScope(shield=True):
+                    await cluster.teardown()
+
+        results = trio.run(run)
+    sustained = [r["target_ops_per_s"] for r in results
+                 if r["completed_ops_per_s"] >= 0.9 * r["target_ops_per_s"]]
+    print(json.dumps({
+        "benchmark": "harness", "nodes": args.nodes, "workers": workers,
+        "seconds_per_rate": args.seconds, "runs": results,
+        "highest_sustained_ops_per_s": max(sustained) if sustained else None,
+        "highest_completed_ops_per_s": max(r["completed_ops_per_s"] for r in results),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
