@@ -17,9 +17,7 @@ import heapq
 import json
 import logging
 import math
-import queue
 import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -105,51 +103,6 @@ class _Timers:
             self._scope = None
 
 
-class _SyncThread:
-    """One long-lived thread that runs ``sync`` (an fdatasync) off the event loop.
-
-    Not trio's thread cache: the store runs under libfaketime, whose handling of timed waits
-    makes cached worker threads time out at once, so every sync would start a new thread.
-    This thread waits for work without a timeout.
-    """
-
-    def __init__(self, sync: Callable[[], None]) -> None:
-        self._sync = sync
-        self._token = trio.lowlevel.current_trio_token()
-        self._requests: queue.SimpleQueue[Callable[[BaseException | None], None] | None] = (
-            queue.SimpleQueue())
-        self._thread = threading.Thread(target=self._work, name="commit-log-sync", daemon=True)
-        self._thread.start()
-
-    def _work(self) -> None:
-        while (done := self._requests.get()) is not None:
-            error = None
-            try:
-                self._sync()
-            except BaseException as exc:  # handed to the event loop, which re-raises it
-                error = exc
-            self._token.run_sync_soon(done, error)
-
-    async def sync(self) -> None:
-        """Run one sync in the thread. Re-raises what it raised (a node must not go on after
-        a failed fsync: the data it acknowledged may be gone)."""
-        finished = trio.Event()
-        outcome: list[BaseException | None] = []
-
-        def done(error: BaseException | None) -> None:
-            outcome.append(error)
-            finished.set()
-
-        self._requests.put(done)
-        await finished.wait()
-        if outcome[0] is not None:
-            raise outcome[0]
-
-    def stop(self) -> None:
-        self._requests.put(None)
-        self._thread.join(timeout=10)
-
-
 class _Waiter:
     __slots__ = ("done", "response")
 
@@ -193,15 +146,13 @@ class Server:
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen, connect to peers, and serve until cancelled; then close storage cleanly."""
-        syncer = None
         try:
             async with trio.open_nursery() as nursery:
                 listeners = await trio.open_tcp_listeners(self.me.address.port,
                                                           host=self.me.address.host)
                 nursery.start_soon(self.timers.run)
                 if self._group_commit:
-                    syncer = _SyncThread(self.storage.sync)
-                    nursery.start_soon(self._commit_groups, syncer)
+                    nursery.start_soon(self._commit_groups)
                 for peer in self.peers.values():
                     nursery.start_soon(self._peer_link, peer)
                 self._apply(self.node.start(self._now()))
@@ -210,8 +161,6 @@ class Server:
                          self.me.address)
                 task_status.started()
         finally:
-            if syncer is not None:
-                syncer.stop()
             self.storage.close()
             log.info("node %s stopped; storage closed", self.me.node_id)
 
@@ -233,13 +182,19 @@ class Server:
             else:
                 self._apply(actions, queue)
 
-    async def _commit_groups(self, syncer: _SyncThread) -> None:
-        """Sync the commit log for each group of held actions, then carry them out."""
+    async def _commit_groups(self) -> None:
+        """Sync the commit log for each group of held actions, then carry them out.
+
+        Every task that is ready runs first, so a group holds all the writes that arrived
+        meanwhile. The sync itself runs on the event loop: the store runs under libfaketime,
+        whose handling of timed waits starves helper threads of the GIL.
+        """
         while True:
             await self._sync_wanted.wait()
             self._sync_wanted = trio.Event()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             group, self._held = self._held, []
-            await syncer.sync()
+            self.storage.sync()
             self._apply(group)
 
     def _apply(self, actions: list[Action], queue: deque[Event] | None = None) -> None:
