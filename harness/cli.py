@@ -28,12 +28,10 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from checkers import (
     CHECKERS,
     MODELS,
-    CheckResult,
     HistoryError,
     Results,
     TestConfig,
@@ -48,6 +46,7 @@ from checkers import (
 )
 from checkers.edn import EDNError
 from harness.commands import add_cleanup, add_image, add_run
+from harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_USAGE = 254
@@ -195,61 +194,15 @@ def _check_kvcheck(path: str, args: argparse.Namespace, limits: dict[str, Any]
 
 def _print_entry(out: Console, err: Console, path: str, entry: dict[str, Any]) -> None:
     v: Verdict = entry["verdict"]
-    out.print(f"[{_STYLE[v]}]{_WORD[v]}[/] {escape(path)} "
+    out.print(f"[{STYLE[v]}]{WORD[v]}[/] {escape(path)} "
               f"[dim]({entry['ops']} ops, {entry['seconds']:.2f} s)[/]", highlight=False,
               soft_wrap=True)
     if entry.get("error"):
         err.print(f"  [yellow]{escape(entry['error'])}[/]", highlight=False, soft_wrap=True)
         return
     results: Results | None = entry.get("results")
-    if results is None:
-        return
-    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
-    table.add_column("checker")
-    table.add_column("verdict")
-    table.add_column("anomalies")
-    table.add_column("notes")
-    for c in results.checks:
-        table.add_row(c.checker, f"[{_STYLE[c.valid]}]{_WORD[c.valid]}[/]",
-                      escape(_anomaly_summary(c)), escape(_notes(c)))
-    out.print(table)
-    for c in results.checks:
-        for a in c.anomalies[:5]:
-            key = f" key={a.key!r}" if a.key is not None else ""
-            ops = list(a.ops[:20]) + (["..."] if len(a.ops) > 20 else [])
-            out.print(f"  [red]{c.checker}: {a.kind}[/]{escape(key)} ops={escape(str(ops))} "
-                      f"{escape(a.message)}", highlight=False, soft_wrap=True)
-        if len(c.anomalies) > 5:
-            out.print(f"  [dim]... {len(c.anomalies) - 5} more {c.checker} anomalies "
-                      "in results.json[/]")
-
-
-def _anomaly_summary(c: CheckResult) -> str:
-    counts: dict[str, int] = {}
-    for a in c.anomalies:
-        counts[a.kind] = counts.get(a.kind, 0) + 1
-    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "-"
-
-
-def _notes(c: CheckResult) -> str:
-    if c.error:
-        return f"crashed: {c.error}"
-    f = c.figures
-    if c.checker == "linearizable":
-        return f"{f.get('keys')} keys, {f.get('calls')} calls, {f.get('seconds')} s"
-    if c.checker == "stale-reads":
-        return f"{f.get('stale_reads')}/{f.get('reads')} stale; {f.get('guarantee')}"
-    if c.checker == "lost-writes":
-        return (f"{f.get('lost')} lost of {f.get('acknowledged')} acknowledged, "
-                f"{f.get('stale')} stale")
-    if c.checker == "convergence":
-        return f.get("note") or (f"{f.get('diverged_keys', 0)} diverged, "
-                                 f"{f.get('final_read_keys_disagreeing')} final-read keys "
-                                 "disagree")
-    if c.checker == "stats":
-        avail = f.get("availability", {}).get("overall", {}).get("availability")
-        return f"{f.get('calls')} calls, availability {avail}"
-    return ""
+    if results is not None:
+        print_results(out, results)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

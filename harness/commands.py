@@ -9,7 +9,6 @@ first). With ``--test-count`` the worst outcome wins.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import trio
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from checkers import Verdict, check_run
 from harness.backend import BackendError
@@ -33,13 +31,12 @@ from harness.runner import (
     new_run_dir,
 )
 from harness.spec import GUARANTEES, SpecError, TestSpec
+from harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 254, 255
 _EXIT = {Verdict.VALID: EXIT_VALID, Verdict.INVALID: EXIT_INVALID,
          Verdict.UNKNOWN: EXIT_UNKNOWN}
 _SEVERITY = [EXIT_VALID, EXIT_UNKNOWN, EXIT_INVALID, 143, 130, EXIT_CRASH]
-_STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
-          Verdict.UNKNOWN: "bold yellow"}
 
 
 def add_run(sub: Any) -> None:
@@ -205,14 +202,7 @@ def _view(out: Console, spec: TestSpec) -> Any:
 
 
 def _summarise(out: Console, spec: TestSpec, results: Any, run_dir: Path) -> None:
-    table = Table(title=f"expected guarantee: {spec.guarantee}", title_justify="left")
-    for column in ("checker", "verdict", "figures"):
-        table.add_column(column)
-    for check in results.checks:
-        figures = {k: v for k, v in check.figures.items()
-                   if not isinstance(v, dict | list | tuple) and k != "seconds"}
-        table.add_row(check.checker, f"[{_STYLE[check.valid]}]{check.valid.value}[/]",
-                      json.dumps(figures, default=str)[:160])
-    out.print(table)
-    out.print(f"verdict: [{_STYLE[results.valid]}]{results.valid.value}[/]  ·  "
+    out.print(f"expected guarantee: [bold]{spec.guarantee}[/]", highlight=False)
+    print_results(out, results)
+    out.print(f"verdict: [{STYLE[results.valid]}]{WORD[results.valid]}[/]  ·  "
               f"report: {run_dir / 'report.html'}", highlight=False)

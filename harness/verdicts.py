@@ -1,0 +1,67 @@
+"""Printing verdicts for people: one table of checkers, then the first anomalies of each."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from checkers import CheckResult, Results, Verdict
+
+STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
+         Verdict.UNKNOWN: "bold yellow"}
+WORD = {Verdict.VALID: "valid", Verdict.INVALID: "INVALID", Verdict.UNKNOWN: "unknown"}
+
+
+def print_results(out: Console, results: Results) -> None:
+    """Each checker's verdict, anomaly counts and headline figures; up to five anomalies each."""
+    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+    table.add_column("checker")
+    table.add_column("verdict")
+    table.add_column("anomalies")
+    table.add_column("notes")
+    for c in results.checks:
+        table.add_row(c.checker, f"[{STYLE[c.valid]}]{WORD[c.valid]}[/]",
+                      escape(anomaly_summary(c)), escape(notes(c)))
+    out.print(table)
+    for c in results.checks:
+        for a in c.anomalies[:5]:
+            key = f" key={a.key!r}" if a.key is not None else ""
+            ops = list(a.ops[:20]) + (["..."] if len(a.ops) > 20 else [])
+            out.print(f"  [red]{c.checker}: {a.kind}[/]{escape(key)} ops={escape(str(ops))} "
+                      f"{escape(a.message)}", highlight=False, soft_wrap=True)
+        if len(c.anomalies) > 5:
+            out.print(f"  [dim]... {len(c.anomalies) - 5} more {c.checker} anomalies "
+                      "in results.json[/]")
+
+
+def anomaly_summary(c: CheckResult) -> str:
+    """``kind: count`` for each kind of anomaly, or ``-``."""
+    counts: dict[str, int] = {}
+    for a in c.anomalies:
+        counts[a.kind] = counts.get(a.kind, 0) + 1
+    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "-"
+
+
+def notes(c: CheckResult) -> str:
+    """A checker's headline figures in a few words."""
+    if c.error:
+        return f"crashed: {c.error}"
+    f = c.figures
+    if c.checker == "linearizable":
+        return f"{f.get('keys')} keys, {f.get('calls')} calls, {f.get('seconds')} s"
+    if c.checker == "stale-reads":
+        return f"{f.get('stale_reads')}/{f.get('reads')} stale; {f.get('guarantee')}"
+    if c.checker == "lost-writes":
+        return (f"{f.get('lost')} lost of {f.get('acknowledged')} acknowledged, "
+                f"{f.get('stale')} stale")
+    if c.checker == "convergence":
+        return f.get("note") or (f"{f.get('diverged_keys', 0)} diverged, "
+                                 f"{f.get('final_read_keys_disagreeing')} final-read keys "
+                                 "disagree")
+    if c.checker == "stats":
+        avail = f.get("availability", {}).get("overall", {}).get("availability")
+        return f"{f.get('calls')} calls, availability {avail}"
+    return ""
+
+
