@@ -363,7 +363,8 @@ class Server:
             if request is None:
                 return
             status, headers, payload = await self._route(request, body)
-            await self._respond(conn, stream, status, headers, payload)
+            await self._respond(conn, stream, status, headers, payload,
+                                head=request.method == b"HEAD")
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -397,12 +398,13 @@ class Server:
 
     async def _respond(
         self, conn: h11.Connection, stream: trio.SocketStream, status: int,
-        headers: list[tuple[str, str]], body: bytes,
+        headers: list[tuple[str, str]], body: bytes, head: bool = False,
     ) -> None:
+        """Send one response; for a HEAD request, its headers only."""
         headers = [*headers, ("content-length", str(len(body)))]
         data = conn.send(h11.Response(status_code=status, headers=headers,
                                        reason=HTTPStatus(status).phrase))
-        if body:
+        if body and not head:
             data += conn.send(h11.Data(data=body))
         data += conn.send(h11.EndOfMessage())
         await stream.send_all(data)
@@ -412,6 +414,8 @@ class Server:
     ) -> HttpReply:
         path, _, query = request.target.partition(b"?")
         method = request.method.decode()
+        if method == "HEAD":
+            method = "GET"  # answered like GET; _respond leaves the body out
         if path.startswith(b"/kv/"):
             if method not in ("GET", "PUT", "DELETE"):
                 return _error(405, f"{method} is not allowed on /kv/ (GET, PUT, DELETE)",
@@ -437,9 +441,9 @@ class Server:
         if not key:
             return _error(400, "the key must not be empty: use /kv/{key}")
         try:
-            params = {k: v[-1] for k, v in parse_qs(query.decode(), strict_parsing=False).items()}
+            params = parse_qs(query.decode(), keep_blank_values=True)
             quorum = _quorum(params, "r" if method == "GET" else "w", self.config.cluster.n)
-        except ValueError as exc:
+        except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, str(exc))
         if method != "PUT" and body:
             return _error(400, f"{method} takes no request body")
@@ -515,13 +519,16 @@ class _TooLarge(Exception):
     pass
 
 
-def _quorum(params: dict[str, str], name: str, n: int) -> int | None:
+def _quorum(params: dict[str, list[str]], name: str, n: int) -> int | None:
+    """The ``name`` (r or w) override in a parsed query string. Raises ValueError."""
     unknown = sorted(set(params) - {name})
     if unknown:
         raise ValueError(f"unknown query parameter(s): {', '.join(unknown)} (only {name})")
     if name not in params:
         return None
-    text = params[name]
+    if len(params[name]) > 1:
+        raise ValueError(f"{name} is given more than once")
+    text = params[name][0]
     if not text.isdigit() or not 1 <= int(text) <= n:
         raise ValueError(f"{name} must be an integer from 1 to n={n}, not {text!r}")
     return int(text)

@@ -112,6 +112,10 @@ def test_a_hostile_peer_frame_closes_that_connection_only(
     (b"PUT /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 20000\r\n\r\n", b"413"),
     (b"PUT /kv/k?w=0 HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"400"),
     (b"PUT /kv/k HTTP/1.1\r\nhost: x\r\nx-kv-context: !!\r\ncontent-length: 1\r\n\r\nv", b"400"),
+    (b"PUT /kv/k?w=2&w=3 HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"400"),
+    (b"PUT /kv/k?w= HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"400"),
+    (b"PUT /kv/k?colour=red HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"400"),
+    (b"POST /kv/k HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\nv", b"405"),
 ])
 def test_bad_http_requests_get_a_clear_4xx_and_store_nothing(
     cluster: LocalCluster, request_bytes: bytes, status: bytes
@@ -196,3 +200,22 @@ def test_replica_shows_what_one_node_stores_without_asking_others(cluster: Local
             assert await one.replica(b"absent") == []
 
     trio.run(scenario)
+
+
+def test_head_answers_like_get_without_a_body_and_requests_can_be_pipelined(
+    cluster: LocalCluster,
+) -> None:
+    async def write() -> None:
+        async with cluster.client("n1") as client:
+            await client.put(b"k", b"hello")
+
+    trio.run(write)
+    with socket.create_connection(("127.0.0.1", cluster.ports["n1"]), timeout=5) as sock:
+        sock.sendall(b"HEAD /kv/k HTTP/1.1\r\nhost: x\r\n\r\n"
+                     b"GET /kv/k HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        answer = b""
+        while data := sock.recv(65536):
+            answer += data
+    head, get = answer.split(b"HTTP/1.1 ")[1:]
+    assert head.startswith(b"200") and b"content-length: 5" in head and b"hello" not in head
+    assert get.startswith(b"200") and get.endswith(b"hello")
