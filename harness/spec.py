@@ -85,9 +85,11 @@ class TestSpec:
         if self.expect and self.expect not in GUARANTEES:
             raise SpecError(f"--expect must be one of {', '.join(GUARANTEES)}")
         try:
-            parse_kinds(",".join(self.nemesis))
+            kinds = parse_kinds(",".join(self.nemesis))
         except ValueError as exc:
             raise SpecError(str(exc)) from None
+        if self.nodes < 2 and {"partition", "packet"} & set(kinds):
+            raise SpecError("--nemesis partition and packet need at least 2 nodes")
 
     @property
     def workers(self) -> int:

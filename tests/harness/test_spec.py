@@ -1,0 +1,39 @@
+"""Test specifications: defaults, the derived guarantee, and clear refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.spec import SpecError, TestSpec
+
+
+def test_the_guarantee_follows_the_quorums_unless_overridden() -> None:
+    assert TestSpec(n=3, w=2, r=2).guarantee == "no-stale-reads"
+    assert TestSpec(n=3, w=1, r=2).guarantee == "eventual-convergence"
+    assert TestSpec(n=3, w=1, r=1, expect="linearizable").guarantee == "linearizable"
+    assert "linearizable" in TestSpec(expect="linearizable").checkers
+    assert "lost-writes" in TestSpec(workload="set").checkers
+
+
+def test_test_json_records_what_the_checkers_read() -> None:
+    spec = TestSpec(nodes=3, seed=5, versioning="lww")
+    data = spec.to_json()
+    assert data["nodes"] == ["n1", "n2", "n3"] and data["concurrency"] == 6
+    assert (data["seed"], data["versioning"], data["sloppy_quorum"]) == (5, "lww", False)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"nodes": 0}, "--nodes"),
+    ({"nodes": 3, "n": 4}, "--n must be"),
+    ({"w": 4}, "--w and --r"),
+    ({"rate": 0}, "--rate"),
+    ({"nemesis": ("partition", "flood")}, "unknown nemesis kind"),
+    ({"nodes": 1, "n": 1, "w": 1, "r": 1, "nemesis": ("partition",)}, "at least 2 nodes"),
+    ({"name": "../escape"}, "--name"),
+    ({"expect": "perfection"}, "--expect"),
+])
+def test_impossible_specs_are_refused_naming_the_option(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        TestSpec(**kwargs)  # type: ignore[arg-type]
