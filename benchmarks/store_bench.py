@@ -62,7 +62,7 @@ async def wait_ready(ports: list[int]) -> None:
                 try:
                     async with StoreClient("127.0.0.1", port, timeout=1) as client:
                         status = await client.status()
-                    if all(m["state"] != "unreachable" for m in status["membership"]):
+                    if all(m["connected"] for m in status["membership"]):
                         break
                 except StoreError:
                     pass

@@ -165,7 +165,7 @@ class DockerCluster:
                 status = await client.status()
         except StoreError:
             return False
-        return all(m["state"] != "unreachable" for m in status["membership"]
+        return all(m["connected"] for m in status["membership"]
                    if m["node_id"] not in self._down)
 
     def _log_tail(self, node: str, lines: int = 15) -> str:

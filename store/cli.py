@@ -35,7 +35,8 @@ DEFAULT_NODE = "127.0.0.1:7001"
 CLUSTER_SETTINGS = {
     "n": int, "w": int, "r": int, "versioning": str, "fsync": str, "fsync_interval_ms": int,
     "request_timeout_ms": int, "vclock_max_entries": int, "tombstone_grace_ms": int,
-    "vnodes_per_weight": int, "cluster_name": str,
+    "vnodes_per_weight": int, "gossip_interval_ms": int, "gossip_fanout": int,
+    "suspect_after_ms": int, "probe_timeout_ms": int, "cluster_name": str,
 }
 
 

@@ -57,11 +57,16 @@ class ClusterConfig:
     vclock_max_entries: int = 10
     tombstone_grace_ms: int = 600_000
     vnodes_per_weight: int = 128
+    gossip_interval_ms: int = 500
+    gossip_fanout: int = 2
+    suspect_after_ms: int = 3000
+    probe_timeout_ms: int = 1000
     cluster_name: str = "kvcheck"
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
-                     "vclock_max_entries", "vnodes_per_weight"):
+                     "vclock_max_entries", "vnodes_per_weight", "gossip_interval_ms",
+                     "gossip_fanout", "suspect_after_ms", "probe_timeout_ms"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")

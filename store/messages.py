@@ -16,6 +16,7 @@ from typing import ClassVar
 
 import msgpack
 
+from store.membership import GossipEntry
 from store.versions import (
     Clock,
     Dot,
@@ -109,9 +110,48 @@ class Rejected:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    """The sender's membership list: each member's heartbeat, and whether it suspects it."""
+
+    TAG: ClassVar[int] = 9
+    entries: tuple[GossipEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeRequest:
+    """Please probe ``target`` and tell me whether it answered (an indirect probe)."""
+
+    TAG: ClassVar[int] = 10
+    request: int
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    TAG: ClassVar[int] = 11
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAck:
+    TAG: ClassVar[int] = 12
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The answer to a :class:`ProbeRequest`."""
+
+    TAG: ClassVar[int] = 13
+    request: int
+    target: str
+    reachable: bool
+
+
 Message = (
     Hello | StampRequest | StampReply | Replicate | ReplicateAck | ReadRequest | ReadReply
-    | Rejected
+    | Rejected | Gossip | ProbeRequest | Probe | ProbeAck | ProbeResult
 )
 
 
@@ -133,6 +173,14 @@ def _fields(message: Message) -> list[object]:
             return [request, encode_versions(versions)]
         case Rejected(request, reason):
             return [request, reason]
+        case Gossip(entries):
+            return [[[e.node_id, *e.heartbeat, e.suspected] for e in entries]]
+        case ProbeRequest(request, target):
+            return [request, target]
+        case Probe(request) | ProbeAck(request):
+            return [request]
+        case ProbeResult(request, target, reachable):
+            return [request, target, reachable]
     raise TypeError(f"not a message: {message!r}")
 
 
@@ -160,6 +208,26 @@ def _str(x: object) -> str:
     return x
 
 
+def _bool(x: object) -> bool:
+    if not isinstance(x, bool):
+        raise ValueError("expected a boolean")
+    return x
+
+
+def _gossip_entries(raw: object) -> tuple[GossipEntry, ...]:
+    if not isinstance(raw, list):
+        raise ValueError("gossip entries must be a list")
+    entries = []
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise ValueError("gossip entry must be [node, generation, counter, suspected]")
+        heartbeat = (_int(item[1]), _int(item[2]))
+        if min(heartbeat) < 0:
+            raise ValueError("heartbeat must not be negative")
+        entries.append(GossipEntry(_str(item[0]), heartbeat, _bool(item[3])))
+    return tuple(entries)
+
+
 def _optional_bytes(x: object) -> bytes | None:
     return None if x is None else _bytes(x)
 
@@ -184,6 +252,16 @@ def _decode(tag: object, f: list[object]) -> Message:
             return ReadReply(_int(f[0]), tuple(decode_versions(f[1])))
         case Rejected.TAG, 2:
             return Rejected(_int(f[0]), _str(f[1]))
+        case Gossip.TAG, 1:
+            return Gossip(_gossip_entries(f[0]))
+        case ProbeRequest.TAG, 2:
+            return ProbeRequest(_int(f[0]), _str(f[1]))
+        case Probe.TAG, 1:
+            return Probe(_int(f[0]))
+        case ProbeAck.TAG, 1:
+            return ProbeAck(_int(f[0]))
+        case ProbeResult.TAG, 3:
+            return ProbeResult(_int(f[0]), _str(f[1]), _bool(f[2]))
     raise ValueError(f"unknown message tag {tag!r} with {len(f)} fields")
 
 

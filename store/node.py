@@ -23,6 +23,10 @@ distinct nodes.
 context that covers them. Once every replica has answered (or the request timed out), replicas
 that answered with less than the merge are sent it: *read repair*.
 
+Beside requests, the node gossips (:mod:`store.membership`): a timer sends its membership list
+to a few peers, and answers indirect probes for others. The view is kept and shown in
+``/status``; requests do not depend on it yet (quorums are strict).
+
 A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
 many replicas are known to be unreachable. A failed put says whether it may have been applied:
 ``applied="no"`` only when no replica can have stored the version (every stamp request was
@@ -32,12 +36,20 @@ may surface later.
 
 from __future__ import annotations
 
+import random
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from store.config import ClusterConfig
+from store.membership import Change, Membership
 from store.messages import (
+    Gossip,
     Message,
+    Probe,
+    ProbeAck,
+    ProbeRequest,
+    ProbeResult,
     ReadReply,
     ReadRequest,
     Rejected,
@@ -164,6 +176,7 @@ class CancelTimer:
 Action = Send | Respond | StartTimer | CancelTimer
 
 SYNC_TIMER: Timer = ("sync", 0)
+GOSSIP_TIMER: Timer = ("gossip", 0)
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
 REPAIR_REQUEST = 0
 PURGE_TIMER: Timer = ("purge", 0)
@@ -204,11 +217,13 @@ class Node:
     """One node's protocol logic. See the module docstring for how requests run.
 
     ``actor`` is the name this node stamps versions with: its id plus the incarnation of its
-    data directory, so a node whose data was wiped never reuses a dot.
+    data directory, so a node whose data was wiped never reuses a dot. ``generation`` counts
+    the node's starts on that directory (its gossip heartbeats are ordered by it).
     """
 
     def __init__(
-        self, node_id: str, actor: str, ring: Ring, cluster: ClusterConfig, storage: Storage
+        self, node_id: str, actor: str, ring: Ring, cluster: ClusterConfig, storage: Storage,
+        generation: int = 1,
     ) -> None:
         if node_id not in ring.members:
             raise ValueError(f"node {node_id!r} is not a member of the ring")
@@ -220,12 +235,22 @@ class Node:
         self._ops: dict[int, _Put | _Get] = {}
         self._next_op = 0
         self.counters: dict[str, int] = {}
+        self.membership = Membership(
+            node_id, ring.members, generation=generation,
+            suspect_after=cluster.suspect_after_ms / 1000,
+            probe_timeout=cluster.probe_timeout_ms / 1000, fanout=cluster.gossip_fanout,
+            rng=random.Random(actor))
+        #: Recent membership changes, newest last: (wall-clock ms, change).
+        self.membership_changes: deque[tuple[int, Change]] = deque(maxlen=50)
+        self._probes: dict[int, tuple[str, int, str]] = {}  # ours -> (asker, its id, target)
 
     # -- driver interface --
 
     def start(self, now: Now) -> list[Action]:
         """Actions to run once when the node starts: its periodic timers."""
-        actions: list[Action] = [StartTimer(PURGE_TIMER, self._purge_period)]
+        self.membership.begin(now.monotonic)
+        actions: list[Action] = [StartTimer(PURGE_TIMER, self._purge_period),
+                                 StartTimer(GOSSIP_TIMER, self._gossip_period)]
         if self.cluster.fsync == "interval":
             actions.append(StartTimer(SYNC_TIMER, self.cluster.fsync_interval_ms / 1000))
         return actions
@@ -251,6 +276,9 @@ class Node:
         return {
             "requests_in_flight": len(self._ops),
             "counters": dict(sorted(self.counters.items())),
+            "membership_changes": [
+                {"wall_clock_ms": at, "node_id": c.node_id, "state": c.state, "reason": c.reason}
+                for at, c in self.membership_changes],
         }
 
     # -- coordinating puts --
@@ -405,6 +433,20 @@ class Node:
                     self._count("late_replies")
             case Rejected(request):
                 self._lost(peer, request, out)
+            case Gossip(entries):
+                self._changed(self.membership.merge(peer, entries, now.monotonic), now)
+            case ProbeRequest(request, target):
+                self._next_op += 1
+                self._probes[self._next_op] = (peer, request, target)
+                out.append(Send(target, Probe(self._next_op)))
+                out.append(StartTimer(("probe", self._next_op),
+                                      self.cluster.probe_timeout_ms / 1000))
+            case Probe(request):
+                out.append(Send(peer, ProbeAck(request)))
+            case ProbeAck(request):
+                self._probe_answered(request, True, out)
+            case ProbeResult(_, target, reachable):
+                self._changed(self.membership.probe_result(target, reachable, peer), now)
             case _:
                 self._count("unexpected_messages")
 
@@ -413,6 +455,34 @@ class Node:
             case StampRequest(request) | Replicate(request) | ReadRequest(request):
                 self._count("undeliverable")
                 self._lost(peer, request, out)
+            case Probe(request):
+                self._probe_answered(request, False, out)
+
+    # -- membership --
+
+    def _gossip(self, now: Now, out: list[Action]) -> None:
+        targets, entries = self.membership.gossip()
+        for peer in targets:
+            out.append(Send(peer, Gossip(tuple(entries))))
+        changes, probes = self.membership.check(now.monotonic)
+        self._changed(changes, now)
+        for helper, suspect in probes:
+            self._next_op += 1
+            out.append(Send(helper, ProbeRequest(self._next_op, suspect)))
+        out.append(StartTimer(GOSSIP_TIMER, self._gossip_period))
+
+    def _probe_answered(self, probe: int, reachable: bool, out: list[Action]) -> None:
+        """Our probe on someone else's behalf got an answer (or surely never will)."""
+        asked = self._probes.pop(probe, None)
+        if asked is not None:
+            asker, request, target = asked
+            out.append(CancelTimer(("probe", probe)))
+            out.append(Send(asker, ProbeResult(request, target, reachable)))
+
+    def _changed(self, changes: list[Change], now: Now) -> None:
+        for change in changes:
+            self.membership_changes.append((now.wall_ms, change))
+            self._count(f"members_marked_{change.state}")
 
     def _lost(self, peer: str, request: int, out: list[Action]) -> None:
         """``peer`` will never answer ``request``: it refused it, or it never got it."""
@@ -445,6 +515,10 @@ class Node:
                 out.append(Respond(op.client, Failed(
                     f"read timed out: {len(op.replies)} of {op.r} replies", "no")))
             self._close(op_id, out)
+        elif kind == "probe":
+            self._probe_answered(op_id, False, out)
+        elif timer == GOSSIP_TIMER:
+            self._gossip(now, out)
         elif timer == SYNC_TIMER:
             try:
                 self.storage.sync()
@@ -474,6 +548,10 @@ class Node:
             self.storage.put(key, merged)
 
     # -- bookkeeping --
+
+    @property
+    def _gossip_period(self) -> float:
+        return self.cluster.gossip_interval_ms / 1000
 
     @property
     def _purge_period(self) -> float:

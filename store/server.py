@@ -122,13 +122,15 @@ class Server:
         self.config = config
         self.me = config.me
         self.peers = {p.node_id: p for p in config.peers}
-        self.actor = open_data_dir(config.data_dir, self.me.node_id)
+        identity = open_data_dir(config.data_dir, self.me.node_id)
+        self.actor = identity.actor
         self.storage = LogStorage(config.data_dir)
         ring = Ring.build(
             (Member(m.node_id, m.zone, m.weight) for m in config.members),
             config.cluster.vnodes_per_weight,
         )
-        self.node = Node(self.me.node_id, self.actor, ring, config.cluster, self.storage)
+        self.node = Node(self.me.node_id, self.actor, ring, config.cluster, self.storage,
+                         identity.generation)
         self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
         self.connected = dict.fromkeys(self.peers, False)
         self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
@@ -474,8 +476,14 @@ class Server:
         }
 
     def status(self) -> dict[str, Any]:
-        """What ``GET /status`` shows: identity, ring, membership view, config, counters."""
+        """What ``GET /status`` shows: identity, ring, membership view, config, counters.
+
+        Each member shows its gossip state (``self``, ``alive``, ``suspect``, ``down``), its
+        heartbeat, how long it has been silent, who suspects it, and whether this node's
+        connection to it is up.
+        """
         ownership = self.node.ring.ownership()
+        gossip = {v["node_id"]: v for v in self.node.membership.status(time.monotonic())}
         return {
             "node_id": self.me.node_id,
             "actor": self.actor,
@@ -489,10 +497,9 @@ class Server:
                 "ownership": {n: round(share, 6) for n, share in sorted(ownership.items())},
             },
             "membership": [
-                {"node_id": m.node_id, "address": str(m.address), "zone": m.zone,
-                 "weight": m.weight,
-                 "state": "self" if m.node_id == self.me.node_id
-                 else ("connected" if self.connected[m.node_id] else "unreachable")}
+                {"address": str(m.address), "zone": m.zone, "weight": m.weight,
+                 **gossip[m.node_id],
+                 "connected": m.node_id == self.me.node_id or self.connected[m.node_id]}
                 for m in self.config.members
             ],
             "node": self.node.status(),

@@ -60,7 +60,7 @@ class SimNode:
     logic: Node
     state: State = "up"
     clock_offset: float = 0.0
-    incarnation: int = 1
+    generation: int = 1
     timers: dict[Timer, int] = field(default_factory=dict)
     deferred: list[Event] = field(default_factory=list)
 
@@ -145,7 +145,7 @@ class Simulation:
         old = self.nodes[node_id]
         if old.state != "crashed":
             raise ValueError(f"{node_id} is {old.state}, not crashed")
-        node = self._boot(node_id, old.disk, old.incarnation + 1)
+        node = self._boot(node_id, old.disk, old.generation + 1)
         node.clock_offset = old.clock_offset
         self.nodes[node_id] = node
         self.trace.append(f"{self.now:.6f} {node_id} restart")
@@ -190,9 +190,9 @@ class Simulation:
 
     # -- internals --
 
-    def _boot(self, node_id: str, disk: MemoryStorage, incarnation: int) -> SimNode:
-        logic = Node(node_id, f"{node_id}.{incarnation}", self.ring, self.cluster, disk)
-        return SimNode(node_id, disk, logic, incarnation=incarnation)
+    def _boot(self, node_id: str, disk: MemoryStorage, generation: int) -> SimNode:
+        logic = Node(node_id, f"{node_id}.1", self.ring, self.cluster, disk, generation)
+        return SimNode(node_id, disk, logic, generation=generation)
 
     def _now(self, node: SimNode) -> Now:
         return Now(self.now, EPOCH_MS + round((self.now + node.clock_offset) * 1000))

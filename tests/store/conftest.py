@@ -78,7 +78,7 @@ class LocalCluster:
                     status = await client.status()
             except StoreError:
                 return False
-            return all(m["state"] != "unreachable" for m in status["membership"]
+            return all(m["connected"] for m in status["membership"]
                        if m["node_id"] in self.processes)
 
         deadline = time.monotonic() + limit

@@ -219,3 +219,23 @@ def test_head_answers_like_get_without_a_body_and_requests_can_be_pipelined(
     head, get = answer.split(b"HTTP/1.1 ")[1:]
     assert head.startswith(b"200") and b"content-length: 5" in head and b"hello" not in head
     assert get.startswith(b"200") and get.endswith(b"hello")
+
+
+def test_gossip_marks_a_killed_node_down_and_a_restarted_one_alive(cluster: LocalCluster) -> None:
+    async def state_of(observer: str, node: str) -> str:
+        async with cluster.client(observer) as client:
+            members = (await client.status())["membership"]
+        return next(m["state"] for m in members if m["node_id"] == node)
+
+    async def wait_for_state(observer: str, node: str, state: str) -> None:
+        with trio.fail_after(30):  # a deadline for a condition, not a timing assertion
+            while await state_of(observer, node) != state:
+                await trio.sleep(0.1)
+
+    assert trio.run(state_of, "n1", "n3") == "alive"
+    cluster.kill("n3")
+    trio.run(wait_for_state, "n1", "n3", "down")
+    trio.run(wait_for_state, "n2", "n3", "down")
+    cluster.start("n3")
+    cluster.wait_connected(["n3"])
+    trio.run(wait_for_state, "n1", "n3", "alive")

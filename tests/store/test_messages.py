@@ -10,10 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from store.membership import GossipEntry
 from store.messages import (
     FrameDecoder,
+    Gossip,
     Hello,
     Message,
+    Probe,
+    ProbeAck,
+    ProbeRequest,
+    ProbeResult,
     ProtocolError,
     ReadReply,
     ReadRequest,
@@ -38,6 +44,11 @@ MESSAGES: list[Message] = [
     ReadRequest(6, b"k"),
     ReadReply(7, ()),
     Rejected(8, "disk full"),
+    Gossip((GossipEntry("n1", (3, 17), False), GossipEntry("n2", (1, 0), True))),
+    ProbeRequest(9, "n3"),
+    Probe(10),
+    ProbeAck(10),
+    ProbeResult(9, "n3", False),
 ]
 
 
