@@ -31,12 +31,24 @@ from store.config import (
 from store.storage import CorruptLogError
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNREACHABLE = 1, 2, 3, 4
+
+
+def parse_bool(text: str) -> bool:
+    """``true``/``on``/``yes``/``1`` or ``false``/``off``/``no``/``0``."""
+    words = {"true": True, "on": True, "yes": True, "1": True,
+             "false": False, "off": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return words[text.lower()]
+
+
 DEFAULT_NODE = "127.0.0.1:7001"
 CLUSTER_SETTINGS = {
     "n": int, "w": int, "r": int, "versioning": str, "fsync": str, "fsync_interval_ms": int,
     "request_timeout_ms": int, "vclock_max_entries": int, "tombstone_grace_ms": int,
     "vnodes_per_weight": int, "gossip_interval_ms": int, "gossip_fanout": int,
-    "suspect_after_ms": int, "probe_timeout_ms": int, "cluster_name": str,
+    "suspect_after_ms": int, "probe_timeout_ms": int, "sloppy_quorum": parse_bool,
+    "cluster_name": str,
 }
 
 

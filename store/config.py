@@ -61,6 +61,7 @@ class ClusterConfig:
     gossip_fanout: int = 2
     suspect_after_ms: int = 3000
     probe_timeout_ms: int = 1000
+    sloppy_quorum: bool = True
     cluster_name: str = "kvcheck"
 
     def __post_init__(self) -> None:
@@ -76,6 +77,8 @@ class ClusterConfig:
             raise ConfigError(f"versioning must be 'vclock' or 'lww', not {self.versioning!r}")
         if self.fsync not in get_args(FsyncPolicy):
             raise ConfigError(f"fsync must be 'always', 'interval' or 'never', not {self.fsync!r}")
+        if not isinstance(self.sloppy_quorum, bool):
+            raise ConfigError(f"sloppy_quorum must be true or false, not {self.sloppy_quorum!r}")
         if not isinstance(self.tombstone_grace_ms, int) or self.tombstone_grace_ms < 0:
             raise ConfigError("tombstone_grace_ms must be a non-negative integer")
 

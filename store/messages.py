@@ -49,7 +49,10 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class StampRequest:
-    """Ask a replica to create a new version of ``key`` (``value`` None is a delete)."""
+    """Ask a replica to create a new version of ``key`` (``value`` None is a delete).
+
+    ``hint_for`` names the replica this node stands in for (sloppy quorum), if any.
+    """
 
     TAG: ClassVar[int] = 2
     request: int
@@ -57,6 +60,7 @@ class StampRequest:
     context: Clock
     value: bytes | None
     timestamp: int
+    hint_for: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,14 @@ class StampReply:
 
 @dataclass(frozen=True, slots=True)
 class Replicate:
-    """Merge this sibling set into the replica's copy of ``key``."""
+    """Merge this sibling set into the replica's copy of ``key`` (as a stand-in for
+    ``hint_for``, if set)."""
 
     TAG: ClassVar[int] = 4
     request: int
     key: bytes
     versions: tuple[Version, ...]
+    hint_for: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +165,12 @@ def _fields(message: Message) -> list[object]:
     match message:
         case Hello(node_id, cluster):
             return [node_id, cluster]
-        case StampRequest(request, key, context, value, timestamp):
-            return [request, key, encode_clock(context), value, timestamp]
+        case StampRequest(request, key, context, value, timestamp, hint_for):
+            return [request, key, encode_clock(context), value, timestamp, hint_for]
         case StampReply(request, dot, versions):
             return [request, dot.actor, dot.counter, encode_versions(versions)]
-        case Replicate(request, key, versions):
-            return [request, key, encode_versions(versions)]
+        case Replicate(request, key, versions, hint_for):
+            return [request, key, encode_versions(versions), hint_for]
         case ReplicateAck(request):
             return [request]
         case ReadRequest(request, key):
@@ -228,6 +234,10 @@ def _gossip_entries(raw: object) -> tuple[GossipEntry, ...]:
     return tuple(entries)
 
 
+def _optional_str(x: object) -> str | None:
+    return None if x is None else _str(x)
+
+
 def _optional_bytes(x: object) -> bytes | None:
     return None if x is None else _bytes(x)
 
@@ -236,14 +246,15 @@ def _decode(tag: object, f: list[object]) -> Message:
     match tag, len(f):
         case Hello.TAG, 2:
             return Hello(_str(f[0]), _str(f[1]))
-        case StampRequest.TAG, 5:
+        case StampRequest.TAG, 6:
             return StampRequest(_int(f[0]), _bytes(f[1]), decode_clock(f[2]),
-                                _optional_bytes(f[3]), _int(f[4]))
+                                _optional_bytes(f[3]), _int(f[4]), _optional_str(f[5]))
         case StampReply.TAG, 4:
             return StampReply(_int(f[0]), Dot(_str(f[1]), _int(f[2])),
                               tuple(decode_versions(f[3])))
-        case Replicate.TAG, 3:
-            return Replicate(_int(f[0]), _bytes(f[1]), tuple(decode_versions(f[2])))
+        case Replicate.TAG, 4:
+            return Replicate(_int(f[0]), _bytes(f[1]), tuple(decode_versions(f[2])),
+                             _optional_str(f[3]))
         case ReplicateAck.TAG, 1:
             return ReplicateAck(_int(f[0]))
         case ReadRequest.TAG, 2:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from store.config import ClusterConfig
+from store.hints import Hints
 from store.membership import Change, Membership
 from store.messages import (
     Gossip,
@@ -179,6 +180,8 @@ SYNC_TIMER: Timer = ("sync", 0)
 GOSSIP_TIMER: Timer = ("gossip", 0)
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
 REPAIR_REQUEST = 0
+#: Hinted keys handed off to one owner per gossip round, at most.
+HANDOFF_BATCH = 100
 PURGE_TIMER: Timer = ("purge", 0)
 
 
@@ -195,6 +198,7 @@ class _Put:
     w: int
     replicas: tuple[str, ...]
     candidates: list[str]  # replicas not yet asked to stamp, in preference order
+    stand_ins: dict[str, str]  # stand-in -> the replica it replaces (sloppy quorum)
     asking: str | None = None  # the replica asked to stamp, awaiting its reply
     dot: Dot | None = None
     versions: tuple[Version, ...] = ()
@@ -223,7 +227,7 @@ class Node:
 
     def __init__(
         self, node_id: str, actor: str, ring: Ring, cluster: ClusterConfig, storage: Storage,
-        generation: int = 1,
+        generation: int = 1, hints: Hints | None = None,
     ) -> None:
         if node_id not in ring.members:
             raise ValueError(f"node {node_id!r} is not a member of the ring")
@@ -232,6 +236,9 @@ class Node:
         self.ring = ring
         self.cluster = cluster
         self.storage = storage
+        self.hints = hints if hints is not None else Hints()
+        #: handoffs in flight: id -> (owner, key, hint sequence number, monotonic time sent)
+        self._handoffs: dict[int, tuple[str, bytes, int, float]] = {}
         self._ops: dict[int, _Put | _Get] = {}
         self._next_op = 0
         self.counters: dict[str, int] = {}
@@ -275,6 +282,7 @@ class Node:
         """Figures for ``/status``."""
         return {
             "requests_in_flight": len(self._ops),
+            "hints_pending": self.hints.counts(),
             "counters": dict(sorted(self.counters.items())),
             "membership_changes": [
                 {"wall_clock_ms": at, "node_id": c.node_id, "state": c.state, "reason": c.reason}
@@ -283,12 +291,31 @@ class Node:
 
     # -- coordinating puts --
 
+    def _targets(self, key: bytes) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The N nodes a request for ``key`` goes to, and which of them stand in for whom.
+
+        Strict quorums: the key's preference list. Sloppy: its members that are not down,
+        then, for each one that is, the next node along the ring that is up (a stand-in).
+        """
+        preferred = self.ring.preference_list(key, self.cluster.n)
+        if not self.cluster.sloppy_quorum:
+            return preferred, {}
+        up = self.membership.up()
+        down = [node for node in preferred if node not in up]
+        if not down:
+            return preferred, {}
+        spare = [node for node in self.ring.walk(key) if node not in preferred and node in up]
+        stand_ins = dict(zip(spare, down, strict=False))
+        covered = set(stand_ins.values())
+        targets = [node for node in preferred if node in up or node not in covered]
+        return (*targets, *stand_ins), stand_ins
+
     def _start_put(self, event: ClientPut, now: Now, out: list[Action]) -> None:
         w = self.cluster.w if event.w is None else event.w
-        replicas = self.ring.preference_list(event.key, self.cluster.n)
+        replicas, stand_ins = self._targets(event.key)
         candidates = sorted(replicas, key=lambda node: node != self.node_id)  # self first
         op = _Put(event.request, event.key, event.value, event.context, now.wall_ms, w,
-                  replicas, candidates)
+                  replicas, candidates, stand_ins)
         op_id = self._open(op, out)
         self._count("put")
         self._ask_next_stamper(op_id, op, out)
@@ -299,10 +326,11 @@ class Node:
             if stamper != self.node_id:
                 op.asking = stamper
                 out.append(Send(stamper, StampRequest(op_id, op.key, op.context, op.value,
-                                                      op.timestamp)))
+                                                      op.timestamp, op.stand_ins.get(stamper))))
                 return
             try:
-                dot, versions = self._stamp(op.key, op.context, op.value, op.timestamp)
+                dot, versions = self._stamp(op.key, op.context, op.value, op.timestamp,
+                                            op.stand_ins.get(stamper))
             except StorageError:
                 self._count("storage_errors")
                 continue
@@ -321,13 +349,14 @@ class Node:
         for node in op.pending:
             if node == self.node_id:
                 try:
-                    self._merge(op.key, versions)
+                    self._merge(op.key, versions, op.stand_ins.get(node))
                 except StorageError:
                     self._count("storage_errors")
                     continue
                 op.acked.add(node)
             else:
-                out.append(Send(node, Replicate(op_id, op.key, versions)))
+                out.append(Send(node, Replicate(op_id, op.key, versions,
+                                                op.stand_ins.get(node))))
         op.pending -= op.acked
         self._progress_put(op_id, op, out)
 
@@ -362,7 +391,7 @@ class Node:
         op = _Get(event.request, event.key, r)
         op_id = self._open(op, out)
         self._count("get")
-        for node in self.ring.preference_list(event.key, self.cluster.n):
+        for node in self._targets(event.key)[0]:
             if node == self.node_id:
                 op.replies[node] = self.storage.get(event.key)
             else:
@@ -389,17 +418,17 @@ class Node:
 
     def _received(self, peer: str, message: Message, now: Now, out: list[Action]) -> None:
         match message:
-            case StampRequest(request, key, context, value, timestamp):
+            case StampRequest(request, key, context, value, timestamp, hint_for):
                 try:
-                    dot, versions = self._stamp(key, context, value, timestamp)
+                    dot, versions = self._stamp(key, context, value, timestamp, hint_for)
                 except StorageError as exc:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
                 else:
                     out.append(Send(peer, StampReply(request, dot, versions)))
-            case Replicate(request, key, versions):
+            case Replicate(request, key, versions, hint_for):
                 try:
-                    self._merge(key, versions)
+                    self._merge(key, versions, hint_for)
                 except StorageError as exc:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
@@ -415,6 +444,8 @@ class Node:
                     self._count("late_replies")
             case ReplicateAck(request) if request == REPAIR_REQUEST:
                 self._count("read_repairs_acked")
+            case ReplicateAck(request) if request in self._handoffs:
+                self._handed_off(request)
             case ReplicateAck(request):
                 op = self._ops.get(request)
                 if isinstance(op, _Put) and peer in op.pending:
@@ -460,7 +491,38 @@ class Node:
 
     # -- membership --
 
+    def _hand_off(self, now: Now, out: list[Action]) -> None:
+        """Send hinted writes to their owners that gossip shows alive, a batch at a time."""
+        expired = now.monotonic - self.cluster.request_timeout_ms / 1000
+        for handoff, (_, _, _, sent) in list(self._handoffs.items()):
+            if sent < expired:
+                del self._handoffs[handoff]
+        in_flight = {(owner, key) for owner, key, _, _ in self._handoffs.values()}
+        for owner in self.hints.owners():
+            if self.membership.state(owner) != "alive":
+                continue
+            for key, seq in self.hints.pending(owner)[:HANDOFF_BATCH]:
+                if (owner, key) not in in_flight:
+                    self._next_op += 1
+                    self._handoffs[self._next_op] = (owner, key, seq, now.monotonic)
+                    out.append(Send(owner, Replicate(self._next_op, key,
+                                                     tuple(self.storage.get(key)))))
+
+    def _handed_off(self, handoff: int) -> None:
+        """The owner stored a hinted key: drop the hint, and the key if it is not ours."""
+        owner, key, seq, _ = self._handoffs.pop(handoff)
+        if not self.hints.done(owner, key, seq):
+            return  # written again meanwhile: the newer hint goes next round
+        self._count("hints_delivered")
+        mine = self.node_id in self.ring.preference_list(key, self.cluster.n)
+        if not mine and not self.hints.holds(key):
+            try:
+                self.storage.put(key, ())
+            except StorageError:
+                self._count("storage_errors")
+
     def _gossip(self, now: Now, out: list[Action]) -> None:
+        self._hand_off(now, out)
         targets, entries = self.membership.gossip()
         for peer in targets:
             out.append(Send(peer, Gossip(tuple(entries))))
@@ -486,6 +548,8 @@ class Node:
 
     def _lost(self, peer: str, request: int, out: list[Action]) -> None:
         """``peer`` will never answer ``request``: it refused it, or it never got it."""
+        if self._handoffs.pop(request, None) is not None:
+            return  # the hint stays; the next gossip round tries again
         op = self._ops.get(request)
         if isinstance(op, _Put):
             if op.asking == peer:
@@ -533,19 +597,25 @@ class Node:
     # -- replica side --
 
     def _stamp(
-        self, key: bytes, context: Clock, value: bytes | None, timestamp: int
+        self, key: bytes, context: Clock, value: bytes | None, timestamp: int,
+        hint_for: str | None = None,
     ) -> tuple[Dot, tuple[Version, ...]]:
         version, versions = stamp(self.actor, self.storage.get(key), context, value, timestamp,
                                   self.cluster.vclock_max_entries)
         kept = tuple(resolve(versions, self.cluster.versioning))
         self.storage.put(key, kept)
+        if hint_for is not None:
+            self.hints.add(hint_for, key)
         return version.dot, kept
 
-    def _merge(self, key: bytes, versions: tuple[Version, ...]) -> None:
+    def _merge(self, key: bytes, versions: tuple[Version, ...],
+               hint_for: str | None = None) -> None:
         local = self.storage.get(key)
         merged = resolve(sync(local, versions), self.cluster.versioning)
         if merged != sorted(local, key=lambda v: (v.dot.actor, v.dot.counter)):
             self.storage.put(key, merged)
+        if hint_for is not None:
+            self.hints.add(hint_for, key)
 
     # -- bookkeeping --
 

@@ -8,8 +8,9 @@ What it models, and how the real cluster behaves in the same case:
 
 - links: a message takes a random delay in ``latency``; ``loss`` drops a share of them; a cut
   link (:meth:`Simulation.cut`) drops everything, silently — as iptables DROP does;
-- crash: the node's volatile state (requests in flight, timers) is gone, its storage (the disk)
-  stays; messages sent to it fail at once as *undeliverable* — as a refused TCP connect does;
+- crash: the node's volatile state (requests in flight, timers, its membership view) is gone,
+  its storage and hints (the disk) stay; messages sent to it fail at once as *undeliverable* —
+  as a refused TCP connect does;
 - pause: the node handles nothing until resumed, then everything that arrived meanwhile — as
   SIGSTOP does;
 - clocks: each node's wall clock is virtual time plus its own offset; monotonic time is not
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from store.config import ClusterConfig
+from store.hints import Hints
 from store.node import (
     Action,
     CancelTimer,
@@ -57,6 +59,7 @@ State = Literal["up", "crashed", "paused"]
 class SimNode:
     node_id: str
     disk: MemoryStorage
+    hints: Hints
     logic: Node
     state: State = "up"
     clock_offset: float = 0.0
@@ -97,7 +100,7 @@ class Simulation:
         self._queue: list[tuple[float, int, str, Event]] = []
         self._seq = 0
         self._next_request = 0
-        self.nodes = {n: self._boot(n, MemoryStorage(), 1) for n in self.ring.members}
+        self.nodes = {n: self._boot(n, MemoryStorage(), Hints(), 1) for n in self.ring.members}
         for node in self.nodes.values():
             self._apply(node, node.logic.start(self._now(node)))
 
@@ -145,7 +148,7 @@ class Simulation:
         old = self.nodes[node_id]
         if old.state != "crashed":
             raise ValueError(f"{node_id} is {old.state}, not crashed")
-        node = self._boot(node_id, old.disk, old.generation + 1)
+        node = self._boot(node_id, old.disk, old.hints, old.generation + 1)
         node.clock_offset = old.clock_offset
         self.nodes[node_id] = node
         self.trace.append(f"{self.now:.6f} {node_id} restart")
@@ -190,9 +193,10 @@ class Simulation:
 
     # -- internals --
 
-    def _boot(self, node_id: str, disk: MemoryStorage, generation: int) -> SimNode:
-        logic = Node(node_id, f"{node_id}.1", self.ring, self.cluster, disk, generation)
-        return SimNode(node_id, disk, logic, generation=generation)
+    def _boot(self, node_id: str, disk: MemoryStorage, hints: Hints,
+              generation: int) -> SimNode:
+        logic = Node(node_id, f"{node_id}.1", self.ring, self.cluster, disk, generation, hints)
+        return SimNode(node_id, disk, hints, logic, generation=generation)
 
     def _now(self, node: SimNode) -> Now:
         return Now(self.now, EPOCH_MS + round((self.now + node.clock_offset) * 1000))

@@ -176,14 +176,14 @@ faults = st.lists(
 
 @settings(max_examples=150, deadline=None)
 @given(faults, st.integers(0, 2**16))
-def test_with_w_plus_r_above_n_a_read_sees_every_write_acknowledged_before_it(
+def test_with_strict_quorums_and_w_plus_r_above_n_a_read_sees_every_acknowledged_write(
     ops: list[tuple[str, str, str, bytes]], seed: int
 ) -> None:
     """Strict quorums intersect. One request at a time, each put with the context of a
     successful read: a successful read returns the last acknowledged write of the key, or an
     indeterminate write issued after it — and nothing but those and indeterminate writes."""
-    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2, request_timeout_ms=300), seed=seed,
-                     loss=0.2)
+    strict = ClusterConfig(n=3, w=2, r=2, request_timeout_ms=300, sloppy_quorum=False)
+    sim = Simulation(NODES, strict, seed=seed, loss=0.2)
     last: dict[bytes, bytes] = {}
     indeterminate: dict[bytes, list[bytes]] = {b"x": [], b"y": []}
     since_last: dict[bytes, list[bytes]] = {b"x": [], b"y": []}
@@ -232,3 +232,49 @@ def test_read_repair_brings_a_replica_that_missed_a_write_up_to_date() -> None:
     assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
     assert sim.nodes[first].logic.counters["read_repairs"] == 1
     assert sim.nodes[first].logic.counters["read_repairs_acked"] == 1
+
+
+# -- sloppy quorum and hinted handoff ---------------------------------------------------------
+
+KEYS = [f"key-{i}".encode() for i in range(30)]
+
+
+def test_a_replica_down_during_writes_receives_them_by_hinted_handoff() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2), seed=14)
+    sim.crash("n2")
+    sim.run_for(5)  # the others mark n2 down
+    for i, key in enumerate(KEYS):
+        assert isinstance(sim.wait_for(sim.put(NODES[i % 5 if i % 5 != 1 else 0], key, b"v")),
+                          Written)  # W=3 with a replica down: only a stand-in makes it
+    owned = [key for key in KEYS if "n2" in replicas(sim, key)]
+    assert owned
+    assert sum(sim.nodes[n].hints.counts().get("n2", 0) for n in sim.nodes) == len(owned)
+    sim.restart("n2")
+    sim.run_for(5)  # gossip shows n2 alive; stand-ins hand off
+    assert all([v.value for v in sim.nodes["n2"].disk.get(key)] == [b"v"] for key in owned)
+    assert not any(sim.nodes[n].hints.counts() for n in sim.nodes)
+    for key in owned:  # stand-ins dropped what was never theirs
+        holders = {n for n in sim.nodes if sim.nodes[n].disk.get(key)}
+        assert holders == set(replicas(sim, key))
+
+
+def test_strict_quorums_refuse_what_sloppy_ones_accept_when_a_replica_is_down() -> None:
+    for sloppy, expected in ((False, Failed), (True, Written)):
+        sim = Simulation(NODES, ClusterConfig(n=3, w=3, sloppy_quorum=sloppy), seed=15)
+        key = KEYS[0]
+        sim.crash(replicas(sim, key)[1])
+        sim.run_for(5)
+        assert isinstance(sim.wait_for(sim.put(outsider(sim, key), key, b"v")), expected)
+
+
+def test_a_whole_zone_down_leaves_every_key_readable_and_writable() -> None:
+    zones = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "c", "n6": "c"}
+    sim = Simulation(list(zones), ClusterConfig(n=3, w=3, r=3), seed=16, zones=zones)
+    assert all({zones[n] for n in replicas(sim, key)} == {"a", "b", "c"} for key in KEYS)
+    sim.crash("n1")
+    sim.crash("n2")
+    sim.run_for(5)
+    for i, key in enumerate(KEYS):
+        via = ["n3", "n4", "n5", "n6"][i % 4]
+        assert isinstance(sim.wait_for(sim.put(via, key, b"v")), Written)
+        assert values(sim.wait_for(sim.get(via, key))) == [b"v"]
