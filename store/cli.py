@@ -48,6 +48,7 @@ CLUSTER_SETTINGS = {
     "request_timeout_ms": int, "vclock_max_entries": int, "tombstone_grace_ms": int,
     "vnodes_per_weight": int, "gossip_interval_ms": int, "gossip_fanout": int,
     "suspect_after_ms": int, "probe_timeout_ms": int, "sloppy_quorum": parse_bool,
+    "antientropy_interval_ms": int,
     "cluster_name": str,
 }
 

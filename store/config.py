@@ -62,12 +62,14 @@ class ClusterConfig:
     suspect_after_ms: int = 3000
     probe_timeout_ms: int = 1000
     sloppy_quorum: bool = True
+    antientropy_interval_ms: int = 5000
     cluster_name: str = "kvcheck"
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
                      "vclock_max_entries", "vnodes_per_weight", "gossip_interval_ms",
-                     "gossip_fanout", "suspect_after_ms", "probe_timeout_ms"):
+                     "gossip_fanout", "suspect_after_ms", "probe_timeout_ms",
+                     "antientropy_interval_ms"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")

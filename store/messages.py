@@ -10,9 +10,9 @@ and raises :class:`ProtocolError` — which closes that connection only — on a
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import msgpack
 
@@ -26,6 +26,9 @@ from store.versions import (
     encode_clock,
     encode_versions,
 )
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 #: First bytes of a peer connection; HTTP requests never start like this.
 PREAMBLE = b"KVPEER/1\n"
@@ -155,9 +158,39 @@ class ProbeResult:
     reachable: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TreeLevel:
+    """Anti-entropy: the sender's Merkle hashes at ``level`` for these node indexes."""
+
+    TAG: ClassVar[int] = 14
+    session: int
+    level: int
+    hashes: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafKeys:
+    """Anti-entropy: the keys, and their digests, in the leaves where the trees differ."""
+
+    TAG: ClassVar[int] = 15
+    session: int
+    leaves: tuple[int, ...]
+    keys: tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """Anti-entropy: send me your versions of these keys."""
+
+    TAG: ClassVar[int] = 16
+    session: int
+    keys: tuple[bytes, ...]
+
+
 Message = (
     Hello | StampRequest | StampReply | Replicate | ReplicateAck | ReadRequest | ReadReply
-    | Rejected | Gossip | ProbeRequest | Probe | ProbeAck | ProbeResult
+    | Rejected | Gossip | ProbeRequest | Probe | ProbeAck | ProbeResult | TreeLevel | LeafKeys
+    | KeyRequest
 )
 
 
@@ -187,6 +220,12 @@ def _fields(message: Message) -> list[object]:
             return [request]
         case ProbeResult(request, target, reachable):
             return [request, target, reachable]
+        case TreeLevel(session, level, hashes):
+            return [session, level, [list(pair) for pair in hashes]]
+        case LeafKeys(session, leaves, keys):
+            return [session, list(leaves), [list(pair) for pair in keys]]
+        case KeyRequest(session, keys):
+            return [session, list(keys)]
     raise TypeError(f"not a message: {message!r}")
 
 
@@ -212,6 +251,22 @@ def _str(x: object) -> str:
     if not isinstance(x, str):
         raise ValueError("expected a string")
     return x
+
+
+def _list(x: object) -> list[object]:
+    if not isinstance(x, list):
+        raise ValueError("expected a list")
+    return x
+
+
+def _pairs(raw: object, first: Callable[[object], A],
+           second: Callable[[object], B]) -> tuple[tuple[A, B], ...]:
+    pairs = []
+    for item in _list(raw):
+        if not (isinstance(item, list) and len(item) == 2):
+            raise ValueError("expected a pair")
+        pairs.append((first(item[0]), second(item[1])))
+    return tuple(pairs)
 
 
 def _bool(x: object) -> bool:
@@ -273,6 +328,13 @@ def _decode(tag: object, f: list[object]) -> Message:
             return ProbeAck(_int(f[0]))
         case ProbeResult.TAG, 3:
             return ProbeResult(_int(f[0]), _str(f[1]), _bool(f[2]))
+        case TreeLevel.TAG, 3:
+            return TreeLevel(_int(f[0]), _int(f[1]), _pairs(f[2], _int, _bytes))
+        case LeafKeys.TAG, 3:
+            return LeafKeys(_int(f[0]), tuple(_int(x) for x in _list(f[1])),
+                            _pairs(f[2], _bytes, _bytes))
+        case KeyRequest.TAG, 2:
+            return KeyRequest(_int(f[0]), tuple(_bytes(x) for x in _list(f[1])))
     raise ValueError(f"unknown message tag {tag!r} with {len(f)} fields")
 
 

@@ -41,11 +41,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgpack
+
+from store.antientropy import DEPTH, MerkleTree, digest
 from store.config import ClusterConfig
 from store.hints import Hints
 from store.membership import Change, Membership
 from store.messages import (
     Gossip,
+    KeyRequest,
+    LeafKeys,
     Message,
     Probe,
     ProbeAck,
@@ -58,10 +63,11 @@ from store.messages import (
     ReplicateAck,
     StampReply,
     StampRequest,
+    TreeLevel,
 )
 from store.ring import Ring
 from store.storage import Storage, StorageError
-from store.versions import Clock, Dot, Version, join, resolve, stamp, sync
+from store.versions import Clock, Dot, Version, encode_versions, join, resolve, stamp, sync
 
 # -- time --------------------------------------------------------------------------------------
 
@@ -178,8 +184,16 @@ Action = Send | Respond | StartTimer | CancelTimer
 
 SYNC_TIMER: Timer = ("sync", 0)
 GOSSIP_TIMER: Timer = ("gossip", 0)
+ANTIENTROPY_TIMER: Timer = ("antientropy", 0)
+#: An anti-entropy session not finished after this many seconds is forgotten.
+ANTIENTROPY_SESSION_S = 30.0
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
 REPAIR_REQUEST = 0
+def _versions_digest(versions: list[Version]) -> bytes:
+    ordered = sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter))
+    return digest(msgpack.packb(encode_versions(ordered), use_bin_type=True))
+
+
 #: Hinted keys handed off to one owner per gossip round, at most.
 HANDOFF_BATCH = 100
 PURGE_TIMER: Timer = ("purge", 0)
@@ -250,14 +264,20 @@ class Node:
         #: Recent membership changes, newest last: (wall-clock ms, change).
         self.membership_changes: deque[tuple[int, Change]] = deque(maxlen=50)
         self._probes: dict[int, tuple[str, int, str]] = {}  # ours -> (asker, its id, target)
+        #: anti-entropy sessions: (peer, session) -> (our tree for that peer, monotonic start)
+        self._sessions: dict[tuple[str, int], tuple[MerkleTree, float]] = {}
+        self._next_ae_peer = 0
 
     # -- driver interface --
 
     def start(self, now: Now) -> list[Action]:
         """Actions to run once when the node starts: its periodic timers."""
         self.membership.begin(now.monotonic)
-        actions: list[Action] = [StartTimer(PURGE_TIMER, self._purge_period),
-                                 StartTimer(GOSSIP_TIMER, self._gossip_period)]
+        actions: list[Action] = [
+            StartTimer(PURGE_TIMER, self._purge_period),
+            StartTimer(GOSSIP_TIMER, self._gossip_period),
+            StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000),
+        ]
         if self.cluster.fsync == "interval":
             actions.append(StartTimer(SYNC_TIMER, self.cluster.fsync_interval_ms / 1000))
         return actions
@@ -443,7 +463,7 @@ class Node:
                 else:
                     self._count("late_replies")
             case ReplicateAck(request) if request == REPAIR_REQUEST:
-                self._count("read_repairs_acked")
+                self._count("repairs_acked")
             case ReplicateAck(request) if request in self._handoffs:
                 self._handed_off(request)
             case ReplicateAck(request):
@@ -478,6 +498,13 @@ class Node:
                 self._probe_answered(request, True, out)
             case ProbeResult(_, target, reachable):
                 self._changed(self.membership.probe_result(target, reachable, peer), now)
+            case TreeLevel(session, level, hashes):
+                self._compare_level(peer, session, level, hashes, now, out)
+            case LeafKeys(session, leaves, keys):
+                self._compare_keys(peer, session, leaves, dict(keys), out)
+            case KeyRequest(_, keys):
+                for key in keys:
+                    self._send_versions(peer, key, out)
             case _:
                 self._count("unexpected_messages")
 
@@ -490,6 +517,81 @@ class Node:
                 self._probe_answered(request, False, out)
 
     # -- membership --
+
+    # -- anti-entropy --
+
+    def _start_antientropy(self, now: Now, out: list[Action]) -> None:
+        """Compare Merkle trees with the next live peer, round-robin (one peer per round)."""
+        out.append(StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000))
+        expired = now.monotonic - ANTIENTROPY_SESSION_S
+        self._sessions = {k: v for k, v in self._sessions.items() if v[1] >= expired}
+        peers = sorted(m for m in self.ring.members
+                       if m != self.node_id and self.membership.state(m) == "alive")
+        if not peers:
+            return
+        peer = peers[self._next_ae_peer % len(peers)]
+        self._next_ae_peer += 1
+        self._next_op += 1
+        tree = self._tree_for(peer)
+        self._sessions[(peer, self._next_op)] = (tree, now.monotonic)
+        self._count("antientropy_rounds")
+        self._count("antientropy_hashes_sent")
+        out.append(Send(peer, TreeLevel(self._next_op, 0, ((0, tree.root),))))
+
+    def _tree_for(self, peer: str) -> MerkleTree:
+        """A Merkle tree over the keys this node and ``peer`` both replicate."""
+        n = self.cluster.n
+        shared = (key for key in self.storage.keys()  # noqa: SIM118 (storage is no dict)
+                  if {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
+        return MerkleTree.build((key, _versions_digest(self.storage.get(key)))
+                                for key in shared)
+
+    def _compare_level(self, peer: str, session: int, level: int,
+                       hashes: tuple[tuple[int, bytes], ...], now: Now,
+                       out: list[Action]) -> None:
+        """The peer's hashes at ``level``: answer with ours below the nodes that differ."""
+        if not 0 <= level <= DEPTH:
+            self._count("unexpected_messages")
+            return
+        if (peer, session) not in self._sessions:
+            self._sessions[(peer, session)] = (self._tree_for(peer), now.monotonic)
+        tree = self._sessions[(peer, session)][0]
+        differing = tree.differing(level, hashes)
+        if not differing:
+            del self._sessions[(peer, session)]
+            self._count("antientropy_in_sync")
+            return
+        if level < DEPTH:
+            children = tree.children(level, differing)
+            self._count("antientropy_hashes_sent", len(children))
+            out.append(Send(peer, TreeLevel(session, level + 1, tuple(children))))
+            return
+        keys = tree.keys_in(differing)
+        del self._sessions[(peer, session)]
+        self._count("antientropy_keys_sent", len(keys))
+        out.append(Send(peer, LeafKeys(session, tuple(differing), tuple(keys.items()))))
+
+    def _compare_keys(self, peer: str, session: int, leaves: tuple[int, ...],
+                      theirs: dict[bytes, bytes], out: list[Action]) -> None:
+        """The peer's keys in the differing leaves: send what it lacks, ask for what we lack."""
+        entry = self._sessions.pop((peer, session), None)
+        if entry is None:
+            self._count("late_replies")
+            return
+        mine = entry[0].keys_in(leaves)
+        for key, key_digest in mine.items():
+            if theirs.get(key) != key_digest:
+                self._send_versions(peer, key, out)
+        wanted = tuple(key for key, key_digest in theirs.items() if mine.get(key) != key_digest)
+        if wanted:
+            self._count("antientropy_keys_requested", len(wanted))
+            out.append(Send(peer, KeyRequest(session, wanted)))
+
+    def _send_versions(self, peer: str, key: bytes, out: list[Action]) -> None:
+        versions = tuple(self.storage.get(key))
+        if versions:
+            self._count("antientropy_repairs_sent")
+            out.append(Send(peer, Replicate(REPAIR_REQUEST, key, versions)))
 
     def _hand_off(self, now: Now, out: list[Action]) -> None:
         """Send hinted writes to their owners that gossip shows alive, a batch at a time."""
@@ -583,6 +685,8 @@ class Node:
             self._probe_answered(op_id, False, out)
         elif timer == GOSSIP_TIMER:
             self._gossip(now, out)
+        elif timer == ANTIENTROPY_TIMER:
+            self._start_antientropy(now, out)
         elif timer == SYNC_TIMER:
             try:
                 self.storage.sync()

@@ -154,6 +154,22 @@ class Simulation:
         self.trace.append(f"{self.now:.6f} {node_id} restart")
         self._apply(node, node.logic.start(self._now(node)))
 
+    def wipe(self, node_id: str) -> None:
+        """Crash the node and start it again on an empty disk, as a new actor (a replaced
+        server: what it held must come back from its peers)."""
+        self.crash(node_id)
+        old = self.nodes[node_id]
+        node = self._boot(node_id, MemoryStorage(), Hints(), old.generation + 1,
+                          actor=f"{node_id}.wiped{old.generation + 1}")
+        node.clock_offset = old.clock_offset
+        self.nodes[node_id] = node
+        self.trace.append(f"{self.now:.6f} {node_id} wipe")
+        self._apply(node, node.logic.start(self._now(node)))
+
+    def fire(self, node_id: str, timer: Timer) -> None:
+        """Deliver a timer event to a node now, whatever its schedule (for tests)."""
+        self._deliver(self.nodes[node_id], TimerFired(timer))
+
     def pause(self, node_id: str) -> None:
         self.nodes[node_id].state = "paused"
 
@@ -194,8 +210,9 @@ class Simulation:
     # -- internals --
 
     def _boot(self, node_id: str, disk: MemoryStorage, hints: Hints,
-              generation: int) -> SimNode:
-        logic = Node(node_id, f"{node_id}.1", self.ring, self.cluster, disk, generation, hints)
+              generation: int, actor: str | None = None) -> SimNode:
+        logic = Node(node_id, actor or f"{node_id}.1", self.ring, self.cluster, disk,
+                     generation, hints)
         return SimNode(node_id, disk, hints, logic, generation=generation)
 
     def _now(self, node: SimNode) -> Now:

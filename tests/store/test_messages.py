@@ -15,6 +15,8 @@ from store.messages import (
     FrameDecoder,
     Gossip,
     Hello,
+    KeyRequest,
+    LeafKeys,
     Message,
     Probe,
     ProbeAck,
@@ -28,6 +30,7 @@ from store.messages import (
     ReplicateAck,
     StampReply,
     StampRequest,
+    TreeLevel,
     encode_frame,
 )
 from store.versions import stamp
@@ -49,6 +52,11 @@ MESSAGES: list[Message] = [
     Probe(10),
     ProbeAck(10),
     ProbeResult(9, "n3", False),
+    StampRequest(11, b"k", {}, b"v", 5, "n4"),
+    Replicate(12, b"k", tuple(SIBLINGS), "n4"),
+    TreeLevel(13, 1, ((0, b"\x01" * 8), (15, b"\x02" * 8))),
+    LeafKeys(13, (7, 4095), ((b"k", b"\x03" * 8),)),
+    KeyRequest(13, (b"k", b"\xff")),
 ]
 
 

@@ -231,7 +231,7 @@ def test_read_repair_brings_a_replica_that_missed_a_write_up_to_date() -> None:
     sim.run_for(1)
     assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
     assert sim.nodes[first].logic.counters["read_repairs"] == 1
-    assert sim.nodes[first].logic.counters["read_repairs_acked"] == 1
+    assert sim.nodes[first].logic.counters["repairs_acked"] == 1
 
 
 # -- sloppy quorum and hinted handoff ---------------------------------------------------------
