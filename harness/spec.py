@@ -5,7 +5,8 @@ that make ``kvcheck run`` meaningful on its own. The *expected guarantee* follow
 configuration unless ``expect`` overrides it:
 
 - W + R > N with strict quorums: ``no-stale-reads`` (quorums intersect);
-- otherwise: ``eventual-convergence`` only.
+- otherwise — W + R <= N, or sloppy quorums (the store's default), whose read and write sets
+  need not intersect — ``eventual-convergence`` only.
 
 ``linearizable`` can be asked for; the reference store does not promise it, so such a test is
 expected to fail, and shows how.
@@ -59,7 +60,8 @@ class TestSpec:
     w: int = 2
     r: int = 2
     versioning: Literal["vclock", "lww"] = "vclock"
-    expect: str = ""  # "": derived from n, w, r
+    sloppy_quorum: bool = True
+    expect: str = ""  # "": derived from n, w, r and sloppy_quorum
     seed: int = field(default_factory=lambda: random.randrange(2**31))
     leave_running: bool = False
     request_timeout_ms: int = 1000
@@ -101,8 +103,14 @@ class TestSpec:
 
     @property
     def strict_quorums(self) -> bool:
-        """The reference store has no sloppy quorums yet: replicas are always the key's N."""
-        return True
+        return not self.sloppy_quorum
+
+    def store_flags(self) -> list[str]:
+        """The cluster settings every ``kvstore serve`` of the test gets."""
+        return [f"--n={self.n}", f"--w={self.w}", f"--r={self.r}",
+                f"--versioning={self.versioning}",
+                f"--sloppy-quorum={'true' if self.sloppy_quorum else 'false'}",
+                f"--request-timeout-ms={self.request_timeout_ms}"]
 
     @property
     def guarantee(self) -> str:
@@ -126,7 +134,7 @@ class TestSpec:
             "nodes": self.node_ids,
             "node_count": self.nodes,
             "concurrency": self.workers,
-            "sloppy_quorum": not self.strict_quorums,
+            "sloppy_quorum": self.sloppy_quorum,
             "versioning": "vector-clock" if self.versioning == "vclock" else "lww",
             "guarantee": self.guarantee,
             "checkers": list(self.checkers),

@@ -8,18 +8,20 @@ from harness.spec import SpecError, TestSpec
 
 
 def test_the_guarantee_follows_the_quorums_unless_overridden() -> None:
-    assert TestSpec(n=3, w=2, r=2).guarantee == "no-stale-reads"
-    assert TestSpec(n=3, w=1, r=2).guarantee == "eventual-convergence"
+    assert TestSpec(n=3, w=2, r=2, sloppy_quorum=False).guarantee == "no-stale-reads"
+    assert TestSpec(n=3, w=2, r=2, sloppy_quorum=True).guarantee == "eventual-convergence"
+    assert TestSpec(n=3, w=1, r=2, sloppy_quorum=False).guarantee == "eventual-convergence"
     assert TestSpec(n=3, w=1, r=1, expect="linearizable").guarantee == "linearizable"
     assert "linearizable" in TestSpec(expect="linearizable").checkers
     assert "lost-writes" in TestSpec(workload="set").checkers
 
 
 def test_test_json_records_what_the_checkers_read() -> None:
-    spec = TestSpec(nodes=3, seed=5, versioning="lww")
+    spec = TestSpec(nodes=3, seed=5, versioning="lww", sloppy_quorum=False)
     data = spec.to_json()
     assert data["nodes"] == ["n1", "n2", "n3"] and data["concurrency"] == 6
     assert (data["seed"], data["versioning"], data["sloppy_quorum"]) == (5, "lww", False)
+    assert "--sloppy-quorum=false" in spec.store_flags()
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
