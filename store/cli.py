@@ -48,7 +48,7 @@ CLUSTER_SETTINGS = {
     "request_timeout_ms": int, "vclock_max_entries": int, "tombstone_grace_ms": int,
     "vnodes_per_weight": int, "gossip_interval_ms": int, "gossip_fanout": int,
     "suspect_after_ms": int, "probe_timeout_ms": int, "sloppy_quorum": parse_bool,
-    "antientropy_interval_ms": int,
+    "antientropy_interval_ms": int, "read_repair": str,
     "cluster_name": str,
 }
 
@@ -57,7 +57,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster settings (shared by every node)")
     for name, kind in CLUSTER_SETTINGS.items():
         flag = "--" + name.replace("_", "-")
-        choices = {"versioning": ["vclock", "lww"],
+        choices = {"versioning": ["vclock", "lww"], "read_repair": ["async", "blocking"],
                    "fsync": ["always", "interval", "never"]}.get(name)
         group.add_argument(flag, dest=name, type=kind, choices=choices, default=None,
                            help=argparse.SUPPRESS if name == "cluster_name" else None)

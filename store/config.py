@@ -63,6 +63,7 @@ class ClusterConfig:
     probe_timeout_ms: int = 1000
     sloppy_quorum: bool = True
     antientropy_interval_ms: int = 5000
+    read_repair: Literal["async", "blocking"] = "async"
     cluster_name: str = "kvcheck"
 
     def __post_init__(self) -> None:
@@ -79,6 +80,9 @@ class ClusterConfig:
             raise ConfigError(f"versioning must be 'vclock' or 'lww', not {self.versioning!r}")
         if self.fsync not in get_args(FsyncPolicy):
             raise ConfigError(f"fsync must be 'always', 'interval' or 'never', not {self.fsync!r}")
+        if self.read_repair not in ("async", "blocking"):
+            raise ConfigError(f"read_repair must be 'async' or 'blocking', not "
+                              f"{self.read_repair!r}")
         if not isinstance(self.sloppy_quorum, bool):
             raise ConfigError(f"sloppy_quorum must be true or false, not {self.sloppy_quorum!r}")
         if not isinstance(self.tombstone_grace_ms, int) or self.tombstone_grace_ms < 0:

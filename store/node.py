@@ -229,6 +229,8 @@ class _Get:
     replies: dict[str, list[Version]] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     answered: bool = False
+    merged: tuple[Version, ...] = ()
+    repairing: set[str] = field(default_factory=set)  # blocking read repair awaits their acks
 
 
 class Node:
@@ -420,19 +422,58 @@ class Node:
         self._progress_get(op_id, op, out)
 
     def _progress_get(self, op_id: int, op: _Get, out: list[Action]) -> None:
-        if not op.answered:
+        if not op.answered and not op.repairing:
             if len(op.replies) >= op.r:
-                op.answered = True
-                self._count("get_ok")
-                merged = resolve(sync(*op.replies.values()), self.cluster.versioning)
-                out.append(Respond(op.client, Found(tuple(merged), join(merged))))
+                op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
+                if self.cluster.read_repair == "blocking":
+                    self._repair_before_answering(op_id, op, out)
+                if not op.repairing:
+                    self._answer_get(op, out)
             elif len(op.replies) + len(op.pending) < op.r:
                 op.answered = True
                 self._count("get_failed")
                 out.append(Respond(op.client, Failed(
                     f"read quorum unreachable: {len(op.replies)} of {op.r} replies", "no")))
-        if not op.pending:
+        if not op.pending and not op.repairing:
             self._close(op_id, out)
+
+    def _answer_get(self, op: _Get, out: list[Action]) -> None:
+        op.answered = True
+        self._count("get_ok")
+        out.append(Respond(op.client, Found(op.merged, join(op.merged))))
+
+    def _repair_before_answering(self, op_id: int, op: _Get, out: list[Action]) -> None:
+        """Blocking read repair: write the merge back to every replica that answered with less,
+        and answer only when they all have it (so a later quorum read cannot see older)."""
+        for node in self._stale(op):
+            self._count("read_repairs")
+            if node != self.node_id:
+                op.repairing.add(node)
+                out.append(Send(node, Replicate(op_id, op.key, op.merged)))
+                continue
+            try:
+                self._merge(op.key, op.merged)
+                op.replies[node] = list(op.merged)
+            except StorageError:
+                self._count("storage_errors")
+
+    def _stale(self, op: _Get) -> list[str]:
+        """The replicas whose reply was not the whole merge."""
+        return [node for node, versions in op.replies.items()
+                if sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter))
+                != list(op.merged)]
+
+    def _repaired(self, op_id: int, op: _Get, peer: str, ok: bool, out: list[Action]) -> None:
+        op.repairing.discard(peer)
+        if ok:
+            op.replies[peer] = list(op.merged)
+        elif not op.answered:
+            op.answered = True
+            op.repairing.clear()
+            self._count("get_failed")
+            out.append(Respond(op.client, Failed(
+                f"blocking read repair could not reach {peer}", "no")))
+        self._progress_get(op_id, op, out)
 
     # -- messages --
 
@@ -466,6 +507,9 @@ class Node:
                 self._count("repairs_acked")
             case ReplicateAck(request) if request in self._handoffs:
                 self._handed_off(request)
+            case ReplicateAck(request) if isinstance(op := self._ops.get(request), _Get):
+                if peer in op.repairing:
+                    self._repaired(request, op, peer, True, out)
             case ReplicateAck(request):
                 op = self._ops.get(request)
                 if isinstance(op, _Put) and peer in op.pending:
@@ -660,6 +704,8 @@ class Node:
             elif peer in op.pending:
                 op.pending.discard(peer)
                 self._progress_put(request, op, out)
+        elif isinstance(op, _Get) and peer in op.repairing:
+            self._repaired(request, op, peer, False, out)
         elif isinstance(op, _Get) and peer in op.pending:
             op.pending.discard(peer)
             self._progress_get(request, op, out)
@@ -752,16 +798,14 @@ class Node:
         """
         if len(op.replies) < 2:
             return
-        merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
-        for node, versions in op.replies.items():
-            if sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter)) == list(merged):
-                continue
+        op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
+        for node in self._stale(op):
             self._count("read_repairs")
             if node != self.node_id:
-                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, merged)))
+                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, op.merged)))
                 continue
             try:
-                self._merge(op.key, merged)
+                self._merge(op.key, op.merged)
             except StorageError:
                 self._count("storage_errors")
 

@@ -278,3 +278,20 @@ def test_a_whole_zone_down_leaves_every_key_readable_and_writable() -> None:
         via = ["n3", "n4", "n5", "n6"][i % 4]
         assert isinstance(sim.wait_for(sim.put(via, key, b"v")), Written)
         assert values(sim.wait_for(sim.get(via, key))) == [b"v"]
+
+
+def test_blocking_read_repair_answers_only_once_stale_replicas_hold_the_merge() -> None:
+    for mode, repaired_when_answered in (("async", False), ("blocking", True)):
+        sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=3, read_repair=mode,
+                                              sloppy_quorum=False), seed=17)
+        key = b"k"
+        first, _, third = replicas(sim, key)
+        for node in sim.nodes:
+            if node != third:
+                sim.cut(node, third, both_ways=False)  # the third replica misses the write
+        assert isinstance(sim.wait_for(sim.put(first, key, b"v")), Written)
+        sim.heal()
+        assert values(sim.wait_for(sim.get(first, key))) == [b"v"]
+        assert bool(sim.nodes[third].disk.get(key)) is repaired_when_answered
+        sim.run_for(1)
+        assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
