@@ -9,7 +9,9 @@ a client, start or cancel a timer. The node never opens a socket, sleeps or read
 only side effect is the synchronous :class:`~store.storage.Storage` it was given.
 
 Any node coordinates any request. For key ``k`` the replicas are the ring's preference list of N
-distinct nodes.
+distinct nodes — with sloppy quorums, the first N nodes along the ring that gossip does not show
+down, where a *stand-in* holds a write with a hint for the replica it replaces and hands it off
+when that replica is back.
 
 *Put* (a delete is a put of a tombstone) runs in two steps, as in Riak:
 
@@ -20,12 +22,12 @@ distinct nodes.
    into theirs. The put succeeds when W replicas (the stamper included) have stored it.
 
 *Get* asks all N replicas, answers after R replies with their merged siblings and the causal
-context that covers them. Once every replica has answered (or the request timed out), replicas
-that answered with less than the merge are sent it: *read repair*.
+context that covers them. Replicas that answered with less than the merge are sent it: *read
+repair* — after the answer, or (``read_repair = "blocking"``) before it.
 
-Beside requests, the node gossips (:mod:`store.membership`): a timer sends its membership list
-to a few peers, and answers indirect probes for others. The view is kept and shown in
-``/status``; requests do not depend on it yet (quorums are strict).
+Beside requests, timers drive the background: gossip (:mod:`store.membership`) spreads
+heartbeats and detects failures, answering indirect probes for others; hinted writes are handed
+off; and anti-entropy (:mod:`store.antientropy`) compares Merkle trees with one peer a round.
 
 A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
 many replicas are known to be unreachable. A failed put says whether it may have been applied:
