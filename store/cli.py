@@ -28,7 +28,7 @@ from store.config import (
     parse_peers,
     peers_from_mapping,
 )
-from store.storage import CorruptLogError
+from store.storage import CorruptLogError, StorageError
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNREACHABLE = 1, 2, 3, 4
 
@@ -49,7 +49,7 @@ CLUSTER_SETTINGS = {
     "vnodes_per_weight": int, "gossip_interval_ms": int, "gossip_fanout": int,
     "suspect_after_ms": int, "probe_timeout_ms": int, "sloppy_quorum": parse_bool,
     "antientropy_interval_ms": int, "read_repair": str,
-    "cluster_name": str,
+    "cluster_name": str, "memtable_bytes": int,
 }
 
 
@@ -149,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
         format=f"%(asctime)s {config.me.node_id} %(levelname)s %(name)s: %(message)s")
     try:
         trio.run(serve, config)
-    except CorruptLogError as exc:
+    except (CorruptLogError, StorageError) as exc:
         print(f"kvstore: cannot start: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -65,6 +65,8 @@ class ClusterConfig:
     antientropy_interval_ms: int = 5000
     read_repair: Literal["async", "blocking"] = "async"
     cluster_name: str = "kvcheck"
+    #: The storage engine flushes its memtable to an SSTable past this many bytes.
+    memtable_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
@@ -74,6 +76,9 @@ class ClusterConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(self.memtable_bytes, int) or self.memtable_bytes < 4096:
+            raise ConfigError(f"memtable_bytes must be an integer of at least 4096, "
+                              f"not {self.memtable_bytes!r}")
         if not 1 <= self.w <= self.n or not 1 <= self.r <= self.n:
             raise ConfigError(f"w and r must be between 1 and n={self.n} (w={self.w}, r={self.r})")
         if self.versioning not in get_args(Versioning):

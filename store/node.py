@@ -417,7 +417,10 @@ class Node:
         self._count("get")
         for node in self._targets(event.key)[0]:
             if node == self.node_id:
-                op.replies[node] = self.storage.get(event.key)
+                try:
+                    op.replies[node] = self.storage.get(event.key)
+                except StorageError:
+                    self._count("storage_errors")  # this replica does not answer
             else:
                 op.pending.add(node)
                 out.append(Send(node, ReadRequest(op_id, event.key)))
@@ -498,7 +501,11 @@ class Node:
                 else:
                     out.append(Send(peer, ReplicateAck(request)))
             case ReadRequest(request, key):
-                out.append(Send(peer, ReadReply(request, tuple(self.storage.get(key)))))
+                try:
+                    out.append(Send(peer, ReadReply(request, tuple(self.storage.get(key)))))
+                except StorageError as exc:
+                    self._count("storage_errors")
+                    out.append(Send(peer, Rejected(request, str(exc))))
             case StampReply(request, dot, versions):
                 op = self._ops.get(request)
                 if isinstance(op, _Put) and op.asking == peer:
@@ -578,19 +585,23 @@ class Node:
         peer = peers[self._next_ae_peer % len(peers)]
         self._next_ae_peer += 1
         self._next_op += 1
-        tree = self._tree_for(peer)
+        try:
+            tree = self._tree_for(peer)
+        except StorageError:
+            self._count("storage_errors")
+            return
         self._sessions[(peer, self._next_op)] = (tree, now.monotonic)
         self._count("antientropy_rounds")
         self._count("antientropy_hashes_sent")
         out.append(Send(peer, TreeLevel(self._next_op, 0, ((0, tree.root),))))
 
     def _tree_for(self, peer: str) -> MerkleTree:
-        """A Merkle tree over the keys this node and ``peer`` both replicate."""
+        """A Merkle tree over the keys this node and ``peer`` both replicate (one streaming
+        pass over storage). Raises StorageError."""
         n = self.cluster.n
-        shared = (key for key in self.storage.keys()  # noqa: SIM118 (storage is no dict)
-                  if {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
-        return MerkleTree.build((key, _versions_digest(self.storage.get(key)))
-                                for key in shared)
+        return MerkleTree.build(
+            (key, _versions_digest(versions)) for key, versions in self.storage.scan()
+            if {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
 
     def _compare_level(self, peer: str, session: int, level: int,
                        hashes: tuple[tuple[int, bytes], ...], now: Now,
@@ -600,7 +611,11 @@ class Node:
             self._count("unexpected_messages")
             return
         if (peer, session) not in self._sessions:
-            self._sessions[(peer, session)] = (self._tree_for(peer), now.monotonic)
+            try:
+                self._sessions[(peer, session)] = (self._tree_for(peer), now.monotonic)
+            except StorageError:
+                self._count("storage_errors")
+                return
         tree = self._sessions[(peer, session)][0]
         differing = tree.differing(level, hashes)
         if not differing:
@@ -634,7 +649,11 @@ class Node:
             out.append(Send(peer, KeyRequest(session, wanted)))
 
     def _send_versions(self, peer: str, key: bytes, out: list[Action]) -> None:
-        versions = tuple(self.storage.get(key))
+        try:
+            versions = tuple(self.storage.get(key))
+        except StorageError:
+            self._count("storage_errors")
+            return
         if versions:
             self._count("antientropy_repairs_sent")
             out.append(Send(peer, Replicate(REPAIR_REQUEST, key, versions)))
@@ -650,11 +669,16 @@ class Node:
             if self.membership.state(owner) != "alive":
                 continue
             for key, seq in self.hints.pending(owner)[:HANDOFF_BATCH]:
-                if (owner, key) not in in_flight:
-                    self._next_op += 1
-                    self._handoffs[self._next_op] = (owner, key, seq, now.monotonic)
-                    out.append(Send(owner, Replicate(self._next_op, key,
-                                                     tuple(self.storage.get(key)))))
+                if (owner, key) in in_flight:
+                    continue
+                try:
+                    versions = tuple(self.storage.get(key))
+                except StorageError:
+                    self._count("storage_errors")
+                    continue
+                self._next_op += 1
+                self._handoffs[self._next_op] = (owner, key, seq, now.monotonic)
+                out.append(Send(owner, Replicate(self._next_op, key, versions)))
 
     def _handed_off(self, handoff: int) -> None:
         """The owner stored a hinted key: drop the hint, and the key if it is not ours."""

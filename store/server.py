@@ -31,6 +31,7 @@ import trio
 
 from store.config import MAX_PAIR_BYTES, NodeConfig, NodeSpec
 from store.datadir import open_data_dir
+from store.hints import DurableHints
 from store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
 from store.messages import PREAMBLE, FrameDecoder, Hello, Message, ProtocolError, encode_frame
 from store.node import (
@@ -54,7 +55,7 @@ from store.node import (
     Written,
 )
 from store.ring import Member, Ring
-from store.storage import LogStorage
+from store.storage import EngineOptions, LsmStorage
 from store.versions import BadContext, Version, context_token, parse_context_token
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ log = logging.getLogger(__name__)
 OUTBOX_SIZE = 10_000
 CONNECT_TIMEOUT = 1.0
 MAX_BACKOFF = 1.0
+#: How often the storage engine is offered background work when it has none in hand.
+STORAGE_POLL_S = 0.1
 HttpReply = tuple[int, list[tuple[str, str]], bytes]
 #: Largest request head accepted over HTTP (a body is refused past the key/value limit).
 MAX_HTTP_HEAD = 16 * 1024
@@ -115,7 +118,8 @@ class Server:
     """One store node. ``await Server(config).run()`` serves until cancelled.
 
     Raises :class:`~store.config.ConfigError` for an unusable data directory and
-    :class:`~store.storage.CorruptLogError` for a damaged commit log, before listening.
+    :class:`~store.storage.StorageError` (and its subclasses) or
+    :class:`~store.storage.CorruptLogError` for damaged or missing storage files, before listening.
     """
 
     def __init__(self, config: NodeConfig) -> None:
@@ -124,13 +128,15 @@ class Server:
         self.peers = {p.node_id: p for p in config.peers}
         identity = open_data_dir(config.data_dir, self.me.node_id)
         self.actor = identity.actor
-        self.storage = LogStorage(config.data_dir)
+        self.storage = LsmStorage(
+            config.data_dir, EngineOptions(memtable_bytes=config.cluster.memtable_bytes))
         ring = Ring.build(
             (Member(m.node_id, m.zone, m.weight) for m in config.members),
             config.cluster.vnodes_per_weight,
         )
+        self.hints = DurableHints(config.data_dir / "hints.log")
         self.node = Node(self.me.node_id, self.actor, ring, config.cluster, self.storage,
-                         identity.generation)
+                         identity.generation, self.hints)
         self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
         self.connected = dict.fromkeys(self.peers, False)
         self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
@@ -155,6 +161,7 @@ class Server:
                 nursery.start_soon(self.timers.run)
                 if self._group_commit:
                     nursery.start_soon(self._commit_groups)
+                nursery.start_soon(self._storage_work)
                 for peer in self.peers.values():
                     nursery.start_soon(self._peer_link, peer)
                 self._apply(self.node.start(self._now()))
@@ -163,6 +170,7 @@ class Server:
                          self.me.address)
                 task_status.started()
         finally:
+            self.hints.close()
             self.storage.close()
             log.info("node %s stopped; storage closed", self.me.node_id)
 
@@ -178,7 +186,8 @@ class Server:
         queue: deque[Event] = deque([event])
         while queue:
             actions = self.node.handle(queue.popleft(), self._now())
-            if self._group_commit and (self._held or self.storage.unsynced):
+            if self._group_commit and (self._held or self.storage.unsynced
+                                       or self.hints.unsynced):
                 self._held.extend(actions)
                 self._sync_wanted.set()
             else:
@@ -197,7 +206,14 @@ class Server:
             await trio.lowlevel.cancel_shielded_checkpoint()
             group, self._held = self._held, []
             self.storage.sync()
+            self.hints.sync()
             self._apply(group)
+
+    async def _storage_work(self) -> None:
+        """Drive the storage engine's flushes and compactions a slice at a time, yielding to
+        requests between slices; poll every ``STORAGE_POLL_S`` when idle or after an error."""
+        while True:
+            await trio.sleep(0 if self.storage.step() else STORAGE_POLL_S)
 
     def _apply(self, actions: list[Action], queue: deque[Event] | None = None) -> None:
         for action in actions:

@@ -37,15 +37,22 @@ class Storage(Protocol):
         """Every stored key, in no particular order."""
         ...
 
+    def scan(self, start: bytes = b"",
+             end: bytes | None = None) -> Iterator[tuple[bytes, list[Version]]]:
+        """Stream ``(key, sibling set)`` for the keys in ``[start, end)`` (no ``end``: to the
+        last key), in key order, as of the call: later puts do not show."""
+        ...
+
     def purge_tombstones(self, older_than_ms: int) -> int:
         """Forget keys whose siblings are all tombstones older than the given wall-clock ms.
 
-        Returns how many keys were purged.
+        An engine may purge lazily (the LSM engine does, in compactions). Returns how many keys
+        were purged since the previous call.
         """
         ...
 
     def sync(self) -> None:
-        """Make every put so far durable. May run in a worker thread while puts go on."""
+        """Make every put so far durable."""
         ...
 
     def close(self) -> None:

@@ -29,6 +29,11 @@ class MemoryStorage:
     def keys(self) -> Iterator[bytes]:
         return iter(list(self._data))
 
+    def scan(self, start: bytes = b"",
+             end: bytes | None = None) -> Iterator[tuple[bytes, list[Version]]]:
+        chosen = sorted(k for k in self._data if k >= start and (end is None or k < end))
+        return iter([(k, list(self._data[k])) for k in chosen])
+
     def purge_tombstones(self, older_than_ms: int) -> int:
         doomed = [
             key

@@ -145,7 +145,7 @@ def test_a_node_refuses_to_start_on_a_log_corrupted_in_the_middle(tmp_path: Path
 
     trio.run(write)
     local.stop_all()
-    log = tmp_path / "n1" / "commit.log"
+    log = tmp_path / "n1" / "wal-00000001.log"  # the first commit-log segment
     data = bytearray(log.read_bytes())
     data[20] ^= 0xFF  # inside the first record's payload
     log.write_bytes(bytes(data))

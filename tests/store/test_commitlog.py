@@ -9,9 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.storage import CommitLog, CorruptLogError, LogStorage, replay
+from store.storage import CommitLog, CorruptLogError, replay
 from store.storage.commitlog import MAGIC
-from store.versions import stamp
 
 
 def write(path: Path, payloads: list[bytes], sync_each: bool = False) -> list[int]:
@@ -103,24 +102,3 @@ def test_a_file_that_is_not_a_log_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"hello, this is not a commit log")
     with pytest.raises(CorruptLogError, match="bad magic"):
         payloads_of(path)
-
-
-def test_log_storage_survives_reopen_and_keeps_the_last_state_per_key(tmp_path: Path) -> None:
-    storage = LogStorage(tmp_path)
-    _, first = stamp("a", [], {}, b"v1", 1, 10)
-    _, second = stamp("a", first, {}, b"v2", 2, 10)
-    storage.put(b"k", first)
-    storage.put(b"k", second)
-    storage.put(b"other", first)
-    storage.close()
-    reopened = LogStorage(tmp_path)
-    assert reopened.get(b"k") == second
-    assert sorted(reopened.keys()) == [b"k", b"other"]
-    assert reopened.stats()["commit_log_records"] == 3
-    reopened.close()
-
-
-def test_log_storage_refuses_a_record_that_does_not_decode(tmp_path: Path) -> None:
-    write(tmp_path / "commit.log", [b"\x93garbage"])
-    with pytest.raises(CorruptLogError, match="undecodable record"):
-        LogStorage(tmp_path)

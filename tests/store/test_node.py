@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from store.config import ClusterConfig
 from store.node import Failed, Found, Written
 from store.sim import Simulation
+from store.storage import StorageError
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -295,3 +296,20 @@ def test_blocking_read_repair_answers_only_once_stale_replicas_hold_the_merge() 
         assert bool(sim.nodes[third].disk.get(key)) is repaired_when_answered
         sim.run_for(1)
         assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
+
+
+def test_a_replica_whose_storage_fails_a_read_refuses_it_and_the_node_keeps_serving() -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2, sloppy_quorum=False), seed=18)
+    key = b"k"
+    first, second, third = replicas(sim, key)
+    assert isinstance(sim.wait_for(sim.put(first, key, b"v")), Written)
+
+    def damaged(read_key: bytes) -> list[object]:
+        raise StorageError(f"corrupt block in a table holding {read_key!r}")
+
+    sim.nodes[second].disk.get = damaged  # type: ignore[method-assign]
+    assert values(sim.wait_for(sim.get(first, key))) == [b"v"]  # first and third answer
+    assert sim.nodes[second].logic.counters["storage_errors"] == 1
+    answer = sim.wait_for(sim.get(first, key, r=3))
+    assert isinstance(answer, Failed) and "read quorum unreachable" in answer.reason
+    assert values(sim.wait_for(sim.get(third, key))) == [b"v"]
