@@ -45,7 +45,14 @@ from checkers import (
     read_test_config,
 )
 from checkers.edn import EDNError
-from harness.commands import add_cleanup, add_image, add_run
+from harness.commands import (
+    add_cleanup,
+    add_image,
+    add_report,
+    add_run,
+    add_serve,
+    add_suite,
+)
 from harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
@@ -71,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "stores: run tests, check histories.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub)
+    add_suite(sub)
     _add_check(sub)
+    add_report(sub)
+    add_serve(sub)
     add_image(sub)
     add_cleanup(sub)
     return parser

@@ -1,4 +1,4 @@
-"""``kvcheck run``, ``kvcheck image build`` and ``kvcheck cleanup``.
+"""``kvcheck run``, ``suite``, ``report``, ``serve``, ``image build`` and ``cleanup``.
 
 Exit codes of ``run``: 0 the expected guarantee held, 1 it did not, 2 undecided (unknown),
 254 bad arguments, 255 the test could not run (no Docker engine, image build failed, a node
@@ -16,12 +16,14 @@ from typing import Any
 import trio
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
-from checkers import Verdict, check_run
+from checkers import Results, Verdict, check_run
 from harness.backend import BackendError
 from harness.docker_cluster import DockerCluster, cleanup
 from harness.engine import EngineUnavailable, connect
 from harness.image import Base, ImageError, build_image, ensure_image, find_project_root
+from harness.junit import RunRecord, write_junit
 from harness.report import write_report
 from harness.runner import (
     EXIT_INTERRUPTED,
@@ -30,7 +32,9 @@ from harness.runner import (
     Runner,
     new_run_dir,
 )
+from harness.serve import make_server
 from harness.spec import GUARANTEES, SpecError, TestSpec
+from harness.suite import SuiteError, load_suite, passed, suite_exit
 from harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 254, 255
@@ -63,15 +67,56 @@ def add_run(sub: Any) -> None:
     p.add_argument("--w", type=int, default=d["w"].default, help="write quorum (2)")
     p.add_argument("--r", type=int, default=d["r"].default, help="read quorum (2)")
     p.add_argument("--versioning", choices=["vclock", "lww"], default="vclock")
+    p.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction,
+                   default=d["sloppy_quorum"].default,
+                   help="sloppy quorums and hinted handoff (the store's default); "
+                   "--no-sloppy-quorum makes quorums strict, so W + R > N expects no stale reads")
     p.add_argument("--expect", choices=GUARANTEES, default="",
                    help="the guarantee to judge (default: derived from n, w, r)")
     p.add_argument("--seed", type=int, help="random seed (default: random, recorded)")
     p.add_argument("--test-count", type=int, default=1, help="run the test this many times")
-    p.add_argument("--leave-running", action="store_true",
+    p.add_argument("--leave-running", action=argparse.BooleanOptionalAction, default=False,
                    help="keep the cluster after the test (remove it with kvcheck cleanup)")
     p.add_argument("--histories", type=Path, default=Path("histories"),
                    help="where run directories go (histories/)")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write a JUnit XML file: one test case per checker")
     p.set_defaults(handler=cmd_run)
+
+
+def add_suite(sub: Any) -> None:
+    p = sub.add_parser("suite", help="run the named tests of a suite file one after another",
+                       description="Run each [[test]] of a TOML suite file (see docs/ci.md). "
+                       "Exit 0 when every guarantee held and every known-unsafe test was "
+                       "found invalid, 1 when not, 2 undecided, 255 a test could not run.")
+    p.add_argument("file", type=Path, metavar="FILE.toml")
+    p.add_argument("--histories", type=Path, default=Path("histories"),
+                   help="where run directories go (histories/)")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="write a JUnit XML file for the whole suite")
+    p.add_argument("--only", default="", metavar="A,B", help="run only these tests")
+    p.add_argument("--list", action="store_true",
+                   help="print each test's kvcheck run arguments and exit")
+    p.set_defaults(handler=cmd_suite)
+
+
+def add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="regenerate a run's report.html from its files",
+                       description="Write RUN_DIR/report.html again from test.json, "
+                       "results.json, history.jsonl and final-state.json.")
+    p.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.set_defaults(handler=cmd_report)
+
+
+def add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="browse past runs over HTTP",
+                       description="Serve the runs under --histories, newest first, with "
+                       "their reports and files (read-only; nothing outside --histories).")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (8080; 0 picks a free one)")
+    p.add_argument("--histories", type=Path, default=Path("histories"),
+                   help="the directory of runs (histories/)")
+    p.set_defaults(handler=cmd_serve)
 
 
 def add_image(sub: Any) -> None:
@@ -121,16 +166,27 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
         time_limit=args.time_limit, workload=args.workload,
         nemesis=tuple(k.strip() for k in args.nemesis.split(",") if k.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
-        n=args.n, w=args.w, r=args.r, versioning=args.versioning, expect=args.expect,
+        n=args.n, w=args.w, r=args.r, versioning=args.versioning,
+        sloppy_quorum=args.sloppy_quorum, expect=args.expect,
         leave_running=args.leave_running, **seed)
 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    code, records = run_tests(args, out, err)
+    if args.junit and records:
+        out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
+    return code
+
+
+def run_tests(args: argparse.Namespace, out: Console, err: Console,
+              known_unsafe: bool = False) -> tuple[int, list[RunRecord]]:
+    """Run the tests ``args`` describe; return the worst exit code and a record of each run
+    (none for bad arguments)."""
     try:
         specs = [spec_from(args, i) for i in range(max(1, args.test_count))]
     except SpecError as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
-        return EXIT_USAGE
+        return EXIT_USAGE, []
     try:
         client = connect()
         image = ensure_image(client, find_project_root(),
@@ -138,22 +194,24 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
                                                              highlight=False))
     except (EngineUnavailable, ImageError) as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
-        return EXIT_CRASH
-    codes = []
+        return EXIT_CRASH, [RunRecord(s.name, args.histories, None, known_unsafe, EXIT_CRASH)
+                            for s in specs]
+    codes, records = [], []
     for spec in specs:
-        code = _run_one(spec, client, image, args.histories, out, err)
+        code, results, run_dir = _run_one(spec, client, image, args.histories, out, err)
         codes.append(code)
+        records.append(RunRecord(spec.name, run_dir, results and results.to_json(),
+                                 known_unsafe, code))
         if code in (130, 143):
             break
-    return max(codes, key=_SEVERITY.index)
+    return max(codes, key=_SEVERITY.index), records
 
 
 def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Console,
-             err: Console) -> int:
+             err: Console) -> tuple[int, Results | None, Path]:
+    """Run one test; return its exit code, its results (None if it did not finish) and dir."""
     run_dir, run_id = new_run_dir(histories, spec.name)
-    flags = [f"--n={spec.n}", f"--w={spec.w}", f"--r={spec.r}",
-             f"--versioning={spec.versioning}", f"--request-timeout-ms={spec.request_timeout_ms}"]
-    backend = DockerCluster(client, image, run_id, spec.node_ids, flags, run_dir)
+    backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(), run_dir)
     runner = Runner(spec, backend, run_dir)
     out.print(f"[bold]{spec.name}[/]: {spec.nodes} nodes, N={spec.n} W={spec.w} R={spec.r} "
               f"{spec.versioning}, {spec.workload} workload, nemesis "
@@ -164,10 +222,10 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     except Interrupted as exc:
         err.print(f"kvcheck run: {exc}; the cluster was torn down. The history so far is in "
                   f"{run_dir}", highlight=False)
-        return EXIT_INTERRUPTED[exc.signum]
+        return EXIT_INTERRUPTED[exc.signum], None, run_dir
     except BackendError as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
-        return EXIT_CRASH
+        return EXIT_CRASH, None, run_dir
     if spec.leave_running:
         addresses = ", ".join(f"{n}={':'.join(map(str, backend.address(n)))}"
                               for n in backend.nodes)
@@ -175,7 +233,93 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     results = check_run(run_dir)
     write_report(run_dir)
     _summarise(out, spec, results, run_dir)
-    return _EXIT[results.valid]
+    return _EXIT[results.valid], results, run_dir
+
+
+def cmd_suite(args: argparse.Namespace, out: Console, err: Console) -> int:
+    parser = argparse.ArgumentParser(prog="kvcheck run", exit_on_error=False, add_help=False)
+    add_run(parser.add_subparsers())
+    parse = _quiet_parse(parser)
+    try:
+        tests = load_suite(args.file, lambda argv: parse(["run", *argv]))
+    except SuiteError as exc:
+        err.print(f"kvcheck suite: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {t.name for t in tests}
+    if unknown:
+        err.print(f"kvcheck suite: no such test(s): {', '.join(sorted(unknown))}",
+                  markup=False, highlight=False)
+        return EXIT_USAGE
+    tests = [t for t in tests if not only or t.name in only]
+    if args.list:
+        for t in tests:
+            unsafe = "  # known-unsafe" if t.known_unsafe else ""
+            out.print(f"{t.name}: kvcheck run {' '.join(t.argv)}{unsafe}", markup=False,
+                      highlight=False, soft_wrap=True)
+        return EXIT_VALID
+    codes, records = [], []
+    for t in tests:
+        out.print(f"[bold]suite test {t.name}[/]"
+                  f"{' (known-unsafe: must be found invalid)' if t.known_unsafe else ''}",
+                  highlight=False)
+        run_args = parse(["run", *t.argv, "--histories", str(args.histories)])
+        code, found = run_tests(run_args, out, err, known_unsafe=t.known_unsafe)
+        codes.append(code)
+        records += found
+        if code in (130, 143):
+            break
+    ran = tests[:len(codes)]
+    if args.junit:
+        out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
+    for t, code in zip(ran, codes, strict=True):
+        word = "[green]passed[/]" if passed(t, code) else "[bold red]FAILED[/]"
+        out.print(f"{word} {escape(t.name)} (exit {code})", highlight=False)
+    return suite_exit(ran, codes)
+
+
+def _quiet_parse(parser: argparse.ArgumentParser) -> Any:
+    """``parser.parse_args`` raising SystemExit on bad arguments (argv checked by load_suite)."""
+
+    def parse(argv: list[str]) -> argparse.Namespace:
+        try:
+            return parser.parse_args(argv)
+        except argparse.ArgumentError as exc:
+            raise SystemExit(EXIT_USAGE) from exc
+
+    return parse
+
+
+def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    code = EXIT_VALID
+    for run_dir in args.run_dirs:
+        try:
+            out.print(str(write_report(run_dir)), markup=False, highlight=False)
+        except (OSError, ValueError) as exc:
+            err.print(f"kvcheck report: {run_dir}: {exc}", markup=False, highlight=False)
+            code = EXIT_USAGE
+    return code
+
+
+def cmd_serve(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if not args.histories.is_dir():
+        err.print(f"kvcheck serve: no such directory: {args.histories}", markup=False)
+        return EXIT_USAGE
+    try:
+        server = make_server(args.histories, args.host, args.port)
+    except OSError as exc:
+        err.print(f"kvcheck serve: cannot listen on {args.host}:{args.port}: {exc}",
+                  markup=False)
+        return EXIT_USAGE
+    host, port = server.server_address[:2]
+    out.print(f"serving {args.histories} on http://{host}:{port}/ (Ctrl-C stops)",
+              markup=False, highlight=False)
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            return EXIT_VALID
+    return EXIT_VALID
 
 
 def _view(out: Console, spec: TestSpec) -> Any:

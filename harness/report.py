@@ -1,98 +1,177 @@
-"""A run's ``report.html``: a self-contained summary page made from the run's files alone.
+"""A run's ``report.html``: one self-contained page made from the run directory's files alone.
 
-It reads ``test.json`` and ``results.json`` (never the checkers' code) and shows the
-configuration, the expected guarantee, the verdict, each checker's verdict, headline figures and
-first anomalies, and links to the files. Every value from a history is escaped: a key or value
-such as ``<script>`` renders as text.
+The text parts (configuration, verdicts, figures, anomalies in words, convergence, links) are
+rendered here, escaped; the charts (timeline, latency, throughput, each anomaly's key timeline)
+are drawn in the browser by the inline script of :mod:`harness.report_assets` from the data of
+:func:`harness.report_data.load_run`, embedded as JSON in a ``<script type="application/json">``
+block with ``<``, ``>`` and ``&`` written as ``\\u`` escapes. The script only ever puts history
+text into the page with ``textContent``; a Content-Security-Policy forbids every fetch. So a key
+or value such as ``<script>alert(1)</script>`` renders literally and runs nothing.
 """
 
 from __future__ import annotations
 
 import html
 import json
-from collections.abc import Iterable
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-_COLOURS = {True: "#1a7f37", False: "#cf222e", "unknown": "#9a6700"}
-_WORDS = {True: "valid", False: "invalid", "unknown": "unknown"}
-_SHOWN_ANOMALIES = 20
-_FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
+from checkers import CheckResult, Verdict
+from harness.report_assets import SCRIPT, STYLE
+from harness.report_data import load_run, text
+from harness.verdicts import notes
+
+_WORDS = {Verdict.VALID: "valid", Verdict.INVALID: "invalid", Verdict.UNKNOWN: "unknown"}
+_CONFIG = ("nodes", "n", "w", "r", "sloppy_quorum", "versioning", "workload", "nemesis",
+           "nemesis_interval", "seed", "time_limit", "rate", "concurrency", "recovery_time",
+           "backend")
+_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src data:; base-uri 'none'; form-action 'none'")
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from ``test.json`` and ``results.json``; return its path.
+    """Write ``run_dir/report.html`` from the run's files; return its path.
 
-    Raises OSError or ValueError when those files are missing or malformed.
+    A pure function of ``test.json``, ``results.json``, ``history.jsonl``,
+    ``final-state.json`` and the names of the node logs. Raises OSError or ValueError when
+    ``test.json`` or ``results.json`` is missing or malformed (nothing is written then).
     """
-    test = json.loads((run_dir / "test.json").read_text())
-    results = json.loads((run_dir / "results.json").read_text())
-    path = run_dir / "report.html"
-    path.write_text(render(test, results, _links(run_dir)), encoding="utf-8")
+    page = render(load_run(Path(run_dir)))
+    path = Path(run_dir) / "report.html"
+    path.write_text(page, encoding="utf-8")
     return path
 
 
-def _links(run_dir: Path) -> list[str]:
-    files = [name for name in _FILES if (run_dir / name).exists()]
-    logs = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob("nodes/*/kvstore.log"))
-    return files + logs
+def embed_json(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script>`` element (no ``<``, ``>`` or ``&``)."""
+    return (json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)
+            .replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def _e(value: Any) -> str:
-    return html.escape(value if isinstance(value, str) else json.dumps(value, default=str))
+    return html.escape(text(value))
 
 
 def _verdict(valid: Any) -> str:
-    key = valid if valid in (True, False) else "unknown"
-    return (f'<span class="verdict" style="background:{_COLOURS[key]}">'
-            f"{_WORDS[key]}</span>")
+    v = Verdict.from_json(valid) if valid in (True, False, "unknown") else Verdict.UNKNOWN
+    return f'<span class="verdict {_WORDS[v]}">{_WORDS[v]}</span>'
 
 
-def _table(rows: Iterable[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
+def _config(test: Mapping[str, Any]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(test[k])}</td></tr>"
+                   for k in _CONFIG if k in test)
+    return f"<table class=config>{rows}</table>"
 
 
-def render(test: dict[str, Any], results: dict[str, Any], links: list[str]) -> str:
-    """The page for one run, as a string."""
-    config = ["name", "nodes", "n", "w", "r", "versioning", "workload", "nemesis",
-              "nemesis_interval", "time_limit", "rate", "concurrency", "seed"]
-    rows = _table((k, test.get(k)) for k in config)
-    checkers = []
+def _headline(name: str, check: Mapping[str, Any]) -> str:
+    figures = check.get("figures")
+    try:
+        result = CheckResult(str(check.get("checker", name)),
+                             Verdict.from_json(check.get("valid", "unknown")),
+                             figures if isinstance(figures, dict) else {},
+                             error=check.get("error"))
+        return notes(result)
+    except (AttributeError, TypeError, ValueError):
+        return ""
+
+
+def _checkers(results: Mapping[str, Any]) -> str:
+    rows = []
     for name, check in results.get("checkers", {}).items():
-        figures = {k: v for k, v in check.get("figures", {}).items()
-                   if not isinstance(v, dict | list)}
-        anomalies = check.get("anomalies", [])
-        items = "".join(
-            f"<li><b>{_e(a.get('kind'))}</b> {_e(a.get('message', ''))} "
-            f"<small>ops {_e(a.get('ops'))}</small></li>" for a in anomalies[:_SHOWN_ANOMALIES])
-        more = (f"<p>… and {len(anomalies) - _SHOWN_ANOMALIES} more in results.json</p>"
-                if len(anomalies) > _SHOWN_ANOMALIES else "")
-        error = (f"<p class=error>checker error: {_e(check['error'])}</p>"
-                 if "error" in check else "")
-        table = _table(figures.items())
-        checkers.append(
-            f"<section><h3>{_e(name)} {_verdict(check.get('valid'))}</h3>{error}{table}"
-            f"{'<ul>' + items + '</ul>' if items else ''}{more}</section>")
-    files = "".join(f'<li><a href="{html.escape(link)}">{html.escape(link)}</a></li>'
-                    for link in links)
+        counts = check.get("anomaly_counts") or {}
+        summary = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "-"
+        error = check.get("error")
+        rows.append(f"<tr><th>{_e(name)}</th><td>{_verdict(check.get('valid'))}</td>"
+                    f"<td>{_e(summary)}</td><td>{_e(_headline(name, check))}"
+                    f"{f' <span class=error>{_e(error)}</span>' if error else ''}</td></tr>")
+    head = "<tr><th>checker</th><th>verdict</th><th>anomalies</th><th>figures</th></tr>"
+    return f"<table class=checkers>{head}{''.join(rows)}</table>"
+
+
+def _anomalies(data: Mapping[str, Any]) -> str:
+    items = data["anomalies"]
+    if not items:
+        return "<p>No anomalies.</p>"
+    parts = []
+    for i, a in enumerate(items):
+        key = "" if a["key"] is None else f" on key <code>{html.escape(a['key'])}</code>"
+        parts.append(
+            f'<div class=anomaly><p><b>{html.escape(a["kind"])}</b> '
+            f'<small>({html.escape(a["checker"])}){key}, ops {_e(a["ops"][:20])}</small><br>'
+            f'{html.escape(a["message"])}</p><div class=keyline data-anomaly="{i}"></div></div>')
+    more = data["anomalies_total"] - len(items)
+    if more > 0:
+        parts.append(f"<p>… and {more} more in <a href=results.json>results.json</a>.</p>")
+    return "".join(parts)
+
+
+def _convergence(conv: Mapping[str, Any]) -> str:
+    if not conv["keys"]:
+        return "<p>No final state was recorded.</p>"
+    nodes = conv["nodes"]
+    head = "".join(f"<th>{html.escape(n)}</th>" for n in nodes)
+    rows = []
+    for row in conv["keys"]:
+        cells = "".join(f'<td class="cell c{html.escape(row["cells"][n] or "x")}">'
+                        f'{html.escape(row["cells"][n])}</td>' for n in nodes)
+        after = row["after_ms"]
+        state = ((f"agreed {after / 1000:.2f} s after the heal" if after is not None
+                  else "agreed") if row["converged"] else "<b class=error>diverged</b>")
+        reads = "" if row["final_reads_agree"] else " · <b class=error>final reads disagree</b>"
+        rows.append(f"<tr><th>{html.escape(row['key'])}</th>{cells}<td>{state}{reads}</td></tr>")
+    shown = (f" Showing {len(conv['keys'])} of {conv['total']} keys, diverged first."
+             if conv["total"] > len(conv["keys"]) else "")
+    return (f"<p>Last of {conv['samples']} samples: each replica's versions as a letter (same "
+            "letter, same versions); <code>-</code> lacks the key, <code>?</code> could not be "
+            f"asked, blank is not a replica.{shown}</p>"
+            f"<table class=convergence><tr><th>key</th>{head}<th></th></tr>{''.join(rows)}"
+            "</table>")
+
+
+def _links(links: list[str]) -> str:
+    return "".join(f'<li><a href="{html.escape(link)}">{html.escape(link)}</a></li>'
+                   for link in links)
+
+
+def render(data: Mapping[str, Any]) -> str:
+    """The page for one run's data (as :func:`harness.report_data.load_run` returns it)."""
+    test, results = data["test"], data["results"]
+    name = test.get("name", "run")
+    sampled = data["sampled"]
+    note = (f"The timeline and the scatter show {sampled['drawn']:,} of {sampled['total']:,} "
+            "calls: every failed, indeterminate and anomalous call, and an even sample of the "
+            "ok ones. Quantiles and throughput use every call."
+            if sampled["drawn"] < sampled["total"] else f"{sampled['total']:,} calls.")
+    problems = "".join(f"<p class=error>{_e(p)}</p>" for p in data["problems"])
+    script_data = {k: data[k] for k in (
+        "duration", "windows", "calls", "buckets", "anomalies", "sampled")}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<title>kvcheck: {_e(test.get('name', 'run'))}</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; max-width: 70em; }}
-table {{ border-collapse: collapse; margin: .5em 0; }}
-th, td {{ text-align: left; padding: .15em .8em .15em 0; vertical-align: top; }}
-th {{ font-weight: 600; color: #444; }}
-.verdict {{ color: white; padding: .1em .5em; border-radius: .3em; font-size: 90%; }}
-.error {{ color: #cf222e; }}
-section {{ border-top: 1px solid #ddd; margin-top: 1em; }}
-</style></head><body>
-<h1>{_e(test.get('name', 'run'))} {_verdict(results.get('valid'))}</h1>
-<p>Expected guarantee: <b>{_e(test.get('guarantee', '?'))}</b>.
-The verdict is about that guarantee; every checker's figures are shown either way.</p>
-<h2>Configuration</h2>{rows}
-<h2>Checkers</h2>{''.join(checkers)}
-<h2>Files</h2><ul>{files}</ul>
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>kvcheck: {_e(name)}</title>
+<style>{STYLE}</style></head><body>
+<header><h1>{_e(name)} {_verdict(results.get('valid'))}</h1>
+<p>Expected guarantee: <b>{_e(test.get('guarantee') or test.get('expect') or '?')}</b>.
+The verdict is about that guarantee; every checker's figures are shown either way.
+{_e(results.get('meta', {}).get('ops', 0))} history lines, {data['duration'] / 1000:.1f} s.</p>
+{problems}{_config(test)}{_checkers(results)}</header>
+<section id=timeline-section><h2>Timeline</h2>
+<p class=hint>{note} Wheel to zoom, drag to pan, double-click to reset (all charts
+follow; the address names the window, e.g. <code>report.html#t=5-10</code>).
+Hover an operation for its details. Shaded bands are nemesis faults.</p>
+<div class=legend><span class=ok>ok</span><span class=fail>fail</span>
+<span class=info>info (indeterminate)</span></div>
+<div id=timeline class=chart></div></section>
+<section><h2>Latency</h2><div id=latency class=chart></div></section>
+<section><h2>Throughput</h2><div id=throughput class=chart></div></section>
+<section id=anomalies><h2>Anomalies</h2>{_anomalies(data)}</section>
+<section><h2>Convergence</h2>{_convergence(data["convergence"])}</section>
+<section><h2>Files</h2><ul>{_links(data["links"])}</ul></section>
+<div id=tip hidden></div>
+<script type="application/json" id=kv-data>{embed_json(script_data)}</script>
+<script>{SCRIPT}</script>
 </body></html>
 """

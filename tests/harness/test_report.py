@@ -1,11 +1,16 @@
-"""The run report renders every value from a history as text."""
+"""The run report: every value from a history as text; what each part shows."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from harness.report import write_report
+from report_runs import IMG, SCRIPT, make_run
+
+from harness import report_data
+from harness.cli import main
+from harness.report import render, write_report
 
 HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
 
@@ -21,3 +26,54 @@ def test_hostile_keys_values_and_errors_render_literally(tmp_path: Path) -> None
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in page
     assert 'href="test.json"' in page and "invalid" in page
+
+
+def data_block(page: str) -> dict[str, Any]:
+    start = page.index('<script type="application/json" id=kv-data>')
+    block = page[page.index(">", start) + 1:page.index("</script>", start)]
+    assert "<" not in block and ">" not in block and "&" not in block
+    return json.loads(block)
+
+
+def test_embedded_data_keeps_hostile_text_intact_and_inert(tmp_path: Path) -> None:
+    page = make_run(tmp_path / "run").read_text()
+    data = data_block(page)
+    assert SCRIPT in data["calls"]["key"] and IMG in data["calls"]["node"]
+    assert SCRIPT in data["calls"]["error"] and IMG in data["calls"]["error"]
+    assert [w["targets"] for w in data["windows"]] == [f"n1 | n2,{IMG}"]
+    assert IMG in data["windows"][0]["detail"]
+    assert page.count("<script") == 2  # the data block and the page's own script
+
+
+def test_report_shows_verdicts_anomalies_convergence_and_links(tmp_path: Path) -> None:
+    page = make_run(tmp_path / "run").read_text()
+    assert "read of &#x27;k1&#x27; through n2" in page and "1/87 stale" in page
+    assert page.index("&lt;script&gt;alert(1)&lt;/script&gt;</th>") < page.index("k1</th>")
+    assert "diverged" in page and "agreed 0.10 s after the heal" in page
+    for link in ("history.jsonl", "results.json", "final-state.json",
+                 "nodes/n1/kvstore.log"):
+        assert f'href="{link}"' in page
+    data = data_block(page)
+    stale = next(a for a in data["anomalies"] if a["kind"] == "stale-read")
+    assert sum(c["marked"] for c in stale["calls"]) == 3  # the read, 380 and 390 writes
+
+
+def test_big_histories_are_sampled_and_say_so(tmp_path: Path, monkeypatch: Any) -> None:
+    make_run(tmp_path / "run")
+    monkeypatch.setattr(report_data, "MAX_DRAWN", 50)
+    data = report_data.load_run(tmp_path / "run")
+    calls = data["calls"]
+    assert data["sampled"] == {"drawn": 50, "total": 169}
+    assert calls["type"].count(1) == 1 and calls["type"].count(2) == 1  # fail, info kept
+    assert calls["t0"] == sorted(calls["t0"])
+    per_second = data["buckets"]["per_second"]
+    width = data["buckets"]["width"]
+    assert round(sum(per_second["ok"]) * width / 1000) == 167  # every call counted
+    assert "show 50 of 169 calls" in render(data).replace("timeline and the scatter ", "")
+
+
+def test_kvcheck_report_regenerates_and_rejects_a_non_run(tmp_path: Path) -> None:
+    report = make_run(tmp_path / "run")
+    report.unlink()
+    assert main(["report", str(tmp_path / "run")]) == 0 and report.exists()
+    assert main(["report", str(tmp_path)]) == 254

@@ -51,7 +51,7 @@ def results_of(run_dir: Path) -> dict[str, object]:
 
 def test_a_partition_run_with_strict_quorums_keeps_its_guarantee(tmp_path: Path) -> None:
     run = kvcheck("run", *SHORT, "--nemesis", "partition", "--n", "3", "--w", "2", "--r", "2",
-                  "--name", "strict", "--seed", "7", histories=tmp_path)
+                  "--no-sloppy-quorum", "--name", "strict", "--seed", "7", histories=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     run_dir = (tmp_path / "latest").resolve()
     assert run_dir.parent == tmp_path / "strict"

@@ -1,0 +1,302 @@
+"""What a run's report shows, computed from the run directory's files alone.
+
+:func:`load_run` reads ``test.json``, ``results.json``, ``history.jsonl`` and ``final-state.json``
+and returns one JSON-able dict (the page's data): calls to draw, per-bucket latency quantiles and
+throughput, nemesis windows, anomalies with the calls of their key around them, and per-key,
+per-node convergence. Times are milliseconds since the test started.
+
+Big histories are thinned, never silently: at most :data:`MAX_DRAWN` calls are drawn (every
+failed, indeterminate and anomalous call first, then an even sample of the ok ones) and
+``sampled`` says how many of how many; quantiles and throughput always use every call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
+from checkers.history import NEMESIS
+
+MAX_DRAWN = 10_000
+MAX_ANOMALIES = 50
+MAX_KEY_CALLS = 150
+MAX_KEYS = 300
+MAX_TEXT = 200
+TYPES = ("ok", "fail", "info")
+FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    """The report's data for ``run_dir``.
+
+    Raises OSError or ValueError when ``test.json`` or ``results.json`` is missing or malformed.
+    A missing or malformed history or final state is not an error: ``problems`` says so and the
+    parts that need it are left empty.
+    """
+    test = json.loads((run_dir / "test.json").read_text(encoding="utf-8"))
+    results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    data: dict[str, Any] = {"test": test, "results": results, "problems": [],
+                            "links": _links(run_dir)}
+    try:
+        ops = read_history(run_dir / "history.jsonl")
+        calls = pair_calls(ops)
+    except (HistoryError, OSError) as exc:
+        data["problems"].append(f"history: {exc}")
+        ops, calls = [], []
+    end_ns = max((op.time for op in ops), default=0)
+    data["duration"] = _ms(end_ns)
+    starts = {op.index: op.value for op in ops if op.process == NEMESIS}
+    data["windows"] = [_window(w, starts.get(w["start_index"]), end_ns)
+                       for w in nemesis_windows(ops)]
+    anomalies = _anomalies(results)
+    by_index = {}
+    for i, c in enumerate(calls):
+        by_index[c.invoke.index] = i
+        if c.complete is not None:
+            by_index[c.complete.index] = i
+    marked = {by_index[i] for a in anomalies for i in a["ops"] if i in by_index}
+    drawn = _sample(calls, marked)
+    data["sampled"] = {"drawn": len(drawn), "total": len(calls)}
+    data["calls"] = _calls(calls, drawn, test, end_ns)
+    data["buckets"] = _buckets(calls, end_ns)
+    by_key: dict[Any, list[int]] = defaultdict(list)
+    for i, c in enumerate(calls):
+        by_key[c.invoke.key].append(i)
+    for a in anomalies:
+        _key_window(a, calls, by_index, by_key, end_ns)
+    data["anomalies"] = anomalies
+    data["anomalies_total"] = sum(len(c.get("anomalies", []))
+                                  for c in results.get("checkers", {}).values())
+    data["convergence"] = _convergence(run_dir, ops, data["problems"])
+    return data
+
+
+def _links(run_dir: Path) -> list[str]:
+    files = [name for name in FILES if (run_dir / name).exists()]
+    logs = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob("nodes/*/*.log"))
+    return files + logs
+
+
+def _ms(ns: int | None) -> float:
+    return round((ns or 0) / 1e6, 3)
+
+
+def text(value: Any) -> str:
+    """A value as short text: strings as they are, anything else as JSON; cut at MAX_TEXT."""
+    s = value if isinstance(value, str) else json.dumps(value, default=str)
+    return s if len(s) <= MAX_TEXT else s[:MAX_TEXT] + "…"
+
+
+def _targets(targets: Any) -> str:
+    if isinstance(targets, list | tuple):
+        return ",".join(text(t) for t in targets)
+    return "" if targets is None else text(targets)
+
+
+def _window(w: Mapping[str, Any], value: Any, end_ns: int) -> dict[str, Any]:
+    """A fault window for the page: its label, and the start event's other fields as text."""
+    extra = {k: v for k, v in value.items() if k not in ("fault", "targets")} if isinstance(
+        value, Mapping) else {}
+    components = extra.get("components")
+    targets = (" | ".join(_targets(c) for c in components)
+               if isinstance(components, list | tuple) else _targets(w["targets"]))
+    return {"fault": text(w["fault"]), "targets": targets, "detail": text(extra) if extra else "",
+            "start": _ms(w["start_ns"]), "end": _ms(w["end_ns"] or end_ns)}
+
+
+def _sample(calls: Sequence[Call], marked: set[int]) -> list[int]:
+    """Indexes of the calls to draw, ascending: all if few, else priority ones plus a sample."""
+    if len(calls) <= MAX_DRAWN:
+        return list(range(len(calls)))
+    first = sorted(marked | {i for i, c in enumerate(calls) if c.type != "ok"})
+    if len(first) >= MAX_DRAWN:
+        return _stride(first, MAX_DRAWN)
+    chosen = set(first)
+    ok = [i for i in range(len(calls)) if i not in chosen]
+    return sorted(first + _stride(ok, MAX_DRAWN - len(first)))
+
+
+def _stride(items: list[int], n: int) -> list[int]:
+    step = len(items) / n
+    return [items[int(k * step)] for k in range(n)]
+
+
+def _lane(process: int | str, test: Mapping[str, Any]) -> int:
+    """A worker's lane: processes jump by the concurrency after an info, as Jepsen's do."""
+    concurrency = test.get("concurrency")
+    if isinstance(process, int) and isinstance(concurrency, int) and concurrency > 0:
+        return process % concurrency
+    return process if isinstance(process, int) else 0
+
+
+def _calls(calls: Sequence[Call], drawn: Iterable[int], test: Mapping[str, Any],
+           end_ns: int) -> dict[str, list[Any]]:
+    """The drawn calls, column by column (compact JSON)."""
+    cols: dict[str, list[Any]] = {k: [] for k in (
+        "lane", "t0", "t1", "type", "f", "key", "node", "process", "index", "arg", "ret",
+        "error", "final")}
+    for i in drawn:
+        c = calls[i]
+        done = c.complete
+        cols["lane"].append(_lane(c.process, test))
+        cols["t0"].append(_ms(c.invoke.time))
+        cols["t1"].append(_ms(done.time if done else end_ns))
+        cols["type"].append(TYPES.index(c.type))
+        cols["f"].append(text(c.invoke.f))
+        cols["key"].append(text(c.invoke.key))
+        cols["node"].append(text(c.invoke.node))
+        cols["process"].append(c.process)
+        cols["index"].append(c.invoke.index)
+        cols["arg"].append(text(c.invoke.value))
+        cols["ret"].append(text(done.value) if done else "")
+        cols["error"].append(text(done.error) if done and done.error else "")
+        cols["final"].append(1 if c.invoke.final else 0)
+    return cols
+
+
+def _bucket_width(end_ms: float) -> float:
+    """A round bucket width giving at most about 200 buckets."""
+    raw = max(end_ms / 200, 10.0)
+    for w in (10, 20, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 30_000, 60_000):
+        if w >= raw:
+            return float(w)
+    return float(math.ceil(raw / 60_000) * 60_000)
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
+    """Every call's latency quantiles (by invocation) and completions per second (by type)."""
+    width = _bucket_width(_ms(end_ns))
+    n = int(_ms(end_ns) // width) + 1
+    latencies: list[list[float]] = [[] for _ in range(n)]
+    done = {t: [0] * n for t in TYPES}
+    for c in calls:
+        if c.complete is None:
+            continue
+        b = min(n - 1, int(_ms(c.complete.time) // width))
+        done[c.type][b] += 1
+        if c.type in ("ok", "fail"):
+            latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(
+                (c.complete.time - c.invoke.time) / 1e6)
+    out: dict[str, Any] = {"width": width, "per_second": {
+        t: [round(v * 1000 / width, 2) for v in done[t]] for t in TYPES}}
+    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        out[name] = [round(_quantile(sorted(ls), q), 3) if ls else None for ls in latencies]
+    return out
+
+
+def _anomalies(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for checker, check in results.get("checkers", {}).items():
+        for a in check.get("anomalies", []):
+            if len(out) == MAX_ANOMALIES:
+                return out
+            ops = [i for i in a.get("ops", []) if isinstance(i, int)]
+            out.append({"checker": text(checker), "kind": text(a.get("kind", "")),
+                        "key": None if a.get("key") is None else text(a["key"]),
+                        "message": str(a.get("message", "")),
+                        "ops": ops})
+    return out
+
+
+def _key_window(anomaly: dict[str, Any], calls: Sequence[Call], by_index: Mapping[int, int],
+                by_key: Mapping[Any, list[int]], end_ns: int) -> None:
+    """Attach the calls of the anomaly's key around its ops (``calls``), its own marked."""
+    mine = {by_index[i] for i in anomaly["ops"] if i in by_index}
+    if not mine:
+        anomaly["calls"] = []
+        return
+    key = calls[next(iter(mine))].invoke.key
+    t0 = min(calls[i].invoke.time for i in mine)
+    t1 = max((calls[i].complete or calls[i].invoke).time for i in mine)
+    pad = max(200_000_000, (t1 - t0) // 5)
+    near = [i for i in by_key[key] if calls[i].invoke.time <= t1 + pad
+            and (calls[i].complete.time if calls[i].complete else end_ns) >= t0 - pad]
+    others = [i for i in near if i not in mine]
+    keep = sorted(mine | set(others[:max(0, MAX_KEY_CALLS - len(mine))]))
+    anomaly["calls"] = [{
+        "t0": _ms(calls[i].invoke.time),
+        "t1": _ms(calls[i].complete.time if calls[i].complete else end_ns),
+        "type": TYPES.index(calls[i].type), "process": calls[i].process,
+        "label": f"{text(calls[i].invoke.f)} {text(calls[i].invoke.value)}"
+                 f" → {text(calls[i].complete.value) if calls[i].complete else '?'}",
+        "node": text(calls[i].invoke.node), "marked": i in mine} for i in keep]
+
+
+def _canon(replica: Mapping[str, Any] | None) -> str | None:
+    """Comparable form of one replica's versions (None: lacks the key)."""
+    if not replica:
+        return None
+    if "digest" in replica:
+        return "digest:" + str(replica["digest"])
+    versions = replica.get("versions") or []
+    return json.dumps(sorted(json.dumps(v, sort_keys=True) for v in versions)) if versions else None
+
+
+def _convergence(run_dir: Path, ops: Sequence[Any], problems: list[str]) -> dict[str, Any]:
+    """Per key: each node's replica as a class letter in the last sample, and time to agree."""
+    path = run_dir / "final-state.json"
+    if not path.exists():
+        return {"nodes": [], "keys": []}
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        samples = state["samples"]
+        last = samples[-1]["nodes"]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        problems.append(f"final-state.json: {exc}")
+        return {"nodes": [], "keys": []}
+    heal = state.get("heal_time")
+    if heal is None:
+        heals = [op.time for op in ops if op.process == NEMESIS and op.type != "invoke"
+                 and (op.f == "heal" or op.f.startswith("stop"))]
+        heal = heals[-1] if heals else samples[0]["time"]
+    replicas = state.get("replicas") or {}
+    nodes = sorted(last)
+    keys = sorted({k for s in samples for n in s["nodes"].values() if n for k in n},
+                  key=lambda k: (k not in replicas, k))
+    finals: dict[str, set[str]] = defaultdict(set)
+    for op in ops:
+        if op.type == "ok" and op.final and op.f == "read":
+            finals[str(op.key)].add(json.dumps(op.value, sort_keys=True, default=str))
+    rows = []
+    for key in keys:
+        owners = replicas.get(key) or [n for n in nodes if last[n] and key in last[n]]
+        cells, classes = {}, {}
+        for node in nodes:
+            if last[node] is None:
+                cells[node] = "?"
+            elif node not in owners:
+                cells[node] = ""
+            else:
+                canon = _canon(last[node].get(key))
+                cells[node] = "-" if canon is None else classes.setdefault(
+                    canon, chr(ord("A") + min(len(classes), 25)))
+        agreed = _agreed_since(key, owners, samples)
+        rows.append({"key": text(key), "cells": cells,
+                     "converged": "?" not in cells.values() and len(
+                         {c for n, c in cells.items() if n in owners}) == 1,
+                     "after_ms": None if agreed is None else max(0.0, _ms(agreed - heal)),
+                     "final_reads_agree": len(finals.get(key, ())) <= 1})
+    rows.sort(key=lambda r: r["converged"])
+    return {"nodes": [text(n) for n in nodes], "keys": rows[:MAX_KEYS], "total": len(rows),
+            "samples": len(samples)}
+
+
+def _agreed_since(key: str, owners: Sequence[str], samples: Sequence[Mapping[str, Any]]
+                  ) -> int | None:
+    """Time of the first sample from which on every replica of ``key`` agreed, else None."""
+    since = None
+    for s in samples:
+        views = [(s["nodes"].get(n) or {}).get(key) if s["nodes"].get(n) is not None else "?"
+                 for n in owners]
+        same = "?" not in views and len({_canon(v) for v in views}) == 1
+        since = (since if since is not None else s["time"]) if same else None
+    return since
