@@ -15,7 +15,8 @@ FORMAT_HEADER = {"format": "kvcheck-history", "version": 1}
 
 
 class HistoryWriter:
-    """Appends ops to ``path``. ``time`` is ns since :meth:`__init__`; ``index`` counts from 0.
+    """Appends ops to ``path``. ``time`` is ns since :meth:`start_clock` (or creation);
+    ``index`` counts from 0.
 
     Not thread-safe: one trio task at a time writes (trio runs tasks one at a time anyway).
     """
@@ -27,6 +28,13 @@ class HistoryWriter:
         self._start = time.monotonic_ns()
         self.index = 0
         self.counts = {"invoke": 0, "ok": 0, "fail": 0, "info": 0}
+
+    def start_clock(self) -> None:
+        """Make now time zero (the test starts: the cluster is up, the clients begin).
+        Raises RuntimeError once an op has been recorded."""
+        if self.index:
+            raise RuntimeError("the history clock starts before the first op")
+        self._start = time.monotonic_ns()
 
     def elapsed(self) -> float:
         """Seconds since the history began."""

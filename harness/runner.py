@@ -31,7 +31,7 @@ from harness.clients import Worker, perform, run_worker
 from harness.history import HistoryWriter
 from harness.spec import TestSpec
 from harness.workloads import Operation, WorkerState, make_workload
-from nemesis import HEAL_ALL, Fault, Nemesis, parse_kinds
+from nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
 from store.client import StoreClient, StoreError
 from store.ring import Member, Ring
 
@@ -95,6 +95,8 @@ class Runner:
         self.workload = make_workload(spec.workload, spec.versioning == "vclock")
         self._active: Fault | None = None
         self._signal: int | None = None
+        self._background: trio.Nursery | None = None  # the nemesis's own tasks (strobes)
+        self._strobe: trio.CancelScope | None = None
         self._killed: set[str] = set()
         self._paused: set[str] = set()
 
@@ -133,6 +135,7 @@ class Runner:
         spec = self.spec
         self.progress.phase = "starting the cluster"
         await self.backend.setup()
+        history.start_clock()
         self.progress.phase = "running"
         until = trio.current_time() + spec.time_limit
         async with trio.open_nursery() as nursery:
@@ -166,15 +169,16 @@ class Runner:
 
     async def _run_nemesis(self, nemesis: Nemesis, history: HistoryWriter, until: float) -> None:
         interval = self.spec.nemesis_interval
-        while True:
-            calm_until = trio.current_time() + interval * self.rng.uniform(0.5, 1.5)
-            if calm_until + 1 >= until:
-                return
-            await trio.sleep_until(calm_until)
-            fault = nemesis.next_fault()
-            await self._start(fault, history)
-            await trio.sleep_until(min(until, calm_until + interval))
-            await self._stop(fault, history)
+        async with trio.open_nursery() as self._background:
+            while True:
+                calm_until = trio.current_time() + interval * self.rng.uniform(0.5, 1.5)
+                if calm_until + 1 >= until:
+                    return
+                await trio.sleep_until(calm_until)
+                fault = nemesis.next_fault()
+                await self._start(fault, history)
+                await trio.sleep_until(min(until, calm_until + interval))
+                await self._stop(fault, history)
 
     async def _start(self, fault: Fault, history: HistoryWriter) -> None:
         self._active = fault
@@ -182,7 +186,11 @@ class Runner:
         history.record("nemesis", "invoke", f"start-{fault.kind}", value=description)
         self.progress.faults = [_summary(description)]
         for action in fault.start:
-            await execute(self.backend, action)
+            if isinstance(action, StrobeClocks) and self._background is not None:
+                self._strobe = trio.CancelScope()  # strobes on until the fault stops
+                self._background.start_soon(self._run_cancellable, action, self._strobe)
+            else:
+                await execute(self.backend, action)
         if fault.kind == "kill":
             self._killed |= set(fault.targets)
         elif fault.kind == "pause":
@@ -192,6 +200,9 @@ class Runner:
     async def _stop(self, fault: Fault, history: HistoryWriter) -> None:
         value = {"fault": fault.kind, "targets": list(fault.targets)}
         history.record("nemesis", "invoke", f"stop-{fault.kind}", value=value)
+        if self._strobe is not None:
+            self._strobe.cancel()  # it writes no offset after this: its next await raises
+            self._strobe = None
         for action in fault.stop:
             await execute(self.backend, action)
         self._killed -= set(fault.targets) if fault.kind == "kill" else set()
@@ -199,6 +210,10 @@ class Runner:
         self._active = None
         self.progress.faults = []
         history.record("nemesis", "info", f"stop-{fault.kind}", value=value)
+
+    async def _run_cancellable(self, action: StrobeClocks, scope: trio.CancelScope) -> None:
+        with scope:
+            await execute(self.backend, action)
 
     async def _heal(self, history: HistoryWriter) -> None:
         """Stop the fault in progress, then heal everything any fault could have done."""
