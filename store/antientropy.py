@@ -12,8 +12,10 @@ leaves the keys and their digests are exchanged, and each side sends the other t
 the keys on which they disagree. Merging is ``sync``, so a key present on both sides converges
 whichever side sent it.
 
-A round costs one message per level (each carrying ``FANOUT`` hashes per differing node) plus
-the keys of the differing leaves: it grows with the difference, not with the data.
+A round compares one *segment* (one of the root's ``FANOUT`` subtrees) with one peer, so its
+work is a sixteenth of the keys; rounds rotate through peers and segments. A round costs one
+message per level (each carrying ``FANOUT`` hashes per differing node) plus the keys of the
+differing leaves: it grows with the difference, not with the data.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ EMPTY = b"\0" * 8
 def leaf_of(key: bytes) -> int:
     """The leaf a key belongs to: the top bits of its ring position."""
     return key_position(key) >> (RING_BITS - _LEAF_BITS)
+
+
+def segment_of(key: bytes) -> int:
+    """Which of the ``FANOUT`` subtrees under the root a key falls in (one round's share)."""
+    return leaf_of(key) // FANOUT ** (DEPTH - 1)
 
 
 def digest(data: bytes) -> bytes:

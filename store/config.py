@@ -62,11 +62,11 @@ class ClusterConfig:
     suspect_after_ms: int = 3000
     probe_timeout_ms: int = 1000
     sloppy_quorum: bool = True
-    antientropy_interval_ms: int = 5000
+    antientropy_interval_ms: int = 10000
     read_repair: Literal["async", "blocking"] = "async"
     cluster_name: str = "kvcheck"
     #: The storage engine flushes its memtable to an SSTable past this many bytes.
-    memtable_bytes: int = 4 << 20
+    memtable_bytes: int = 32 << 20
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",

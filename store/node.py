@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from store.antientropy import DEPTH, MerkleTree, digest
+from store.antientropy import DEPTH, FANOUT, MerkleTree, digest, segment_of
 from store.config import ClusterConfig
 from store.hints import Hints
 from store.membership import Change, Membership
@@ -270,7 +270,7 @@ class Node:
         self._probes: dict[int, tuple[str, int, str]] = {}  # ours -> (asker, its id, target)
         #: anti-entropy sessions: (peer, session) -> (our tree for that peer, monotonic start)
         self._sessions: dict[tuple[str, int], tuple[MerkleTree, float]] = {}
-        self._next_ae_peer = 0
+        self._next_ae_turn = 0
 
     # -- driver interface --
 
@@ -574,7 +574,8 @@ class Node:
     # -- anti-entropy --
 
     def _start_antientropy(self, now: Now, out: list[Action]) -> None:
-        """Compare Merkle trees with the next live peer, round-robin (one peer per round)."""
+        """Compare one segment's Merkle tree with one live peer; rounds rotate through peers,
+        then segments."""
         out.append(StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000))
         expired = now.monotonic - ANTIENTROPY_SESSION_S
         self._sessions = {k: v for k, v in self._sessions.items() if v[1] >= expired}
@@ -582,40 +583,48 @@ class Node:
                        if m != self.node_id and self.membership.state(m) == "alive")
         if not peers:
             return
-        peer = peers[self._next_ae_peer % len(peers)]
-        self._next_ae_peer += 1
-        self._next_op += 1
+        turn, self._next_ae_turn = self._next_ae_turn, self._next_ae_turn + 1
+        peer, segment = peers[turn % len(peers)], (turn // len(peers)) % FANOUT
         try:
-            tree = self._tree_for(peer)
+            tree = self._tree_for(peer, segment)
         except StorageError:
             self._count("storage_errors")
             return
+        self._next_op += 1
         self._sessions[(peer, self._next_op)] = (tree, now.monotonic)
         self._count("antientropy_rounds")
         self._count("antientropy_hashes_sent")
-        out.append(Send(peer, TreeLevel(self._next_op, 0, ((0, tree.root),))))
+        out.append(Send(peer, TreeLevel(self._next_op, 1, ((segment, tree.hash(1, segment)),))))
 
-    def _tree_for(self, peer: str) -> MerkleTree:
-        """A Merkle tree over the keys this node and ``peer`` both replicate (one streaming
-        pass over storage). Raises StorageError."""
+    def _tree_for(self, peer: str, segment: int) -> MerkleTree:
+        """A Merkle tree over the keys of one segment that this node and ``peer`` both
+        replicate (one streaming pass over storage). Raises StorageError."""
         n = self.cluster.n
-        return MerkleTree.build(
-            (key, _versions_digest(versions)) for key, versions in self.storage.scan()
-            if {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
+
+        def shared(key: bytes) -> bool:
+            return (segment_of(key) == segment
+                    and {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
+
+        return MerkleTree.build((key, _versions_digest(versions))
+                                for key, versions in self.storage.scan(where=shared))
 
     def _compare_level(self, peer: str, session: int, level: int,
                        hashes: tuple[tuple[int, bytes], ...], now: Now,
                        out: list[Action]) -> None:
         """The peer's hashes at ``level``: answer with ours below the nodes that differ."""
-        if not 0 <= level <= DEPTH:
+        if not 1 <= level <= DEPTH:
             self._count("unexpected_messages")
             return
         if (peer, session) not in self._sessions:
+            if level != 1 or len(hashes) != 1 or not 0 <= hashes[0][0] < FANOUT:
+                self._count("late_replies")  # a session we forgot, or a malformed start
+                return
             try:
-                self._sessions[(peer, session)] = (self._tree_for(peer), now.monotonic)
+                tree = self._tree_for(peer, hashes[0][0])
             except StorageError:
                 self._count("storage_errors")
                 return
+            self._sessions[(peer, session)] = (tree, now.monotonic)
         tree = self._sessions[(peer, session)][0]
         differing = tree.differing(level, hashes)
         if not differing:

@@ -58,7 +58,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -334,8 +334,9 @@ class LsmStorage:
         """Every stored key, in key order, streamed (see :meth:`scan`)."""
         return (key for key, _ in self.scan())
 
-    def scan(self, start: bytes = b"",
-             end: bytes | None = None) -> Iterator[tuple[bytes, list[Version]]]:
+    def scan(self, start: bytes = b"", end: bytes | None = None,
+             where: Callable[[bytes], bool] | None = None,
+             ) -> Iterator[tuple[bytes, list[Version]]]:
         """Stream ``(key, sibling set)`` for keys in ``[start, end)`` in key order.
 
         A snapshot as of the call: the memtables are copied, and the tables are read through
@@ -346,14 +347,17 @@ class LsmStorage:
         scans: list[Iterable[tuple[bytes, list[Version] | bytes]]] = [
             m.items(start) for m in (self._memtable, self._frozen) if m is not None]
         scans.extend(t.sst.scan(start) for t in reversed(self._tables))
-        return self._scan(scans, end)
+        return self._scan(scans, end, where)
 
     @staticmethod
     def _scan(scans: Sequence[Iterable[tuple[bytes, list[Version] | bytes]]],
-              end: bytes | None) -> Iterator[tuple[bytes, list[Version]]]:
+              end: bytes | None, where: Callable[[bytes], bool] | None,
+              ) -> Iterator[tuple[bytes, list[Version]]]:
         for key, value in _newest_first(scans):
             if end is not None and key >= end:
                 return
+            if where is not None and not where(key):
+                continue
             versions = _unpack(value) if isinstance(value, bytes) else value
             if versions:
                 yield key, versions

@@ -9,7 +9,7 @@ timer (``interval``), or nobody (``never``). The node logic never touches files 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from store.versions import Version
@@ -37,10 +37,12 @@ class Storage(Protocol):
         """Every stored key, in no particular order."""
         ...
 
-    def scan(self, start: bytes = b"",
-             end: bytes | None = None) -> Iterator[tuple[bytes, list[Version]]]:
+    def scan(self, start: bytes = b"", end: bytes | None = None,
+             where: Callable[[bytes], bool] | None = None,
+             ) -> Iterator[tuple[bytes, list[Version]]]:
         """Stream ``(key, sibling set)`` for the keys in ``[start, end)`` (no ``end``: to the
-        last key), in key order, as of the call: later puts do not show."""
+        last key) for which ``where(key)`` holds (no ``where``: all), in key order, as of the
+        call: later puts do not show. Keys ``where`` rejects are never decoded."""
         ...
 
     def purge_tombstones(self, older_than_ms: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from store.versions import Version
@@ -29,9 +29,11 @@ class MemoryStorage:
     def keys(self) -> Iterator[bytes]:
         return iter(list(self._data))
 
-    def scan(self, start: bytes = b"",
-             end: bytes | None = None) -> Iterator[tuple[bytes, list[Version]]]:
-        chosen = sorted(k for k in self._data if k >= start and (end is None or k < end))
+    def scan(self, start: bytes = b"", end: bytes | None = None,
+             where: Callable[[bytes], bool] | None = None,
+             ) -> Iterator[tuple[bytes, list[Version]]]:
+        chosen = sorted(k for k in self._data if k >= start and (end is None or k < end)
+                        and (where is None or where(k)))
         return iter([(k, list(self._data[k])) for k in chosen])
 
     def purge_tombstones(self, older_than_ms: int) -> int:
