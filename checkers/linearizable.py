@@ -197,6 +197,8 @@ def _check_unique(ops: Sequence[LinOp], init: Any) -> tuple[bool, list[int], str
         if w is not None:
             winv = ops[w][0]
             if ret < winv:
+                if free:  # the unknown initial state may be this very value: search instead
+                    raise _NotApplicable
                 return False, [i, w], "a read completed before the write of its value began"
             cl = clusters.get(out)
             if cl is None:

@@ -371,3 +371,20 @@ def test_unique_value_algorithm_agrees_with_wgl_on_larger_histories(ops: list[Op
         # the named clusters alone are already non-linearizable
         sub = [prepared[i] for i in sorted(set(wit))]
         assert not _wgl(sub, REGISTER, None, float("inf"), 1 << 30)[0]
+
+
+def test_a_window_from_any_state_may_start_in_a_value_written_later() -> None:
+    """Found by Hypothesis: a read of 1 completing before the write of 1 began is fine in a
+    window that starts in an unknown state (it may be 1), so the window must grow."""
+    raw = [(0, 1, "invoke", "cas", (None, 0)), (1, 0, "invoke", "cas", (None, 1)),
+           (2, 0, "ok", "cas", (None, 1)), (3, 0, "invoke", "read", None),
+           (4, 0, "ok", "read", 1), (5, 0, "invoke", "write", 1), (6, 0, "info", "write", 1),
+           (7, 2, "invoke", "read", None), (8, 1, "fail", "cas", (None, 0)),
+           (9, 2, "ok", "read", None)]
+    ops = [Op(index=i, time=i, process=p, type=t, f=f, key="k", value=v)
+           for i, p, t, f, v in raw]
+    calls = pair_calls(ops)
+    res = check_key("k", prepare(calls, CAS_REGISTER), CAS_REGISTER)
+    assert res.valid is Verdict.INVALID
+    sub = witness_calls(calls, res.witness)
+    assert not reference(sub, init="any") and 7 in res.witness
