@@ -160,9 +160,11 @@ class ProbeResult:
 
 @dataclass(frozen=True, slots=True)
 class TreeLevel:
-    """Anti-entropy: the sender's Merkle hashes at ``level`` for these node indexes."""
+    """Anti-entropy: the sender's Merkle hashes at ``level`` for these node indexes, in the
+    session ``session`` that node ``origin`` opened."""
 
     TAG: ClassVar[int] = 14
+    origin: str
     session: int
     level: int
     hashes: tuple[tuple[int, bytes], ...]
@@ -173,6 +175,7 @@ class LeafKeys:
     """Anti-entropy: the keys, and their digests, in the leaves where the trees differ."""
 
     TAG: ClassVar[int] = 15
+    origin: str
     session: int
     leaves: tuple[int, ...]
     keys: tuple[tuple[bytes, bytes], ...]
@@ -220,10 +223,10 @@ def _fields(message: Message) -> list[object]:
             return [request]
         case ProbeResult(request, target, reachable):
             return [request, target, reachable]
-        case TreeLevel(session, level, hashes):
-            return [session, level, [list(pair) for pair in hashes]]
-        case LeafKeys(session, leaves, keys):
-            return [session, list(leaves), [list(pair) for pair in keys]]
+        case TreeLevel(origin, session, level, hashes):
+            return [origin, session, level, [list(pair) for pair in hashes]]
+        case LeafKeys(origin, session, leaves, keys):
+            return [origin, session, list(leaves), [list(pair) for pair in keys]]
         case KeyRequest(session, keys):
             return [session, list(keys)]
     raise TypeError(f"not a message: {message!r}")
@@ -328,11 +331,11 @@ def _decode(tag: object, f: list[object]) -> Message:
             return ProbeAck(_int(f[0]))
         case ProbeResult.TAG, 3:
             return ProbeResult(_int(f[0]), _str(f[1]), _bool(f[2]))
-        case TreeLevel.TAG, 3:
-            return TreeLevel(_int(f[0]), _int(f[1]), _pairs(f[2], _int, _bytes))
-        case LeafKeys.TAG, 3:
-            return LeafKeys(_int(f[0]), tuple(_int(x) for x in _list(f[1])),
-                            _pairs(f[2], _bytes, _bytes))
+        case TreeLevel.TAG, 4:
+            return TreeLevel(_str(f[0]), _int(f[1]), _int(f[2]), _pairs(f[3], _int, _bytes))
+        case LeafKeys.TAG, 4:
+            return LeafKeys(_str(f[0]), _int(f[1]), tuple(_int(x) for x in _list(f[2])),
+                            _pairs(f[3], _bytes, _bytes))
         case KeyRequest.TAG, 2:
             return KeyRequest(_int(f[0]), tuple(_bytes(x) for x in _list(f[1])))
     raise ValueError(f"unknown message tag {tag!r} with {len(f)} fields")

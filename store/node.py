@@ -187,6 +187,9 @@ Action = Send | Respond | StartTimer | CancelTimer
 SYNC_TIMER: Timer = ("sync", 0)
 GOSSIP_TIMER: Timer = ("gossip", 0)
 ANTIENTROPY_TIMER: Timer = ("antientropy", 0)
+CATCH_UP_TIMER: Timer = ("catch-up", 0)
+#: Seconds between the anti-entropy rounds of a catch-up with a peer that came back.
+CATCH_UP_S = 0.1
 #: An anti-entropy session not finished after this many seconds is forgotten.
 ANTIENTROPY_SESSION_S = 30.0
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
@@ -268,9 +271,10 @@ class Node:
         #: Recent membership changes, newest last: (wall-clock ms, change).
         self.membership_changes: deque[tuple[int, Change]] = deque(maxlen=50)
         self._probes: dict[int, tuple[str, int, str]] = {}  # ours -> (asker, its id, target)
-        #: anti-entropy sessions: (peer, session) -> (our tree for that peer, monotonic start)
-        self._sessions: dict[tuple[str, int], tuple[MerkleTree, float]] = {}
+        #: anti-entropy sessions: (opener, id) -> (peer, our tree for that peer, monotonic start)
+        self._sessions: dict[tuple[str, int], tuple[str, MerkleTree, float]] = {}
         self._next_ae_turn = 0
+        self._catch_up: deque[tuple[str, int]] = deque()  # (peer, segment) still to compare
 
     # -- driver interface --
 
@@ -538,7 +542,7 @@ class Node:
             case Rejected(request):
                 self._lost(peer, request, out)
             case Gossip(entries):
-                self._changed(self.membership.merge(peer, entries, now.monotonic), now)
+                self._changed(self.membership.merge(peer, entries, now.monotonic), now, out)
             case ProbeRequest(request, target):
                 self._next_op += 1
                 self._probes[self._next_op] = (peer, request, target)
@@ -550,11 +554,11 @@ class Node:
             case ProbeAck(request):
                 self._probe_answered(request, True, out)
             case ProbeResult(_, target, reachable):
-                self._changed(self.membership.probe_result(target, reachable, peer), now)
-            case TreeLevel(session, level, hashes):
-                self._compare_level(peer, session, level, hashes, now, out)
-            case LeafKeys(session, leaves, keys):
-                self._compare_keys(peer, session, leaves, dict(keys), out)
+                self._changed(self.membership.probe_result(target, reachable, peer), now, out)
+            case TreeLevel(origin, session, level, hashes) if origin in (peer, self.node_id):
+                self._compare_level(peer, (origin, session), level, hashes, now, out)
+            case LeafKeys(origin, session, leaves, keys) if origin in (peer, self.node_id):
+                self._compare_keys(peer, (origin, session), leaves, dict(keys), out)
             case KeyRequest(_, keys):
                 for key in keys:
                     self._send_versions(peer, key, out)
@@ -578,23 +582,35 @@ class Node:
         then segments."""
         out.append(StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000))
         expired = now.monotonic - ANTIENTROPY_SESSION_S
-        self._sessions = {k: v for k, v in self._sessions.items() if v[1] >= expired}
+        self._sessions = {k: v for k, v in self._sessions.items() if v[2] >= expired}
         peers = sorted(m for m in self.ring.members
                        if m != self.node_id and self.membership.state(m) == "alive")
         if not peers:
             return
         turn, self._next_ae_turn = self._next_ae_turn, self._next_ae_turn + 1
-        peer, segment = peers[turn % len(peers)], (turn // len(peers)) % FANOUT
+        self._compare_segment(peers[turn % len(peers)], (turn // len(peers)) % FANOUT, now, out)
+
+    def _catch_up_next(self, now: Now, out: list[Action]) -> None:
+        """One segment of a catch-up after a peer came back (see :meth:`_changed`)."""
+        peer, segment = self._catch_up.popleft()
+        if self.membership.state(peer) == "alive":
+            self._compare_segment(peer, segment, now, out)
+        if self._catch_up:
+            out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
+
+    def _compare_segment(self, peer: str, segment: int, now: Now, out: list[Action]) -> None:
+        """Open an anti-entropy session with ``peer`` over one segment."""
         try:
             tree = self._tree_for(peer, segment)
         except StorageError:
             self._count("storage_errors")
             return
         self._next_op += 1
-        self._sessions[(peer, self._next_op)] = (tree, now.monotonic)
+        self._sessions[(self.node_id, self._next_op)] = (peer, tree, now.monotonic)
         self._count("antientropy_rounds")
         self._count("antientropy_hashes_sent")
-        out.append(Send(peer, TreeLevel(self._next_op, 1, ((segment, tree.hash(1, segment)),))))
+        out.append(Send(peer, TreeLevel(self.node_id, self._next_op, 1,
+                                        ((segment, tree.hash(1, segment)),))))
 
     def _tree_for(self, peer: str, segment: int) -> MerkleTree:
         """A Merkle tree over the keys of one segment that this node and ``peer`` both
@@ -608,54 +624,57 @@ class Node:
         return MerkleTree.build((key, _versions_digest(versions))
                                 for key, versions in self.storage.scan(where=shared))
 
-    def _compare_level(self, peer: str, session: int, level: int,
+    def _compare_level(self, peer: str, session: tuple[str, int], level: int,
                        hashes: tuple[tuple[int, bytes], ...], now: Now,
                        out: list[Action]) -> None:
         """The peer's hashes at ``level``: answer with ours below the nodes that differ."""
         if not 1 <= level <= DEPTH:
             self._count("unexpected_messages")
             return
-        if (peer, session) not in self._sessions:
-            if level != 1 or len(hashes) != 1 or not 0 <= hashes[0][0] < FANOUT:
+        entry = self._sessions.get(session)
+        if entry is None or entry[0] != peer:
+            if session[0] != peer or level != 1 or len(hashes) != 1 \
+                    or not 0 <= hashes[0][0] < FANOUT:
                 self._count("late_replies")  # a session we forgot, or a malformed start
                 return
             try:
-                tree = self._tree_for(peer, hashes[0][0])
+                entry = (peer, self._tree_for(peer, hashes[0][0]), now.monotonic)
             except StorageError:
                 self._count("storage_errors")
                 return
-            self._sessions[(peer, session)] = (tree, now.monotonic)
-        tree = self._sessions[(peer, session)][0]
+            self._sessions[session] = entry
+        tree = entry[1]
         differing = tree.differing(level, hashes)
+        origin, number = session
         if not differing:
-            del self._sessions[(peer, session)]
+            del self._sessions[session]
             self._count("antientropy_in_sync")
             return
         if level < DEPTH:
             children = tree.children(level, differing)
             self._count("antientropy_hashes_sent", len(children))
-            out.append(Send(peer, TreeLevel(session, level + 1, tuple(children))))
+            out.append(Send(peer, TreeLevel(origin, number, level + 1, tuple(children))))
             return
         keys = tree.keys_in(differing)
-        del self._sessions[(peer, session)]
+        del self._sessions[session]
         self._count("antientropy_keys_sent", len(keys))
-        out.append(Send(peer, LeafKeys(session, tuple(differing), tuple(keys.items()))))
+        out.append(Send(peer, LeafKeys(origin, number, tuple(differing), tuple(keys.items()))))
 
-    def _compare_keys(self, peer: str, session: int, leaves: tuple[int, ...],
+    def _compare_keys(self, peer: str, session: tuple[str, int], leaves: tuple[int, ...],
                       theirs: dict[bytes, bytes], out: list[Action]) -> None:
         """The peer's keys in the differing leaves: send what it lacks, ask for what we lack."""
-        entry = self._sessions.pop((peer, session), None)
-        if entry is None:
+        entry = self._sessions.pop(session, None)
+        if entry is None or entry[0] != peer:
             self._count("late_replies")
             return
-        mine = entry[0].keys_in(leaves)
+        mine = entry[1].keys_in(leaves)
         for key, key_digest in mine.items():
             if theirs.get(key) != key_digest:
                 self._send_versions(peer, key, out)
         wanted = tuple(key for key, key_digest in theirs.items() if mine.get(key) != key_digest)
         if wanted:
             self._count("antientropy_keys_requested", len(wanted))
-            out.append(Send(peer, KeyRequest(session, wanted)))
+            out.append(Send(peer, KeyRequest(session[1], wanted)))
 
     def _send_versions(self, peer: str, key: bytes, out: list[Action]) -> None:
         try:
@@ -708,7 +727,7 @@ class Node:
         for peer in targets:
             out.append(Send(peer, Gossip(tuple(entries))))
         changes, probes = self.membership.check(now.monotonic)
-        self._changed(changes, now)
+        self._changed(changes, now, out)
         for helper, suspect in probes:
             self._next_op += 1
             out.append(Send(helper, ProbeRequest(self._next_op, suspect)))
@@ -722,10 +741,16 @@ class Node:
             out.append(CancelTimer(("probe", probe)))
             out.append(Send(asker, ProbeResult(request, target, reachable)))
 
-    def _changed(self, changes: list[Change], now: Now) -> None:
+    def _changed(self, changes: list[Change], now: Now, out: list[Action]) -> None:
+        """Record membership changes. A peer back from suspicion or down may have missed
+        writes: compare every segment with it soon, one every ``CATCH_UP_S``."""
         for change in changes:
             self.membership_changes.append((now.wall_ms, change))
             self._count(f"members_marked_{change.state}")
+            if change.state == "alive" and change.node_id != self.node_id:
+                if not self._catch_up:
+                    out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
+                self._catch_up.extend((change.node_id, s) for s in range(FANOUT))
 
     def _lost(self, peer: str, request: int, out: list[Action]) -> None:
         """``peer`` will never answer ``request``: it refused it, or it never got it."""
@@ -768,6 +793,8 @@ class Node:
             self._gossip(now, out)
         elif timer == ANTIENTROPY_TIMER:
             self._start_antientropy(now, out)
+        elif timer == CATCH_UP_TIMER:
+            self._catch_up_next(now, out)
         elif timer == SYNC_TIMER:
             try:
                 self.storage.sync()

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from store.antientropy import DEPTH, FANOUT, MerkleTree
 from store.config import ClusterConfig
-from store.node import ANTIENTROPY_TIMER
+from store.node import ANTIENTROPY_TIMER, Written
 from store.sim import Simulation
 from store.versions import stamp
 
@@ -96,3 +96,20 @@ def test_a_wiped_replica_is_whole_again_by_anti_entropy() -> None:
     assert not list(sim.nodes["n3"].disk.keys())
     sim.run_for(90)  # no reads, no writes: only anti-entropy can bring the data back
     assert all([v.value for v in sim.nodes["n3"].disk.get(key)] == [b"v"] for key in mine)
+
+
+def test_a_peer_back_from_a_partition_is_caught_up_at_once_not_at_the_next_rounds() -> None:
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    sim = Simulation(nodes, ClusterConfig(n=3, w=2, sloppy_quorum=False), seed=3)
+    sim.run_for(2)
+    for node in nodes[:4]:
+        sim.cut(node, "n5")
+    sim.run_for(5)  # n5 is suspected: it will come back "alive"
+    keys = [f"k{i}".encode() for i in range(60)]
+    written = [key for i, key in enumerate(keys)
+               if isinstance(sim.wait_for(sim.put(nodes[i % 4], key, b"v")), Written)]
+    missed = [key for key in written if "n5" in sim.ring.preference_list(key, 3)]
+    assert missed and not any(sim.nodes["n5"].disk.get(key) for key in missed)
+    sim.heal()
+    sim.run_for(4)  # far less than a regular anti-entropy pass (10 s a segment)
+    assert all(sim.nodes["n5"].disk.get(key) for key in missed)

@@ -54,8 +54,8 @@ MESSAGES: list[Message] = [
     ProbeResult(9, "n3", False),
     StampRequest(11, b"k", {}, b"v", 5, "n4"),
     Replicate(12, b"k", tuple(SIBLINGS), "n4"),
-    TreeLevel(13, 1, ((0, b"\x01" * 8), (15, b"\x02" * 8))),
-    LeafKeys(13, (7, 4095), ((b"k", b"\x03" * 8),)),
+    TreeLevel("n1", 13, 1, ((0, b"\x01" * 8), (15, b"\x02" * 8))),
+    LeafKeys("n1", 13, (7, 4095), ((b"k", b"\x03" * 8),)),
     KeyRequest(13, (b"k", b"\xff")),
 ]
 
