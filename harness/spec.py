@@ -5,8 +5,12 @@ that make ``kvcheck run`` meaningful on its own. The *expected guarantee* follow
 configuration unless ``expect`` overrides it:
 
 - W + R > N with strict quorums: ``no-stale-reads`` (quorums intersect);
-- otherwise — W + R <= N, or sloppy quorums (the store's default), whose read and write sets
-  need not intersect — ``eventual-convergence`` only.
+- otherwise — W + R <= N, or sloppy quorums, whose read and write sets need not intersect —
+  ``eventual-convergence`` only.
+
+Tests run strict quorums unless asked for sloppy ones (the store's own default): with sloppy
+quorums replicas converge by hinted handoff, read repair and anti-entropy, whose full pass takes
+minutes — longer than a test's usual recovery wait.
 
 ``linearizable`` can be asked for; the reference store does not promise it, so such a test is
 expected to fail, and shows how.
@@ -60,7 +64,7 @@ class TestSpec:
     w: int = 2
     r: int = 2
     versioning: Literal["vclock", "lww"] = "vclock"
-    sloppy_quorum: bool = True
+    sloppy_quorum: bool = False  # the store's default is sloppy; tests choose strict unless asked
     expect: str = ""  # "": derived from n, w, r and sloppy_quorum
     seed: int = field(default_factory=lambda: random.randrange(2**31))
     leave_running: bool = False

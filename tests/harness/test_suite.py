@@ -48,7 +48,7 @@ def test_tests_start_from_the_defaults(tmp_path: Path) -> None:
     assert canary.known_unsafe and canary.argv[-3:] == ("--versioning", "lww",
                                                         "--no-leave-running")
     args = parse_run(canary.argv)
-    assert (args.time_limit, args.leave_running, args.sloppy_quorum) == (5, False, True)
+    assert (args.time_limit, args.leave_running, args.sloppy_quorum) == (5, False, False)
 
 
 @pytest.mark.parametrize("text", ["[[test]]\nname = 'a'\nbogus = 1\n",
