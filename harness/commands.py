@@ -9,6 +9,8 @@ first). With ``--test-count`` the worst outcome wins.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,15 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
         specs = [spec_from(args, i) for i in range(max(1, args.test_count))]
     except SpecError as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+        return EXIT_USAGE, []
+    try:
+        args.histories.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.histories, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        err.print(f"[bold red]kvcheck run:[/] cannot keep runs in {args.histories}: "
+                  f"{exc.strerror or exc}; choose another place with --histories",
+                  highlight=False)
         return EXIT_USAGE, []
     try:
         client = connect()

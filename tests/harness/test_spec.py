@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from harness.spec import SpecError, TestSpec
@@ -39,3 +43,12 @@ def test_impossible_specs_are_refused_naming_the_option(
 ) -> None:
     with pytest.raises(SpecError, match=message):
         TestSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_run_refuses_a_histories_path_it_cannot_write(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    run = subprocess.run([sys.executable, "-m", "harness", "run", "--histories",
+                          str(blocker / "runs")], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 254
+    assert "cannot keep runs in" in run.stderr and "--histories" in run.stderr
