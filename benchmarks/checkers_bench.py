@@ -10,7 +10,7 @@ is that subprocess's and its pool workers' together, sampled every 50 ms from /p
     .venv/bin/python benchmarks/checkers_bench.py --sizes 10000   # just some register sizes
     .venv/bin/python benchmarks/checkers_bench.py --no-cas
 
-Targets (issue 3): a 1M-op register history in under 60 s and 2 GB on a 2-core machine.
+Targets: a 1M-op register history in under 60 s and 2 GB on a 2-core machine.
 """
 
 from __future__ import annotations
