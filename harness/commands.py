@@ -24,7 +24,14 @@ from checkers import Results, Verdict, check_run
 from harness.backend import BackendError
 from harness.docker_cluster import DockerCluster, cleanup
 from harness.engine import EngineUnavailable, connect
-from harness.image import Base, ImageError, build_image, ensure_image, find_project_root
+from harness.image import (
+    Base,
+    ImageError,
+    build_image,
+    ensure_image,
+    find_project_root,
+    remove_stale_images,
+)
 from harness.junit import RunRecord, write_junit
 from harness.report import write_report
 from harness.runner import (
@@ -151,12 +158,15 @@ def cmd_image_build(args: argparse.Namespace, out: Console, err: Console) -> int
 
 def cmd_cleanup(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
-        removed = cleanup(connect())
-    except EngineUnavailable as exc:
+        client = connect()
+        removed = cleanup(client)
+        images = remove_stale_images(client, find_project_root())
+    except (EngineUnavailable, ImageError) as exc:
         err.print(f"[bold red]kvcheck cleanup:[/] {exc}", highlight=False)
         return EXIT_CRASH
-    out.print(f"removed {len(removed['containers'])} container(s) and "
-              f"{len(removed['networks'])} network(s)")
+    out.print(f"removed {len(removed['containers'])} container(s), "
+              f"{len(removed['networks'])} network(s) and {len(images)} outdated store "
+              "image(s)")
     return EXIT_VALID
 
 

@@ -535,6 +535,23 @@ def _unmount_below(root: Path) -> None:
             subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
+def remove_stale_images(client: docker.DockerClient, project_root: Path) -> list[str]:
+    """Remove the store images built from earlier trees: every ``role=store`` image but the
+    one the current tree would use. Images a container still uses are left. Returns the tags
+    (or ids) removed."""
+    current = image_tag(project_root, resolve_base(client, Base.AUTO))
+    removed = []
+    for image in client.images.list(filters={"label": f"{ROLE_LABEL}=store"}):
+        if current in image.tags:
+            continue
+        try:
+            client.images.remove(image.id)
+        except docker.errors.APIError:
+            continue  # in use by a container, or already gone
+        removed.append(image.tags[0] if image.tags else image.short_id)
+    return removed
+
+
 def _has_image(client: docker.DockerClient, name: str) -> bool:
     try:
         client.images.get(name)
