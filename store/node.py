@@ -851,6 +851,18 @@ class Node:
             out.append(CancelTimer(("request", op_id)))
             if isinstance(op, _Get):
                 self._repair(op, out)
+            else:
+                self._hint_missed(op)
+
+    def _hint_missed(self, op: _Put) -> None:
+        """A put is over: replicas that never acknowledged it (cut off, timed out) get a hint
+        from this node, if it holds the key, so the write reaches them when they are back."""
+        if op.dot is None or self.node_id not in op.acked:
+            return
+        for node in op.replicas:
+            if node not in op.acked:
+                self.hints.add(op.stand_ins.get(node, node), op.key)
+                self._count("hints_for_missed_writes")
 
     def _repair(self, op: _Get, out: list[Action]) -> None:
         """Read repair: send the merge of every reply to each replica that answered with less.

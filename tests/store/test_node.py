@@ -313,3 +313,23 @@ def test_a_replica_whose_storage_fails_a_read_refuses_it_and_the_node_keeps_serv
     answer = sim.wait_for(sim.get(first, key, r=3))
     assert isinstance(answer, Failed) and "read quorum unreachable" in answer.reason
     assert values(sim.wait_for(sim.get(third, key))) == [b"v"]
+
+
+def test_a_replica_that_missed_writes_behind_a_partition_gets_them_by_hints_after_a_heal(
+) -> None:
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, sloppy_quorum=False), seed=19)
+    cut_off = "n4"
+    for node in NODES:
+        if node != cut_off:
+            sim.cut(node, cut_off, both_ways=False)  # n4 hears nothing; gossip still sees it
+    owned = [key for key in KEYS if cut_off in replicas(sim, key)]
+    for key in owned:
+        coordinator = next(n for n in replicas(sim, key) if n != cut_off)
+        assert isinstance(sim.wait_for(sim.put(coordinator, key, b"v")), Written)
+    sim.run_for(1.5)  # the puts' timeouts pass: n4 never acknowledged
+    assert not any(sim.nodes[cut_off].disk.get(key) for key in owned)
+    assert sum(sim.nodes[n].hints.counts().get(cut_off, 0) for n in NODES) == len(owned)
+    sim.heal()
+    sim.run_for(2)  # a few gossip rounds; no reads, and anti-entropy is not due
+    assert all([v.value for v in sim.nodes[cut_off].disk.get(key)] == [b"v"] for key in owned)
+    assert not any(sim.nodes[n].hints.counts() for n in NODES)
