@@ -107,7 +107,7 @@ class DockerCluster:
             container.reload()
             self._ips[node] = container.attrs["NetworkSettings"]["Networks"][
                 self._network.name]["IPAddress"]
-            self._exec(node, _CHAINS)
+            self.exec(node, _CHAINS)
 
     async def teardown(self) -> None:
         await trio.to_thread.run_sync(self._remove)
@@ -275,7 +275,9 @@ class DockerCluster:
 
     # -- running commands in a node --
 
-    def _exec(self, node: str, script: str) -> str:
+    def exec(self, node: str, script: str) -> str:
+        """Run a shell command in ``node``'s container; return its output. Raises
+        BackendError when it fails."""
         code, output = self._containers[node].exec_run(["sh", "-c", script])
         text = output.decode(errors="replace").strip()
         if code != 0:
@@ -283,11 +285,7 @@ class DockerCluster:
         return text
 
     async def _exec_async(self, node: str, script: str) -> str:
-        return await trio.to_thread.run_sync(self._exec, node, script)
-
-    def exec(self, node: str, script: str) -> str:
-        """Run a shell command in ``node``'s container; return its output (for tests)."""
-        return self._exec(node, script)
+        return await trio.to_thread.run_sync(self.exec, node, script)
 
 
 def _netem(fault: PacketFault) -> str:

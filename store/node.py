@@ -69,7 +69,17 @@ from store.messages import (
 )
 from store.ring import Ring
 from store.storage import Storage, StorageError
-from store.versions import Clock, Dot, Version, encode_versions, join, resolve, stamp, sync
+from store.versions import (
+    Clock,
+    Dot,
+    Version,
+    canonical,
+    encode_versions,
+    join,
+    resolve,
+    stamp,
+    sync,
+)
 
 # -- time --------------------------------------------------------------------------------------
 
@@ -195,8 +205,7 @@ ANTIENTROPY_SESSION_S = 30.0
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
 REPAIR_REQUEST = 0
 def _versions_digest(versions: list[Version]) -> bytes:
-    ordered = sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter))
-    return digest(msgpack.packb(encode_versions(ordered), use_bin_type=True))
+    return digest(msgpack.packb(encode_versions(canonical(versions)), use_bin_type=True))
 
 
 #: Hinted keys handed off to one owner per gossip round, at most.
@@ -469,8 +478,7 @@ class Node:
     def _stale(self, op: _Get) -> list[str]:
         """The replicas whose reply was not the whole merge."""
         return [node for node, versions in op.replies.items()
-                if sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter))
-                != list(op.merged)]
+                if canonical(versions) != list(op.merged)]
 
     def _repaired(self, op_id: int, op: _Get, peer: str, ok: bool, out: list[Action]) -> None:
         op.repairing.discard(peer)
@@ -824,7 +832,7 @@ class Node:
                hint_for: str | None = None) -> None:
         local = self.storage.get(key)
         merged = resolve(sync(local, versions), self.cluster.versioning)
-        if merged != sorted(local, key=lambda v: (v.dot.actor, v.dot.counter)):
+        if merged != canonical(local):
             self.storage.put(key, merged)
         if hint_for is not None:
             self.hints.add(hint_for, key)

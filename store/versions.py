@@ -105,6 +105,11 @@ def discard(versions: Iterable[Version], context: Clock) -> list[Version]:
     return kept
 
 
+def canonical(versions: Iterable[Version]) -> list[Version]:
+    """A sibling set in dot order, so that equal sets compare (and encode) equal."""
+    return sorted(versions, key=lambda v: (v.dot.actor, v.dot.counter))
+
+
 def sync(*sibling_sets: Iterable[Version]) -> list[Version]:
     """Merge sibling sets: the union, less duplicates and versions another one supersedes.
 
@@ -118,11 +123,8 @@ def sync(*sibling_sets: Iterable[Version]) -> list[Version]:
     if len(by_dot) <= 1:
         return list(by_dot.values())
     candidates = list(by_dot.values())
-    kept = [
-        v for v in candidates if not any(o.covers(v.dot) for o in candidates if o is not v)
-    ]
-    kept.sort(key=lambda v: (v.dot.actor, v.dot.counter))
-    return kept
+    return canonical(
+        v for v in candidates if not any(o.covers(v.dot) for o in candidates if o is not v))
 
 
 def resolve(versions: Sequence[Version], versioning: Versioning) -> list[Version]:
