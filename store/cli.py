@@ -72,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML file (flags override it)")
     serve.add_argument("--node-id")
     serve.add_argument("--listen", help="HOST:PORT for clients and peers")
-    serve.add_argument("--peers", help="ID=HOST:PORT,... of the other nodes")
+    serve.add_argument("--peers", help="ID=HOST:PORT,... of the other nodes (a new cluster)")
+    serve.add_argument("--join", metavar="HOST:PORT",
+                       help="join a running cluster through this member instead")
     serve.add_argument("--data-dir", type=Path)
     serve.add_argument("--zone")
     serve.add_argument("--weight", type=int)
@@ -81,11 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_options(serve)
 
     for name, text in (("get", "read a key"), ("put", "write a key"),
-                       ("delete", "delete a key"), ("status", "show a node's status")):
+                       ("delete", "delete a key"), ("status", "show a node's status"),
+                       ("leave", "decommission a node: hand its keys over, then leave")):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--node", default=DEFAULT_NODE, help=f"HOST:PORT (default {DEFAULT_NODE})")
         sub.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-        if name != "status":
+        if name == "leave":
+            sub.add_argument("--wait", action="store_true",
+                             help="wait until the node has left, showing progress")
+        elif name != "status":
             sub.add_argument("key")
         if name == "put":
             sub.add_argument("value", help="the value, or - to read it from standard input")
@@ -120,9 +126,11 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     if missing:
         raise ConfigError(f"missing {', '.join(missing)} (as flags or in --config)")
     peers = parse_peers(args.peers) if args.peers else peers_from_mapping(raw.get("peers", {}))
+    join = args.join or raw.get("join")
     me = NodeSpec(node_id, Address.parse(listen), args.zone or raw.get("zone", "default"),
                   args.weight or raw.get("weight", 1))
-    return NodeConfig(me, peers, data_dir, cluster_from_mapping(cluster))
+    return NodeConfig(me, peers, data_dir, cluster_from_mapping(cluster),
+                      Address.parse(join) if join else None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +172,11 @@ async def _talk(args: argparse.Namespace) -> int:
         try:
             if args.command == "status":
                 print(json.dumps(await client.status(), indent=2))
+            elif args.command == "leave":
+                await client.leave()
+                print(f"{args.node} is leaving", file=sys.stderr)
+                if args.wait:
+                    await _wait_until_left(client)
             elif args.command == "get":
                 read = await client.get(args.key, r=args.r)
                 return _print_read(read.values, read.context)
@@ -184,6 +197,25 @@ async def _talk(args: argparse.Namespace) -> int:
             print(f"kvstore: {exc} (write applied: {exc.applied})", file=sys.stderr)
             return EXIT_UNAVAILABLE
     return 0
+
+
+async def _wait_until_left(client: StoreClient) -> None:
+    """Poll the node's status until its record says ``left``, printing each change."""
+    said = ""
+    while True:
+        status = await client.status()
+        me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
+        pulling = status["node"]["placement"]
+        line = f"{me['status']}; waiting for: " + (
+            ", ".join(r["node_id"] for r in pulling["records"]
+                      if r["status"] != "left" and not r["uses_this_placement"]) or "nobody")
+        if me["status"] == "left":
+            print(f"{status['node_id']} has left the cluster; it can be stopped", file=sys.stderr)
+            return
+        if line != said:
+            print(line, file=sys.stderr)
+            said = line
+        await trio.sleep(0.5)
 
 
 def _print_read(values: tuple[bytes | None, ...], context: str) -> int:

@@ -109,6 +109,18 @@ class StoreClient:
         """The node's ``/status`` document."""
         return await self._get_json("/status")
 
+    async def placement(self) -> list[dict[str, Any]]:
+        """Every member's record as this node has it (``/placement``): what a joining node
+        starts from."""
+        return (await self._get_json("/placement"))["records"]
+
+    async def leave(self) -> None:
+        """Ask the node to decommission itself (``POST /leave``); returns once it has started.
+        Raises :class:`RequestRejected` saying why it cannot."""
+        status, headers, body = await self._request("POST", "/leave")
+        if status != 202:
+            raise _error(status, headers, body, "no")
+
     async def replica(self, key: bytes | str) -> list[dict[str, Any]]:
         """The versions this node itself stores for ``key`` (``/replica/{key}``)."""
         raw = key.encode() if isinstance(key, str) else key

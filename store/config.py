@@ -7,6 +7,7 @@ A TOML file holds the same names as the command line (all optional but ``node_id
     data_dir = "data/n1"
     zone = "a"
     weight = 1
+    # join = "127.0.0.1:7001"    # instead of [peers]: join a running cluster through a member
 
     [cluster]
     n = 3
@@ -137,12 +138,17 @@ class NodeConfig:
     peers: tuple[NodeSpec, ...]
     data_dir: Path
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    #: A running member to join the cluster through, instead of configured peers.
+    join: Address | None = None
 
     def __post_init__(self) -> None:
         ids = [self.me.node_id, *(p.node_id for p in self.peers)]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"node ids must be unique: {', '.join(ids)}")
-        if self.cluster.n > len(ids):
+        if self.join is not None and self.peers:
+            raise ConfigError("give either peers (a new cluster) or join (a running one), "
+                              "not both")
+        if self.join is None and self.cluster.n > len(ids):
             raise ConfigError(f"n={self.cluster.n} needs at least {self.cluster.n} nodes, "
                               f"the cluster has {len(ids)}")
 
@@ -184,7 +190,7 @@ def load_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     unknown = sorted(set(raw) - {"node_id", "listen", "data_dir", "zone", "weight",
-                                 "cluster", "peers"})
+                                 "cluster", "peers", "join"})
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
     return raw

@@ -1,14 +1,17 @@
-"""A node's data directory and the identity stored in it."""
+"""A node's data directory: the identity stored in it, and the cluster layout it last saw."""
 
 from __future__ import annotations
 
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from store.config import ConfigError
+from store.placement import STATUSES, Record
 
 IDENTITY_FILE = "node.json"
 
@@ -51,3 +54,49 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
         raise ConfigError(f"cannot use data directory {path}: {exc.strerror}") from None
     except (ValueError, KeyError, AttributeError, TypeError):
         raise ConfigError(f"{path / IDENTITY_FILE} is not a valid node identity file") from None
+
+
+PLACEMENT_FILE = "placement.json"
+
+
+def record_json(record: Record) -> dict[str, Any]:
+    """A record as JSON (tokens as a list, digests as hex)."""
+    return {**asdict(record), "tokens": list(record.tokens), "view": record.view.hex(),
+            "streamed": record.streamed.hex()}
+
+
+def record_from_json(raw: dict[str, Any]) -> Record:
+    """The inverse of :func:`record_json`. Raises ValueError, KeyError or TypeError."""
+    status = raw["status"]
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    return Record(str(raw["node_id"]), str(raw["address"]), str(raw["zone"]),
+                  int(raw["weight"]), status, int(raw["version"]),
+                  tuple(int(t) for t in raw["tokens"]), bytes.fromhex(raw["view"]),
+                  bytes.fromhex(raw["streamed"]))
+
+
+def load_records(path: Path) -> list[Record] | None:
+    """The records the node saved in data directory ``path`` (None if it saved none).
+    Raises :class:`~store.config.ConfigError` for a damaged file."""
+    file = path / PLACEMENT_FILE
+    try:
+        raw = json.loads(file.read_text())
+        return [record_from_json(r) for r in raw["records"]]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {file}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{file} is damaged ({exc}); remove it to start from the "
+                          f"configured peers or --join") from None
+
+
+def save_records(path: Path, records: Iterable[Record]) -> None:
+    """Save the records durably (write, fsync, rename). Raises OSError."""
+    file = path / PLACEMENT_FILE
+    temporary = file.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"records": [record_json(r) for r in records]}) + "\n")
+    with temporary.open("rb") as f:
+        os.fsync(f.fileno())
+    temporary.replace(file)

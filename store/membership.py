@@ -89,8 +89,19 @@ class Membership:
         for view in self.views.values():
             view.heard_at = now
 
+    def track(self, members: Iterable[str], now: float) -> None:
+        """Follow exactly ``members`` (and this node): new ones count as heard of at ``now``,
+        ones no longer listed are forgotten (they left the cluster)."""
+        wanted = set(members) | {self.me}
+        for node_id in set(self.views) - wanted:
+            del self.views[node_id]
+        for node_id in wanted - set(self.views):
+            self.views[node_id] = MemberView(node_id, heard_at=now)
+
     def state(self, node_id: str) -> State:
-        return self.views[node_id].state
+        """A member's state; ``down`` for one this node does not follow."""
+        view = self.views.get(node_id)
+        return "down" if view is None else view.state
 
     def up(self) -> set[str]:
         """Members not marked down (suspects included: they may still answer)."""

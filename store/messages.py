@@ -17,6 +17,7 @@ from typing import ClassVar, TypeVar
 import msgpack
 
 from store.membership import GossipEntry
+from store.placement import STATUSES, Record, Status
 from store.versions import (
     Clock,
     Dot,
@@ -121,10 +122,12 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Gossip:
-    """The sender's membership list: each member's heartbeat, and whether it suspects it."""
+    """The sender's membership list: each member's heartbeat and whether it suspects it, and
+    every member's record (:mod:`store.placement`)."""
 
     TAG: ClassVar[int] = 9
     entries: tuple[GossipEntry, ...]
+    records: tuple[Record, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +193,35 @@ class KeyRequest:
     keys: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StreamRequest:
+    """A member gaining keys in the transition ``digest`` asks for the next batch of them
+    after key ``after`` (None: from the start). ``unreachable`` names the members it cannot
+    reach: the source also sends keys only they would (see
+    :meth:`store.placement.Placement.should_send`)."""
+
+    TAG: ClassVar[int] = 17
+    request: int
+    digest: bytes
+    unreachable: tuple[str, ...]
+    after: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBatch:
+    """Keys for a :class:`StreamRequest`; ``cursor`` is the last key examined (ask after it
+    next), None when the source has examined all its keys."""
+
+    TAG: ClassVar[int] = 18
+    request: int
+    items: tuple[tuple[bytes, tuple[Version, ...]], ...]
+    cursor: bytes | None
+
+
 Message = (
     Hello | StampRequest | StampReply | Replicate | ReplicateAck | ReadRequest | ReadReply
     | Rejected | Gossip | ProbeRequest | Probe | ProbeAck | ProbeResult | TreeLevel | LeafKeys
-    | KeyRequest
+    | KeyRequest | StreamRequest | StreamBatch
 )
 
 
@@ -215,8 +243,9 @@ def _fields(message: Message) -> list[object]:
             return [request, encode_versions(versions)]
         case Rejected(request, reason):
             return [request, reason]
-        case Gossip(entries):
-            return [[[e.node_id, *e.heartbeat, e.suspected] for e in entries]]
+        case Gossip(entries, records):
+            return [[[e.node_id, *e.heartbeat, e.suspected] for e in entries],
+                    [_record_fields(r) for r in records]]
         case ProbeRequest(request, target):
             return [request, target]
         case Probe(request) | ProbeAck(request):
@@ -229,7 +258,18 @@ def _fields(message: Message) -> list[object]:
             return [origin, session, list(leaves), [list(pair) for pair in keys]]
         case KeyRequest(session, keys):
             return [session, list(keys)]
+        case StreamRequest(request, digest, unreachable, after):
+            return [request, digest, list(unreachable), after]
+        case StreamBatch(request, items, cursor):
+            return [request, [[key, encode_versions(versions)] for key, versions in items],
+                    cursor]
     raise TypeError(f"not a message: {message!r}")
+
+
+def _record_fields(r: Record) -> list[object]:
+    tokens = b"".join(t.to_bytes(8, "big") for t in r.tokens)
+    return [r.node_id, r.address, r.zone, r.weight, r.status, r.version, tokens, r.view,
+            r.streamed]
 
 
 def encode_frame(message: Message) -> bytes:
@@ -292,6 +332,26 @@ def _gossip_entries(raw: object) -> tuple[GossipEntry, ...]:
     return tuple(entries)
 
 
+def _records(raw: object) -> tuple[Record, ...]:
+    records = []
+    for item in _list(raw):
+        if not (isinstance(item, list) and len(item) == 9):
+            raise ValueError("a record must have 9 fields")
+        status = _str(item[4])
+        tokens = _bytes(item[6])
+        if status not in STATUSES or len(tokens) % 8:
+            raise ValueError(f"bad record for {item[0]!r}")
+        weight, version = _int(item[3]), _int(item[5])
+        if weight < 1 or version < 0:
+            raise ValueError(f"bad weight or version for {item[0]!r}")
+        status_: Status = status  # type: ignore[assignment]
+        records.append(Record(
+            _str(item[0]), _str(item[1]), _str(item[2]), weight, status_, version,
+            tuple(int.from_bytes(tokens[i:i + 8], "big") for i in range(0, len(tokens), 8)),
+            _bytes(item[7]), _bytes(item[8])))
+    return tuple(records)
+
+
 def _optional_str(x: object) -> str | None:
     return None if x is None else _str(x)
 
@@ -321,8 +381,8 @@ def _decode(tag: object, f: list[object]) -> Message:
             return ReadReply(_int(f[0]), tuple(decode_versions(f[1])))
         case Rejected.TAG, 2:
             return Rejected(_int(f[0]), _str(f[1]))
-        case Gossip.TAG, 1:
-            return Gossip(_gossip_entries(f[0]))
+        case Gossip.TAG, 2:
+            return Gossip(_gossip_entries(f[0]), _records(f[1]))
         case ProbeRequest.TAG, 2:
             return ProbeRequest(_int(f[0]), _str(f[1]))
         case Probe.TAG, 1:
@@ -338,6 +398,13 @@ def _decode(tag: object, f: list[object]) -> Message:
                             _pairs(f[3], _bytes, _bytes))
         case KeyRequest.TAG, 2:
             return KeyRequest(_int(f[0]), tuple(_bytes(x) for x in _list(f[1])))
+        case StreamRequest.TAG, 4:
+            return StreamRequest(_int(f[0]), _bytes(f[1]), tuple(_str(x) for x in _list(f[2])),
+                                 _optional_bytes(f[3]))
+        case StreamBatch.TAG, 3:
+            return StreamBatch(_int(f[0]), _pairs(f[1], _bytes,
+                                                  lambda x: tuple(decode_versions(x))),
+                               _optional_bytes(f[2]))
     raise ValueError(f"unknown message tag {tag!r} with {len(f)} fields")
 
 

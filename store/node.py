@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import msgpack
@@ -65,10 +66,14 @@ from store.messages import (
     ReplicateAck,
     StampReply,
     StampRequest,
+    StreamBatch,
+    StreamRequest,
     TreeLevel,
 )
+from store.placement import Placement, Record
 from store.ring import Ring
 from store.storage import Storage, StorageError
+from store.streaming import PullRound, next_batch
 from store.versions import (
     Clock,
     Dot,
@@ -208,6 +213,8 @@ def _versions_digest(versions: list[Version]) -> bytes:
     return digest(msgpack.packb(encode_versions(canonical(versions)), use_bin_type=True))
 
 
+#: A source that has not sent the next batch of a pull after this many seconds has failed.
+PULL_TIMEOUT_S = 10.0
 #: Hinted keys handed off to one owner per gossip round, at most.
 HANDOFF_BATCH = 100
 PURGE_TIMER: Timer = ("purge", 0)
@@ -225,6 +232,7 @@ class _Put:
     timestamp: int
     w: int
     replicas: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]  # W acknowledgements are needed in each (see _targets)
     candidates: list[str]  # replicas not yet asked to stamp, in preference order
     stand_ins: dict[str, str]  # stand-in -> the replica it replaces (sloppy quorum)
     asking: str | None = None  # the replica asked to stamp, awaiting its reply
@@ -240,6 +248,7 @@ class _Get:
     client: int
     key: bytes
     r: int
+    groups: tuple[tuple[str, ...], ...]  # R replies are needed from each
     replies: dict[str, list[Version]] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     answered: bool = False
@@ -253,17 +262,19 @@ class Node:
     ``actor`` is the name this node stamps versions with: its id plus the incarnation of its
     data directory, so a node whose data was wiped never reuses a dot. ``generation`` counts
     the node's starts on that directory (its gossip heartbeats are ordered by it).
+    ``placement`` holds every member's record, this node's included; the node changes only its
+    own record, and the driver may persist :attr:`placement` whenever it changes.
     """
 
     def __init__(
-        self, node_id: str, actor: str, ring: Ring, cluster: ClusterConfig, storage: Storage,
-        generation: int = 1, hints: Hints | None = None,
+        self, node_id: str, actor: str, placement: Placement, cluster: ClusterConfig,
+        storage: Storage, generation: int = 1, hints: Hints | None = None,
     ) -> None:
-        if node_id not in ring.members:
-            raise ValueError(f"node {node_id!r} is not a member of the ring")
+        if node_id not in placement.records:
+            raise ValueError(f"node {node_id!r} has no record in the placement")
         self.node_id = node_id
         self.actor = actor
-        self.ring = ring
+        self.placement = placement
         self.cluster = cluster
         self.storage = storage
         self.hints = hints if hints is not None else Hints()
@@ -273,7 +284,7 @@ class Node:
         self._next_op = 0
         self.counters: dict[str, int] = {}
         self.membership = Membership(
-            node_id, ring.members, generation=generation,
+            node_id, placement.members(), generation=generation,
             suspect_after=cluster.suspect_after_ms / 1000,
             probe_timeout=cluster.probe_timeout_ms / 1000, fanout=cluster.gossip_fanout,
             rng=random.Random(actor))
@@ -284,12 +295,21 @@ class Node:
         self._sessions: dict[tuple[str, int], tuple[str, MerkleTree, float]] = {}
         self._next_ae_turn = 0
         self._catch_up: deque[tuple[str, int]] = deque()  # (peer, segment) still to compare
+        self._pulls: PullRound | None = None  # keys this node is pulling in a transition
+        self._pull_failures: set[str] = set()  # sources that failed in this transition
+        self._gainers: tuple[bytes, list[str]] = (b"", [])  # (digest, its gainers), cached
 
     # -- driver interface --
+
+    @property
+    def ring(self) -> Ring:
+        """The ring keys are headed for: the next one (the current one outside transitions)."""
+        return self.placement.next
 
     def start(self, now: Now) -> list[Action]:
         """Actions to run once when the node starts: its periodic timers."""
         self.membership.begin(now.monotonic)
+        self._adopt(self.placement, now)
         actions: list[Action] = [
             StartTimer(PURGE_TIMER, self._purge_period),
             StartTimer(GOSSIP_TIMER, self._gossip_period),
@@ -320,6 +340,11 @@ class Node:
         return {
             "requests_in_flight": len(self._ops),
             "hints_pending": self.hints.counts(),
+            "placement": self.placement.status(),
+            "pulling": None if self._pulls is None else {
+                "sources": sorted(self._pulls.sources.values()),
+                "unreachable": sorted(self._pulls.unreachable),
+                "keys_received": self._pulls.keys_received},
             "counters": dict(sorted(self.counters.items())),
             "membership_changes": [
                 {"wall_clock_ms": at, "node_id": c.node_id, "state": c.state, "reason": c.reason}
@@ -328,31 +353,38 @@ class Node:
 
     # -- coordinating puts --
 
-    def _targets(self, key: bytes) -> tuple[tuple[str, ...], dict[str, str]]:
-        """The N nodes a request for ``key`` goes to, and which of them stand in for whom.
+    def _targets(
+        self, key: bytes,
+    ) -> tuple[tuple[str, ...], dict[str, str], tuple[tuple[str, ...], ...]]:
+        """The nodes a request for ``key`` goes to, which of them stand in for whom, and the
+        groups it needs a quorum in.
 
-        Strict quorums: the key's preference list. Sloppy: its members that are not down,
-        then, for each one that is, the next node along the ring that is up (a stand-in).
+        Strict quorums: the key's preference list — in a transition, its current and its next
+        one (:meth:`Placement.groups`), each a group. Sloppy: those members that are not down,
+        then, for each one that is, the next node along the ring that is up (a stand-in), which
+        takes its place in the groups.
         """
-        preferred = self.ring.preference_list(key, self.cluster.n)
+        groups = self.placement.groups(key, self.cluster.n)
+        preferred = tuple(dict.fromkeys(node for group in groups for node in group))
         if not self.cluster.sloppy_quorum:
-            return preferred, {}
+            return preferred, {}, groups
         up = self.membership.up()
         down = [node for node in preferred if node not in up]
         if not down:
-            return preferred, {}
+            return preferred, {}, groups
         spare = [node for node in self.ring.walk(key) if node not in preferred and node in up]
         stand_ins = dict(zip(spare, down, strict=False))
-        covered = set(stand_ins.values())
-        targets = [node for node in preferred if node in up or node not in covered]
-        return (*targets, *stand_ins), stand_ins
+        standing_in = {replaced: stand_in for stand_in, replaced in stand_ins.items()}
+        targets = [node for node in preferred if node not in standing_in]
+        groups = tuple(tuple(standing_in.get(node, node) for node in group) for group in groups)
+        return (*targets, *stand_ins), stand_ins, groups
 
     def _start_put(self, event: ClientPut, now: Now, out: list[Action]) -> None:
         w = self.cluster.w if event.w is None else event.w
-        replicas, stand_ins = self._targets(event.key)
+        replicas, stand_ins, groups = self._targets(event.key)
         candidates = sorted(replicas, key=lambda node: node != self.node_id)  # self first
         op = _Put(event.request, event.key, event.value, event.context, now.wall_ms, w,
-                  replicas, candidates, stand_ins)
+                  replicas, groups, candidates, stand_ins)
         op_id = self._open(op, out)
         self._count("put")
         self._ask_next_stamper(op_id, op, out)
@@ -399,13 +431,13 @@ class Node:
 
     def _progress_put(self, op_id: int, op: _Put, out: list[Action]) -> None:
         if not op.answered:
-            if len(op.acked) >= op.w:
+            if _fewest(op.groups, op.acked) >= op.w:
                 op.answered = True
                 self._count("put_ok")
                 # In lww mode a newer version may already have beaten the one written.
                 written = [v for v in op.versions if v.dot == op.dot] or op.versions
                 out.append(Respond(op.client, Written(join(written))))
-            elif len(op.acked) + len(op.pending) < op.w:
+            elif _fewest(op.groups, op.acked | op.pending) < op.w:
                 self._fail_put(op_id, op, "write quorum unreachable", out)
                 return
         if not op.pending:
@@ -418,17 +450,18 @@ class Node:
         op.answered = True
         self._count("put_failed")
         out.append(Respond(op.client, Failed(
-            f"{why}: {len(op.acked)} of {op.w} acknowledgements", applied)))
+            f"{why}: {_fewest(op.groups, op.acked)} of {op.w} acknowledgements", applied)))
         self._close(op_id, out)
 
     # -- coordinating gets --
 
     def _start_get(self, event: ClientGet, out: list[Action]) -> None:
         r = self.cluster.r if event.r is None else event.r
-        op = _Get(event.request, event.key, r)
+        targets, _, groups = self._targets(event.key)
+        op = _Get(event.request, event.key, r, groups)
         op_id = self._open(op, out)
         self._count("get")
-        for node in self._targets(event.key)[0]:
+        for node in targets:
             if node == self.node_id:
                 try:
                     op.replies[node] = self.storage.get(event.key)
@@ -441,17 +474,18 @@ class Node:
 
     def _progress_get(self, op_id: int, op: _Get, out: list[Action]) -> None:
         if not op.answered and not op.repairing:
-            if len(op.replies) >= op.r:
+            if _fewest(op.groups, op.replies.keys()) >= op.r:
                 op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
                 if self.cluster.read_repair == "blocking":
                     self._repair_before_answering(op_id, op, out)
                 if not op.repairing:
                     self._answer_get(op, out)
-            elif len(op.replies) + len(op.pending) < op.r:
+            elif _fewest(op.groups, op.replies.keys() | op.pending) < op.r:
                 op.answered = True
                 self._count("get_failed")
                 out.append(Respond(op.client, Failed(
-                    f"read quorum unreachable: {len(op.replies)} of {op.r} replies", "no")))
+                    f"read quorum unreachable: {_fewest(op.groups, op.replies.keys())} of "
+                    f"{op.r} replies", "no")))
         if not op.pending and not op.repairing:
             self._close(op_id, out)
 
@@ -547,10 +581,13 @@ class Node:
                     self._progress_get(request, op, out)
                 else:
                     self._count("late_replies")
+            case Rejected(request) if self._pulls and request in self._pulls.sources:
+                self._pull_failed(request, out)
             case Rejected(request):
                 self._lost(peer, request, out)
-            case Gossip(entries):
+            case Gossip(entries, records):
                 self._changed(self.membership.merge(peer, entries, now.monotonic), now, out)
+                self._merge_records(records, now)
             case ProbeRequest(request, target):
                 self._next_op += 1
                 self._probes[self._next_op] = (peer, request, target)
@@ -570,16 +607,174 @@ class Node:
             case KeyRequest(_, keys):
                 for key in keys:
                     self._send_versions(peer, key, out)
+            case StreamRequest(request, digest, unreachable, after):
+                self._send_batch(peer, request, digest, frozenset(unreachable), after, out)
+            case StreamBatch(request, items, cursor):
+                self._pulled(peer, request, items, cursor, now, out)
             case _:
                 self._count("unexpected_messages")
 
     def _undeliverable(self, peer: str, message: Message, out: list[Action]) -> None:
         match message:
+            case StreamRequest(request):
+                self._pull_failed(request, out)
             case StampRequest(request) | Replicate(request) | ReadRequest(request):
                 self._count("undeliverable")
                 self._lost(peer, request, out)
             case Probe(request):
                 self._probe_answered(request, False, out)
+
+    # -- joining and leaving --
+
+    def leave(self, now: Now) -> str | None:
+        """Start decommissioning this node: its keys move to the members that take them over,
+        then its status turns ``left``. Returns why it cannot start, or None."""
+        me = self.placement.records[self.node_id]
+        if me.status == "leaving":
+            return None
+        if me.status != "normal":
+            return f"{self.node_id} is {me.status}, not normal"
+        if self.placement.in_transition:
+            changing = ", ".join(self.placement.changing())
+            return f"another change is in progress ({changing}); try again when it completes"
+        if len(self.placement.current) - 1 < self.cluster.n:
+            return (f"leaving would leave {len(self.placement.current) - 1} members, fewer "
+                    f"than n={self.cluster.n}")
+        self._set_mine(now, status="leaving")
+        return None
+
+    def _merge_records(self, records: tuple[Record, ...], now: Now) -> None:
+        """Take in gossiped records; what others say of this node only raises its version."""
+        mine = self.placement.records[self.node_id]
+        others = [r for r in records if r.node_id != self.node_id]
+        said = max((r.version for r in records if r.node_id == self.node_id), default=-1)
+        merged = self.placement.merged(others)
+        if said >= mine.version:  # e.g. a record from before this node's data was wiped
+            merged = merged.with_record(replace(mine, version=said + 1))
+        if merged is not self.placement:
+            self._adopt(merged, now)
+
+    def _adopt(self, placement: Placement, now: Now) -> None:
+        """Use ``placement`` from now on; say so in this node's record (its ``view``)."""
+        mine = placement.records[self.node_id]
+        if mine.view != placement.digest:
+            placement = placement.with_record(
+                replace(mine, view=placement.digest, version=mine.version + 1))
+        if placement.digest != self.placement.digest:
+            self._count("placement_changes")
+            self._pull_failures.clear()
+            if self._pulls is not None and self._pulls.digest != placement.digest:
+                self._pulls = None  # replies to its requests are now late; timers find no round
+        self.placement = placement
+        self.membership.track(placement.members(), now.monotonic)
+
+    def _set_mine(self, now: Now, **changes: Any) -> None:
+        mine = self.placement.records[self.node_id]
+        self._adopt(self.placement.with_record(
+            replace(mine, version=mine.version + 1, **changes)), now)
+
+    def _advance(self, now: Now, out: list[Action]) -> None:
+        """Move a transition on (see :mod:`store.placement`): once every member not down uses
+        it, pull the keys this node gains; once every gainer has them, switch this node's
+        status if it is the one joining or leaving."""
+        placement = self.placement
+        if not placement.in_transition:
+            return
+        behind = [m for m in placement.members() if self.membership.state(m) != "down"
+                  and placement.records[m].view != placement.digest]
+        if behind:
+            return
+        if self._gainers[0] != placement.digest:
+            self._gainers = (placement.digest, placement.gainers(self.cluster.n))
+        gainers = self._gainers[1]
+        mine = placement.records[self.node_id]
+        if self.node_id in gainers and mine.streamed != placement.digest and self._pulls is None:
+            self._start_pulls(out)
+        if mine.status in ("joining", "leaving") and all(
+                placement.records[g].streamed == placement.digest for g in gainers):
+            self._count("joined" if mine.status == "joining" else "left")
+            self._set_mine(now, status="normal" if mine.status == "joining" else "left")
+
+    def _start_pulls(self, out: list[Action]) -> None:
+        """Ask every reachable current member for the keys it should send this node."""
+        current = [m for m in self.placement.current.members if m != self.node_id]
+        unreachable = frozenset(m for m in current if self.membership.state(m) != "alive"
+                                or m in self._pull_failures)
+        sources = [m for m in current if m not in unreachable]
+        if not sources:
+            return
+        pulls = self._pulls = PullRound(self.placement.digest, unreachable)
+        for source in sources:
+            self._next_op += 1
+            pulls.sources[self._next_op] = source
+            self._ask_for_batch(self._next_op, source, None, out)
+
+    def _ask_for_batch(self, request: int, source: str, after: bytes | None,
+                       out: list[Action]) -> None:
+        assert self._pulls is not None
+        out.append(Send(source, StreamRequest(request, self._pulls.digest,
+                                              tuple(sorted(self._pulls.unreachable)), after)))
+        out.append(StartTimer(("pull", request), PULL_TIMEOUT_S))
+
+    def _send_batch(self, peer: str, request: int, digest: bytes,
+                    unreachable: frozenset[str], after: bytes | None,
+                    out: list[Action]) -> None:
+        """Be a source for ``peer``'s pull: the next keys it should get from this node."""
+        placement = self.placement
+        if digest != placement.digest:
+            out.append(Send(peer, Rejected(request, "this node uses another placement")))
+            return
+        n = self.cluster.n
+
+        def wanted(key: bytes) -> bool:
+            return placement.should_send(self.node_id, peer, key, n, unreachable)
+
+        try:
+            items, cursor = next_batch(self.storage, after, wanted)
+        except StorageError as exc:
+            self._count("storage_errors")
+            out.append(Send(peer, Rejected(request, str(exc))))
+            return
+        self._count("stream_keys_sent", len(items))
+        out.append(Send(peer, StreamBatch(request, items, cursor)))
+
+    def _pulled(self, peer: str, request: int,
+                items: tuple[tuple[bytes, tuple[Version, ...]], ...], cursor: bytes | None,
+                now: Now, out: list[Action]) -> None:
+        """A batch of a pull arrived: store it, then ask for the next one or finish."""
+        pulls = self._pulls
+        if pulls is None or pulls.sources.get(request) != peer:
+            self._count("late_replies")
+            return
+        out.append(CancelTimer(("pull", request)))
+        try:
+            for key, versions in items:
+                self._merge(key, versions)
+        except StorageError:
+            self._count("storage_errors")
+            self._pull_failed(request, out)
+            return
+        pulls.keys_received += len(items)
+        self._count("stream_keys_received", len(items))
+        if cursor is not None:
+            self._ask_for_batch(request, peer, cursor, out)
+            return
+        del pulls.sources[request]
+        if not pulls.sources:
+            self._pulls = None
+            self._set_mine(now, streamed=pulls.digest)
+
+    def _pull_failed(self, request: int, out: list[Action]) -> None:
+        """A source refused, was unreachable or went silent: abandon the round; the next one
+        counts that source unreachable, so others send what it alone would have."""
+        pulls = self._pulls
+        if pulls is None or request not in pulls.sources:
+            return
+        self._count("stream_sources_failed")
+        self._pull_failures.add(pulls.sources[request])
+        for other in pulls.sources:
+            out.append(CancelTimer(("pull", other)))
+        self._pulls = None
 
     # -- membership --
 
@@ -591,8 +786,8 @@ class Node:
         out.append(StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000))
         expired = now.monotonic - ANTIENTROPY_SESSION_S
         self._sessions = {k: v for k, v in self._sessions.items() if v[2] >= expired}
-        peers = sorted(m for m in self.ring.members
-                       if m != self.node_id and self.membership.state(m) == "alive")
+        peers = [m for m in self.placement.members()
+                 if m != self.node_id and self.membership.state(m) == "alive"]
         if not peers:
             return
         turn, self._next_ae_turn = self._next_ae_turn, self._next_ae_turn + 1
@@ -722,7 +917,7 @@ class Node:
         if not self.hints.done(owner, key, seq):
             return  # written again meanwhile: the newer hint goes next round
         self._count("hints_delivered")
-        mine = self.node_id in self.ring.preference_list(key, self.cluster.n)
+        mine = self.placement.replicates(self.node_id, key, self.cluster.n)
         if not mine and not self.hints.holds(key):
             try:
                 self.storage.put(key, ())
@@ -731,9 +926,11 @@ class Node:
 
     def _gossip(self, now: Now, out: list[Action]) -> None:
         self._hand_off(now, out)
+        self._advance(now, out)
         targets, entries = self.membership.gossip()
+        records = tuple(self.placement.records.values())
         for peer in targets:
-            out.append(Send(peer, Gossip(tuple(entries))))
+            out.append(Send(peer, Gossip(tuple(entries), records)))
         changes, probes = self.membership.check(now.monotonic)
         self._changed(changes, now, out)
         for helper, suspect in probes:
@@ -793,10 +990,13 @@ class Node:
                 op.answered = True
                 self._count("get_failed")
                 out.append(Respond(op.client, Failed(
-                    f"read timed out: {len(op.replies)} of {op.r} replies", "no")))
+                    f"read timed out: {_fewest(op.groups, op.replies.keys())} of {op.r} "
+                    f"replies", "no")))
             self._close(op_id, out)
         elif kind == "probe":
             self._probe_answered(op_id, False, out)
+        elif kind == "pull":
+            self._pull_failed(op_id, out)
         elif timer == GOSSIP_TIMER:
             self._gossip(now, out)
         elif timer == ANTIENTROPY_TIMER:
@@ -893,3 +1093,9 @@ class Node:
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
+
+
+def _fewest(groups: tuple[tuple[str, ...], ...], nodes: Iterable[str]) -> int:
+    """How many of ``nodes`` the group with fewest of them holds (quorums count per group)."""
+    chosen = set(nodes)
+    return min(sum(node in chosen for node in group) for group in groups)

@@ -542,12 +542,16 @@ class Ring:
         ``min(n, zones)`` zones and, within one zone, is the first ``n`` distinct members
         clockwise. Raises ``ValueError`` unless ``1 <= n <= len(members)``.
         """
+        return self.preference_at(key_position(key), n)
+
+    def preference_at(self, position: int, n: int) -> tuple[str, ...]:
+        """:meth:`preference_list` for a key at ring position ``position``."""
         table = self._cache_pref.get(n)
         if table is None:
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self._members):
                 raise ValueError(f"n must be in [1, {len(self._members)}], got {n!r}")
             table = self._cache_pref[n] = [None] * len(self._positions)
-        index = bisect_left(self._positions, key_position(key))
+        index = bisect_left(self._positions, position)
         if index == len(table):
             index = 0
         found = table[index]

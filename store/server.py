@@ -4,10 +4,11 @@ One TCP port serves both people and peers. A connection that opens with
 :data:`~store.messages.PREAMBLE` is a peer's: length-prefixed frames, each a message. Anything
 else is HTTP/1.1 (see :mod:`store.http`), parsed with h11.
 
-Each node keeps one outgoing connection to every peer and sends all its messages to that peer
-over it; replies come back over the peer's own outgoing connection. A message for a peer whose
-connection is down is reported to the node logic as undeliverable at once, so a write that
-cannot leave this node fails as surely-not-applied rather than timing out.
+Each node keeps one outgoing connection to every other member (members come and go: the
+node's :class:`~store.placement.Placement` lists them with their addresses) and sends all its
+messages to that peer over it; replies come back over the peer's own outgoing connection. A
+message for a peer whose connection is down is reported to the node logic as undeliverable at
+once, so a write that cannot leave this node fails as surely-not-applied rather than timing out.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote_to_bytes
@@ -29,8 +30,15 @@ from urllib.parse import parse_qs, unquote_to_bytes
 import h11
 import trio
 
-from store.config import MAX_PAIR_BYTES, NodeConfig, NodeSpec
-from store.datadir import open_data_dir
+from store.client import StoreClient, StoreError
+from store.config import MAX_PAIR_BYTES, Address, ConfigError, NodeConfig
+from store.datadir import (
+    load_records,
+    open_data_dir,
+    record_from_json,
+    record_json,
+    save_records,
+)
 from store.hints import DurableHints
 from store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
 from store.messages import PREAMBLE, FrameDecoder, Hello, Message, ProtocolError, encode_frame
@@ -54,7 +62,8 @@ from store.node import (
     Undeliverable,
     Written,
 )
-from store.ring import Member, Ring
+from store.placement import Placement, initial_records
+from store.ring import Member, natural_key
 from store.storage import EngineOptions, LsmStorage
 from store.versions import BadContext, Version, context_token, parse_context_token
 
@@ -122,27 +131,24 @@ class Server:
     :class:`~store.storage.CorruptLogError` for damaged or missing storage files, before listening.
     """
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, placement: Placement) -> None:
         self.config = config
         self.me = config.me
-        self.peers = {p.node_id: p for p in config.peers}
         identity = open_data_dir(config.data_dir, self.me.node_id)
         self.actor = identity.actor
         self.storage = LsmStorage(
             config.data_dir, EngineOptions(memtable_bytes=config.cluster.memtable_bytes))
-        ring = Ring.build(
-            (Member(m.node_id, m.zone, m.weight) for m in config.members),
-            config.cluster.vnodes_per_weight,
-        )
         self.hints = DurableHints(config.data_dir / "hints.log")
-        self.node = Node(self.me.node_id, self.actor, ring, config.cluster, self.storage,
+        self.node = Node(self.me.node_id, self.actor, placement, config.cluster, self.storage,
                          identity.generation, self.hints)
+        self._saved = placement
+        save_records(config.data_dir, placement.records.values())
         self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
-        self.connected = dict.fromkeys(self.peers, False)
+        self.connected: dict[str, bool] = {}
+        self._links: dict[str, trio.CancelScope] = {}
         self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
         self._inboxes: dict[str, trio.MemoryReceiveChannel[Message]] = {}
-        for peer in self.peers:
-            self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
+        self._nursery: trio.Nursery | None = None
         self._group_commit = config.cluster.fsync == "always"
         self._held: list[Action] = []
         self._sync_wanted = trio.Event()
@@ -162,9 +168,9 @@ class Server:
                 if self._group_commit:
                     nursery.start_soon(self._commit_groups)
                 nursery.start_soon(self._storage_work)
-                for peer in self.peers.values():
-                    nursery.start_soon(self._peer_link, peer)
+                self._nursery = nursery
                 self._apply(self.node.start(self._now()))
+                self._placement_changed()
                 nursery.start_soon(trio.serve_listeners, self._connection, listeners)
                 log.info("node %s (%s) serving on %s", self.me.node_id, self.actor,
                          self.me.address)
@@ -186,12 +192,30 @@ class Server:
         queue: deque[Event] = deque([event])
         while queue:
             actions = self.node.handle(queue.popleft(), self._now())
+            if self.node.placement is not self._saved:
+                self._placement_changed()
             if self._group_commit and (self._held or self.storage.unsynced
                                        or self.hints.unsynced):
                 self._held.extend(actions)
                 self._sync_wanted.set()
             else:
                 self._apply(actions, queue)
+
+    def _placement_changed(self) -> None:
+        """Save the node's new records, and keep a link to exactly the members not left."""
+        placement = self._saved = self.node.placement
+        save_records(self.config.data_dir, placement.records.values())
+        if self._nursery is None:
+            return
+        wanted = {m for m in placement.members() if m != self.me.node_id}
+        for peer in set(self._links) - wanted:
+            self._links.pop(peer).cancel()
+            self._outboxes.pop(peer).close()
+            self._inboxes.pop(peer)
+        for peer in wanted - set(self._links):
+            self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
+            self._links[peer] = scope = trio.CancelScope()
+            self._nursery.start_soon(self._peer_link, peer, scope)
 
     async def _commit_groups(self) -> None:
         """Sync the commit log for each group of held actions, then carry them out.
@@ -235,10 +259,11 @@ class Server:
                     self.timers.cancel(timer)
 
     def _enqueue(self, peer: str, message: Message) -> bool:
-        if not self.connected.get(peer):
+        outbox = self._outboxes.get(peer)
+        if outbox is None or not self.connected.get(peer):
             return False
         try:
-            self._outboxes[peer].send_nowait(message)
+            outbox.send_nowait(message)
         except trio.WouldBlock:
             return False
         return True
@@ -258,25 +283,31 @@ class Server:
 
     # -- peers --
 
-    async def _peer_link(self, peer: NodeSpec) -> None:
-        """Keep one outgoing connection to ``peer`` and send everything queued for it."""
-        inbox = self._inboxes[peer.node_id]
+    async def _peer_link(self, peer: str, scope: trio.CancelScope) -> None:
+        """Keep one outgoing connection to ``peer`` and send everything queued for it, at the
+        address its record names, until ``scope`` is cancelled (the peer left)."""
+        with scope:
+            await self._keep_link(peer)
+
+    async def _keep_link(self, peer: str) -> None:
+        inbox = self._inboxes[peer]
         backoff = 0.05
         hello = PREAMBLE + encode_frame(Hello(self.me.node_id, self.config.cluster.cluster_name))
         while True:
             stream = None
             try:
+                address = Address.parse(self.node.placement.records[peer].address)
                 with trio.fail_after(CONNECT_TIMEOUT):
-                    stream = await trio.open_tcp_stream(peer.address.host, peer.address.port)
+                    stream = await trio.open_tcp_stream(address.host, address.port)
                     await stream.send_all(hello)
-            except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+            except (OSError, ConfigError, trio.TooSlowError, trio.BrokenResourceError):
                 if stream is not None:
                     await stream.aclose()
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            log.info("connected to %s at %s", peer.node_id, peer.address)
-            self.connected[peer.node_id] = True
+            log.info("connected to %s at %s", peer, address)
+            self.connected[peer] = True
             backoff = 0.05
             try:
                 async with trio.open_nursery() as nursery:
@@ -292,11 +323,11 @@ class Server:
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
             finally:
-                self.connected[peer.node_id] = False
+                self.connected[peer] = False
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
-            log.warning("lost connection to %s", peer.node_id)
-            self._fail_queued(peer.node_id)
+            log.warning("lost connection to %s", peer)
+            self._fail_queued(peer)
 
     async def _watch_close(self, stream: trio.SocketStream, scope: trio.CancelScope) -> None:
         """Cancel ``scope`` when the peer closes the connection (it never sends on it)."""
@@ -308,7 +339,9 @@ class Server:
         scope.cancel()
 
     def _fail_queued(self, peer: str) -> None:
-        inbox = self._inboxes[peer]
+        inbox = self._inboxes.get(peer)
+        if inbox is None:
+            return
         while True:
             try:
                 message = inbox.receive_nowait()
@@ -359,8 +392,6 @@ class Server:
             raise ProtocolError("connection did not start with Hello")
         if message.cluster != self.config.cluster.cluster_name:
             raise ProtocolError(f"peer is in cluster {message.cluster!r}")
-        if message.node_id not in self.peers:
-            raise ProtocolError(f"unknown peer {message.node_id!r}")
         return message.node_id
 
     # -- HTTP --
@@ -450,6 +481,19 @@ class Server:
             if method != "GET":
                 return _error(405, "/status only answers GET", [("allow", "GET")])
             return _json(200, self.status())
+        if path == b"/placement":
+            if method != "GET":
+                return _error(405, "/placement only answers GET", [("allow", "GET")])
+            return _json(200, {"records": [record_json(r) for r in
+                                           self.node.placement.records.values()]})
+        if path == b"/leave":
+            if method != "POST":
+                return _error(405, "/leave only answers POST", [("allow", "POST")])
+            refused = self.node.leave(self._now())
+            self._placement_changed()
+            if refused is not None:
+                return _error(409, refused)
+            return _json(202, {"status": "leaving"})
         return _error(404, f"no such resource: {path.decode(errors='replace')} "
                            "(try /kv/{key} or /status)")
 
@@ -494,9 +538,10 @@ class Server:
     def status(self) -> dict[str, Any]:
         """What ``GET /status`` shows: identity, ring, membership view, config, counters.
 
-        Each member shows its gossip state (``self``, ``alive``, ``suspect``, ``down``), its
-        heartbeat, how long it has been silent, who suspects it, and whether this node's
-        connection to it is up.
+        Each member shows its status in the cluster (``joining``, ``normal``, ``leaving``,
+        ``left``), its gossip state (``self``, ``alive``, ``suspect``, ``down``; ``gone`` once
+        it has left), its heartbeat, how long it has been silent, who suspects it, and whether
+        this node's connection to it is up.
         """
         ownership = self.node.ring.ownership()
         gossip = {v["node_id"]: v for v in self.node.membership.status(time.monotonic())}
@@ -513,10 +558,12 @@ class Server:
                 "ownership": {n: round(share, 6) for n, share in sorted(ownership.items())},
             },
             "membership": [
-                {"address": str(m.address), "zone": m.zone, "weight": m.weight,
-                 **gossip[m.node_id],
-                 "connected": m.node_id == self.me.node_id or self.connected[m.node_id]}
-                for m in self.config.members
+                {"node_id": r.node_id, "address": r.address, "zone": r.zone,
+                 "weight": r.weight, "status": r.status,
+                 **gossip.get(r.node_id, {"state": "gone"}),
+                 "connected": r.node_id == self.me.node_id or self.connected.get(r.node_id, False)}
+                for r in sorted(self.node.placement.records.values(),
+                                key=lambda r: natural_key(r.node_id))
             ],
             "node": self.node.status(),
             "storage": self.storage.stats(),
@@ -594,9 +641,48 @@ def _write_response(response: Response) -> HttpReply:
     return 204, [(CONTEXT_HEADER, context_token(response.context))], b""
 
 
+async def placement_for(config: NodeConfig) -> Placement:
+    """Where a starting node takes the cluster's layout from: what it saved in its data
+    directory; else, with ``--join``, the seed's records plus its own as a joining member;
+    else the configured peers. Raises ConfigError."""
+    vnodes = config.cluster.vnodes_per_weight
+    me = config.me
+    saved = load_records(config.data_dir)
+    if saved is not None:
+        placement = Placement({r.node_id: r for r in saved}, vnodes)
+        mine = placement.records.get(me.node_id)
+        if mine is None:
+            raise ConfigError(f"{config.data_dir} has no record of {me.node_id}")
+        if mine.address != str(me.address) or (mine.zone, mine.weight) != (me.zone, me.weight):
+            if (mine.zone, mine.weight) != (me.zone, me.weight):
+                raise ConfigError(f"{me.node_id} was a member with zone {mine.zone!r} and weight "
+                                  f"{mine.weight}; a node cannot change them")
+            placement = placement.with_record(
+                replace(mine, address=str(me.address), version=mine.version + 1))
+        return placement
+    if config.join is None:
+        members = [Member(m.node_id, m.zone, m.weight) for m in config.members]
+        return Placement(initial_records(members, {m.node_id: str(m.address)
+                                                   for m in config.members}, vnodes), vnodes)
+    seed = config.join
+    try:
+        async with StoreClient(seed.host, seed.port, timeout=5.0) as client:
+            raw = await client.placement()
+        records = [record_from_json(r) for r in raw]
+    except StoreError as exc:
+        raise ConfigError(f"cannot join through {seed}: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{seed} sent records this node cannot read: {exc}") from None
+    try:
+        return Placement({r.node_id: r for r in records}, vnodes).joined(
+            me.node_id, str(me.address), me.zone, me.weight)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 async def serve(config: NodeConfig) -> None:
     """Run a node until SIGINT or SIGTERM, then shut down cleanly."""
-    server = Server(config)
+    server = Server(config, await placement_for(config))
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await nursery.start(server.run)

@@ -45,6 +45,7 @@ from store.node import (
     TimerFired,
     Undeliverable,
 )
+from store.placement import Placement, initial_records
 from store.ring import Member, Ring
 from store.storage import MemoryStorage
 from store.versions import Clock
@@ -94,13 +95,19 @@ class Simulation:
             tuple(Member(n, (zones or {}).get(n, "default")) for n in node_ids),
             self.cluster.vnodes_per_weight,
         )
+        #: The placement of the cluster as configured (a node's address is its id).
+        self.configured = Placement(
+            initial_records(self.ring.members.values(), {n: n for n in self.ring.members},
+                            self.cluster.vnodes_per_weight),
+            self.cluster.vnodes_per_weight)
         self.cut_links: set[tuple[str, str]] = set()
         self.responses: dict[int, tuple[float, Response]] = {}
         self.trace: list[str] = []
         self._queue: list[tuple[float, int, str, Event]] = []
         self._seq = 0
         self._next_request = 0
-        self.nodes = {n: self._boot(n, MemoryStorage(), Hints(), 1) for n in self.ring.members}
+        self.nodes = {n: self._boot(n, MemoryStorage(), Hints(), 1, self.configured)
+                      for n in self.ring.members}
         for node in self.nodes.values():
             self._apply(node, node.logic.start(self._now(node)))
 
@@ -148,7 +155,8 @@ class Simulation:
         old = self.nodes[node_id]
         if old.state != "crashed":
             raise ValueError(f"{node_id} is {old.state}, not crashed")
-        node = self._boot(node_id, old.disk, old.hints, old.generation + 1)
+        node = self._boot(node_id, old.disk, old.hints, old.generation + 1,
+                          old.logic.placement)
         node.clock_offset = old.clock_offset
         self.nodes[node_id] = node
         self.trace.append(f"{self.now:.6f} {node_id} restart")
@@ -160,11 +168,28 @@ class Simulation:
         self.crash(node_id)
         old = self.nodes[node_id]
         node = self._boot(node_id, MemoryStorage(), Hints(), old.generation + 1,
-                          actor=f"{node_id}.wiped{old.generation + 1}")
+                          self.configured, actor=f"{node_id}.wiped{old.generation + 1}")
         node.clock_offset = old.clock_offset
         self.nodes[node_id] = node
         self.trace.append(f"{self.now:.6f} {node_id} wipe")
         self._apply(node, node.logic.start(self._now(node)))
+
+    # -- membership --
+
+    def join(self, node_id: str, via: str, zone: str = "default") -> None:
+        """Start a new node that joins through ``via`` (it takes ``via``'s records, as a real
+        node fetches them from its seed). Raises ValueError for an id already a member."""
+        placement = self.nodes[via].logic.placement.joined(node_id, node_id, zone, 1)
+        node = self._boot(node_id, MemoryStorage(), Hints(), 1, placement)
+        self.nodes[node_id] = node
+        self.trace.append(f"{self.now:.6f} {node_id} join via {via}")
+        self._apply(node, node.logic.start(self._now(node)))
+
+    def leave(self, node_id: str) -> str | None:
+        """Ask a node to decommission itself; returns why it refuses, or None."""
+        node = self.nodes[node_id]
+        self.trace.append(f"{self.now:.6f} {node_id} leave")
+        return node.logic.leave(self._now(node))
 
     def fire(self, node_id: str, timer: Timer) -> None:
         """Deliver a timer event to a node now, whatever its schedule (for tests)."""
@@ -209,9 +234,9 @@ class Simulation:
 
     # -- internals --
 
-    def _boot(self, node_id: str, disk: MemoryStorage, hints: Hints,
-              generation: int, actor: str | None = None) -> SimNode:
-        logic = Node(node_id, actor or f"{node_id}.1", self.ring, self.cluster, disk,
+    def _boot(self, node_id: str, disk: MemoryStorage, hints: Hints, generation: int,
+              placement: Placement, actor: str | None = None) -> SimNode:
+        logic = Node(node_id, actor or f"{node_id}.1", placement, self.cluster, disk,
                      generation, hints)
         return SimNode(node_id, disk, hints, logic, generation=generation)
 

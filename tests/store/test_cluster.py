@@ -14,7 +14,7 @@ import pytest
 import trio
 from conftest import LocalCluster, free_ports
 
-from store.messages import PREAMBLE, Hello, encode_frame
+from store.messages import PREAMBLE, Hello, Probe, encode_frame
 
 
 def test_a_write_through_one_node_is_read_through_another(cluster: LocalCluster) -> None:
@@ -85,7 +85,7 @@ def test_a_node_restarted_after_kill_9_still_has_its_acknowledged_writes(
     PREAMBLE + b"\x00\x00\x00\x05garba",
     PREAMBLE + struct.pack(">I", 1 << 31),
     PREAMBLE + encode_frame(Hello("n2", "another-cluster")),
-    PREAMBLE + encode_frame(Hello("intruder", "kvcheck")),
+    PREAMBLE + encode_frame(Probe(1)),  # no Hello first
     PREAMBLE + encode_frame(Hello("n2", "kvcheck"))
     + struct.pack(">I", 3) + msgpack.packb([2, 1, 2]),
 ])

@@ -1,0 +1,210 @@
+"""Which nodes hold which keys while members join and leave: gossiped records, two rings.
+
+Theory of operation
+-------------------
+Every member owns a :class:`Record`: its address, zone, weight, tokens and *status*. Only the
+member changes its own record, bumping ``version`` each time; gossip spreads records and the
+highest version wins, so every node ends up with the same set. A :class:`Placement` is an
+immutable view built from a set of records. It has two rings:
+
+- the **current** ring, of members ``normal`` or ``leaving``: who holds the data now;
+- the **next** ring, of members ``joining`` or ``normal``: who will hold it after the changes.
+
+When they differ the cluster is *in transition*, and a key has two preference lists, old and
+new. A request then needs its quorum in **both**: W acknowledgements among the old replicas and
+W among the new, R replies from each. Readers and writers on either side of a change therefore
+overlap: a write acknowledged by a quorum of either list is seen by a read of either list.
+
+A change completes in three steps, each gated on what gossip shows:
+
+1. **Barrier.** The changing member announces its status (``joining`` with the tokens it
+   allocated, or ``leaving``). Every member puts the :attr:`Placement.digest` of the placement it
+   uses in its record (``view``). Nothing moves until every member not marked down shows the
+   transition's digest: from then on every coordinator requests quorums in both lists.
+2. **Streaming.** Every member that *gains* keys (is in a key's new list but not its old one)
+   pulls them from the members that *lose* them (:meth:`Placement.should_send`), or — for a
+   loser it cannot reach — from every other old replica; then sets ``streamed`` to the digest.
+   A write acknowledged before the barrier is on W old replicas; if a loser had it, every gainer
+   now has it, so the new list holds at least W copies either way.
+3. **Switch.** When every gainer shows ``streamed`` equal to the digest, the joining member turns
+   ``normal`` (a leaving one turns ``left``), and the next ring becomes the current one.
+
+A ``left`` record stays, as a tombstone, so stale gossip cannot bring the member back; a member
+that joins again announces a higher version. Tokens of concurrent joiners may collide (each
+allocates from the ring it saw); the lower node id keeps a contested token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Literal
+
+import msgpack
+
+from store.ring import Member, Ring, natural_key
+
+Status = Literal["joining", "normal", "leaving", "left"]
+STATUSES: tuple[Status, ...] = ("joining", "normal", "leaving", "left")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one member says about itself. ``view`` is the digest of the placement it uses;
+    ``streamed`` the digest of the last transition whose keys it finished pulling."""
+
+    node_id: str
+    address: str
+    zone: str
+    weight: int
+    status: Status
+    version: int
+    tokens: tuple[int, ...]
+    view: bytes = b""
+    streamed: bytes = b""
+
+
+def initial_records(members: Iterable[Member], addresses: Mapping[str, str],
+                    vnodes_per_weight: int) -> dict[str, Record]:
+    """The records of a cluster configured statically: every member ``normal`` at version 0,
+    with the tokens :meth:`Ring.build` allocates (the same on every node)."""
+    ring = Ring.build(members, vnodes_per_weight)
+    records = {
+        m.node_id: Record(m.node_id, addresses[m.node_id], m.zone, m.weight, "normal", 0,
+                          tuple(ring.tokens[m.node_id]))
+        for m in ring.members.values()
+    }
+    digest = Placement(records, vnodes_per_weight).digest
+    return {node_id: replace(r, view=digest) for node_id, r in records.items()}
+
+
+class Placement:
+    """An immutable view of the cluster's layout, built from records (see the module doc)."""
+
+    def __init__(self, records: Mapping[str, Record], vnodes_per_weight: int) -> None:
+        self.records: Mapping[str, Record] = dict(records)
+        self.vnodes_per_weight = vnodes_per_weight
+        self.current = self._ring(("normal", "leaving"))
+        self.next = self._ring(("joining", "normal"))
+
+    def _ring(self, statuses: tuple[Status, ...]) -> Ring:
+        chosen = sorted((r for r in self.records.values() if r.status in statuses),
+                        key=lambda r: natural_key(r.node_id))
+        tokens: dict[str, tuple[int, ...]] = {}
+        taken: set[int] = set()
+        for record in chosen:
+            tokens[record.node_id] = tuple(t for t in record.tokens if t not in taken)
+            taken.update(record.tokens)
+        members = [Member(r.node_id, r.zone, r.weight) for r in chosen if tokens[r.node_id]]
+        return Ring.from_tokens(members, {m.node_id: tokens[m.node_id] for m in members},
+                                self.vnodes_per_weight)
+
+    # -- layout --
+
+    @cached_property
+    def digest(self) -> bytes:
+        """Names the layout: ids, statuses and tokens of every member that has not left."""
+        layout = sorted([r.node_id, r.status, list(r.tokens)]
+                        for r in self.records.values() if r.status != "left")
+        return hashlib.blake2b(msgpack.packb(layout), digest_size=8).digest()
+
+    @property
+    def in_transition(self) -> bool:
+        return self.current != self.next
+
+    def members(self) -> list[str]:
+        """Every member that has not left, in natural order."""
+        return sorted((i for i, r in self.records.items() if r.status != "left"),
+                      key=natural_key)
+
+    def changing(self) -> list[str]:
+        """The members joining or leaving."""
+        return [i for i in self.members() if self.records[i].status in ("joining", "leaving")]
+
+    def groups(self, key: bytes, n: int) -> tuple[tuple[str, ...], ...]:
+        """The preference lists a request for ``key`` needs a quorum in: the current one, and
+        in a transition also the next one when it differs."""
+        old = self.current.preference_list(key, n)
+        if not self.in_transition:
+            return (old,)
+        new = self.next.preference_list(key, n)
+        return (old,) if new == old else (old, new)
+
+    def replicates(self, node_id: str, key: bytes, n: int) -> bool:
+        return any(node_id in group for group in self.groups(key, n))
+
+    # -- moving data --
+
+    @cached_property
+    def _arcs(self) -> list[int]:
+        """One key position per arc of the union of both rings' tokens (its last position)."""
+        positions = {t for ring in (self.current, self.next) for ts in ring.tokens.values()
+                     for t in ts}
+        return sorted(positions)
+
+    def gainers(self, n: int) -> list[str]:
+        """Members in the next preference list of some key but not in its current one."""
+        found: set[str] = set()
+        for position in self._arcs:
+            old = self.current.preference_at(position, n)
+            found.update(set(self.next.preference_at(position, n)) - set(old))
+        return sorted(found, key=natural_key)
+
+    def gains(self, node_id: str, key: bytes, n: int) -> bool:
+        """Whether ``node_id`` must receive ``key`` in this transition."""
+        return (node_id in self.next.preference_list(key, n)
+                and node_id not in self.current.preference_list(key, n))
+
+    def should_send(self, source: str, gainer: str, key: bytes, n: int,
+                    unreachable: frozenset[str]) -> bool:
+        """Whether ``source`` sends ``key`` to ``gainer``: it gains the key and ``source`` loses
+        it — or every member that loses it is unreachable for the gainer and ``source`` is one of
+        the key's current replicas."""
+        if not self.gains(gainer, key, n):
+            return False
+        old = self.current.preference_list(key, n)
+        losers = set(old) - set(self.next.preference_list(key, n))
+        return source in losers or (losers <= unreachable and source in old)
+
+    # -- changing records --
+
+    def merged(self, records: Iterable[Record]) -> Placement:
+        """This placement with ``records`` taken in where their version is higher (self when
+        nothing changes)."""
+        changed = {r.node_id: r for r in records
+                   if r.node_id not in self.records or r.version > self.records[r.node_id].version}
+        if not changed:
+            return self
+        return Placement({**self.records, **changed}, self.vnodes_per_weight)
+
+    def joined(self, node_id: str, address: str, zone: str, weight: int) -> Placement:
+        """This placement with ``node_id`` announcing that it joins, with tokens allocated on
+        the next ring. Raises ValueError if that id is a member that has not left."""
+        old = self.records.get(node_id)
+        if old is not None and old.status != "left":
+            raise ValueError(f"{node_id} is already a member of the cluster ({old.status}); "
+                             f"a new node needs a new id")
+        ring = self.next.with_member(Member(node_id, zone, weight))
+        version = 0 if old is None else old.version + 1
+        return self.with_record(Record(node_id, address, zone, weight, "joining", version,
+                                       tuple(ring.tokens[node_id])))
+
+    def status(self) -> dict[str, object]:
+        """The layout for ``/status``."""
+        return {
+            "digest": self.digest.hex(),
+            "in_transition": self.in_transition,
+            "changing": self.changing(),
+            "records": [
+                {"node_id": r.node_id, "address": r.address, "zone": r.zone,
+                 "weight": r.weight, "status": r.status, "version": r.version,
+                 "tokens": len(r.tokens), "uses_this_placement": r.view == self.digest,
+                 "streamed_this_transition": self.in_transition and r.streamed == self.digest}
+                for r in sorted(self.records.values(), key=lambda r: natural_key(r.node_id))
+            ],
+        }
+
+    def with_record(self, record: Record) -> Placement:
+        return Placement({**self.records, record.node_id: record}, self.vnodes_per_weight)

@@ -1,0 +1,63 @@
+"""Moving key ranges during a join or leave, free of I/O: the source's batches and the gainer's
+pulls.
+
+A member that gains keys in a transition (:mod:`store.placement`) *pulls* them: it asks every
+current member it can reach for the keys that member should send it, a batch at a time
+(:class:`~store.messages.StreamRequest` / :class:`~store.messages.StreamBatch`). The source keeps
+no state between batches: each request names the last key examined, and the source resumes its
+scan after it. A batch holds at most :data:`BATCH_KEYS` keys and the source examines at most
+:data:`SCAN_LIMIT` keys for it, so no single event scans a large store whole.
+
+If a source fails (it refuses — its placement differs —, cannot be reached, or stops answering)
+the round is abandoned and started again with that source counted unreachable: the other current
+replicas then send the keys it alone would have sent. Merges are idempotent, so keys received
+twice do no harm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from store.storage import Storage
+from store.versions import Version
+
+#: Keys in one batch, at most (each key with its siblings is under 10 KB of values).
+BATCH_KEYS = 256
+#: Keys a source examines for one batch, at most.
+SCAN_LIMIT = 4096
+
+
+def next_batch(storage: Storage, after: bytes | None, wanted: Callable[[bytes], bool],
+               ) -> tuple[tuple[tuple[bytes, tuple[Version, ...]], ...], bytes | None]:
+    """The next keys after ``after`` for which ``wanted`` holds, with their siblings, and the
+    cursor to resume from (None once every key has been examined). Raises StorageError."""
+    examined = 0
+    last: bytes | None = None
+    chose = False
+
+    def where(key: bytes) -> bool:
+        # The scan only yields chosen keys; saying yes at the scan limit stops it there.
+        nonlocal examined, last, chose
+        examined += 1
+        last, chose = key, wanted(key)
+        return chose or examined >= SCAN_LIMIT
+
+    items: list[tuple[bytes, tuple[Version, ...]]] = []
+    start = b"" if after is None else after + b"\x00"
+    for key, versions in storage.scan(start, where=where):
+        if chose:
+            items.append((key, tuple(versions)))
+        if examined >= SCAN_LIMIT or len(items) >= BATCH_KEYS:
+            return tuple(items), last
+    return tuple(items), None
+
+
+@dataclass(slots=True)
+class PullRound:
+    """One gainer's pulls for one transition: a source per request id, and who is unreachable."""
+
+    digest: bytes
+    unreachable: frozenset[str]
+    sources: dict[int, str] = field(default_factory=dict)
+    keys_received: int = 0
