@@ -210,8 +210,7 @@ class Server:
         wanted = {m for m in placement.members() if m != self.me.node_id}
         for peer in set(self._links) - wanted:
             self._links.pop(peer).cancel()
-            self._outboxes.pop(peer).close()
-            self._inboxes.pop(peer)
+            del self._outboxes[peer], self._inboxes[peer]
         for peer in wanted - set(self._links):
             self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
             self._links[peer] = scope = trio.CancelScope()

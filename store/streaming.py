@@ -33,23 +33,20 @@ def next_batch(storage: Storage, after: bytes | None, wanted: Callable[[bytes], 
     """The next keys after ``after`` for which ``wanted`` holds, with their siblings, and the
     cursor to resume from (None once every key has been examined). Raises StorageError."""
     examined = 0
-    last: bytes | None = None
-    chose = False
 
     def where(key: bytes) -> bool:
-        # The scan only yields chosen keys; saying yes at the scan limit stops it there.
-        nonlocal examined, last, chose
+        # The scan yields chosen keys only; saying yes at the scan limit stops it there.
+        nonlocal examined
         examined += 1
-        last, chose = key, wanted(key)
-        return chose or examined >= SCAN_LIMIT
+        return examined >= SCAN_LIMIT or wanted(key)
 
     items: list[tuple[bytes, tuple[Version, ...]]] = []
     start = b"" if after is None else after + b"\x00"
     for key, versions in storage.scan(start, where=where):
-        if chose:
+        if wanted(key):
             items.append((key, tuple(versions)))
         if examined >= SCAN_LIMIT or len(items) >= BATCH_KEYS:
-            return tuple(items), last
+            return tuple(items), key
     return tuple(items), None
 
 

@@ -42,7 +42,8 @@ class Storage(Protocol):
              ) -> Iterator[tuple[bytes, list[Version]]]:
         """Stream ``(key, sibling set)`` for the keys in ``[start, end)`` (no ``end``: to the
         last key) for which ``where(key)`` holds (no ``where``: all), in key order, as of the
-        call: later puts do not show. Keys ``where`` rejects are never decoded."""
+        call: later puts do not show. ``where`` is called for each key in order as the scan
+        reaches it, and keys it rejects are never decoded."""
         ...
 
     def purge_tombstones(self, older_than_ms: int) -> int:

@@ -32,9 +32,9 @@ class MemoryStorage:
     def scan(self, start: bytes = b"", end: bytes | None = None,
              where: Callable[[bytes], bool] | None = None,
              ) -> Iterator[tuple[bytes, list[Version]]]:
-        chosen = sorted(k for k in self._data if k >= start and (end is None or k < end)
-                        and (where is None or where(k)))
-        return iter([(k, list(self._data[k])) for k in chosen])
+        snapshot = {k: list(v) for k, v in self._data.items()
+                    if k >= start and (end is None or k < end)}
+        return ((k, snapshot[k]) for k in sorted(snapshot) if where is None or where(k))
 
     def purge_tombstones(self, older_than_ms: int) -> int:
         doomed = [

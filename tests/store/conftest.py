@@ -45,8 +45,21 @@ class LocalCluster:
                 "--data-dir", str(self.root / node), *flags]
 
     def start(self, node: str) -> None:
+        self._spawn(node, self.command(node))
+
+    def join(self, node: str, via: str) -> None:
+        """Start a new node ``node`` that joins the running cluster through ``via``."""
+        self.ids.append(node)
+        self.ports[node] = free_ports(1)[0]
+        flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
+        self._spawn(node, [sys.executable, "-m", "store", "serve", "--node-id", node,
+                           "--listen", f"127.0.0.1:{self.ports[node]}",
+                           "--join", f"127.0.0.1:{self.ports[via]}",
+                           "--data-dir", str(self.root / node), *flags])
+
+    def _spawn(self, node: str, command: list[str]) -> None:
         log = (self.root / f"{node}.log").open("ab")
-        self.processes[node] = subprocess.Popen(self.command(node), stdout=log, stderr=log)
+        self.processes[node] = subprocess.Popen(command, stdout=log, stderr=log)
 
     def kill(self, node: str) -> None:
         """SIGKILL the node's process and reap it."""

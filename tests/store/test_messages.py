@@ -30,9 +30,12 @@ from store.messages import (
     ReplicateAck,
     StampReply,
     StampRequest,
+    StreamBatch,
+    StreamRequest,
     TreeLevel,
     encode_frame,
 )
+from store.placement import Record
 from store.versions import stamp
 
 _, SIBLINGS = stamp("n1.ab", [], {"n2.cd": (3, 17)}, b"value", 99, 10)
@@ -57,6 +60,14 @@ MESSAGES: list[Message] = [
     TreeLevel("n1", 13, 1, ((0, b"\x01" * 8), (15, b"\x02" * 8))),
     LeafKeys("n1", 13, (7, 4095), ((b"k", b"\x03" * 8),)),
     KeyRequest(13, (b"k", b"\xff")),
+    Gossip((GossipEntry("n1", (3, 17), False),),
+           (Record("n1", "10.0.0.1:7000", "a", 2, "joining", 4, (0, 2**64 - 1, 12345),
+                   b"\x01" * 8, b""),
+            Record("n2", "[::1]:7001", "b", 1, "left", 0, ()))),
+    StreamRequest(14, b"\x09" * 8, ("n3", "n4"), None),
+    StreamRequest(15, b"\x09" * 8, (), b"last-key"),
+    StreamBatch(14, ((b"k", tuple(SIBLINGS)), (b"j", ())), b"k"),
+    StreamBatch(15, (), None),
 ]
 
 
