@@ -18,7 +18,9 @@ from nemesis import (
     ClearPackets,
     CutLinks,
     HealLinks,
+    JoinNode,
     KillNodes,
+    LeaveNode,
     PacketFault,
     PacketSupport,
     PauseNodes,
@@ -81,6 +83,16 @@ class Backend(Protocol):
 
     async def clear_packets(self) -> None: ...
 
+    async def join(self, node: str, via: str) -> None:
+        """Start ``node`` on an empty disk, joining the cluster through member ``via``;
+        return once it answers."""
+        ...
+
+    async def leave(self, node: str) -> None:
+        """Decommission ``node`` (waiting while another change is in progress), wait until it
+        has left, then stop its store."""
+        ...
+
     async def collect_logs(self, into: Path) -> None:
         """Copy each node's log to ``into/<node>.log``."""
         ...
@@ -121,3 +133,7 @@ async def execute(backend: Backend, action: Action) -> None:
             await backend.packet_fault(action)
         case ClearPackets():
             await backend.clear_packets()
+        case JoinNode(node, via):
+            await backend.join(node, via)
+        case LeaveNode(node):
+            await backend.leave(node)

@@ -67,7 +67,8 @@ def add_run(sub: Any) -> None:
                    help="seconds of client load (60)")
     p.add_argument("--workload", choices=["register", "set"], default="register")
     p.add_argument("--nemesis", default="partition",
-                   help="comma list of partition, kill, pause, clock, packet; or none")
+                   help="comma list of partition, kill, pause, clock, packet, membership; "
+                   "or none")
     p.add_argument("--nemesis-interval", type=float, default=d["nemesis_interval"].default,
                    help="seconds between faults, and how long each lasts (10)")
     p.add_argument("--recovery-time", type=float, default=d["recovery_time"].default,

@@ -14,7 +14,10 @@ How each fault is made (``docs/nemesis.md`` has the why):
   bind-mounted into the container (``FAKETIME_NO_CACHE=1``), so a write takes effect at once and
   the host's clock is never touched;
 - packets: ``tc ... netem`` where the kernel has netem; otherwise loss through iptables'
-  ``statistic`` match in an OUTPUT chain of our own, and bandwidth through ``tc tbf``.
+  ``statistic`` match in an OUTPUT chain of our own, and bandwidth through ``tc tbf``;
+- membership: a node joins with ``kvstore serve --join`` on an emptied data directory (its
+  container is created when first needed), and leaves through ``POST /leave``; once it has
+  left, its store is stopped with SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from harness.backend import BackendError
 from harness.image import faketime_env
 from nemesis import PacketFault, PacketSupport
 from nemesis.topology import Link
-from store.client import StoreClient, StoreError
+from store.client import RequestRejected, StoreClient, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ STORE_PORT = 7000
 MOUNT = "/kvcheck"
 DATA_DIR = "/var/lib/kvstore"
 FAKETIME_FILE = f"{MOUNT}/faketime"
+#: Seconds a join or a leave may take before the backend gives up on it.
+CHANGE_LIMIT = 180.0
 PID_FILE = f"{MOUNT}/kvstore.pid"
 LOG_FILE = f"{MOUNT}/kvstore.log"
 
@@ -69,6 +74,8 @@ class DockerCluster:
         self.image = image
         self.run_id = run_id
         self.nodes = list(nodes)
+        #: Nodes that joined after setup and have not left.
+        self.joined: list[str] = []
         self.store_flags = list(store_flags)
         self.run_dir = run_dir
         self.faketime_env = faketime_env(FAKETIME_FILE)
@@ -95,19 +102,23 @@ class DockerCluster:
         self._network = self.client.networks.create(
             f"kvcheck-{self.run_id}", driver="bridge", labels=self.labels)
         for node in self.nodes:
-            node_dir = self.node_dir(node)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            self._write_offset(node, 0.0)
-            container = self.client.containers.run(
-                self.image, name=f"kvcheck-{self.run_id}-{node}", init=True,
-                hostname=node, network=self._network.name, cap_add=["NET_ADMIN"],
-                labels={**self.labels, "org.kvcheck.node": node}, detach=True,
-                volumes={str(node_dir.resolve()): {"bind": MOUNT, "mode": "rw"}})
-            self._containers[node] = container
-            container.reload()
-            self._ips[node] = container.attrs["NetworkSettings"]["Networks"][
-                self._network.name]["IPAddress"]
-            self.exec(node, _CHAINS)
+            self._create_container(node)
+
+    def _create_container(self, node: str) -> None:
+        assert self._network is not None
+        node_dir = self.node_dir(node)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        self._write_offset(node, 0.0)
+        container = self.client.containers.run(
+            self.image, name=f"kvcheck-{self.run_id}-{node}", init=True,
+            hostname=node, network=self._network.name, cap_add=["NET_ADMIN"],
+            labels={**self.labels, "org.kvcheck.node": node}, detach=True,
+            volumes={str(node_dir.resolve()): {"bind": MOUNT, "mode": "rw"}})
+        self._containers[node] = container
+        container.reload()
+        self._ips[node] = container.attrs["NetworkSettings"]["Networks"][
+            self._network.name]["IPAddress"]
+        self.exec(node, _CHAINS)
 
     async def teardown(self) -> None:
         await trio.to_thread.run_sync(self._remove)
@@ -121,7 +132,7 @@ class DockerCluster:
             with contextlib.suppress(docker.errors.NotFound):
                 self._network.remove()
             self._network = None
-        for node in self.nodes:
+        for node in self._ips:
             (self.node_dir(node) / "faketime").unlink(missing_ok=True)
             (self.node_dir(node) / "kvstore.pid").unlink(missing_ok=True)
 
@@ -133,15 +144,20 @@ class DockerCluster:
 
     # -- the store process --
 
-    def _serve_command(self, node: str) -> str:
-        peers = ",".join(f"{p}={self._ips[p]}:{STORE_PORT}" for p in self.nodes if p != node)
-        args = ["kvstore", "serve", "--node-id", node, "--listen", f"0.0.0.0:{STORE_PORT}",
-                "--data-dir", DATA_DIR, *(["--peers", peers] if peers else []),
-                *self.store_flags]
+    def _serve_command(self, node: str, join: str | None) -> str:
+        """The store's command line: a new cluster of ``self.nodes``, or joining through
+        ``join``. A node restarted on its data directory follows the layout saved there."""
+        if join is not None:
+            peering = ["--join", f"{self._ips[join]}:{STORE_PORT}"]
+        else:
+            peers = ",".join(f"{p}={self._ips[p]}:{STORE_PORT}" for p in self.nodes if p != node)
+            peering = ["--peers", peers] if peers else []
+        args = ["kvstore", "serve", "--node-id", node, "--listen", f"{self._ips[node]}:"
+                f"{STORE_PORT}", "--data-dir", DATA_DIR, *peering, *self.store_flags]
         return (f"echo $$ > {PID_FILE} && exec {shlex.join(args)} >> {LOG_FILE} 2>&1")
 
-    async def _start_store(self, node: str) -> None:
-        command = self._serve_command(node)
+    async def _start_store(self, node: str, join: str | None = None) -> None:
+        command = self._serve_command(node, join)
         await trio.to_thread.run_sync(lambda: self._containers[node].exec_run(
             ["sh", "-c", command], detach=True, environment=self.faketime_env))
 
@@ -166,7 +182,7 @@ class DockerCluster:
         except StoreError:
             return False
         return all(m["connected"] for m in status["membership"]
-                   if m["node_id"] not in self._down)
+                   if m["node_id"] not in self._down and m["status"] != "left")
 
     def _log_tail(self, node: str, lines: int = 15) -> str:
         path = self.node_dir(node) / "kvstore.log"
@@ -184,6 +200,55 @@ class DockerCluster:
         """Start the store again on the same data (see :meth:`wait_ready`)."""
         await self._start_store(node)
         self._down.discard(node)
+
+    async def join(self, node: str, via: str) -> None:
+        """Start ``node`` on an empty data directory, joining through ``via`` (its container is
+        created the first time); return once it answers and reaches its peers."""
+        if node not in self._containers:
+            await trio.to_thread.run_sync(self._create_container, node)
+        await self._exec_async(node, f"rm -rf {DATA_DIR}")
+        await self._start_store(node, join=via)
+        self._down.discard(node)
+        await self.wait_ready([node])
+        if node not in self.nodes and node not in self.joined:
+            self.joined.append(node)
+
+    async def leave(self, node: str) -> None:
+        """Decommission ``node`` and stop its store once it has left. While another change is
+        in progress the node refuses; ask again until it accepts. Raises BackendError after
+        :data:`CHANGE_LIMIT` seconds."""
+        with trio.move_on_after(CHANGE_LIMIT):
+            async with StoreClient(*self.address(node), timeout=10) as client:
+                while True:
+                    try:
+                        await client.leave()
+                        break
+                    except RequestRejected as exc:
+                        if exc.status != 409:  # 409: not now, another change is going on
+                            raise BackendError(f"{node} cannot leave: {exc}") from None
+                    except StoreError:
+                        pass
+                    await trio.sleep(0.5)
+                while not await self._has_left(client):
+                    await trio.sleep(0.5)
+            self._down.add(node)
+            await self._signal(node, "TERM")
+            await self._exec_async(node, f"while kill -0 $(cat {PID_FILE}) 2>/dev/null; "
+                                         "do sleep 0.05; done")
+            if node in self.joined:
+                self.joined.remove(node)
+            return
+        raise BackendError(f"{node} did not leave the cluster within {CHANGE_LIMIT:.0f} s; its "
+                           f"log ends with:\n{self._log_tail(node)}")
+
+    @staticmethod
+    async def _has_left(client: StoreClient) -> bool:
+        try:
+            status = await client.status()
+        except StoreError:
+            return False
+        me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
+        return bool(me["status"] == "left")
 
     async def pause(self, node: str) -> None:
         await self._signal(node, "STOP")
@@ -268,7 +333,7 @@ class DockerCluster:
 
     async def collect_logs(self, into: Path) -> None:
         into.mkdir(parents=True, exist_ok=True)
-        for node in self.nodes:
+        for node in self._ips:
             source = self.node_dir(node) / "kvstore.log"
             if source.exists():
                 (into / f"{node}.log").write_bytes(source.read_bytes())

@@ -33,6 +33,9 @@ from harness.spec import TestSpec
 from harness.workloads import Operation, WorkerState, make_workload
 from nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
 from store.client import StoreClient, StoreError
+from store.config import ClusterConfig
+from store.datadir import record_from_json
+from store.placement import Placement
 from store.ring import Member, Ring
 
 #: Process ids of the final readers start here (workers never get this far).
@@ -156,7 +159,7 @@ class Runner:
         self.progress.phase = "final reads"
         await self._final_reads(history)
         samples.append(await self._sample(history))
-        self._write_final_state(samples)
+        await self._write_final_state(samples)
 
     # -- the nemesis --
 
@@ -165,7 +168,8 @@ class Runner:
         if not kinds:
             return None
         return Nemesis(kinds, self.backend.nodes, random.Random(self.rng.randrange(2**32)),
-                       hold=self.spec.nemesis_interval, packets=self.backend.packet_support())
+                       hold=self.spec.nemesis_interval, packets=self.backend.packet_support(),
+                       spare=f"n{len(self.backend.nodes) + 1}", replicas=self.spec.n)
 
     async def _run_nemesis(self, nemesis: Nemesis, history: HistoryWriter, until: float) -> None:
         interval = self.spec.nemesis_interval
@@ -276,13 +280,27 @@ class Runner:
             for index, node in enumerate(self.backend.nodes):
                 nursery.start_soon(read_through, index, node)
 
-    def _write_final_state(self, samples: list[dict[str, Any]]) -> None:
-        ring = Ring.build(Member(node) for node in self.backend.nodes)
+    async def _write_final_state(self, samples: list[dict[str, Any]]) -> None:
+        """``final-state.json``: the samples, and each key's replicas in the ring the cluster
+        ended with (asked of the nodes; computed from the configured nodes if none answers)."""
+        ring = await self._final_ring()
         replicas = {key: list(ring.preference_list(key.encode(), self.spec.n))
                     for key in self.workload.used_keys()}
         state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
                  "replicas": replicas}
         (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
+
+
+    async def _final_ring(self) -> Ring:
+        vnodes = ClusterConfig().vnodes_per_weight
+        for node in self.backend.nodes:
+            try:
+                async with StoreClient(*self.backend.address(node), timeout=5) as client:
+                    records = [record_from_json(r) for r in await client.placement()]
+                return Placement({r.node_id: r for r in records}, vnodes).current
+            except (StoreError, ValueError, KeyError, TypeError):
+                continue
+        return Ring.build((Member(node) for node in self.backend.nodes), vnodes)
 
 
 def _unwrap(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]

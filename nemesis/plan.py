@@ -12,7 +12,10 @@ Kinds (``docs/nemesis.md`` says how each is done and what it proves):
 - ``pause``: SIGSTOP a minority, SIGCONT them;
 - ``clock``: move wall clocks by milliseconds to minutes (bump) or back and forth (strobe),
   then reset them;
-- ``packet``: delay, lose, duplicate or reorder packets — each only where the backend can.
+- ``packet``: delay, lose, duplicate or reorder packets — each only where the backend can;
+- ``membership``: a spare node joins the cluster and leaves it again at the stop, or a member
+  leaves (decommissions) and joins again, on an empty disk, at the stop — so data moves between
+  nodes while clients run. Shrinking needs more members than replicas per key.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any
 
 from nemesis.topology import TOPOLOGIES, Link
 
-KINDS = ("partition", "kill", "pause", "clock", "packet")
+KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -109,9 +112,24 @@ class ClearPackets:
     """Remove every packet fault this nemesis added."""
 
 
+@dataclass(frozen=True, slots=True)
+class JoinNode:
+    """Start ``node`` on an empty disk and have it join the cluster through member ``via``."""
+
+    node: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveNode:
+    """Decommission ``node``: wait until its data has moved and it has left, then stop it."""
+
+    node: str
+
+
 Action = (
     CutLinks | HealLinks | KillNodes | RestartNodes | PauseNodes | ResumeNodes | SetClocks
-    | StrobeClocks | ResetClocks | PacketFault | ClearPackets
+    | StrobeClocks | ResetClocks | PacketFault | ClearPackets | JoinNode | LeaveNode
 )
 
 
@@ -164,18 +182,26 @@ class PacketSupport:
 class Nemesis:
     """Draws faults of ``kinds`` for ``nodes``, round-robin over the kinds.
 
-    ``hold`` is how long a fault lasts (strobes use it as their duration). Raises
-    :class:`NemesisError` when a kind cannot work with these nodes.
+    ``hold`` is how long a fault lasts (strobes use it as their duration). ``spare`` names a
+    node that is not a member, for membership faults to add; ``replicas`` is N, which a
+    membership fault never takes the cluster below. Raises :class:`NemesisError` when a kind
+    cannot work with these nodes.
     """
 
     def __init__(self, kinds: Sequence[str], nodes: Sequence[str], rng: random.Random,
-                 hold: float, packets: PacketSupport | None = None) -> None:
+                 hold: float, packets: PacketSupport | None = None, *, spare: str = "",
+                 replicas: int = 3) -> None:
         self.kinds = tuple(kinds)
         self.nodes = list(nodes)
         self.rng = rng
         self.hold = hold
         self.packets = packets or PacketSupport(frozenset())
+        self.spare = spare
+        self.replicas = replicas
         self._turn = 0
+        if "membership" in self.kinds and not spare and len(self.nodes) <= replicas:
+            raise NemesisError("the membership nemesis needs a spare node to add, or more "
+                               "nodes than replicas per key to remove one")
         if "packet" in self.kinds and not self.packets.effects:
             raise NemesisError("the packet nemesis can do nothing on this backend: "
                                + (self.packets.missing_reason or "no packet effects available"))
@@ -186,6 +212,17 @@ class Nemesis:
         kind = self.kinds[self._turn % len(self.kinds)]
         self._turn += 1
         return getattr(self, "_" + kind)()
+
+    def _membership(self) -> Fault:
+        shrink = len(self.nodes) > self.replicas and (not self.spare or self.rng.random() < 0.5)
+        if shrink:
+            node = self.rng.choice(self.nodes)
+            via = self.rng.choice([n for n in self.nodes if n != node])
+            return Fault("membership", (node,), (LeaveNode(node),), (JoinNode(node, via),),
+                         {"change": "leave, then join again"})
+        via = self.rng.choice(self.nodes)
+        return Fault("membership", (self.spare,), (JoinNode(self.spare, via),),
+                     (LeaveNode(self.spare),), {"change": "join, then leave", "via": via})
 
     def _minority(self) -> tuple[str, ...]:
         size = self.rng.randint(1, max(1, (len(self.nodes) - 1) // 2))

@@ -116,7 +116,8 @@ class StoreClient:
 
     async def leave(self) -> None:
         """Ask the node to decommission itself (``POST /leave``); returns once it has started.
-        Raises :class:`RequestRejected` saying why it cannot."""
+        Raises :class:`RequestRejected` saying why it cannot: status 409 while another change
+        is in progress (ask again later), 400 when it never can."""
         status, headers, body = await self._request("POST", "/leave")
         if status != 202:
             raise _error(status, headers, body, "no")

@@ -173,6 +173,14 @@ Response = Found | Written | Failed
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """Why a node will not leave; ``later`` when it may once a change in progress is over."""
+
+    reason: str
+    later: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     peer: str
     message: Message
@@ -626,20 +634,21 @@ class Node:
 
     # -- joining and leaving --
 
-    def leave(self, now: Now) -> str | None:
+    def leave(self, now: Now) -> Refused | None:
         """Start decommissioning this node: its keys move to the members that take them over,
         then its status turns ``left``. Returns why it cannot start, or None."""
         me = self.placement.records[self.node_id]
         if me.status == "leaving":
             return None
-        if me.status != "normal":
-            return f"{self.node_id} is {me.status}, not normal"
-        if self.placement.in_transition:
+        if me.status == "left":
+            return Refused(f"{self.node_id} has left already", later=False)
+        if me.status == "joining" or self.placement.in_transition:
             changing = ", ".join(self.placement.changing())
-            return f"another change is in progress ({changing}); try again when it completes"
+            return Refused(f"another change is in progress ({changing}); try again when it "
+                           f"completes", later=True)
         if len(self.placement.current) - 1 < self.cluster.n:
-            return (f"leaving would leave {len(self.placement.current) - 1} members, fewer "
-                    f"than n={self.cluster.n}")
+            return Refused(f"leaving would leave {len(self.placement.current) - 1} members, "
+                           f"fewer than n={self.cluster.n}", later=False)
         self._set_mine(now, status="leaving")
         return None
 

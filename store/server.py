@@ -491,7 +491,7 @@ class Server:
             refused = self.node.leave(self._now())
             self._placement_changed()
             if refused is not None:
-                return _error(409, refused)
+                return _error(409 if refused.later else 400, refused.reason)
             return _json(202, {"status": "leaving"})
         return _error(404, f"no such resource: {path.decode(errors='replace')} "
                            "(try /kv/{key} or /status)")

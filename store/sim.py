@@ -37,6 +37,7 @@ from store.node import (
     Node,
     Now,
     Received,
+    Refused,
     Respond,
     Response,
     Send,
@@ -185,7 +186,7 @@ class Simulation:
         self.trace.append(f"{self.now:.6f} {node_id} join via {via}")
         self._apply(node, node.logic.start(self._now(node)))
 
-    def leave(self, node_id: str) -> str | None:
+    def leave(self, node_id: str) -> Refused | None:
         """Ask a node to decommission itself; returns why it refuses, or None."""
         node = self.nodes[node_id]
         self.trace.append(f"{self.now:.6f} {node_id} leave")

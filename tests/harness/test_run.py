@@ -98,3 +98,22 @@ def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Pat
     assert "torn down" in err
     assert leftovers() == []
     assert not list(tmp_path.glob("interrupted/*/nodes/*/faketime"))
+
+
+def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
+        tmp_path: Path) -> None:
+    """Seed 3 draws: n4 leaves (and joins again), then spare n5 joins (and leaves)."""
+    run = kvcheck("run", "--nodes", "4", "--rate", "60", "--time-limit", "14",
+                  "--nemesis-interval", "3", "--recovery-time", "3", "--nemesis", "membership",
+                  "--no-sloppy-quorum", "--name", "membership", "--seed", "3",
+                  histories=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    run_dir = (tmp_path / "latest").resolve()
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").open()][1:]
+    changes = [op["value"]["change"] for op in history
+               if op["f"] == "start-membership" and op["type"] == "info"]
+    assert {"leave, then join again", "join, then leave"} <= set(changes), changes
+    assert all(results_of(run_dir).values())
+    n5 = (run_dir / "nodes" / "n5" / "kvstore.log").read_text()
+    assert "serving on" in n5
+    assert leftovers() == []

@@ -10,7 +10,9 @@ from nemesis import (
     ClearPackets,
     CutLinks,
     HealLinks,
+    JoinNode,
     KillNodes,
+    LeaveNode,
     Nemesis,
     NemesisError,
     PacketFault,
@@ -75,3 +77,25 @@ def test_clock_faults_range_from_milliseconds_to_minutes() -> None:
                if isinstance(a, SetClocks) for o in a.offsets.values()]
     assert min(offsets) < 0.1 and max(offsets) > 30
     assert all(0.01 <= o <= 120 for o in offsets)
+
+
+def test_membership_faults_restore_the_membership_they_change_and_never_go_below_n() -> None:
+    nemesis = Nemesis(["membership"], NODES, random.Random(5), hold=5, spare="n6", replicas=3)
+    changes = set()
+    for _ in range(100):
+        fault = nemesis.next_fault()
+        (start,), (stop,) = fault.start, fault.stop
+        if isinstance(start, JoinNode):
+            assert start.node == "n6" and start.via in NODES
+            assert stop == LeaveNode("n6")
+        else:
+            assert isinstance(start, LeaveNode) and start.node in NODES
+            assert isinstance(stop, JoinNode) and stop.node == start.node
+            assert stop.via in NODES and stop.via != start.node
+        changes.add(type(start))
+    assert changes == {JoinNode, LeaveNode}
+    only_grow = Nemesis(["membership"], NODES[:3], random.Random(5), hold=5, spare="n4",
+                        replicas=3)
+    assert all(isinstance(only_grow.next_fault().start[0], JoinNode) for _ in range(20))
+    with pytest.raises(NemesisError, match="spare node"):
+        Nemesis(["membership"], NODES[:3], random.Random(5), hold=5, replicas=3)

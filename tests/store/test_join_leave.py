@@ -140,10 +140,14 @@ def test_a_join_survives_a_source_that_crashes_mid_stream() -> None:
 
 def test_leave_refuses_below_n_members_and_during_another_change() -> None:
     sim = Simulation(["n1", "n2", "n3"], CONFIG, seed=4)
-    assert "fewer than n=3" in (sim.leave("n1") or "")
+    refused = sim.leave("n1")
+    assert refused is not None and "fewer than n=3" in refused.reason and not refused.later
     sim.join("n4", via="n1")
     sim.run_for(1)
-    assert "another change is in progress" in (sim.leave("n2") or "")
+    for node in ("n2", "n4"):  # another member, and the joining node itself
+        refused = sim.leave(node)
+        assert refused is not None and "another change is in progress" in refused.reason
+        assert refused.later
     with pytest.raises(ValueError, match="already a member"):
         sim.join("n2", via="n1")
 
