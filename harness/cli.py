@@ -47,6 +47,7 @@ from checkers import (
 from checkers.edn import EDNError
 from harness.commands import (
     add_cleanup,
+    add_cluster,
     add_image,
     add_report,
     add_run,
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     add_report(sub)
     add_serve(sub)
+    add_cluster(sub)
     add_image(sub)
     add_cleanup(sub)
     return parser

@@ -1,4 +1,5 @@
-"""``kvcheck run``, ``suite``, ``report``, ``serve``, ``image build`` and ``cleanup``.
+"""``kvcheck run``, ``suite``, ``report``, ``serve``, ``cluster up``, ``image build`` and
+``cleanup``.
 
 Exit codes of ``run``: 0 the expected guarantee held, 1 it did not, 2 undecided (unknown),
 254 bad arguments, 255 the test could not run (no Docker engine, image build failed, a node
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
+import secrets
+import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from checkers import Results, Verdict, check_run
+from harness.autoscale import ABOVE, BELOW, SUSTAIN, Policy, PolicyError, autoscale
 from harness.backend import BackendError
 from harness.docker_cluster import DockerCluster, cleanup
 from harness.engine import EngineUnavailable, connect
@@ -129,6 +135,38 @@ def add_serve(sub: Any) -> None:
     p.set_defaults(handler=cmd_serve)
 
 
+def add_cluster(sub: Any) -> None:
+    p = sub.add_parser("cluster", help="run a store cluster in Docker, optionally autoscaled")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser(
+        "up", help="start a cluster and keep it until Ctrl-C (or --duration)",
+        description="Start a cluster of store containers and print where its nodes listen. "
+        "With --autoscale MIN..MAX, add a node (join) when the requests per second per node "
+        "stay above --scale-up-above, and remove one (leave) when they stay below "
+        "--scale-down-below; every decision is printed and logged to autoscale.jsonl in the "
+        "cluster's directory. Ctrl-C or SIGTERM tears everything down (exit 0).")
+    up.add_argument("--nodes", type=int, default=3, help="nodes to start with (3)")
+    up.add_argument("--autoscale", metavar="MIN..MAX", help="scale between MIN and MAX nodes")
+    up.add_argument("--scale-up-above", type=float, default=ABOVE,
+                    help=f"requests/s per node that add a node (default {ABOVE:g})")
+    up.add_argument("--scale-down-below", type=float, default=BELOW,
+                    help=f"requests/s per node that remove one (default {BELOW:g})")
+    up.add_argument("--sustain", type=int, default=SUSTAIN,
+                    help=f"consecutive windows the load must stay past a threshold "
+                    f"(default {SUSTAIN})")
+    up.add_argument("--window", type=float, default=5.0,
+                    help="seconds per load measurement (default 5)")
+    up.add_argument("--duration", type=float, help="tear down after this many seconds")
+    up.add_argument("--n", type=int, default=3, help="replicas per key (3)")
+    up.add_argument("--w", type=int, default=2, help="write quorum (2)")
+    up.add_argument("--r", type=int, default=2, help="read quorum (2)")
+    up.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction, default=True,
+                    help="sloppy quorums and hinted handoff (default: on, as the store)")
+    up.add_argument("--histories", type=Path, default=Path("histories"),
+                    help="the cluster's directory goes under HISTORIES/clusters/")
+    up.set_defaults(handler=cmd_cluster_up)
+
+
 def add_image(sub: Any) -> None:
     p = sub.add_parser("image", help="the store's container image")
     image = p.add_subparsers(dest="image_command", required=True, metavar="ACTION")
@@ -169,6 +207,88 @@ def cmd_cleanup(args: argparse.Namespace, out: Console, err: Console) -> int:
               f"{len(removed['networks'])} network(s) and {len(images)} outdated store "
               "image(s)")
     return EXIT_VALID
+
+
+def cmd_cluster_up(args: argparse.Namespace, out: Console, err: Console) -> int:
+    try:
+        spec = TestSpec(name="cluster", nodes=args.nodes, n=args.n, w=args.w, r=args.r,
+                        sloppy_quorum=args.sloppy_quorum, nemesis=())
+        policy = None
+        if args.autoscale:
+            low, high = Policy.parse_range(args.autoscale)
+            policy = Policy(low, high, args.scale_up_above, args.scale_down_below, args.sustain)
+            if low < spec.n:
+                raise PolicyError(f"--autoscale MIN ({low}) must be at least --n ({spec.n})")
+        if args.window <= 0 or (args.duration is not None and args.duration <= 0):
+            raise PolicyError("--window and --duration must be positive")
+    except (SpecError, PolicyError) as exc:
+        err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
+        return EXIT_USAGE
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    run_id = f"{stamp.lower()}-{secrets.token_hex(2)}"
+    cluster_dir = args.histories / "clusters" / run_id
+    try:
+        cluster_dir.mkdir(parents=True)
+        client = connect()
+        image = ensure_image(client, find_project_root(),
+                             progress=lambda line: err.print(line, style="dim", markup=False,
+                                                             highlight=False))
+    except OSError as exc:
+        err.print(f"[bold red]kvcheck cluster up:[/] cannot create {cluster_dir}: "
+                  f"{exc.strerror or exc}", highlight=False)
+        return EXIT_USAGE
+    except (EngineUnavailable, ImageError) as exc:
+        err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
+        return EXIT_CRASH
+    backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(),
+                            cluster_dir)
+
+    def say(line: str) -> None:
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        trio.run(_cluster_up, backend, policy, args, cluster_dir, say)
+    except BackendError as exc:
+        err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
+        return EXIT_CRASH
+    say(f"cluster torn down; its logs are in {cluster_dir}")
+    return EXIT_VALID
+
+
+async def _cluster_up(backend: DockerCluster, policy: Policy | None, args: argparse.Namespace,
+                      cluster_dir: Path, say: Callable[[str], None]) -> None:
+    """Set up, print the addresses, autoscale until a signal or the duration; tear down."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_cancel_on_signal, nursery.cancel_scope)
+            await backend.setup()
+
+            def publish(members: list[str]) -> None:
+                """``cluster.json``: the members and their addresses, replaced atomically."""
+                addresses = {n: "{}:{}".format(*backend.address(n)) for n in members}
+                temporary = cluster_dir / "cluster.json.tmp"
+                temporary.write_text(json.dumps({"nodes": addresses}) + "\n")
+                temporary.replace(cluster_dir / "cluster.json")
+
+            publish(backend.nodes)
+            say("cluster up: " + ", ".join("{}={}:{}".format(n, *backend.address(n))
+                                           for n in backend.nodes) + " · Ctrl-C to tear down")
+            if policy is not None:
+                nursery.start_soon(autoscale, backend, policy, args.window,
+                                   cluster_dir / "autoscale.jsonl", say, publish)
+            if args.duration is not None:
+                await trio.sleep(args.duration)
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await backend.teardown()
+
+
+async def _cancel_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:

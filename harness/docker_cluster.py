@@ -136,6 +136,11 @@ class DockerCluster:
             (self.node_dir(node) / "faketime").unlink(missing_ok=True)
             (self.node_dir(node) / "kvstore.pid").unlink(missing_ok=True)
 
+    @property
+    def created(self) -> list[str]:
+        """Every node that has a container, whether its store runs or not."""
+        return list(self._ips)
+
     def node_dir(self, node: str) -> Path:
         return self.run_dir / "nodes" / node
 
