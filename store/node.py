@@ -905,6 +905,7 @@ class Node:
             if sent < expired:
                 del self._handoffs[handoff]
         in_flight = {(owner, key) for owner, key, _, _ in self._handoffs.values()}
+        self._rehome_hints()
         for owner in self.hints.owners():
             if self.membership.state(owner) != "alive":
                 continue
@@ -919,6 +920,19 @@ class Node:
                 self._next_op += 1
                 self._handoffs[self._next_op] = (owner, key, seq, now.monotonic)
                 out.append(Send(owner, Replicate(self._next_op, key, versions)))
+
+    def _rehome_hints(self) -> None:
+        """Hints for a member that has left go to the key's replicas now, instead."""
+        records = self.placement.records
+        for owner in self.hints.owners():
+            if owner in records and records[owner].status != "left":
+                continue
+            for key, seq in self.hints.pending(owner):
+                for replica in self.placement.groups(key, self.cluster.n)[-1]:
+                    if replica != self.node_id:
+                        self.hints.add(replica, key)
+                self.hints.done(owner, key, seq)
+                self._count("hints_rehomed")
 
     def _handed_off(self, handoff: int) -> None:
         """The owner stored a hinted key: drop the hint, and the key if it is not ours."""

@@ -178,3 +178,25 @@ def test_join_then_leave_with_a_crash_and_restart_keeps_every_acknowledged_write
     for key in writer.acked:
         found = sim.wait_for(sim.get("n4", key))
         assert isinstance(found, Found) and [v.value for v in found.versions] == [key], key
+
+
+def test_hints_for_a_member_that_leaves_go_to_the_keys_new_replicas() -> None:
+    cluster = ClusterConfig(n=3, w=2, r=2, sloppy_quorum=True, suspect_after_ms=1000)
+    sim = Simulation(["n1", "n2", "n3", "n4", "n5"], cluster, seed=6)
+    sim.pause("n2")  # down long enough for stand-ins to take its writes
+    sim.run_for(10)
+    keys = [f"key-{i}".encode() for i in range(200)]
+    for key in keys:
+        assert isinstance(sim.wait_for(sim.put("n1", key, key)), Written)
+    holder = next(name for name, node in sim.nodes.items() if node.hints.counts().get("n2"))
+    sim.cut(holder, "n2")  # so its hints cannot reach n2 before n2 has left
+    sim.resume("n2")
+    assert sim.leave("n2") is None
+    sim.run_for(60)
+    assert settled(sim, "n2", "left")
+    sim.heal()
+    sim.run_for(5)
+    assert all("n2" not in node.hints.counts() for name, node in sim.nodes.items()
+               if name != "n2")
+    sim.crash("n2")
+    assert_on_new_owners(sim, keys, 2)
