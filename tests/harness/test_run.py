@@ -25,10 +25,16 @@ def kvcheck(*args: str, histories: Path, timeout: float = 300) -> subprocess.Com
                           capture_output=True, text=True, timeout=timeout)
 
 
-def leftovers() -> list[str]:
+def leftovers(histories: Path) -> list[str]:
+    """Containers and networks still there from the runs kept under ``histories`` (run ids
+    start with the run directory's timestamp)."""
+    stamps = tuple(d.name.lower() for d in histories.glob("*/*") if d.is_dir())
     client = connect()
-    return ([c.name for c in client.containers.list(all=True, filters={"label": RUN_LABEL})]
-            + [n.name for n in client.networks.list(filters={"label": RUN_LABEL})])
+    found = ([(c.name, c.labels[RUN_LABEL])
+              for c in client.containers.list(all=True, filters={"label": RUN_LABEL})]
+             + [(n.name, n.attrs["Labels"][RUN_LABEL])
+                for n in client.networks.list(filters={"label": RUN_LABEL})])
+    return [name for name, run in found if run.startswith(stamps)]
 
 
 def partition_in_effect(history: Path) -> bool:
@@ -65,7 +71,7 @@ def test_a_partition_run_with_strict_quorums_keeps_its_guarantee(tmp_path: Path)
     assert any(op["f"] == "start-partition" and op["type"] == "info" for op in history)
     assert sum(op["type"] == "ok" for op in history) > 100
     assert "no-stale-reads" in run.stdout and "valid" in run.stdout
-    assert leftovers() == []
+    assert leftovers(tmp_path) == []
 
 
 def test_lww_under_clock_strobe_loses_acknowledged_set_adds(tmp_path: Path) -> None:
@@ -73,7 +79,7 @@ def test_lww_under_clock_strobe_loses_acknowledged_set_adds(tmp_path: Path) -> N
                   "--nemesis", "clock", "--name", "lww-canary", histories=tmp_path)
     assert run.returncode == 1, run.stdout + run.stderr
     assert results_of((tmp_path / "latest").resolve())["lost-writes"] is False
-    assert leftovers() == []
+    assert leftovers(tmp_path) == []
 
 
 def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -96,7 +102,7 @@ def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Pat
             process.kill()
     assert process.returncode == 130, out + err
     assert "torn down" in err
-    assert leftovers() == []
+    assert leftovers(tmp_path) == []
     assert not list(tmp_path.glob("interrupted/*/nodes/*/faketime"))
 
 
@@ -116,4 +122,4 @@ def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
     assert all(results_of(run_dir).values())
     n5 = (run_dir / "nodes" / "n5" / "kvstore.log").read_text()
     assert "serving on" in n5
-    assert leftovers() == []
+    assert leftovers(tmp_path) == []
