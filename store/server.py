@@ -666,12 +666,19 @@ async def placement_for(config: NodeConfig) -> Placement:
     seed = config.join
     try:
         async with StoreClient(seed.host, seed.port, timeout=5.0) as client:
+            theirs = (await client.status())["cluster"]
             raw = await client.placement()
         records = [record_from_json(r) for r in raw]
     except StoreError as exc:
         raise ConfigError(f"cannot join through {seed}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{seed} sent records this node cannot read: {exc}") from None
+    differ = [f"{name} is {mine!r} here, {theirs.get(name)!r} there"
+              for name, mine in asdict(config.cluster).items() if theirs.get(name) != mine]
+    if differ:
+        raise ConfigError(f"this node's cluster settings differ from those of the cluster it "
+                          f"joins through {seed}: {'; '.join(differ)}. Every member needs the "
+                          f"same settings")
     try:
         return Placement({r.node_id: r for r in records}, vnodes).joined(
             me.node_id, str(me.address), me.zone, me.weight)

@@ -96,3 +96,16 @@ def test_joining_with_an_id_already_in_the_cluster_is_refused(cluster: LocalClus
         capture_output=True, text=True, timeout=30)
     assert node.returncode != 0
     assert "n2 is already a member" in node.stderr
+
+
+def test_joining_with_other_cluster_settings_is_refused_naming_them(
+        cluster: LocalCluster) -> None:
+    port = free_ports(1)[0]
+    node = subprocess.run(
+        [sys.executable, "-m", "store", "serve", "--node-id", "n9", "--listen",
+         f"127.0.0.1:{port}", "--join", f"127.0.0.1:{cluster.ports['n1']}", "--data-dir",
+         str(cluster.root / "n9"), "--n=3", "--w=2", "--r=1"],
+        capture_output=True, text=True, timeout=30)
+    assert node.returncode != 0
+    assert "r is 1 here, 2 there" in node.stderr
+    assert not (cluster.root / "n9" / "placement.json").exists()
