@@ -412,6 +412,25 @@ class Node:
         op.pending -= op.acked
         self._progress_put(op_id, op, out)
 
+    def _spread_late_stamp(self, stamper: str, key: bytes, versions: tuple[Version, ...],
+                           out: list[Action]) -> None:
+        """A stamp that came back after its put was given up on — the request sat behind a
+        partition, in a connection that delivered it after the heal. Nobody else would ever
+        replicate it: send it to the key's other replicas now, as a read repair would."""
+        self._count("late_stamps_spread")
+        replicas, stand_ins = self._targets(key)
+        for node in replicas:
+            if node == stamper:
+                continue
+            if node != self.node_id:
+                out.append(Send(node, Replicate(REPAIR_REQUEST, key, versions,
+                                                stand_ins.get(node))))
+                continue
+            try:
+                self._merge(key, versions, stand_ins.get(node))
+            except StorageError:
+                self._count("storage_errors")
+
     def _progress_put(self, op_id: int, op: _Put, out: list[Action]) -> None:
         if not op.answered:
             if len(op.acked) >= op.w:
@@ -518,7 +537,7 @@ class Node:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
                 else:
-                    out.append(Send(peer, StampReply(request, dot, versions)))
+                    out.append(Send(peer, StampReply(request, key, dot, versions)))
             case Replicate(request, key, versions, hint_for):
                 try:
                     self._merge(key, versions, hint_for)
@@ -533,12 +552,13 @@ class Node:
                 except StorageError as exc:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
-            case StampReply(request, dot, versions):
+            case StampReply(request, key, dot, versions):
                 op = self._ops.get(request)
-                if isinstance(op, _Put) and op.asking == peer:
+                if isinstance(op, _Put) and op.asking == peer and op.key == key:
                     self._stamped(request, op, peer, dot, versions, out)
                 else:
                     self._count("late_replies")
+                    self._spread_late_stamp(peer, key, versions, out)
             case ReplicateAck(request) if request == REPAIR_REQUEST:
                 self._count("repairs_acked")
             case ReplicateAck(request) if request in self._handoffs:
