@@ -63,7 +63,7 @@ class ClusterConfig:
     suspect_after_ms: int = 3000
     probe_timeout_ms: int = 1000
     sloppy_quorum: bool = True
-    antientropy_interval_ms: int = 10000
+    antientropy_interval_ms: int = 1000
     read_repair: Literal["async", "blocking"] = "async"
     cluster_name: str = "kvcheck"
     #: The storage engine flushes its memtable to an SSTable past this many bytes.

@@ -69,10 +69,12 @@ class StampRequest:
 
 @dataclass(frozen=True, slots=True)
 class StampReply:
-    """The stamping replica's new sibling set for the key; ``dot`` names the new version."""
+    """The stamping replica's new sibling set for ``key``; ``dot`` names the new version. The key
+    lets a coordinator that gave up on the put still spread a stamp that arrives late."""
 
     TAG: ClassVar[int] = 3
     request: int
+    key: bytes
     dot: Dot
     versions: tuple[Version, ...]
 
@@ -231,8 +233,8 @@ def _fields(message: Message) -> list[object]:
             return [node_id, cluster]
         case StampRequest(request, key, context, value, timestamp, hint_for):
             return [request, key, encode_clock(context), value, timestamp, hint_for]
-        case StampReply(request, dot, versions):
-            return [request, dot.actor, dot.counter, encode_versions(versions)]
+        case StampReply(request, key, dot, versions):
+            return [request, key, dot.actor, dot.counter, encode_versions(versions)]
         case Replicate(request, key, versions, hint_for):
             return [request, key, encode_versions(versions), hint_for]
         case ReplicateAck(request):
@@ -367,9 +369,9 @@ def _decode(tag: object, f: list[object]) -> Message:
         case StampRequest.TAG, 6:
             return StampRequest(_int(f[0]), _bytes(f[1]), decode_clock(f[2]),
                                 _optional_bytes(f[3]), _int(f[4]), _optional_str(f[5]))
-        case StampReply.TAG, 4:
-            return StampReply(_int(f[0]), Dot(_str(f[1]), _int(f[2])),
-                              tuple(decode_versions(f[3])))
+        case StampReply.TAG, 5:
+            return StampReply(_int(f[0]), _bytes(f[1]), Dot(_str(f[2]), _int(f[3])),
+                              tuple(decode_versions(f[4])))
         case Replicate.TAG, 4:
             return Replicate(_int(f[0]), _bytes(f[1]), tuple(decode_versions(f[2])),
                              _optional_str(f[3]))

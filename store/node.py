@@ -40,13 +40,19 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import msgpack
-
-from store.antientropy import DEPTH, FANOUT, MerkleTree, digest, segment_of
+from store.antientropy import (
+    DEPTH,
+    FANOUT,
+    LEAVES,
+    SharedHashes,
+    leaf_of,
+    live,
+    versions_digest,
+)
 from store.config import ClusterConfig
 from store.hints import Hints
 from store.membership import Change, Membership
@@ -79,7 +85,6 @@ from store.versions import (
     Dot,
     Version,
     canonical,
-    encode_versions,
     join,
     resolve,
     stamp,
@@ -211,16 +216,19 @@ SYNC_TIMER: Timer = ("sync", 0)
 GOSSIP_TIMER: Timer = ("gossip", 0)
 ANTIENTROPY_TIMER: Timer = ("antientropy", 0)
 CATCH_UP_TIMER: Timer = ("catch-up", 0)
-#: Seconds between the anti-entropy rounds of a catch-up with a peer that came back.
-CATCH_UP_S = 0.1
+BUILD_TIMER: Timer = ("antientropy-build", 0)
+#: Seconds between the extra anti-entropy sessions: a catch-up with a peer that came back, and
+#: follow-ups (confirming differing leaves, or exchanging the leaves one exchange left over).
+CATCH_UP_S = 0.2
 #: An anti-entropy session not finished after this many seconds is forgotten.
 ANTIENTROPY_SESSION_S = 30.0
+#: Keys the build of the anti-entropy hashes reads per slice, and the pause after a failed one.
+BUILD_SLICE = 2000
+BUILD_RETRY_S = 1.0
+#: Differing leaves whose keys one anti-entropy exchange lists, at most (a sixteenth of the tree).
+LEAVES_PER_EXCHANGE = LEAVES // FANOUT
 #: The request id of read-repair writes: nobody waits for their acknowledgement.
 REPAIR_REQUEST = 0
-def _versions_digest(versions: list[Version]) -> bytes:
-    return digest(msgpack.packb(encode_versions(canonical(versions)), use_bin_type=True))
-
-
 #: A source that has not sent the next batch of a pull after this many seconds has failed.
 PULL_TIMEOUT_S = 10.0
 #: Hinted keys handed off to one owner per gossip round, at most.
@@ -299,10 +307,16 @@ class Node:
         #: Recent membership changes, newest last: (wall-clock ms, change).
         self.membership_changes: deque[tuple[int, Change]] = deque(maxlen=50)
         self._probes: dict[int, tuple[str, int, str]] = {}  # ours -> (asker, its id, target)
-        #: anti-entropy sessions: (opener, id) -> (peer, our tree for that peer, monotonic start)
-        self._sessions: dict[tuple[str, int], tuple[str, MerkleTree, float]] = {}
+        #: the Merkle trees shared with each peer, kept up to date by :meth:`_store`
+        self.shared = SharedHashes(node_id, placement.next, cluster.n)
+        self._build_due = False  # the ring changed: the shared trees must be built again
+        #: anti-entropy sessions this node opened: id -> (peer, monotonic start, follow-up?)
+        self._sessions: dict[int, tuple[str, float, bool]] = {}
         self._next_ae_turn = 0
-        self._catch_up: deque[tuple[str, int]] = deque()  # (peer, segment) still to compare
+        #: sessions to open soon, in order: (peer, follow-up?)
+        self._catch_up: deque[tuple[str, bool]] = deque()
+        #: per peer, the leaves that differed in the last comparison and were not exchanged
+        self._suspect: dict[str, set[int]] = {}
         self._pulls: PullRound | None = None  # keys this node is pulling in a transition
         self._pull_failures: set[str] = set()  # sources that failed in this transition
         self._gainers: tuple[bytes, list[str]] = (b"", [])  # (digest, its gainers), cached
@@ -322,6 +336,7 @@ class Node:
             StartTimer(PURGE_TIMER, self._purge_period),
             StartTimer(GOSSIP_TIMER, self._gossip_period),
             StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000),
+            StartTimer(BUILD_TIMER, 0.0),
         ]
         if self.cluster.fsync == "interval":
             actions.append(StartTimer(SYNC_TIMER, self.cluster.fsync_interval_ms / 1000))
@@ -341,6 +356,9 @@ class Node:
                 self._undeliverable(peer, message, out)
             case TimerFired(timer):
                 self._timer(timer, now, out)
+        if self._build_due:
+            self._build_due = False
+            out.append(StartTimer(BUILD_TIMER, 0.0))
         return out
 
     def status(self) -> dict[str, Any]:
@@ -436,6 +454,25 @@ class Node:
                                                 op.stand_ins.get(node))))
         op.pending -= op.acked
         self._progress_put(op_id, op, out)
+
+    def _spread_late_stamp(self, stamper: str, key: bytes, versions: tuple[Version, ...],
+                           out: list[Action]) -> None:
+        """A stamp that came back after its put was given up on — the request sat behind a
+        partition, in a connection that delivered it after the heal. Nobody else would ever
+        replicate it: send it to the key's other replicas now, as a read repair would."""
+        self._count("late_stamps_spread")
+        replicas, stand_ins, _ = self._targets(key)
+        for node in replicas:
+            if node == stamper:
+                continue
+            if node != self.node_id:
+                out.append(Send(node, Replicate(REPAIR_REQUEST, key, versions,
+                                                stand_ins.get(node))))
+                continue
+            try:
+                self._merge(key, versions, stand_ins.get(node))
+            except StorageError:
+                self._count("storage_errors")
 
     def _progress_put(self, op_id: int, op: _Put, out: list[Action]) -> None:
         if not op.answered:
@@ -545,7 +582,7 @@ class Node:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
                 else:
-                    out.append(Send(peer, StampReply(request, dot, versions)))
+                    out.append(Send(peer, StampReply(request, key, dot, versions)))
             case Replicate(request, key, versions, hint_for):
                 try:
                     self._merge(key, versions, hint_for)
@@ -560,12 +597,13 @@ class Node:
                 except StorageError as exc:
                     self._count("storage_errors")
                     out.append(Send(peer, Rejected(request, str(exc))))
-            case StampReply(request, dot, versions):
+            case StampReply(request, key, dot, versions):
                 op = self._ops.get(request)
-                if isinstance(op, _Put) and op.asking == peer:
+                if isinstance(op, _Put) and op.asking == peer and op.key == key:
                     self._stamped(request, op, peer, dot, versions, out)
                 else:
                     self._count("late_replies")
+                    self._spread_late_stamp(peer, key, versions, out)
             case ReplicateAck(request) if request == REPAIR_REQUEST:
                 self._count("repairs_acked")
             case ReplicateAck(request) if request in self._handoffs:
@@ -610,8 +648,8 @@ class Node:
                 self._changed(self.membership.probe_result(target, reachable, peer), now, out)
             case TreeLevel(origin, session, level, hashes) if origin in (peer, self.node_id):
                 self._compare_level(peer, (origin, session), level, hashes, now, out)
-            case LeafKeys(origin, session, leaves, keys) if origin in (peer, self.node_id):
-                self._compare_keys(peer, (origin, session), leaves, dict(keys), out)
+            case LeafKeys(origin, session, leaves, keys) if origin == peer:
+                self._compare_keys(peer, session, leaves, dict(keys), out)
             case KeyRequest(_, keys):
                 for key in keys:
                     self._send_versions(peer, key, out)
@@ -669,6 +707,9 @@ class Node:
         if mine.view != placement.digest:
             placement = placement.with_record(
                 replace(mine, view=placement.digest, version=mine.version + 1))
+        if placement.next != self.placement.next:
+            self.shared.rebuild(placement.next)
+            self._build_due = True
         if placement.digest != self.placement.digest:
             self._count("placement_changes")
             self._pull_failures.clear()
@@ -790,103 +831,145 @@ class Node:
     # -- anti-entropy --
 
     def _start_antientropy(self, now: Now, out: list[Action]) -> None:
-        """Compare one segment's Merkle tree with one live peer; rounds rotate through peers,
-        then segments."""
+        """Compare the whole tree shared with one live peer; rounds rotate through peers."""
         out.append(StartTimer(ANTIENTROPY_TIMER, self.cluster.antientropy_interval_ms / 1000))
         expired = now.monotonic - ANTIENTROPY_SESSION_S
-        self._sessions = {k: v for k, v in self._sessions.items() if v[2] >= expired}
+        self._sessions = {k: v for k, v in self._sessions.items() if v[1] >= expired}
         peers = [m for m in self.placement.members()
                  if m != self.node_id and self.membership.state(m) == "alive"]
         if not peers:
             return
         turn, self._next_ae_turn = self._next_ae_turn, self._next_ae_turn + 1
-        self._compare_segment(peers[turn % len(peers)], (turn // len(peers)) % FANOUT, now, out)
+        self._open_session(peers[turn % len(peers)], False, now, out)
+
+    def _schedule_session(self, peer: str, follow_up: bool, out: list[Action]) -> None:
+        """Compare with ``peer`` soon (within ``CATCH_UP_S`` per session queued before it):
+        a catch-up with a peer back from suspicion or down, or a follow-up."""
+        if any(queued == peer for queued, _ in self._catch_up):
+            return
+        if not self._catch_up:
+            out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
+        self._catch_up.append((peer, follow_up))
 
     def _catch_up_next(self, now: Now, out: list[Action]) -> None:
-        """One segment of a catch-up after a peer came back (see :meth:`_changed`)."""
-        peer, segment = self._catch_up.popleft()
+        """Open the next session :meth:`_schedule_session` queued."""
+        peer, follow_up = self._catch_up.popleft()
         if self.membership.state(peer) == "alive":
-            self._compare_segment(peer, segment, now, out)
+            self._open_session(peer, follow_up, now, out)
         if self._catch_up:
             out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
 
-    def _compare_segment(self, peer: str, segment: int, now: Now, out: list[Action]) -> None:
-        """Open an anti-entropy session with ``peer`` over one segment."""
-        try:
-            tree = self._tree_for(peer, segment)
-        except StorageError:
-            self._count("storage_errors")
+    def _open_session(self, peer: str, follow_up: bool, now: Now, out: list[Action]) -> None:
+        """Send ``peer`` the root of the tree we share; nothing while the tree is being built
+        (or when ``peer`` is not in the ring it is built for: a member leaving or joining)."""
+        if not self.shared.ready_for(peer):
+            self._count("antientropy_not_ready")
             return
         self._next_op += 1
-        self._sessions[(self.node_id, self._next_op)] = (peer, tree, now.monotonic)
+        self._sessions[self._next_op] = (peer, now.monotonic, follow_up)
         self._count("antientropy_rounds")
         self._count("antientropy_hashes_sent")
-        out.append(Send(peer, TreeLevel(self.node_id, self._next_op, 1,
-                                        ((segment, tree.hash(1, segment)),))))
+        out.append(Send(peer, TreeLevel(self.node_id, self._next_op, 0,
+                                        ((0, self.shared.hash(peer, 0, 0)),))))
 
-    def _tree_for(self, peer: str, segment: int) -> MerkleTree:
-        """A Merkle tree over the keys of one segment that this node and ``peer`` both
-        replicate (one streaming pass over storage). Raises StorageError."""
-        n = self.cluster.n
-
-        def shared(key: bytes) -> bool:
-            return (segment_of(key) == segment
-                    and {self.node_id, peer} <= set(self.ring.preference_list(key, n)))
-
-        return MerkleTree.build((key, _versions_digest(versions))
-                                for key, versions in self.storage.scan(where=shared))
+    def _build_step(self, out: list[Action]) -> None:
+        """Build the shared trees a slice at a time (see :class:`SharedHashes`)."""
+        try:
+            done = self.shared.build_step(lambda where: self.storage.scan(where=where),
+                                          BUILD_SLICE)
+        except StorageError:
+            self._count("storage_errors")
+            self.shared.rebuild()
+            out.append(StartTimer(BUILD_TIMER, BUILD_RETRY_S))
+            return
+        if done:
+            self._count("antientropy_builds")
+        else:
+            out.append(StartTimer(BUILD_TIMER, 0.0))
 
     def _compare_level(self, peer: str, session: tuple[str, int], level: int,
                        hashes: tuple[tuple[int, bytes], ...], now: Now,
                        out: list[Action]) -> None:
-        """The peer's hashes at ``level``: answer with ours below the nodes that differ."""
-        if not 1 <= level <= DEPTH:
+        """The peer's hashes at ``level``: answer with ours below the nodes that differ; at the
+        leaves (always reached by the session's opener), exchange the keys of those that
+        differ (:meth:`_exchange_leaves`)."""
+        origin, number = session
+        ours = origin == self.node_id
+        if ours and self._sessions.get(number, ("",))[0] != peer:
+            self._count("late_replies")  # a session we forgot
+            return
+        if not 0 <= level <= DEPTH or level % 2 != ours:  # the opener gets the odd levels
             self._count("unexpected_messages")
             return
-        entry = self._sessions.get(session)
-        if entry is None or entry[0] != peer:
-            if session[0] != peer or level != 1 or len(hashes) != 1 \
-                    or not 0 <= hashes[0][0] < FANOUT:
-                self._count("late_replies")  # a session we forgot, or a malformed start
-                return
-            try:
-                entry = (peer, self._tree_for(peer, hashes[0][0]), now.monotonic)
-            except StorageError:
-                self._count("storage_errors")
-                return
-            self._sessions[session] = entry
-        tree = entry[1]
-        differing = tree.differing(level, hashes)
-        origin, number = session
-        if not differing:
-            del self._sessions[session]
-            self._count("antientropy_in_sync")
+        if not self.shared.ready_for(peer):
+            self._count("antientropy_not_ready")
             return
-        if level < DEPTH:
-            children = tree.children(level, differing)
+        differing = sorted({i for i, h in hashes if 0 <= i < FANOUT ** level
+                            and self.shared.hash(peer, level, i) != h})
+        if not differing:
+            if ours:
+                del self._sessions[number]
+                self._suspect.pop(peer, None)
+            self._count("antientropy_in_sync")
+        elif level < DEPTH:
+            children = [(c, self.shared.hash(peer, level + 1, c))
+                        for i in differing for c in range(i * FANOUT, (i + 1) * FANOUT)]
             self._count("antientropy_hashes_sent", len(children))
             out.append(Send(peer, TreeLevel(origin, number, level + 1, tuple(children))))
-            return
-        keys = tree.keys_in(differing)
-        del self._sessions[session]
-        self._count("antientropy_keys_sent", len(keys))
-        out.append(Send(peer, LeafKeys(origin, number, tuple(differing), tuple(keys.items()))))
+        else:
+            self._exchange_leaves(peer, number, differing, out)
 
-    def _compare_keys(self, peer: str, session: tuple[str, int], leaves: tuple[int, ...],
-                      theirs: dict[bytes, bytes], out: list[Action]) -> None:
-        """The peer's keys in the differing leaves: send what it lacks, ask for what we lack."""
-        entry = self._sessions.pop(session, None)
-        if entry is None or entry[0] != peer:
-            self._count("late_replies")
+    def _exchange_leaves(self, peer: str, session: int, differing: list[int],
+                         out: list[Action]) -> None:
+        """End a session we opened: send ``peer`` our keys of the leaves that differ now and
+        differed in the previous comparison too (a difference that lasts, not a write still
+        on its way), at most ``LEAVES_PER_EXCHANGE``. Whatever is left — leaves to confirm,
+        leaves over the limit — gets a follow-up session soon."""
+        _, _, follow_up = self._sessions.pop(session)
+        confirmed = [leaf for leaf in differing if leaf in self._suspect.get(peer, ())]
+        exchanged = confirmed[:LEAVES_PER_EXCHANGE]
+        self._suspect[peer] = set(differing) - set(exchanged)
+        if len(confirmed) > len(exchanged) or (len(differing) > len(confirmed) and not follow_up):
+            self._schedule_session(peer, True, out)
+        if not exchanged:
             return
-        mine = entry[1].keys_in(leaves)
-        for key, key_digest in mine.items():
-            if theirs.get(key) != key_digest:
-                self._send_versions(peer, key, out)
-        wanted = tuple(key for key, key_digest in theirs.items() if mine.get(key) != key_digest)
+        try:
+            keys = self._leaf_keys(peer, exchanged)
+        except StorageError:
+            self._count("storage_errors")
+            return
+        self._count("antientropy_keys_sent", len(keys))
+        out.append(Send(peer, LeafKeys(self.node_id, session, tuple(exchanged),
+                                       tuple(keys.items()))))
+
+    def _compare_keys(self, peer: str, session: int, leaves: tuple[int, ...],
+                      theirs: dict[bytes, bytes], out: list[Action]) -> None:
+        """The peer's keys in leaves that differ: for every key on which we disagree, send our
+        versions (tombstones included) and ask for theirs."""
+        leaves = tuple(leaf for leaf in leaves if 0 <= leaf < LEAVES)[:LEAVES_PER_EXCHANGE]
+        try:
+            mine = self._leaf_keys(peer, leaves)
+        except StorageError:
+            self._count("storage_errors")
+            return
+        wanted = tuple(key for key in sorted(mine.keys() | theirs.keys())
+                       if mine.get(key) != theirs.get(key))
+        for key in wanted:
+            self._send_versions(peer, key, out)
         if wanted:
             self._count("antientropy_keys_requested", len(wanted))
-            out.append(Send(peer, KeyRequest(session[1], wanted)))
+            out.append(Send(peer, KeyRequest(session, wanted)))
+
+    def _leaf_keys(self, peer: str, leaves: Sequence[int]) -> dict[bytes, bytes]:
+        """``key -> digest of its versions`` for the live keys in ``leaves`` that this node
+        shares with ``peer``: one filtered scan of storage. Raises StorageError."""
+        wanted = set(leaves)
+
+        def shared(key: bytes) -> bool:
+            return leaf_of(key) in wanted and peer in self.shared.peers_sharing(key)
+
+        return {key: versions_digest(versions)
+                for key, versions in self.storage.scan(where=shared) if live(versions)}
 
     def _send_versions(self, peer: str, key: bytes, out: list[Action]) -> None:
         try:
@@ -943,7 +1026,7 @@ class Node:
         mine = self.placement.replicates(self.node_id, key, self.cluster.n)
         if not mine and not self.hints.holds(key):
             try:
-                self.storage.put(key, ())
+                self._store(key, ())
             except StorageError:
                 self._count("storage_errors")
 
@@ -971,14 +1054,12 @@ class Node:
 
     def _changed(self, changes: list[Change], now: Now, out: list[Action]) -> None:
         """Record membership changes. A peer back from suspicion or down may have missed
-        writes: compare every segment with it soon, one every ``CATCH_UP_S``."""
+        writes: compare trees with it soon (:meth:`_schedule_session`)."""
         for change in changes:
             self.membership_changes.append((now.wall_ms, change))
             self._count(f"members_marked_{change.state}")
             if change.state == "alive" and change.node_id != self.node_id:
-                if not self._catch_up:
-                    out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
-                self._catch_up.extend((change.node_id, s) for s in range(FANOUT))
+                self._schedule_session(change.node_id, False, out)
 
     def _lost(self, peer: str, request: int, out: list[Action]) -> None:
         """``peer`` will never answer ``request``: it refused it, or it never got it."""
@@ -1026,6 +1107,8 @@ class Node:
             self._start_antientropy(now, out)
         elif timer == CATCH_UP_TIMER:
             self._catch_up_next(now, out)
+        elif timer == BUILD_TIMER:
+            self._build_step(out)
         elif timer == SYNC_TIMER:
             try:
                 self.storage.sync()
@@ -1043,10 +1126,11 @@ class Node:
         self, key: bytes, context: Clock, value: bytes | None, timestamp: int,
         hint_for: str | None = None,
     ) -> tuple[Dot, tuple[Version, ...]]:
-        version, versions = stamp(self.actor, self.storage.get(key), context, value, timestamp,
+        local = self.storage.get(key)
+        version, versions = stamp(self.actor, local, context, value, timestamp,
                                   self.cluster.vclock_max_entries)
         kept = tuple(resolve(versions, self.cluster.versioning))
-        self.storage.put(key, kept)
+        self._store(key, kept, local)
         if hint_for is not None:
             self.hints.add(hint_for, key)
         return version.dot, kept
@@ -1056,9 +1140,19 @@ class Node:
         local = self.storage.get(key)
         merged = resolve(sync(local, versions), self.cluster.versioning)
         if merged != canonical(local):
-            self.storage.put(key, merged)
+            self._store(key, merged, local)
         if hint_for is not None:
             self.hints.add(hint_for, key)
+
+    def _store(self, key: bytes, versions: Sequence[Version],
+               old: Sequence[Version] | None = None) -> None:
+        """Replace the key's sibling set: the only way node logic changes storage, so that the
+        anti-entropy trees follow every change. ``old`` is the set it replaces (None: read it
+        if the trees need it). Raises StorageError; then nothing changed."""
+        if old is None and self.shared.peers_sharing(key):
+            old = self.storage.get(key)
+        self.storage.put(key, versions)
+        self.shared.update(key, old or (), versions)
 
     # -- bookkeeping --
 

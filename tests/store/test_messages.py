@@ -44,7 +44,7 @@ MESSAGES: list[Message] = [
     Hello("n1", "kvcheck"),
     StampRequest(1, b"key", {"n1.ab": (2, 5)}, b"v", 123),
     StampRequest(2, b"key", {}, None, 123),
-    StampReply(3, SIBLINGS[0].dot, tuple(SIBLINGS)),
+    StampReply(3, b"key", SIBLINGS[0].dot, tuple(SIBLINGS)),
     Replicate(4, b"\x00\xff", tuple(SIBLINGS)),
     ReplicateAck(5),
     ReadRequest(6, b"k"),

@@ -317,7 +317,8 @@ def test_a_replica_whose_storage_fails_a_read_refuses_it_and_the_node_keeps_serv
 
 def test_a_replica_that_missed_writes_behind_a_partition_gets_them_by_hints_after_a_heal(
 ) -> None:
-    sim = Simulation(NODES, ClusterConfig(n=3, w=2, sloppy_quorum=False), seed=19)
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, sloppy_quorum=False,
+                                          antientropy_interval_ms=60_000), seed=19)
     cut_off = "n4"
     for node in NODES:
         if node != cut_off:
@@ -330,6 +331,24 @@ def test_a_replica_that_missed_writes_behind_a_partition_gets_them_by_hints_afte
     assert not any(sim.nodes[cut_off].disk.get(key) for key in owned)
     assert sum(sim.nodes[n].hints.counts().get(cut_off, 0) for n in NODES) == len(owned)
     sim.heal()
-    sim.run_for(2)  # a few gossip rounds; no reads, and anti-entropy is not due
+    sim.run_for(2)  # a few gossip rounds; no reads, and anti-entropy is not due (60 s)
     assert all([v.value for v in sim.nodes[cut_off].disk.get(key)] == [b"v"] for key in owned)
     assert not any(sim.nodes[n].hints.counts() for n in NODES)
+
+
+def test_a_stamp_that_arrives_after_its_put_gave_up_still_reaches_every_replica() -> None:
+    """The stamp request sat behind a partition (here: a paused stamper) and was delivered after
+    the coordinator's timeout. The late reply is spread to the other replicas at once, not left
+    on the stamper alone until anti-entropy finds it."""
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, antientropy_interval_ms=60_000), seed=20)
+    sim.run_for(1)
+    key = b"k"
+    stamper, coordinator = replicas(sim, key)[0], outsider(sim, key)
+    sim.pause(stamper)
+    answer = sim.wait_for(sim.put(coordinator, key, b"late"))
+    assert isinstance(answer, Failed) and answer.applied == "unknown"
+    sim.resume(stamper)  # the request is delivered now
+    sim.run_for(0.1)
+    assert all([v.value for v in sim.nodes[node].disk.get(key)] == [b"late"]
+               for node in replicas(sim, key))
+    assert sim.nodes[coordinator].logic.counters["late_stamps_spread"] == 1
