@@ -8,9 +8,9 @@ configuration unless ``expect`` overrides it:
 - otherwise — W + R <= N, or sloppy quorums, whose read and write sets need not intersect —
   ``eventual-convergence`` only.
 
-Tests run strict quorums unless asked for sloppy ones (the store's own default): with sloppy
-quorums replicas converge by hinted handoff, read repair and anti-entropy, whose full pass takes
-minutes — longer than a test's usual recovery wait.
+Tests run strict quorums unless asked for sloppy ones (the store's own default): strict quorums
+with W + R > N promise no stale reads, which a test can check; sloppy ones promise only that
+replicas converge (by hinted handoff, read repair and anti-entropy, within seconds of a heal).
 
 ``linearizable`` can be asked for; the reference store does not promise it, so such a test is
 expected to fail, and shows how.
