@@ -88,6 +88,10 @@ class Placement:
         self.vnodes_per_weight = vnodes_per_weight
         self.current = self._ring(("normal", "leaving"))
         self.next = self._ring(("joining", "normal"))
+        #: Whether the two rings differ: a join or leave is in progress.
+        self.in_transition = self.current != self.next
+        if not self.in_transition:
+            self.next = self.current  # one ring, one cache of preference lists
 
     def _ring(self, statuses: tuple[Status, ...]) -> Ring:
         chosen = sorted((r for r in self.records.values() if r.status in statuses),
@@ -109,10 +113,6 @@ class Placement:
         layout = sorted([r.node_id, r.status, list(r.tokens)]
                         for r in self.records.values() if r.status != "left")
         return hashlib.blake2b(msgpack.packb(layout), digest_size=8).digest()
-
-    @property
-    def in_transition(self) -> bool:
-        return self.current != self.next
 
     def members(self) -> list[str]:
         """Every member that has not left, in natural order."""
