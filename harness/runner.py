@@ -297,7 +297,7 @@ class Runner:
             try:
                 async with StoreClient(*self.backend.address(node), timeout=5) as client:
                     records = [record_from_json(r) for r in await client.placement()]
-                return Placement({r.node_id: r for r in records}, vnodes).current
+                return Placement({r.node_id: r for r in records}, vnodes, self.spec.n).current
             except (StoreError, ValueError, KeyError, TypeError):
                 continue
         return Ring.build((Member(node) for node in self.backend.nodes), vnodes)

@@ -200,22 +200,42 @@ async def _talk(args: argparse.Namespace) -> int:
 
 
 async def _wait_until_left(client: StoreClient) -> None:
-    """Poll the node's status until its record says ``left``, printing each change."""
+    """Poll the node's status until its record says ``left``, printing what it waits for
+    whenever that changes."""
     said = ""
     while True:
         status = await client.status()
-        me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
-        pulling = status["node"]["placement"]
-        line = f"{me['status']}; waiting for: " + (
-            ", ".join(r["node_id"] for r in pulling["records"]
-                      if r["status"] != "left" and not r["uses_this_placement"]) or "nobody")
+        layout = status["node"]["placement"]
+        records = {r["node_id"]: r for r in layout["records"]}
+        me = records[status["node_id"]]
         if me["status"] == "left":
             print(f"{status['node_id']} has left the cluster; it can be stopped", file=sys.stderr)
             return
+        down = {m["node_id"] for m in status["membership"] if m["state"] == "down"}
+        line = f"{me['status']}: " + _leave_progress(layout, records, down,
+                                                     status["cluster"]["n"])
         if line != said:
             print(line, file=sys.stderr)
             said = line
         await trio.sleep(0.5)
+
+
+def _leave_progress(layout: dict[str, Any], records: dict[str, dict[str, Any]],
+                    down: set[str], n: int) -> str:
+    """What a leave waits for, in words, from a ``/status`` layout (``down``: members the
+    node's gossip shows down, which the change does not wait for)."""
+    if not layout["in_transition"]:
+        staying = sum(r["status"] in ("joining", "normal") for r in records.values())
+        return (f"on hold: {staying} members would remain, the cluster needs n={n}; "
+                f"it goes on once members join")
+    behind = [i for i, r in records.items()
+              if r["status"] != "left" and not r["uses_this_placement"] and i not in down]
+    if behind:
+        return f"waiting until every member has seen the change (not yet: {', '.join(behind)})"
+    streaming = [g for g in layout["gainers"] if not records[g]["streamed_this_transition"]]
+    if streaming:
+        return f"keys are moving to their new replicas (still pulling: {', '.join(streaming)})"
+    return "switching"
 
 
 def _print_read(values: tuple[bytes | None, ...], context: str) -> int:

@@ -390,7 +390,7 @@ class Node:
         then, for each one that is, the next node along the ring that is up (a stand-in), which
         takes its place in the groups.
         """
-        groups = self.placement.groups(key, self.cluster.n)
+        groups = self.placement.groups(key)
         preferred = tuple(dict.fromkeys(node for group in groups for node in group))
         if not self.cluster.sloppy_quorum:
             return preferred, {}, groups
@@ -735,7 +735,7 @@ class Node:
         if behind:
             return
         if self._gainers[0] != placement.digest:
-            self._gainers = (placement.digest, placement.gainers(self.cluster.n))
+            self._gainers = (placement.digest, placement.gainers)
         gainers = self._gainers[1]
         mine = placement.records[self.node_id]
         if self.node_id in gainers and mine.streamed != placement.digest and self._pulls is None:
@@ -774,10 +774,9 @@ class Node:
         if digest != placement.digest:
             out.append(Send(peer, Rejected(request, "this node uses another placement")))
             return
-        n = self.cluster.n
 
         def wanted(key: bytes) -> bool:
-            return placement.should_send(self.node_id, peer, key, n, unreachable)
+            return placement.should_send(self.node_id, peer, key, unreachable)
 
         try:
             items, cursor = next_batch(self.storage, after, wanted)
@@ -1011,7 +1010,7 @@ class Node:
             if owner in records and records[owner].status != "left":
                 continue
             for key, seq in self.hints.pending(owner):
-                for replica in self.placement.groups(key, self.cluster.n)[-1]:
+                for replica in self.placement.groups(key)[-1]:
                     if replica != self.node_id:
                         self.hints.add(replica, key)
                 self.hints.done(owner, key, seq)
@@ -1023,7 +1022,7 @@ class Node:
         if not self.hints.done(owner, key, seq):
             return  # written again meanwhile: the newer hint goes next round
         self._count("hints_delivered")
-        mine = self.placement.replicates(self.node_id, key, self.cluster.n)
+        mine = self.placement.replicates(self.node_id, key)
         if not mine and not self.hints.holds(key):
             try:
                 self._store(key, ())

@@ -31,7 +31,9 @@ A change completes in three steps, each gated on what gossip shows:
 
 A ``left`` record stays, as a tombstone, so stale gossip cannot bring the member back; a member
 that joins again announces a higher version. Tokens of concurrent joiners may collide (each
-allocates from the ring it saw); the lower node id keeps a contested token.
+allocates from the ring it saw); the lower node id keeps a contested token. Leaves never take
+the next ring below N members: if they would (concurrent leaves), the leaving members with the
+lowest ids stay in it, and their leave waits, moving nothing, until members join.
 """
 
 from __future__ import annotations
@@ -76,25 +78,39 @@ def initial_records(members: Iterable[Member], addresses: Mapping[str, str],
                           tuple(ring.tokens[m.node_id]))
         for m in ring.members.values()
     }
-    digest = Placement(records, vnodes_per_weight).digest
+    digest = layout_digest(records.values())
     return {node_id: replace(r, view=digest) for node_id, r in records.items()}
 
 
-class Placement:
-    """An immutable view of the cluster's layout, built from records (see the module doc)."""
+def layout_digest(records: Iterable[Record]) -> bytes:
+    """Names a layout: ids, statuses and tokens of every member that has not left."""
+    layout = sorted([r.node_id, r.status, list(r.tokens)] for r in records if r.status != "left")
+    return hashlib.blake2b(msgpack.packb(layout), digest_size=8).digest()
 
-    def __init__(self, records: Mapping[str, Record], vnodes_per_weight: int) -> None:
+
+class Placement:
+    """An immutable view of the cluster's layout, built from records (see the module doc), for
+    preference lists of ``replicas`` (N) members."""
+
+    def __init__(self, records: Mapping[str, Record], vnodes_per_weight: int,
+                 replicas: int) -> None:
         self.records: Mapping[str, Record] = dict(records)
         self.vnodes_per_weight = vnodes_per_weight
+        self.replicas = replicas
         self.current = self._ring(("normal", "leaving"))
-        self.next = self._ring(("joining", "normal"))
+        staying = [r.node_id for r in self.records.values() if r.status in ("joining", "normal")]
+        held_back = sorted((r.node_id for r in self.records.values() if r.status == "leaving"),
+                           key=natural_key)[:max(0, replicas - len(staying))]
+        self.next = self._ring(("joining", "normal"), also=held_back)
         #: Whether the two rings differ: a join or leave is in progress.
         self.in_transition = self.current != self.next
         if not self.in_transition:
             self.next = self.current  # one ring, one cache of preference lists
 
-    def _ring(self, statuses: tuple[Status, ...]) -> Ring:
-        chosen = sorted((r for r in self.records.values() if r.status in statuses),
+    def _ring(self, statuses: tuple[Status, ...], also: Iterable[str] = ()) -> Ring:
+        extra = set(also)
+        chosen = sorted((r for r in self.records.values()
+                         if r.status in statuses or r.node_id in extra),
                         key=lambda r: natural_key(r.node_id))
         tokens: dict[str, tuple[int, ...]] = {}
         taken: set[int] = set()
@@ -109,10 +125,8 @@ class Placement:
 
     @cached_property
     def digest(self) -> bytes:
-        """Names the layout: ids, statuses and tokens of every member that has not left."""
-        layout = sorted([r.node_id, r.status, list(r.tokens)]
-                        for r in self.records.values() if r.status != "left")
-        return hashlib.blake2b(msgpack.packb(layout), digest_size=8).digest()
+        """Names the layout (:func:`layout_digest`)."""
+        return layout_digest(self.records.values())
 
     def members(self) -> list[str]:
         """Every member that has not left, in natural order."""
@@ -123,17 +137,17 @@ class Placement:
         """The members joining or leaving."""
         return [i for i in self.members() if self.records[i].status in ("joining", "leaving")]
 
-    def groups(self, key: bytes, n: int) -> tuple[tuple[str, ...], ...]:
+    def groups(self, key: bytes) -> tuple[tuple[str, ...], ...]:
         """The preference lists a request for ``key`` needs a quorum in: the current one, and
         in a transition also the next one when it differs."""
-        old = self.current.preference_list(key, n)
+        old = self.current.preference_list(key, self.replicas)
         if not self.in_transition:
             return (old,)
-        new = self.next.preference_list(key, n)
+        new = self.next.preference_list(key, self.replicas)
         return (old,) if new == old else (old, new)
 
-    def replicates(self, node_id: str, key: bytes, n: int) -> bool:
-        return any(node_id in group for group in self.groups(key, n))
+    def replicates(self, node_id: str, key: bytes) -> bool:
+        return any(node_id in group for group in self.groups(key))
 
     # -- moving data --
 
@@ -144,28 +158,30 @@ class Placement:
                      for t in ts}
         return sorted(positions)
 
-    def gainers(self, n: int) -> list[str]:
+    @cached_property
+    def gainers(self) -> list[str]:
         """Members in the next preference list of some key but not in its current one."""
+        n = self.replicas
         found: set[str] = set()
         for position in self._arcs:
             old = self.current.preference_at(position, n)
             found.update(set(self.next.preference_at(position, n)) - set(old))
         return sorted(found, key=natural_key)
 
-    def gains(self, node_id: str, key: bytes, n: int) -> bool:
+    def gains(self, node_id: str, key: bytes) -> bool:
         """Whether ``node_id`` must receive ``key`` in this transition."""
-        return (node_id in self.next.preference_list(key, n)
-                and node_id not in self.current.preference_list(key, n))
+        return (node_id in self.next.preference_list(key, self.replicas)
+                and node_id not in self.current.preference_list(key, self.replicas))
 
-    def should_send(self, source: str, gainer: str, key: bytes, n: int,
+    def should_send(self, source: str, gainer: str, key: bytes,
                     unreachable: frozenset[str]) -> bool:
         """Whether ``source`` sends ``key`` to ``gainer``: it gains the key and ``source`` loses
         it — or every member that loses it is unreachable for the gainer and ``source`` is one of
         the key's current replicas."""
-        if not self.gains(gainer, key, n):
+        if not self.gains(gainer, key):
             return False
-        old = self.current.preference_list(key, n)
-        losers = set(old) - set(self.next.preference_list(key, n))
+        old = self.current.preference_list(key, self.replicas)
+        losers = set(old) - set(self.next.preference_list(key, self.replicas))
         return source in losers or (losers <= unreachable and source in old)
 
     # -- changing records --
@@ -177,7 +193,8 @@ class Placement:
                    if r.node_id not in self.records or r.version > self.records[r.node_id].version}
         if not changed:
             return self
-        return Placement({**self.records, **changed}, self.vnodes_per_weight)
+        return Placement({**self.records, **changed}, self.vnodes_per_weight,
+                         self.replicas)
 
     def joined(self, node_id: str, address: str, zone: str, weight: int) -> Placement:
         """This placement with ``node_id`` announcing that it joins, with tokens allocated on
@@ -197,6 +214,7 @@ class Placement:
             "digest": self.digest.hex(),
             "in_transition": self.in_transition,
             "changing": self.changing(),
+            "gainers": self.gainers,
             "records": [
                 {"node_id": r.node_id, "address": r.address, "zone": r.zone,
                  "weight": r.weight, "status": r.status, "version": r.version,
@@ -207,4 +225,5 @@ class Placement:
         }
 
     def with_record(self, record: Record) -> Placement:
-        return Placement({**self.records, record.node_id: record}, self.vnodes_per_weight)
+        return Placement({**self.records, record.node_id: record}, self.vnodes_per_weight,
+                         self.replicas)

@@ -657,7 +657,7 @@ async def placement_for(config: NodeConfig) -> Placement:
     me = config.me
     saved = load_records(config.data_dir)
     if saved is not None:
-        placement = Placement({r.node_id: r for r in saved}, vnodes)
+        placement = Placement({r.node_id: r for r in saved}, vnodes, config.cluster.n)
         mine = placement.records.get(me.node_id)
         if mine is None:
             raise ConfigError(f"{config.data_dir} has no record of {me.node_id}")
@@ -670,8 +670,8 @@ async def placement_for(config: NodeConfig) -> Placement:
         return placement
     if config.join is None:
         members = [Member(m.node_id, m.zone, m.weight) for m in config.members]
-        return Placement(initial_records(members, {m.node_id: str(m.address)
-                                                   for m in config.members}, vnodes), vnodes)
+        addresses = {m.node_id: str(m.address) for m in config.members}
+        return Placement(initial_records(members, addresses, vnodes), vnodes, config.cluster.n)
     seed = config.join
     try:
         async with StoreClient(seed.host, seed.port, timeout=5.0) as client:
@@ -689,7 +689,7 @@ async def placement_for(config: NodeConfig) -> Placement:
                           f"joins through {seed}: {'; '.join(differ)}. Every member needs the "
                           f"same settings")
     try:
-        return Placement({r.node_id: r for r in records}, vnodes).joined(
+        return Placement({r.node_id: r for r in records}, vnodes, config.cluster.n).joined(
             me.node_id, str(me.address), me.zone, me.weight)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

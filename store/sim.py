@@ -100,7 +100,7 @@ class Simulation:
         self.configured = Placement(
             initial_records(self.ring.members.values(), {n: n for n in self.ring.members},
                             self.cluster.vnodes_per_weight),
-            self.cluster.vnodes_per_weight)
+            self.cluster.vnodes_per_weight, self.cluster.n)
         self.cut_links: set[tuple[str, str]] = set()
         self.responses: dict[int, tuple[float, Response]] = {}
         self.trace: list[str] = []
