@@ -319,7 +319,6 @@ class Node:
         self._suspect: dict[str, set[int]] = {}
         self._pulls: PullRound | None = None  # keys this node is pulling in a transition
         self._pull_failures: set[str] = set()  # sources that failed in this transition
-        self._gainers: tuple[bytes, list[str]] = (b"", [])  # (digest, its gainers), cached
 
     # -- driver interface --
 
@@ -734,9 +733,7 @@ class Node:
                   and placement.records[m].view != placement.digest]
         if behind:
             return
-        if self._gainers[0] != placement.digest:
-            self._gainers = (placement.digest, placement.gainers)
-        gainers = self._gainers[1]
+        gainers = placement.gainers
         mine = placement.records[self.node_id]
         if self.node_id in gainers and mine.streamed != placement.digest and self._pulls is None:
             self._start_pulls(out)
@@ -824,8 +821,6 @@ class Node:
         for other in pulls.sources:
             out.append(CancelTimer(("pull", other)))
         self._pulls = None
-
-    # -- membership --
 
     # -- anti-entropy --
 
