@@ -133,7 +133,8 @@ async def processes(keys: int) -> dict[str, object]:
             async with StoreClient("127.0.0.1", port) as client:
                 counters = (await client.status())["node"]["counters"]
             joined["keys_received"] = counters.get("stream_keys_received", 0)
-            joined["sources_failed"] = counters.get("stream_sources_failed", 0)
+            joined["sources_failed"] = {why: counters.get(f"stream_sources_{why}", 0)
+                                        for why in ("refused", "unreachable", "silent")}
             left = await change(leave, "n4", "left", ports)
             return {"join": joined, "leave": left}
         finally:

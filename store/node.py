@@ -79,7 +79,7 @@ from store.messages import (
 from store.placement import Placement, Record
 from store.ring import Ring
 from store.storage import Storage, StorageError
-from store.streaming import PullRound, next_batch
+from store.streaming import PullRound, SourceScan
 from store.versions import (
     Clock,
     Dot,
@@ -319,6 +319,8 @@ class Node:
         self._suspect: dict[str, set[int]] = {}
         self._pulls: PullRound | None = None  # keys this node is pulling in a transition
         self._pull_failures: set[str] = set()  # sources that failed in this transition
+        #: scans this node serves as a source: (gainer, request) -> (scan, monotonic last use)
+        self._source_scans: dict[tuple[str, int], tuple[SourceScan, float]] = {}
 
     # -- driver interface --
 
@@ -627,7 +629,7 @@ class Node:
                 else:
                     self._count("late_replies")
             case Rejected(request) if self._pulls and request in self._pulls.sources:
-                self._pull_failed(request, out)
+                self._pull_failed(request, "refused", out)
             case Rejected(request):
                 self._lost(peer, request, out)
             case Gossip(entries, records):
@@ -653,7 +655,8 @@ class Node:
                 for key in keys:
                     self._send_versions(peer, key, out)
             case StreamRequest(request, digest, unreachable, after):
-                self._send_batch(peer, request, digest, frozenset(unreachable), after, out)
+                self._send_batch(peer, request, digest, frozenset(unreachable), after, now,
+                                 out)
             case StreamBatch(request, items, cursor):
                 self._pulled(peer, request, items, cursor, now, out)
             case _:
@@ -662,7 +665,7 @@ class Node:
     def _undeliverable(self, peer: str, message: Message, out: list[Action]) -> None:
         match message:
             case StreamRequest(request):
-                self._pull_failed(request, out)
+                self._pull_failed(request, "unreachable", out)
             case StampRequest(request) | Replicate(request) | ReadRequest(request):
                 self._count("undeliverable")
                 self._lost(peer, request, out)
@@ -764,11 +767,15 @@ class Node:
         out.append(StartTimer(("pull", request), PULL_TIMEOUT_S))
 
     def _send_batch(self, peer: str, request: int, digest: bytes,
-                    unreachable: frozenset[str], after: bytes | None,
+                    unreachable: frozenset[str], after: bytes | None, now: Now,
                     out: list[Action]) -> None:
-        """Be a source for ``peer``'s pull: the next keys it should get from this node."""
+        """Be a source for ``peer``'s pull: the next keys it should get from this node, from
+        the scan left open at ``after`` (or a new one)."""
+        expired = now.monotonic - PULL_TIMEOUT_S
+        self._source_scans = {k: v for k, v in self._source_scans.items() if v[1] >= expired}
         placement = self.placement
         if digest != placement.digest:
+            self._source_scans.pop((peer, request), None)
             out.append(Send(peer, Rejected(request, "this node uses another placement")))
             return
 
@@ -776,11 +783,19 @@ class Node:
             return placement.should_send(self.node_id, peer, key, unreachable)
 
         try:
-            items, cursor = next_batch(self.storage, after, wanted)
+            scan = self._source_scans.get((peer, request), (None, 0.0))[0]
+            if scan is None or scan.cursor != after:
+                scan = SourceScan(self.storage, after, wanted)
+            items, cursor = scan.next_batch()
         except StorageError as exc:
             self._count("storage_errors")
+            self._source_scans.pop((peer, request), None)
             out.append(Send(peer, Rejected(request, str(exc))))
             return
+        if cursor is None:
+            self._source_scans.pop((peer, request), None)
+        else:
+            self._source_scans[(peer, request)] = (scan, now.monotonic)
         self._count("stream_keys_sent", len(items))
         out.append(Send(peer, StreamBatch(request, items, cursor)))
 
@@ -798,7 +813,7 @@ class Node:
                 self._merge(key, versions)
         except StorageError:
             self._count("storage_errors")
-            self._pull_failed(request, out)
+            self._pull_failed(request, "refused", out)  # by this node's own storage
             return
         pulls.keys_received += len(items)
         self._count("stream_keys_received", len(items))
@@ -810,13 +825,15 @@ class Node:
             self._pulls = None
             self._set_mine(now, streamed=pulls.digest)
 
-    def _pull_failed(self, request: int, out: list[Action]) -> None:
+    def _pull_failed(self, request: int, why: Literal["refused", "unreachable", "silent"],
+                     out: list[Action]) -> None:
         """A source refused, was unreachable or went silent: abandon the round; the next one
         counts that source unreachable, so others send what it alone would have."""
         pulls = self._pulls
         if pulls is None or request not in pulls.sources:
             return
         self._count("stream_sources_failed")
+        self._count(f"stream_sources_{why}")
         self._pull_failures.add(pulls.sources[request])
         for other in pulls.sources:
             out.append(CancelTimer(("pull", other)))
@@ -1094,7 +1111,7 @@ class Node:
         elif kind == "probe":
             self._probe_answered(op_id, False, out)
         elif kind == "pull":
-            self._pull_failed(op_id, out)
+            self._pull_failed(op_id, "silent", out)
         elif timer == GOSSIP_TIMER:
             self._gossip(now, out)
         elif timer == ANTIENTROPY_TIMER:

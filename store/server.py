@@ -8,7 +8,9 @@ Each node keeps one outgoing connection to every other member (members come and 
 node's :class:`~store.placement.Placement` lists them with their addresses) and sends all its
 messages to that peer over it; replies come back over the peer's own outgoing connection. A
 message for a peer whose connection is down is reported to the node logic as undeliverable at
-once, so a write that cannot leave this node fails as surely-not-applied rather than timing out.
+once, so a write that cannot leave this node fails as surely-not-applied rather than timing out;
+only while the first connection to a peer is being made (it just started, or just appeared in the
+records) do messages wait for it.
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ class Server:
         self._saved = placement
         save_records(config.data_dir, placement.records.values())
         self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
-        self.connected: dict[str, bool] = {}
+        #: per peer: True connected, False down, None the first connection is being made
+        #: (messages wait for it, so a member that just appeared misses nothing sent to it)
+        self.connected: dict[str, bool | None] = {}
         self._links: dict[str, trio.CancelScope] = {}
         self._outboxes: dict[str, trio.MemorySendChannel[Message]] = {}
         self._inboxes: dict[str, trio.MemoryReceiveChannel[Message]] = {}
@@ -219,6 +223,7 @@ class Server:
             del self._outboxes[peer], self._inboxes[peer]
         for peer in wanted - set(self._links):
             self._outboxes[peer], self._inboxes[peer] = trio.open_memory_channel(OUTBOX_SIZE)
+            self.connected[peer] = None
             self._links[peer] = scope = trio.CancelScope()
             self._nursery.start_soon(self._peer_link, peer, scope)
 
@@ -265,7 +270,7 @@ class Server:
 
     def _enqueue(self, peer: str, message: Message) -> bool:
         outbox = self._outboxes.get(peer)
-        if outbox is None or not self.connected.get(peer):
+        if outbox is None or self.connected.get(peer) is False:
             return False
         try:
             outbox.send_nowait(message)
@@ -311,6 +316,9 @@ class Server:
             except (OSError, ConfigError, trio.TooSlowError, trio.BrokenResourceError):
                 if stream is not None:
                     await stream.aclose()
+                if self.connected.get(peer) is None:  # the first attempt failed
+                    self.connected[peer] = False
+                    self._fail_queued(peer)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -569,7 +577,8 @@ class Server:
                 {"node_id": r.node_id, "address": r.address, "zone": r.zone,
                  "weight": r.weight, "status": r.status,
                  **gossip.get(r.node_id, {"state": "gone"}),
-                 "connected": r.node_id == self.me.node_id or self.connected.get(r.node_id, False)}
+                 "connected": r.node_id == self.me.node_id
+                 or bool(self.connected.get(r.node_id))}
                 for r in sorted(self.node.placement.records.values(),
                                 key=lambda r: natural_key(r.node_id))
             ],

@@ -3,10 +3,12 @@ pulls.
 
 A member that gains keys in a transition (:mod:`store.placement`) *pulls* them: it asks every
 current member it can reach for the keys that member should send it, a batch at a time
-(:class:`~store.messages.StreamRequest` / :class:`~store.messages.StreamBatch`). The source keeps
-no state between batches: each request names the last key examined, and the source resumes its
-scan after it. A batch holds at most :data:`BATCH_KEYS` keys and the source examines at most
-:data:`SCAN_LIMIT` keys for it, so no single event scans a large store whole.
+(:class:`~store.messages.StreamRequest` / :class:`~store.messages.StreamBatch`). Each request
+names the last key examined; the source keeps its scan open between batches
+(:class:`SourceScan`), so a whole stream reads the store once, and when it has no open scan at
+that key (it restarted, or the scan expired) it opens one after it. A batch holds at most
+:data:`BATCH_KEYS` keys and the source examines at most :data:`SCAN_LIMIT` keys for it, so no
+single event scans a large store whole.
 
 If a source fails (it refuses — its placement differs —, cannot be reached, or stops answering)
 the round is abandoned and started again with that source counted unreachable: the other current
@@ -28,26 +30,35 @@ BATCH_KEYS = 256
 SCAN_LIMIT = 4096
 
 
-def next_batch(storage: Storage, after: bytes | None, wanted: Callable[[bytes], bool],
-               ) -> tuple[tuple[tuple[bytes, tuple[Version, ...]], ...], bytes | None]:
-    """The next keys after ``after`` for which ``wanted`` holds, with their siblings, and the
-    cursor to resume from (None once every key has been examined). Raises StorageError."""
-    examined = 0
+class SourceScan:
+    """A source's scan for one pull, resumed batch after batch: the keys after ``after`` for
+    which ``wanted`` holds, with their siblings. Raises StorageError (opening or reading)."""
 
-    def where(key: bytes) -> bool:
+    def __init__(self, storage: Storage, after: bytes | None,
+                 wanted: Callable[[bytes], bool]) -> None:
+        self.wanted = wanted
+        self.cursor = after
+        self._examined = 0
+        start = b"" if after is None else after + b"\x00"
+        self._scan = storage.scan(start, where=self._where)
+
+    def _where(self, key: bytes) -> bool:
         # The scan yields chosen keys only; saying yes at the scan limit stops it there.
-        nonlocal examined
-        examined += 1
-        return examined >= SCAN_LIMIT or wanted(key)
+        self._examined += 1
+        return self._examined >= SCAN_LIMIT or self.wanted(key)
 
-    items: list[tuple[bytes, tuple[Version, ...]]] = []
-    start = b"" if after is None else after + b"\x00"
-    for key, versions in storage.scan(start, where=where):
-        if wanted(key):
-            items.append((key, tuple(versions)))
-        if examined >= SCAN_LIMIT or len(items) >= BATCH_KEYS:
-            return tuple(items), key
-    return tuple(items), None
+    def next_batch(self) -> tuple[tuple[tuple[bytes, tuple[Version, ...]], ...], bytes | None]:
+        """The next keys, and the cursor to resume from (None: every key has been examined)."""
+        self._examined = 0
+        items: list[tuple[bytes, tuple[Version, ...]]] = []
+        for key, versions in self._scan:
+            if self.wanted(key):
+                items.append((key, tuple(versions)))
+            if self._examined >= SCAN_LIMIT or len(items) >= BATCH_KEYS:
+                self.cursor = key
+                return tuple(items), key
+        self.cursor = None
+        return tuple(items), None
 
 
 @dataclass(slots=True)
