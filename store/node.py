@@ -872,7 +872,12 @@ class Node:
 
     def _open_session(self, peer: str, follow_up: bool, now: Now, out: list[Action]) -> None:
         """Send ``peer`` the root of the tree we share; nothing while the tree is being built
-        (or when ``peer`` is not in the ring it is built for: a member leaving or joining)."""
+        (or when ``peer`` is not in the ring it is built for: a member leaving or joining), and
+        nothing during a join or leave: the keys a gainer has yet to pull would all show as
+        differences, and streaming them is the transition's own work."""
+        if self.placement.in_transition:
+            self._count("antientropy_paused")
+            return
         if not self.shared.ready_for(peer):
             self._count("antientropy_not_ready")
             return
@@ -911,6 +916,9 @@ class Node:
             return
         if not 0 <= level <= DEPTH or level % 2 != ours:  # the opener gets the odd levels
             self._count("unexpected_messages")
+            return
+        if self.placement.in_transition:
+            self._count("antientropy_paused")
             return
         if not self.shared.ready_for(peer):
             self._count("antientropy_not_ready")

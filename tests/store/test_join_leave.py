@@ -76,6 +76,10 @@ class Writer:
         assert not self.puts and not self.reads
 
 
+def counter(sim: Simulation, name: str) -> int:
+    return sum(node.logic.counters.get(name, 0) for node in sim.nodes.values())
+
+
 def assert_on_new_owners(sim: Simulation, keys: list[bytes], w: int) -> None:
     """Every key is stored by at least ``w`` members of its preference list in the final ring."""
     placement: Placement = sim.nodes["n1"].logic.placement
@@ -89,9 +93,13 @@ def test_a_join_under_concurrent_writes_loses_nothing_and_moves_keys_to_the_newc
     sim = Simulation(["n1", "n2", "n3", "n4"], CONFIG, seed=1)
     writer = Writer(sim, ["n1", "n2", "n3", "n4"])
     writer.run_until(lambda: writer.count >= 300)
+    repairs = counter(sim, "antientropy_repairs_sent")
     sim.join("n5", via="n2")
     writer.via.append("n5")
     writer.run_until(lambda: settled(sim, "n5", "normal"))
+    # Streaming moves the keys; anti-entropy waits, or it would send the newcomer every key too.
+    assert counter(sim, "antientropy_paused") > 0
+    assert counter(sim, "antientropy_repairs_sent") == repairs
     writer.run_until(lambda: len(writer.acked) >= 700)
     writer.finish()
     assert len(writer.acked) == writer.count  # no fault: every write succeeds
