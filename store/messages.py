@@ -344,8 +344,8 @@ def _records(raw: object) -> tuple[Record, ...]:
         if status not in STATUSES or len(tokens) % 8:
             raise ValueError(f"bad record for {item[0]!r}")
         weight, version = _int(item[3]), _int(item[5])
-        if weight < 1 or version < 0:
-            raise ValueError(f"bad weight or version for {item[0]!r}")
+        if weight < 1 or version < 0 or not _str(item[0]) or not _str(item[2]):
+            raise ValueError(f"bad id, zone, weight or version for {item[0]!r}")
         status_: Status = status  # type: ignore[assignment]
         records.append(Record(
             _str(item[0]), _str(item[1]), _str(item[2]), weight, status_, version,

@@ -99,6 +99,10 @@ def test_an_oversized_frame_is_refused_before_it_is_buffered() -> None:
 @pytest.mark.parametrize("body", [
     [99, 1], [2, 1, b"k", [], b"v"], [5, "one"], [1, "n1"], [6, 1, "text-key"],
     [3, 1, "a", 0, []],
+    [9, [], [["n1", "h:1", "", 1, "normal", 0, b"", b"", b""]]],  # a record without a zone
+    [9, [], [["", "h:1", "z", 1, "normal", 0, b"", b"", b""]]],  # ... or an id
+    [9, [], [["n1", "h:1", "z", 1, "normal", 0, b"\x00" * 7, b"", b""]]],  # a torn token
+    [9, [], [["n1", "h:1", "z", 1, "gone", 0, b"", b"", b""]]],  # an unknown status
 ])
 def test_messages_with_wrong_shapes_are_refused(body: list[object]) -> None:
     packed = msgpack.packb(body, use_bin_type=True)
