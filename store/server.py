@@ -336,8 +336,8 @@ class Server:
                             except trio.WouldBlock:
                                 break
                         await stream.send_all(b"".join(batch))
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # raised inside the nursery, so in a group: the connection broke
             finally:
                 self.connected[peer] = False
                 with trio.CancelScope(shield=True):

@@ -50,6 +50,12 @@ def partition_in_effect(history: Path) -> bool:
     return False
 
 
+def assert_no_store_crashed(run_dir: Path) -> None:
+    """No node's log shows a traceback: faults may stop a store, never crash it."""
+    for log in run_dir.glob("nodes/*/kvstore.log"):
+        assert "Traceback" not in log.read_text(), log
+
+
 def results_of(run_dir: Path) -> dict[str, object]:
     results = json.loads((run_dir / "results.json").read_text())
     return {name: check["valid"] for name, check in results["checkers"].items()}
@@ -71,6 +77,7 @@ def test_a_partition_run_with_strict_quorums_keeps_its_guarantee(tmp_path: Path)
     assert any(op["f"] == "start-partition" and op["type"] == "info" for op in history)
     assert sum(op["type"] == "ok" for op in history) > 100
     assert "no-stale-reads" in run.stdout and "valid" in run.stdout
+    assert_no_store_crashed(run_dir)
     assert leftovers(tmp_path) == []
 
 
@@ -122,4 +129,5 @@ def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
     assert all(results_of(run_dir).values())
     n5 = (run_dir / "nodes" / "n5" / "kvstore.log").read_text()
     assert "serving on" in n5
+    assert_no_store_crashed(run_dir)
     assert leftovers(tmp_path) == []

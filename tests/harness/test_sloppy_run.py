@@ -55,3 +55,5 @@ def test_a_sloppy_partition_run_reads_stale_then_converges_after_the_heal(tmp_pa
     figures = convergence["figures"]
     assert figures["keys"] > 0 and figures["diverged_keys"] == figures["undecided_keys"] == 0
     assert figures["final_read_keys"] > 0 and figures["final_read_keys_disagreeing"] == 0
+    for log in run_dir.glob("nodes/*/kvstore.log"):  # the partition stopped no store
+        assert "Traceback" not in log.read_text(), log
