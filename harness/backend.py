@@ -93,6 +93,10 @@ class Backend(Protocol):
         has left, then stop its store."""
         ...
 
+    async def crashed(self) -> list[str]:
+        """The nodes whose store exited by itself (not stopped by a fault or a leave)."""
+        ...
+
     async def collect_logs(self, into: Path) -> None:
         """Copy each node's log to ``into/<node>.log``."""
         ...

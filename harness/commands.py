@@ -375,6 +375,11 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     results = check_run(run_dir)
     write_report(run_dir)
     _summarise(out, spec, results, run_dir)
+    if runner.crashed:
+        err.print(f"[bold red]kvcheck run:[/] the store crashed on "
+                  f"{', '.join(sorted(set(runner.crashed)))} during the test (it exited by "
+                  f"itself; see nodes/<node>/kvstore.log in {run_dir}): invalid", highlight=False)
+        return EXIT_INVALID, results, run_dir
     return _EXIT[results.valid], results, run_dir
 
 

@@ -255,6 +255,17 @@ class DockerCluster:
         me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
         return bool(me["status"] == "left")
 
+    async def crashed(self) -> list[str]:
+        """The nodes whose store should be running (the nemesis did not kill it, it has not
+        left) but is not: it exited by itself."""
+        def running(node: str) -> bool:
+            code, _ = self._containers[node].exec_run(
+                ["sh", "-c", f"kill -0 $(cat {PID_FILE})"])
+            return code == 0
+
+        return [node for node in [*self.nodes, *self.joined]
+                if node not in self._down and not await trio.to_thread.run_sync(running, node)]
+
     async def pause(self, node: str) -> None:
         await self._signal(node, "STOP")
 

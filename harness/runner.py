@@ -102,6 +102,8 @@ class Runner:
         self._strobe: trio.CancelScope | None = None
         self._killed: set[str] = set()
         self._paused: set[str] = set()
+        #: Nodes whose store exited by itself during the run: a defect of the store.
+        self.crashed: list[str] = []
 
     async def run(self, view: Callable[[Progress], Awaitable[None]] | None = None) -> None:
         """Set up, test, heal, recover, read, collect, tear down. Raises :class:`Interrupted`
@@ -159,6 +161,7 @@ class Runner:
         self.progress.phase = "final reads"
         await self._final_reads(history)
         samples.append(await self._sample(history))
+        await self._note_crashes()
         await self._write_final_state(samples)
 
     # -- the nemesis --
@@ -233,9 +236,19 @@ class Runner:
             await execute(self.backend, action)
         self._paused.clear()
         self._killed.clear()
+        crashed = await self._note_crashes()
+        for node in crashed:  # so that the recovery and the final reads can go on
+            await self.backend.restart(node)
+        await self.backend.wait_ready(crashed)
         history.record("nemesis", "info", "heal", value={"fault": "all"})
 
     # -- after the test --
+
+    async def _note_crashes(self) -> list[str]:
+        """Record stores that exited by themselves since the last look; return them."""
+        crashed = await self.backend.crashed()
+        self.crashed.extend(crashed)
+        return crashed
 
     async def _recover(self, history: HistoryWriter) -> list[dict[str, Any]]:
         """Wait ``recovery_time``, sampling every replica's state as it converges."""
@@ -287,7 +300,7 @@ class Runner:
         replicas = {key: list(ring.preference_list(key.encode(), self.spec.n))
                     for key in self.workload.used_keys()}
         state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
-                 "replicas": replicas}
+                 "replicas": replicas, "crashed_nodes": self.crashed}
         (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
 
 

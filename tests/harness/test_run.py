@@ -131,3 +131,35 @@ def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
     assert "serving on" in n5
     assert_no_store_crashed(run_dir)
     assert leftovers(tmp_path) == []
+
+
+def test_a_store_that_exits_by_itself_makes_the_run_invalid_and_is_named(
+        tmp_path: Path) -> None:
+    """A crash is a defect of the store, whatever the checkers say of the history: here the
+    store of n2 is killed behind the harness's back, as if it had crashed."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", "--nodes", "3", "--rate", "40",
+         "--time-limit", "10", "--recovery-time", "2", "--nemesis", "none", "--name", "crash",
+         "--histories", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        history = tmp_path / "latest" / "history.jsonl"
+        deadline = time.monotonic() + 120
+        while not (history.exists() and history.read_text().count('"type":"ok"') > 20):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "no operations"
+            time.sleep(0.2)
+        stamp = history.resolve().parent.name.lower()
+        (n2,) = [c for c in connect().containers.list(filters={"label": "org.kvcheck.node=n2"})
+                 if c.labels[RUN_LABEL].startswith(stamp)]
+        code, output = n2.exec_run(["sh", "-c", "kill -9 $(cat /kvcheck/kvstore.pid)"])
+        assert code == 0, output
+        out, err = process.communicate(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, out + err
+    assert "the store crashed on n2" in err
+    run_dir = history.resolve().parent
+    assert json.loads((run_dir / "final-state.json").read_text())["crashed_nodes"] == ["n2"]
+    assert leftovers(tmp_path) == []
