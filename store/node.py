@@ -871,15 +871,8 @@ class Node:
             out.append(StartTimer(CATCH_UP_TIMER, CATCH_UP_S))
 
     def _open_session(self, peer: str, follow_up: bool, now: Now, out: list[Action]) -> None:
-        """Send ``peer`` the root of the tree we share; nothing while the tree is being built
-        (or when ``peer`` is not in the ring it is built for: a member leaving or joining), and
-        nothing during a join or leave: the keys a gainer has yet to pull would all show as
-        differences, and streaming them is the transition's own work."""
-        if self.placement.in_transition:
-            self._count("antientropy_paused")
-            return
-        if not self.shared.ready_for(peer):
-            self._count("antientropy_not_ready")
+        """Send ``peer`` the root of the tree we share (when :meth:`_can_compare`)."""
+        if not self._can_compare(peer):
             return
         self._next_op += 1
         self._sessions[self._next_op] = (peer, now.monotonic, follow_up)
@@ -887,6 +880,19 @@ class Node:
         self._count("antientropy_hashes_sent")
         out.append(Send(peer, TreeLevel(self.node_id, self._next_op, 0,
                                         ((0, self.shared.hash(peer, 0, 0)),))))
+
+    def _can_compare(self, peer: str) -> bool:
+        """Whether a session with ``peer`` can go on: not while the tree is being built, or when
+        ``peer`` is not in the ring it is built for (a member leaving or joining), and not during
+        a join or leave — the keys a gainer has yet to pull would all show as differences, and
+        streaming them is the transition's own work."""
+        if self.placement.in_transition:
+            self._count("antientropy_paused")
+            return False
+        if not self.shared.ready_for(peer):
+            self._count("antientropy_not_ready")
+            return False
+        return True
 
     def _build_step(self, out: list[Action]) -> None:
         """Build the shared trees a slice at a time (see :class:`SharedHashes`)."""
@@ -917,11 +923,7 @@ class Node:
         if not 0 <= level <= DEPTH or level % 2 != ours:  # the opener gets the odd levels
             self._count("unexpected_messages")
             return
-        if self.placement.in_transition:
-            self._count("antientropy_paused")
-            return
-        if not self.shared.ready_for(peer):
-            self._count("antientropy_not_ready")
+        if not self._can_compare(peer):
             return
         differing = sorted({i for i, h in hashes if 0 <= i < FANOUT ** level
                             and self.shared.hash(peer, level, i) != h})
