@@ -11,7 +11,8 @@ only side effect is the synchronous :class:`~store.storage.Storage` it was given
 Any node coordinates any request. For key ``k`` the replicas are the ring's preference list of N
 distinct nodes — with sloppy quorums, the first N nodes along the ring that gossip does not show
 down, where a *stand-in* holds a write with a hint for the replica it replaces and hands it off
-when that replica is back.
+when that replica is back. While a member joins or leaves, a request needs its quorum in the
+key's preference lists of both the current and the next ring (:mod:`store.placement`).
 
 *Put* (a delete is a put of a tombstone) runs in two steps, as in Riak:
 
@@ -26,8 +27,10 @@ context that covers them. Replicas that answered with less than the merge are se
 repair* — after the answer, or (``read_repair = "blocking"``) before it.
 
 Beside requests, timers drive the background: gossip (:mod:`store.membership`) spreads
-heartbeats and detects failures, answering indirect probes for others; hinted writes are handed
-off; and anti-entropy (:mod:`store.antientropy`) compares Merkle trees with one peer a round.
+heartbeats and members' records and detects failures, answering indirect probes for others;
+hinted writes are handed off; a join or leave moves on, pulling the keys this node gains
+(:mod:`store.streaming`); and anti-entropy (:mod:`store.antientropy`) compares Merkle trees
+with one peer a round.
 
 A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
 many replicas are known to be unreachable. A failed put says whether it may have been applied:
@@ -499,6 +502,16 @@ class Node:
             f"{why}: {_fewest(op.groups, op.acked)} of {op.w} acknowledgements", applied)))
         self._close(op_id, out)
 
+    def _hint_missed(self, op: _Put) -> None:
+        """A put is over: replicas that never acknowledged it (cut off, timed out) get a hint
+        from this node, if it holds the key, so the write reaches them when they are back."""
+        if op.dot is None or self.node_id not in op.acked:
+            return
+        for node in op.replicas:
+            if node not in op.acked:
+                self.hints.add(op.stand_ins.get(node, node), op.key)
+                self._count("hints_for_missed_writes")
+
     # -- coordinating gets --
 
     def _start_get(self, event: ClientGet, out: list[Action]) -> None:
@@ -571,6 +584,25 @@ class Node:
             out.append(Respond(op.client, Failed(
                 f"blocking read repair could not reach {peer}", "no")))
         self._progress_get(op_id, op, out)
+
+    def _repair(self, op: _Get, out: list[Action]) -> None:
+        """Read repair: send the merge of every reply to each replica that answered with less.
+
+        Runs when a get has heard from every replica (or timed out), after the client has its
+        answer, so it never delays one.
+        """
+        if len(op.replies) < 2:
+            return
+        op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
+        for node in self._stale(op):
+            self._count("read_repairs")
+            if node != self.node_id:
+                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, op.merged)))
+                continue
+            try:
+                self._merge(op.key, op.merged)
+            except StorageError:
+                self._count("storage_errors")
 
     # -- messages --
 
@@ -671,6 +703,24 @@ class Node:
                 self._lost(peer, request, out)
             case Probe(request):
                 self._probe_answered(request, False, out)
+
+    def _lost(self, peer: str, request: int, out: list[Action]) -> None:
+        """``peer`` will never answer ``request``: it refused it, or it never got it."""
+        if self._handoffs.pop(request, None) is not None:
+            return  # the hint stays; the next gossip round tries again
+        op = self._ops.get(request)
+        if isinstance(op, _Put):
+            if op.asking == peer:
+                op.asking = None
+                self._ask_next_stamper(request, op, out)
+            elif peer in op.pending:
+                op.pending.discard(peer)
+                self._progress_put(request, op, out)
+        elif isinstance(op, _Get) and peer in op.repairing:
+            self._repaired(request, op, peer, False, out)
+        elif isinstance(op, _Get) and peer in op.pending:
+            op.pending.discard(peer)
+            self._progress_get(request, op, out)
 
     # -- joining and leaving --
 
@@ -1002,6 +1052,8 @@ class Node:
             self._count("antientropy_repairs_sent")
             out.append(Send(peer, Replicate(REPAIR_REQUEST, key, versions)))
 
+    # -- hinted handoff --
+
     def _hand_off(self, now: Now, out: list[Action]) -> None:
         """Send hinted writes to their owners that gossip shows alive, a batch at a time."""
         expired = now.monotonic - self.cluster.request_timeout_ms / 1000
@@ -1051,6 +1103,8 @@ class Node:
             except StorageError:
                 self._count("storage_errors")
 
+    # -- gossip --
+
     def _gossip(self, now: Now, out: list[Action]) -> None:
         self._hand_off(now, out)
         self._advance(now, out)
@@ -1081,24 +1135,6 @@ class Node:
             self._count(f"members_marked_{change.state}")
             if change.state == "alive" and change.node_id != self.node_id:
                 self._schedule_session(change.node_id, False, out)
-
-    def _lost(self, peer: str, request: int, out: list[Action]) -> None:
-        """``peer`` will never answer ``request``: it refused it, or it never got it."""
-        if self._handoffs.pop(request, None) is not None:
-            return  # the hint stays; the next gossip round tries again
-        op = self._ops.get(request)
-        if isinstance(op, _Put):
-            if op.asking == peer:
-                op.asking = None
-                self._ask_next_stamper(request, op, out)
-            elif peer in op.pending:
-                op.pending.discard(peer)
-                self._progress_put(request, op, out)
-        elif isinstance(op, _Get) and peer in op.repairing:
-            self._repaired(request, op, peer, False, out)
-        elif isinstance(op, _Get) and peer in op.pending:
-            op.pending.discard(peer)
-            self._progress_get(request, op, out)
 
     # -- timers --
 
@@ -1199,35 +1235,6 @@ class Node:
                 self._repair(op, out)
             else:
                 self._hint_missed(op)
-
-    def _hint_missed(self, op: _Put) -> None:
-        """A put is over: replicas that never acknowledged it (cut off, timed out) get a hint
-        from this node, if it holds the key, so the write reaches them when they are back."""
-        if op.dot is None or self.node_id not in op.acked:
-            return
-        for node in op.replicas:
-            if node not in op.acked:
-                self.hints.add(op.stand_ins.get(node, node), op.key)
-                self._count("hints_for_missed_writes")
-
-    def _repair(self, op: _Get, out: list[Action]) -> None:
-        """Read repair: send the merge of every reply to each replica that answered with less.
-
-        Runs when a get has heard from every replica (or timed out), after the client has its
-        answer, so it never delays one.
-        """
-        if len(op.replies) < 2:
-            return
-        op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
-        for node in self._stale(op):
-            self._count("read_repairs")
-            if node != self.node_id:
-                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, op.merged)))
-                continue
-            try:
-                self._merge(op.key, op.merged)
-            except StorageError:
-                self._count("storage_errors")
 
     def _count(self, name: str, amount: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + amount
