@@ -136,7 +136,6 @@ async def autoscale(cluster: DockerCluster, policy: Policy, every: float, log_fi
     leave fails."""
     scaler = Autoscaler(policy)
     members = sorted(cluster.nodes, key=natural_key)
-    added: list[str] = []
     before, since = await requests_served(cluster, members), trio.current_time()
     while True:
         await trio.sleep(every)
@@ -146,17 +145,14 @@ async def autoscale(cluster: DockerCluster, policy: Policy, every: float, log_fi
         decision = scaler.observe(load, len(members))
         if decision is not None:
             node = (_next_id(cluster) if decision.action == "add"
-                    else (added or sorted(members, key=natural_key))[-1])
+                    else (cluster.joined or sorted(members, key=natural_key))[-1])
             _log(log_file, decision, node, say)
             if decision.action == "add":
                 await cluster.join(node, via=members[0])
                 members.append(node)
-                added.append(node)
             else:
                 await cluster.leave(node)
                 members.remove(node)
-                if node in added:
-                    added.remove(node)
             say(f"autoscale: {len(members)} members now: {', '.join(members)}")
             changed(members)
             now, at = await requests_served(cluster, members), trio.current_time()

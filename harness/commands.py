@@ -13,7 +13,6 @@ import argparse
 import errno
 import json
 import os
-import secrets
 import signal
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from harness.runner import (
     Progress,
     Runner,
     new_run_dir,
+    new_run_id,
 )
 from harness.serve import make_server
 from harness.spec import GUARANTEES, SpecError, TestSpec
@@ -224,8 +224,7 @@ def cmd_cluster_up(args: argparse.Namespace, out: Console, err: Console) -> int:
     except (SpecError, PolicyError) as exc:
         err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
         return EXIT_USAGE
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_id = f"{stamp.lower()}-{secrets.token_hex(2)}"
+    _, run_id = new_run_id()
     cluster_dir = args.histories / "clusters" / run_id
     try:
         cluster_dir.mkdir(parents=True)

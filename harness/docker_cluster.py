@@ -196,8 +196,13 @@ class DockerCluster:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     async def kill(self, node: str) -> None:
+        await self._stop_store(node, "KILL")
+
+    async def _stop_store(self, node: str, signal: str) -> None:
+        """Send the store ``signal`` and wait until its process is gone; the node counts as
+        down (its peers need not answer for it, and it has not crashed)."""
         self._down.add(node)
-        await self._signal(node, "KILL")
+        await self._signal(node, signal)
         await self._exec_async(node, f"while kill -0 $(cat {PID_FILE}) 2>/dev/null; "
                                      "do sleep 0.05; done")
 
@@ -224,27 +229,31 @@ class DockerCluster:
         :data:`CHANGE_LIMIT` seconds."""
         with trio.move_on_after(CHANGE_LIMIT):
             async with StoreClient(*self.address(node), timeout=10) as client:
-                while True:
-                    try:
-                        await client.leave()
-                        break
-                    except RequestRejected as exc:
-                        if exc.status != 409:  # 409: not now, another change is going on
-                            raise BackendError(f"{node} cannot leave: {exc}") from None
-                    except StoreError:
-                        pass
+                while not await self._accepted_leave(node, client):
                     await trio.sleep(0.5)
                 while not await self._has_left(client):
                     await trio.sleep(0.5)
-            self._down.add(node)
-            await self._signal(node, "TERM")
-            await self._exec_async(node, f"while kill -0 $(cat {PID_FILE}) 2>/dev/null; "
-                                         "do sleep 0.05; done")
+            await self._stop_store(node, "TERM")
             if node in self.joined:
                 self.joined.remove(node)
             return
         raise BackendError(f"{node} did not leave the cluster within {CHANGE_LIMIT:.0f} s; its "
                            f"log ends with:\n{self._log_tail(node)}")
+
+    @staticmethod
+    async def _accepted_leave(node: str, client: StoreClient) -> bool:
+        """Ask ``node`` to leave: True once it accepted, False while it answers "not now"
+        (409: another change is going on) or not at all. Raises BackendError when it never
+        can."""
+        try:
+            await client.leave()
+        except RequestRejected as exc:
+            if exc.status != 409:
+                raise BackendError(f"{node} cannot leave: {exc}") from None
+            return False
+        except StoreError:
+            return False
+        return True
 
     @staticmethod
     async def _has_left(client: StoreClient) -> bool:

@@ -65,13 +65,19 @@ class Progress:
     history: HistoryWriter | None = None
 
 
+def new_run_id() -> tuple[str, str]:
+    """A UTC timestamp for a run's directory, and an id unique enough to name its containers
+    (the timestamp, lower-cased, and a random suffix)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return stamp, f"{stamp.lower()}-{secrets.token_hex(2)}"
+
+
 def new_run_dir(histories: Path, name: str) -> tuple[Path, str]:
     """Create ``histories/<name>/<timestamp>/`` and point ``histories/latest`` at it.
 
     Returns the directory and a run id unique enough to name containers.
     """
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    run_id = f"{stamp.lower()}-{secrets.token_hex(2)}"
+    stamp, run_id = new_run_id()
     run_dir = histories / name / stamp
     suffix = 1
     while run_dir.exists():

@@ -269,7 +269,7 @@ def _fields(message: Message) -> list[object]:
 
 
 def _record_fields(r: Record) -> list[object]:
-    tokens = b"".join(t.to_bytes(8, "big") for t in r.tokens)
+    tokens = struct.pack(f">{len(r.tokens)}Q", *r.tokens)
     return [r.node_id, r.address, r.zone, r.weight, r.status, r.version, tokens, r.view,
             r.streamed]
 
@@ -349,7 +349,7 @@ def _records(raw: object) -> tuple[Record, ...]:
         status_: Status = status  # type: ignore[assignment]
         records.append(Record(
             _str(item[0]), _str(item[1]), _str(item[2]), weight, status_, version,
-            tuple(int.from_bytes(tokens[i:i + 8], "big") for i in range(0, len(tokens), 8)),
+            struct.unpack(f">{len(tokens) // 8}Q", tokens),
             _bytes(item[7]), _bytes(item[8])))
     return tuple(records)
 

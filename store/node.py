@@ -467,16 +467,8 @@ class Node:
         self._count("late_stamps_spread")
         replicas, stand_ins, _ = self._targets(key)
         for node in replicas:
-            if node == stamper:
-                continue
-            if node != self.node_id:
-                out.append(Send(node, Replicate(REPAIR_REQUEST, key, versions,
-                                                stand_ins.get(node))))
-                continue
-            try:
-                self._merge(key, versions, stand_ins.get(node))
-            except StorageError:
-                self._count("storage_errors")
+            if node != stamper:
+                self._write_back(node, key, versions, stand_ins.get(node), out)
 
     def _progress_put(self, op_id: int, op: _Put, out: list[Action]) -> None:
         if not op.answered:
@@ -596,13 +588,19 @@ class Node:
         op.merged = tuple(resolve(sync(*op.replies.values()), self.cluster.versioning))
         for node in self._stale(op):
             self._count("read_repairs")
-            if node != self.node_id:
-                out.append(Send(node, Replicate(REPAIR_REQUEST, op.key, op.merged)))
-                continue
-            try:
-                self._merge(op.key, op.merged)
-            except StorageError:
-                self._count("storage_errors")
+            self._write_back(node, op.key, op.merged, None, out)
+
+    def _write_back(self, node: str, key: bytes, versions: tuple[Version, ...],
+                    hint_for: str | None, out: list[Action]) -> None:
+        """Make ``node`` merge ``versions`` of ``key``, without waiting for it: this node
+        merges them itself, another is sent them (a repair: nobody awaits the ack)."""
+        if node != self.node_id:
+            out.append(Send(node, Replicate(REPAIR_REQUEST, key, versions, hint_for)))
+            return
+        try:
+            self._merge(key, versions, hint_for)
+        except StorageError:
+            self._count("storage_errors")
 
     # -- messages --
 

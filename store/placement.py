@@ -137,13 +137,17 @@ class Placement:
         """The members joining or leaving."""
         return [i for i in self.members() if self.records[i].status in ("joining", "leaving")]
 
+    def _lists(self, key: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The key's preference lists in the current and the next ring."""
+        return (self.current.preference_list(key, self.replicas),
+                self.next.preference_list(key, self.replicas))
+
     def groups(self, key: bytes) -> tuple[tuple[str, ...], ...]:
         """The preference lists a request for ``key`` needs a quorum in: the current one, and
         in a transition also the next one when it differs."""
-        old = self.current.preference_list(key, self.replicas)
         if not self.in_transition:
-            return (old,)
-        new = self.next.preference_list(key, self.replicas)
+            return (self.current.preference_list(key, self.replicas),)
+        old, new = self._lists(key)
         return (old,) if new == old else (old, new)
 
     def replicates(self, node_id: str, key: bytes) -> bool:
@@ -152,36 +156,32 @@ class Placement:
     # -- moving data --
 
     @cached_property
-    def _arcs(self) -> list[int]:
-        """One key position per arc of the union of both rings' tokens (its last position)."""
+    def gainers(self) -> list[str]:
+        """Members in the next preference list of some key but not in its current one (one
+        key position per arc of the two rings' tokens covers every key)."""
+        n = self.replicas
         positions = {t for ring in (self.current, self.next) for ts in ring.tokens.values()
                      for t in ts}
-        return sorted(positions)
-
-    @cached_property
-    def gainers(self) -> list[str]:
-        """Members in the next preference list of some key but not in its current one."""
-        n = self.replicas
         found: set[str] = set()
-        for position in self._arcs:
+        for position in positions:
             old = self.current.preference_at(position, n)
             found.update(set(self.next.preference_at(position, n)) - set(old))
         return sorted(found, key=natural_key)
 
     def gains(self, node_id: str, key: bytes) -> bool:
         """Whether ``node_id`` must receive ``key`` in this transition."""
-        return (node_id in self.next.preference_list(key, self.replicas)
-                and node_id not in self.current.preference_list(key, self.replicas))
+        old, new = self._lists(key)
+        return node_id in new and node_id not in old
 
     def should_send(self, source: str, gainer: str, key: bytes,
                     unreachable: frozenset[str]) -> bool:
         """Whether ``source`` sends ``key`` to ``gainer``: it gains the key and ``source`` loses
         it — or every member that loses it is unreachable for the gainer and ``source`` is one of
         the key's current replicas."""
-        if not self.gains(gainer, key):
+        old, new = self._lists(key)
+        if gainer not in new or gainer in old:
             return False
-        old = self.current.preference_list(key, self.replicas)
-        losers = set(old) - set(self.next.preference_list(key, self.replicas))
+        losers = set(old) - set(new)
         return source in losers or (losers <= unreachable and source in old)
 
     # -- changing records --
@@ -191,10 +191,7 @@ class Placement:
         nothing changes)."""
         changed = {r.node_id: r for r in records
                    if r.node_id not in self.records or r.version > self.records[r.node_id].version}
-        if not changed:
-            return self
-        return Placement({**self.records, **changed}, self.vnodes_per_weight,
-                         self.replicas)
+        return self._with(changed) if changed else self
 
     def joined(self, node_id: str, address: str, zone: str, weight: int) -> Placement:
         """This placement with ``node_id`` announcing that it joins, with tokens allocated on
@@ -225,5 +222,7 @@ class Placement:
         }
 
     def with_record(self, record: Record) -> Placement:
-        return Placement({**self.records, record.node_id: record}, self.vnodes_per_weight,
-                         self.replicas)
+        return self._with({record.node_id: record})
+
+    def _with(self, records: Mapping[str, Record]) -> Placement:
+        return Placement({**self.records, **records}, self.vnodes_per_weight, self.replicas)

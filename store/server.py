@@ -149,8 +149,7 @@ class Server:
         self.hints = DurableHints(config.data_dir / "hints.log")
         self.node = Node(self.me.node_id, self.actor, placement, config.cluster, self.storage,
                          identity.generation, self.hints)
-        self._saved = placement
-        save_records(config.data_dir, placement.records.values())
+        self._saved = placement  # saved by run(), before it serves, and on every change
         self.timers = _Timers(lambda timer: self.dispatch(TimerFired(timer)))
         #: per peer: True connected, False down, None the first connection is being made
         #: (messages wait for it, so a member that just appeared misses nothing sent to it)
@@ -670,10 +669,10 @@ async def placement_for(config: NodeConfig) -> Placement:
         mine = placement.records.get(me.node_id)
         if mine is None:
             raise ConfigError(f"{config.data_dir} has no record of {me.node_id}")
-        if mine.address != str(me.address) or (mine.zone, mine.weight) != (me.zone, me.weight):
-            if (mine.zone, mine.weight) != (me.zone, me.weight):
-                raise ConfigError(f"{me.node_id} was a member with zone {mine.zone!r} and weight "
-                                  f"{mine.weight}; a node cannot change them")
+        if (mine.zone, mine.weight) != (me.zone, me.weight):
+            raise ConfigError(f"{me.node_id} was a member with zone {mine.zone!r} and weight "
+                              f"{mine.weight}; a node cannot change them")
+        if mine.address != str(me.address):
             placement = placement.with_record(
                 replace(mine, address=str(me.address), version=mine.version + 1))
         return placement

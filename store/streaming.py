@@ -39,20 +39,23 @@ class SourceScan:
         self.wanted = wanted
         self.cursor = after
         self._examined = 0
+        self._chosen = False  # whether the key the scan yields last was wanted
         start = b"" if after is None else after + b"\x00"
         self._scan = storage.scan(start, where=self._where)
 
     def _where(self, key: bytes) -> bool:
-        # The scan yields chosen keys only; saying yes at the scan limit stops it there.
+        # The scan yields chosen keys only (asking in key order, lazily, as the storage
+        # contract says); saying yes at the scan limit stops it there.
         self._examined += 1
-        return self._examined >= SCAN_LIMIT or self.wanted(key)
+        self._chosen = self.wanted(key)
+        return self._chosen or self._examined >= SCAN_LIMIT
 
     def next_batch(self) -> tuple[tuple[tuple[bytes, tuple[Version, ...]], ...], bytes | None]:
         """The next keys, and the cursor to resume from (None: every key has been examined)."""
         self._examined = 0
         items: list[tuple[bytes, tuple[Version, ...]]] = []
         for key, versions in self._scan:
-            if self.wanted(key):
+            if self._chosen:
                 items.append((key, tuple(versions)))
             if self._examined >= SCAN_LIMIT or len(items) >= BATCH_KEYS:
                 self.cursor = key

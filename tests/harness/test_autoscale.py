@@ -8,11 +8,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import trio
+from polling import wait_until
 
 from harness.autoscale import Autoscaler, Policy, PolicyError
 from harness.docker_cluster import RUN_LABEL
@@ -104,18 +104,8 @@ def actions(log: Path) -> list[str]:
 
 
 def wait_for_file(root: Path, name: str, process: subprocess.Popen[str]) -> Path:
-    found: list[Path] = []
-    wait_until(lambda: bool(found.extend(root.glob(f"clusters/*/{name}")) or found), process)
-    return found[0]
-
-
-def wait_until(condition: object, process: subprocess.Popen[str], limit: float = 240) -> None:
-    """Poll ``condition`` under a deadline, failing early if the command exits."""
-    deadline = time.monotonic() + limit
-    while not condition():  # type: ignore[operator]
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.2)
+    wait_until(lambda: any(root.glob(f"clusters/*/{name}")), process)
+    return next(root.glob(f"clusters/*/{name}"))
 
 
 async def load_until(host: str, port: int, done: object) -> None:

@@ -6,10 +6,10 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 
 from harness.docker_cluster import RUN_LABEL
 from harness.engine import connect
@@ -97,11 +97,7 @@ def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Pat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         history = tmp_path / "latest" / "history.jsonl"
-        deadline = time.monotonic() + 120
-        while not partition_in_effect(history):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no partition started"
-            time.sleep(0.2)
+        wait_until(lambda: partition_in_effect(history), process, 120, "no partition started")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
@@ -144,11 +140,8 @@ def test_a_store_that_exits_by_itself_makes_the_run_invalid_and_is_named(
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         history = tmp_path / "latest" / "history.jsonl"
-        deadline = time.monotonic() + 120
-        while not (history.exists() and history.read_text().count('"type":"ok"') > 20):
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "no operations"
-            time.sleep(0.2)
+        wait_until(lambda: history.exists() and history.read_text().count('"type":"ok"') > 20,
+                   process, 120, "no operations")
         stamp = history.resolve().parent.name.lower()
         (n2,) = [c for c in connect().containers.list(filters={"label": "org.kvcheck.node=n2"})
                  if c.labels[RUN_LABEL].startswith(stamp)]
