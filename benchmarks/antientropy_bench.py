@@ -23,12 +23,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from store.antientropy import FANOUT, leaf_of
-from store.config import ClusterConfig
-from store.node import ANTIENTROPY_TIMER
-from store.sim import Simulation
-from store.storage import LsmStorage, Storage
-from store.versions import stamp
+from kvcheck.store.antientropy import FANOUT, leaf_of
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.node import ANTIENTROPY_TIMER
+from kvcheck.store.sim import Simulation
+from kvcheck.store.storage import LsmStorage, Storage
+from kvcheck.store.versions import stamp
 
 
 def loaded(nodes: int, keys: int) -> tuple[Simulation, list[bytes]]:

@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from checkers.history import Op, write_history
+from kvcheck.checkers.history import Op, write_history
 
 REGISTER_CASES = {
     10_000: {"keys": 10, "clients": 5},
@@ -167,7 +167,7 @@ def _run_measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], flo
 def check_file(path: str, model: str, time_limit: float) -> dict[str, Any]:
     """Read and check one history file in this process (a fresh one: its peak RSS is the
     check's own, pool workers included)."""
-    from checkers import check_linearizable, pair_calls, read_history
+    from kvcheck.checkers import check_linearizable, pair_calls, read_history
 
     t1 = time.monotonic()
     ops = read_history(path)

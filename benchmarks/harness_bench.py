@@ -22,12 +22,12 @@ from pathlib import Path
 
 import trio
 
-from harness.clients import Worker, run_worker
-from harness.docker_cluster import DockerCluster
-from harness.engine import connect
-from harness.history import HistoryWriter
-from harness.image import ensure_image, find_project_root
-from harness.workloads import RegisterWorkload
+from kvcheck.harness.clients import Worker, run_worker
+from kvcheck.harness.docker_cluster import DockerCluster
+from kvcheck.harness.engine import connect
+from kvcheck.harness.history import HistoryWriter
+from kvcheck.harness.image import ensure_image
+from kvcheck.harness.workloads import RegisterWorkload
 
 
 def cpu_seconds() -> float:
@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     workers = args.workers or 8 * args.nodes
     client = connect()
-    image = ensure_image(client, find_project_root())
+    image = ensure_image(client)
     with tempfile.TemporaryDirectory(prefix="kvcheck-bench-") as tmp:
         run_dir = Path(tmp)
         cluster = DockerCluster(client, image, f"bench-{int(time.time())}",

@@ -31,10 +31,10 @@ from pathlib import Path
 import store_bench
 import trio
 
-from store.client import StoreClient, StoreError
-from store.config import ClusterConfig
-from store.sim import Simulation
-from store.versions import stamp
+from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.sim import Simulation
+from kvcheck.store.versions import stamp
 
 
 def loaded(nodes: int, keys: int) -> Simulation:
@@ -119,7 +119,7 @@ async def processes(keys: int) -> dict[str, object]:
             async def join() -> None:
                 nonlocal newcomer
                 newcomer = subprocess.Popen(
-                    [sys.executable, "-m", "store", "serve", "--node-id", "n4", "--listen",
+                    [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n4", "--listen",
                      f"127.0.0.1:{port}", "--join", f"127.0.0.1:{ports[0]}", "--data-dir",
                      str(root / "n4"), "--n", "3", "--w", "2", "--r", "2", "--fsync", "always",
                      "--log-level", "warning"],

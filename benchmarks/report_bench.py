@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from checkers import Op, check_run, write_history
-from harness.report import write_report
+from kvcheck.checkers import Op, check_run, write_history
+from kvcheck.harness.report import write_report
 
 MS = 1_000_000
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

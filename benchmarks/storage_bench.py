@@ -29,8 +29,8 @@ from typing import Any
 
 import msgpack
 
-from store.storage import EngineOptions, LsmStorage
-from store.versions import Dot, Version, encode_versions
+from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.versions import Dot, Version, encode_versions
 
 
 def key(i: int) -> bytes:

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from store.storage import EngineOptions, LsmStorage
-from store.versions import stamp
+from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.versions import stamp
 
 MEMTABLE = 32 << 20  # the server's default
 

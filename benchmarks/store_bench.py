@@ -27,7 +27,7 @@ from pathlib import Path
 
 import trio
 
-from store.client import StoreClient, StoreError
+from kvcheck.store.client import StoreClient, StoreError
 
 
 def free_ports(count: int) -> list[int]:
@@ -48,7 +48,7 @@ def start_cluster(root: Path, fsync: str) -> tuple[list[subprocess.Popen[bytes]]
         peers = ",".join(f"{p}=127.0.0.1:{q}" for p, q in zip(ids, ports, strict=True) if p != node)
         log = (root / f"{node}.log").open("ab")
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "store", "serve", "--node-id", node,
+            [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
              "--listen", f"127.0.0.1:{port}", "--peers", peers, "--data-dir", str(root / node),
              "--n", "3", "--w", "2", "--r", "2", "--fsync", fsync, "--log-level", "warning"],
             stdout=log, stderr=log))

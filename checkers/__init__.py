@@ -5,9 +5,9 @@ Nothing here imports the harness or the store. Inputs are files on disk (see
 valid, invalid or unknown (``docs/checkers.md`` says what each decides).
 """
 
-from checkers.convergence import check_convergence
-from checkers.edn import EDNError, Keyword, Symbol
-from checkers.history import (
+from kvcheck.checkers.convergence import check_convergence
+from kvcheck.checkers.edn import EDNError, Keyword, Symbol
+from kvcheck.checkers.history import (
     Call,
     HistoryError,
     Op,
@@ -19,14 +19,14 @@ from checkers.history import (
     read_test_config,
     write_history,
 )
-from checkers.jepsen import read_jepsen_history
-from checkers.linearizable import KeyResult, check_linearizable
-from checkers.lost_writes import check_lost_writes
-from checkers.models import CAS_REGISTER, MODELS, REGISTER, Model, Siblings, get_model
-from checkers.result import Anomaly, CheckResult, Results, Verdict, combine, write_results
-from checkers.stale_reads import check_stale_reads
-from checkers.stats import check_stats, nemesis_windows
-from checkers.suite import CHECKERS, DEFAULT_CHECKERS, check_history, check_run
+from kvcheck.checkers.jepsen import read_jepsen_history
+from kvcheck.checkers.linearizable import KeyResult, check_linearizable
+from kvcheck.checkers.lost_writes import check_lost_writes
+from kvcheck.checkers.models import CAS_REGISTER, MODELS, REGISTER, Model, Siblings, get_model
+from kvcheck.checkers.result import Anomaly, CheckResult, Results, Verdict, combine, write_results
+from kvcheck.checkers.stale_reads import check_stale_reads
+from kvcheck.checkers.stats import check_stats, nemesis_windows
+from kvcheck.checkers.suite import CHECKERS, DEFAULT_CHECKERS, check_history, check_run
 
 __all__ = [
     "CAS_REGISTER",

@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from checkers.history import (
+from kvcheck.checkers.history import (
     NEMESIS,
     OK,
     Call,
@@ -30,8 +30,8 @@ from checkers.history import (
     pair_calls,
     validate_final_state,
 )
-from checkers.result import Anomaly, CheckResult, Verdict, combine
-from checkers.stats import ns_quantiles_ms
+from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
+from kvcheck.checkers.stats import ns_quantiles_ms
 
 _ABSENT = "<absent>"
 
@@ -62,7 +62,7 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
     ``diverged`` anomalies carry the per-node representation of the key in ``details`` (they
     name no ops); ``final-reads-disagree`` anomalies name the final reads of the key. Raises
     ``ValueError`` for a malformed ``final_state`` and
-    :class:`~checkers.history.HistoryError` for unpaired ops.
+    :class:`~kvcheck.checkers.history.HistoryError` for unpaired ops.
     """
     config = config or TestConfig()
     if calls is None:

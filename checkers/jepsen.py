@@ -17,7 +17,7 @@ detected (``independent="auto"``) or forced (``"yes"``/``"no"``).
 
 Missing ``:index`` fields are numbered in file order; a missing ``:time`` is 0. Keywords in
 ``:f``, ``:type`` and ``:process`` become strings (``:nemesis`` -> ``"nemesis"``); keywords in
-values stay :class:`~checkers.edn.Keyword`.
+values stay :class:`~kvcheck.checkers.edn.Keyword`.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from checkers.edn import EDNError, Keyword, Symbol, loads, loads_all
-from checkers.history import NEMESIS, HistoryError, Op
+from kvcheck.checkers.edn import EDNError, Keyword, Symbol, loads, loads_all
+from kvcheck.checkers.history import NEMESIS, HistoryError, Op
 
 _LOG_LINE = re.compile(r"jepsen\.util\s+-\s+(.*)$")
 

@@ -65,9 +65,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkers.history import FAIL, OK, Call, HistoryError, Op, pair_calls
-from checkers.models import FREE, Model, Siblings, get_model
-from checkers.result import Anomaly, CheckResult, Verdict, combine
+from kvcheck.checkers.history import FAIL, OK, Call, HistoryError, Op, pair_calls
+from kvcheck.checkers.models import FREE, Model, Siblings, get_model
+from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
 
 INF = sys.maxsize
 

@@ -8,7 +8,7 @@ Per key (one set per key), with ok reads ordered by history position:
   failed adds attempted (``fail`` means it did not happen). Invalid.
 * **stale** -- an element missing from a read that began after another read that returned it
   had completed. Invalid only where the configuration promises read-your-latest-write
-  (:attr:`~checkers.history.TestConfig.promises_latest_reads`); otherwise measured.
+  (:attr:`~kvcheck.checkers.history.TestConfig.promises_latest_reads`); otherwise measured.
 * **never read** -- acknowledged elements no read ever returned (counted).
 * **recovered** -- indeterminate adds whose element some read returned (counted; fine).
 * **stable latency** -- for each acknowledged element, the time from its add's invocation to
@@ -24,10 +24,10 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from checkers.history import FAIL, OK, Call, HistoryError, Op, TestConfig, pair_calls
-from checkers.result import Anomaly, CheckResult, Verdict, combine
-from checkers.stale_reads import guarantee
-from checkers.stats import ns_quantiles_ms
+from kvcheck.checkers.history import FAIL, OK, Call, HistoryError, Op, TestConfig, pair_calls
+from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
+from kvcheck.checkers.stale_reads import guarantee
+from kvcheck.checkers.stats import ns_quantiles_ms
 
 
 def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *,
@@ -38,7 +38,8 @@ def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *
     Returns a :class:`CheckResult` named ``"lost-writes"``; each ``lost`` anomaly names the add
     and the final reads missing the element, each ``unexpected`` one the first read returning
     it, each ``stale`` one the read that saw it and the later read that did not. Raises
-    :class:`~checkers.history.HistoryError` for unpaired ops or a read whose value is not a list.
+    :class:`~kvcheck.checkers.history.HistoryError` for unpaired ops or a read whose value is
+    not a list.
     """
     config = config or TestConfig(workload="set")
     if calls is None:

@@ -8,10 +8,10 @@ empty value (``null`` or ``[]``), which the initial state and every delete "writ
 write of which is indeterminate, or that no write wrote at all, is never judged stale (the
 latter is the linearizability checker's business).
 
-Order is history position (as in :mod:`checkers.linearizable`); durations use ``time``.
+Order is history position (as in :mod:`kvcheck.checkers.linearizable`); durations use ``time``.
 
 Verdict: where the test promises read-your-latest-write
-(:attr:`~checkers.history.TestConfig.promises_latest_reads`: its declared guarantee, else
+(:attr:`~kvcheck.checkers.history.TestConfig.promises_latest_reads`: its declared guarantee, else
 W + R > N with strict quorums) any stale read makes the result invalid; otherwise stale reads
 are measured and the result is valid. ``figures["guarantee"]`` says which applied.
 """
@@ -22,9 +22,9 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from checkers.history import FAIL, OK, Call, Op, TestConfig, pair_calls
-from checkers.result import Anomaly, CheckResult, Verdict
-from checkers.stats import ns_quantiles_ms, quantiles
+from kvcheck.checkers.history import FAIL, OK, Call, Op, TestConfig, pair_calls
+from kvcheck.checkers.result import Anomaly, CheckResult, Verdict
+from kvcheck.checkers.stats import ns_quantiles_ms, quantiles
 
 _EMPTY = ("kvcheck-empty-value",)
 _NEVER = -2**62  # "completed before everything": the initial empty value
@@ -70,7 +70,7 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
     Returns a :class:`CheckResult` named ``"stale-reads"`` with one ``stale-read`` anomaly per
     stale read (at most ``max_anomalies`` listed; all are counted), naming the read, the newer
     write it missed, and the latest write of the value it returned. Raises
-    :class:`~checkers.history.HistoryError` for unpaired ops.
+    :class:`~kvcheck.checkers.history.HistoryError` for unpaired ops.
     """
     config = config or TestConfig()
     if calls is None:

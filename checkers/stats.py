@@ -12,8 +12,8 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
-from checkers.result import CheckResult, Verdict
+from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
+from kvcheck.checkers.result import CheckResult, Verdict
 
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 
@@ -79,7 +79,7 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
 
     Siblings are counted for the register workload only (a register read returning a list of
     two or more values). Final reads are left out of latency, throughput and availability.
-    Raises :class:`~checkers.history.HistoryError` for unpaired ops.
+    Raises :class:`~kvcheck.checkers.history.HistoryError` for unpaired ops.
     """
     config = config or TestConfig()
     if calls is None:

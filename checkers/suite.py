@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from checkers.convergence import check_convergence
-from checkers.history import (
+from kvcheck.checkers.convergence import check_convergence
+from kvcheck.checkers.history import (
     Call,
     HistoryError,
     Op,
@@ -26,11 +26,11 @@ from checkers.history import (
     read_history,
     read_test_config,
 )
-from checkers.linearizable import check_linearizable
-from checkers.lost_writes import check_lost_writes
-from checkers.result import CheckResult, Results, Verdict, write_results
-from checkers.stale_reads import check_stale_reads
-from checkers.stats import check_stats
+from kvcheck.checkers.linearizable import check_linearizable
+from kvcheck.checkers.lost_writes import check_lost_writes
+from kvcheck.checkers.result import CheckResult, Results, Verdict, write_results
+from kvcheck.checkers.stale_reads import check_stale_reads
+from kvcheck.checkers.stats import check_stats
 
 HISTORY_FILE = "history.jsonl"
 TEST_FILE = "test.json"

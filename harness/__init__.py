@@ -1,4 +1,4 @@
 """kvcheck's harness: running a test (backends, clients, workloads, runner) and the CLI.
 
-The ``kvcheck`` console script is :func:`harness.cli.main`.
+The ``kvcheck`` console script is :func:`kvcheck.harness.cli.main`.
 """

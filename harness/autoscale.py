@@ -24,9 +24,9 @@ from typing import Literal
 
 import trio
 
-from harness.docker_cluster import DockerCluster
-from store.client import StoreClient, StoreError
-from store.ring import natural_key
+from kvcheck.harness.docker_cluster import DockerCluster
+from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.ring import natural_key
 
 #: Defaults: requests/s per node to add a node above and remove one below; windows in a row.
 ABOVE, BELOW, SUSTAIN = 200.0, 50.0, 3

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import trio
 
-from nemesis import (
+from kvcheck.nemesis import (
     Action,
     ClearPackets,
     CutLinks,
@@ -30,7 +30,7 @@ from nemesis import (
     SetClocks,
     StrobeClocks,
 )
-from nemesis.topology import Link
+from kvcheck.nemesis.topology import Link
 
 
 class BackendError(Exception):

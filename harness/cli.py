@@ -29,7 +29,8 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.markup import escape
 
-from checkers import (
+from kvcheck import __version__
+from kvcheck.checkers import (
     CHECKERS,
     MODELS,
     HistoryError,
@@ -44,8 +45,8 @@ from checkers import (
     read_jepsen_history,
     read_test_config,
 )
-from checkers.edn import EDNError
-from harness.commands import (
+from kvcheck.checkers.edn import EDNError
+from kvcheck.harness.commands import (
     add_cleanup,
     add_cluster,
     add_image,
@@ -54,7 +55,7 @@ from harness.commands import (
     add_serve,
     add_suite,
 )
-from harness.verdicts import STYLE, WORD, print_results
+from kvcheck.harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_USAGE = 254
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``kvcheck`` parser with every subcommand registered."""
     parser = _Parser(prog="kvcheck", description="Jepsen-style verification of key-value "
                      "stores: run tests, check histories.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run(sub)
     add_suite(sub)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import trio
 
-from harness.history import HistoryWriter
-from harness.workloads import Operation, WorkerState, Workload
-from store.client import StoreClient, StoreError
+from kvcheck.harness.history import HistoryWriter
+from kvcheck.harness.workloads import Operation, WorkerState, Workload
+from kvcheck.store.client import StoreClient, StoreError
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,22 +24,22 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from checkers import Results, Verdict, check_run
-from harness.autoscale import ABOVE, BELOW, SUSTAIN, Policy, PolicyError, autoscale
-from harness.backend import BackendError
-from harness.docker_cluster import DockerCluster, cleanup
-from harness.engine import EngineUnavailable, connect
-from harness.image import (
+from kvcheck.checkers import Results, Verdict, check_run
+from kvcheck.harness.autoscale import ABOVE, BELOW, SUSTAIN, Policy, PolicyError, autoscale
+from kvcheck.harness.backend import BackendError
+from kvcheck.harness.docker_cluster import DockerCluster, cleanup
+from kvcheck.harness.engine import EngineUnavailable, connect
+from kvcheck.harness.image import (
     Base,
     ImageError,
     build_image,
     ensure_image,
-    find_project_root,
     remove_stale_images,
 )
-from harness.junit import RunRecord, write_junit
-from harness.report import write_report
-from harness.runner import (
+from kvcheck.harness.junit import RunRecord, write_junit
+from kvcheck.harness.package import PackageError
+from kvcheck.harness.report import write_report
+from kvcheck.harness.runner import (
     EXIT_INTERRUPTED,
     Interrupted,
     Progress,
@@ -47,10 +47,10 @@ from harness.runner import (
     new_run_dir,
     new_run_id,
 )
-from harness.serve import make_server
-from harness.spec import GUARANTEES, SpecError, TestSpec
-from harness.suite import SuiteError, load_suite, passed, suite_exit
-from harness.verdicts import STYLE, WORD, print_results
+from kvcheck.harness.serve import make_server
+from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec
+from kvcheck.harness.suite import SuiteError, load_suite, passed, suite_exit
+from kvcheck.harness.verdicts import STYLE, WORD, print_results
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 254, 255
 _EXIT = {Verdict.VALID: EXIT_VALID, Verdict.INVALID: EXIT_INVALID,
@@ -185,10 +185,10 @@ def add_cleanup(sub: Any) -> None:
 def cmd_image_build(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         build = build_image if args.force else ensure_image
-        tag = build(connect(), find_project_root(), base=Base(args.base),
+        tag = build(connect(), base=Base(args.base),
                     progress=lambda line: err.print(line, style="dim", markup=False,
                                                     highlight=False))
-    except (EngineUnavailable, ImageError) as exc:
+    except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck image build:[/] {exc}", highlight=False)
         return EXIT_CRASH
     out.print(tag, markup=False, highlight=False)
@@ -199,8 +199,8 @@ def cmd_cleanup(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         client = connect()
         removed = cleanup(client)
-        images = remove_stale_images(client, find_project_root())
-    except (EngineUnavailable, ImageError) as exc:
+        images = remove_stale_images(client)
+    except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck cleanup:[/] {exc}", highlight=False)
         return EXIT_CRASH
     out.print(f"removed {len(removed['containers'])} container(s), "
@@ -229,14 +229,13 @@ def cmd_cluster_up(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         cluster_dir.mkdir(parents=True)
         client = connect()
-        image = ensure_image(client, find_project_root(),
-                             progress=lambda line: err.print(line, style="dim", markup=False,
-                                                             highlight=False))
+        image = ensure_image(client, progress=lambda line: err.print(
+            line, style="dim", markup=False, highlight=False))
     except OSError as exc:
         err.print(f"[bold red]kvcheck cluster up:[/] cannot create {cluster_dir}: "
                   f"{exc.strerror or exc}", highlight=False)
         return EXIT_USAGE
-    except (EngineUnavailable, ImageError) as exc:
+    except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
         return EXIT_CRASH
     backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(),
@@ -330,10 +329,9 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
         return EXIT_USAGE, []
     try:
         client = connect()
-        image = ensure_image(client, find_project_root(),
-                             progress=lambda line: err.print(line, style="dim", markup=False,
-                                                             highlight=False))
-    except (EngineUnavailable, ImageError) as exc:
+        image = ensure_image(client, progress=lambda line: err.print(
+            line, style="dim", markup=False, highlight=False))
+    except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
         return EXIT_CRASH, [RunRecord(s.name, args.histories, None, known_unsafe, EXIT_CRASH)
                             for s in specs]

@@ -35,11 +35,11 @@ import trio
 from docker.models.containers import Container
 from docker.models.networks import Network
 
-from harness.backend import BackendError
-from harness.image import faketime_env
-from nemesis import PacketFault, PacketSupport
-from nemesis.topology import Link
-from store.client import RequestRejected, StoreClient, StoreError
+from kvcheck.harness.backend import BackendError
+from kvcheck.harness.image import faketime_env
+from kvcheck.nemesis import PacketFault, PacketSupport
+from kvcheck.nemesis.topology import Link
+from kvcheck.store.client import RequestRejected, StoreClient, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class DockerCluster:
     """A cluster of store containers for one run. See the module docstring.
 
     ``store_flags`` are the cluster settings passed to every ``kvstore serve``; the image is
-    the store image of :mod:`harness.image`.
+    the store image of :mod:`kvcheck.harness.image`.
     """
 
     def __init__(self, client: docker.DockerClient, image: str, run_id: str,

@@ -13,12 +13,12 @@ that cleanup can find them:
     is of the recipe (suite, packages, architecture), not of the mirror's current contents.
 ``kvcheck-store:<hash12>``
     The base plus a venv at ``/opt/kvcheck`` holding kvcheck and its runtime dependencies, from
-    wheels made on the host (the project's by ``pip wheel``, the dependencies downloaded from the
-    package index as CPython 3.11 manylinux wheels, at the versions installed in the running
-    environment) and installed with ``pip install --no-index``: nothing is downloaded inside the
-    build. The hash covers the wheel's inputs (pyproject.toml, the readme, license files, every
-    ``*.py`` of the packages pyproject.toml lists), the pinned dependency set, the Dockerfile and
-    the base's tag: an unchanged tree never rebuilds.
+    wheels made on the host (kvcheck's from the running package's own files, see
+    :mod:`kvcheck.harness.package`; the dependencies downloaded from the package index as CPython
+    3.11 manylinux wheels, at the versions installed in the running environment) and installed
+    with ``pip install --no-index``: nothing is downloaded inside the build. The hash covers the
+    package's files and generated build configuration, the pinned dependency set, the Dockerfile
+    and the base's tag: an unchanged package never rebuilds.
 
 What a container from the store image offers (nothing in it is a node's command line):
 
@@ -41,17 +41,13 @@ What a container from the store image offers (nothing in it is a node's command 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
-import importlib.metadata
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import tomllib
 from collections.abc import Callable, Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -59,6 +55,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import requests.exceptions
+
+from kvcheck.harness.package import Package, pip
 
 Progress = Callable[[str], None]
 
@@ -99,10 +97,6 @@ class ImageError(RuntimeError):
 
 class BootstrapError(ImageError):
     """The Debian base could not be bootstrapped (debootstrap missing, not root, or it failed)."""
-
-
-class WheelError(ImageError):
-    """The wheels of the project or of its dependencies could not be made on the host."""
 
 
 class BuildError(ImageError):
@@ -185,88 +179,15 @@ exec "$@"
 
 # --- inputs and tags -----------------------------------------------------------------------------
 
-def find_project_root() -> Path:
-    """The source tree this harness runs from (a checkout, installed editable by scripts/setup):
-    the directory above the ``harness`` package, holding pyproject.toml.
+def image_tag(package: Package, base: Base = Base.DEBOOTSTRAP) -> str:
+    """``kvcheck-store:<hash12>``: a content hash of every input of the store image of
+    ``package`` on the base of kind ``base`` (DEBOOTSTRAP or SLIM). Pure: reads files and
+    installed metadata only.
 
-    Raises ImageError if there is none (kvcheck installed from a wheel has no tree to build).
-    """
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "pyproject.toml").is_file():
-        raise ImageError(f"no pyproject.toml in {root}: the store image is built from kvcheck's "
-                         "source tree, so run kvcheck from a checkout (scripts/setup installs it "
-                         "editable into .venv).")
-    return root
-
-
-def source_files(project_root: Path) -> list[Path]:
-    """The files (relative to ``project_root``, sorted) that make the project's wheel.
-
-    pyproject.toml, the readme it names, license files, and every ``*.py`` under the top-level
-    packages matched by ``[tool.setuptools.packages.find] include``.
-    Raises ImageError if pyproject.toml is missing or does not say which packages to include.
-    """
-    pyproject = _pyproject(project_root)
-    patterns = pyproject.get("tool", {}).get("setuptools", {}).get("packages", {}) \
-        .get("find", {}).get("include")
-    if not patterns:
-        raise ImageError(f"{project_root / 'pyproject.toml'} lists no packages under "
-                         "[tool.setuptools.packages.find] include; the image needs that list.")
-    files = {Path("pyproject.toml")}
-    readme = pyproject.get("project", {}).get("readme")
-    if isinstance(readme, str):
-        files.add(Path(readme))
-    for pattern in ("LICEN[CS]E*", "COPYING*", "NOTICE*", "AUTHORS*"):
-        files.update(p.relative_to(project_root) for p in project_root.glob(pattern)
-                     if p.is_file())
-    for top in sorted(project_root.iterdir()):
-        if (top / "__init__.py").is_file() and any(fnmatch.fnmatch(top.name, pattern)
-                                                   for pattern in patterns):
-            files.update(p.relative_to(project_root) for p in top.rglob("*.py")
-                         if "__pycache__" not in p.parts)
-    return sorted(files)
-
-
-def runtime_pins(project_root: Path) -> list[str]:
-    """``name==version`` for the project's runtime dependencies and theirs, as installed in the
-    running environment (the versions the harness is tested with), sorted.
-
-    Requirements behind an extra, or not installed here (e.g. for another platform), are left
-    out; pip checks inside the build that the set is complete.
-    Raises ImageError if a direct dependency of the project is not installed.
-    """
-    pins: dict[str, str] = {}
-    pending = list(_pyproject(project_root).get("project", {}).get("dependencies", []))
-    direct = {_requirement_name(r) for r in pending if ";" not in r}  # unconditional ones
-    while pending:
-        name = _requirement_name(pending.pop())
-        if name in pins:
-            continue
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
-            if name in direct:
-                raise ImageError(
-                    f"{name}, a dependency of the project, is not installed in this Python "
-                    f"environment ({sys.prefix}), so its version cannot be pinned for the image; "
-                    "run scripts/setup and use .venv/bin/kvcheck.") from None
-            continue
-        pins[name] = dist.version
-        pending.extend(r for r in dist.requires or () if "extra" not in r.partition(";")[2])
-    return sorted(f"{name}=={version}" for name, version in pins.items())
-
-
-def image_tag(project_root: Path, base: Base = Base.DEBOOTSTRAP) -> str:
-    """``kvcheck-store:<hash12>``: a content hash of every input of the store image on the
-    base of kind ``base`` (DEBOOTSTRAP or SLIM). Pure: reads files and installed metadata only.
-
-    Raises ImageError if the project's metadata is incomplete (see :func:`source_files`).
+    Raises PackageError if a dependency of the package is not installed.
     """
     parts = [("Dockerfile", store_dockerfile(base_tag(base)).encode()),
-             (FAKETIME_WRAPPER, faketime_wrapper().encode()),
-             ("pins", "\n".join(runtime_pins(project_root)).encode())]
-    parts += [(f"src/{p.as_posix()}", (project_root / p).read_bytes())
-              for p in source_files(project_root)]
+             (FAKETIME_WRAPPER, faketime_wrapper().encode()), *package.hash_parts()]
     return f"{STORE_REPOSITORY}:{content_hash(parts)[:12]}"
 
 
@@ -289,35 +210,40 @@ def resolve_base(client: docker.DockerClient, base: Base) -> Base:
     return Base.SLIM if _has_image(client, SLIM_IMAGE) else Base.DEBOOTSTRAP
 
 
-def ensure_image(client: docker.DockerClient, project_root: Path, *, base: Base = Base.AUTO,
-                 progress: Progress | None = None) -> str:
-    """The store image's tag, building the image (and its base) only if the tag is missing.
+def ensure_image(client: docker.DockerClient, package: Package | None = None, *,
+                 base: Base = Base.AUTO, progress: Progress | None = None) -> str:
+    """The tag of the store image of ``package`` (by default the running kvcheck), building
+    the image (and its base) only if the tag is missing.
 
-    Raises ImageError (BootstrapError, WheelError, BuildError) if a build is needed and fails.
+    Raises ImageError (BootstrapError, BuildError) or PackageError if a build is needed and
+    fails.
     """
     say = progress or _quiet
-    tag = image_tag(project_root, resolve_base(client, base))
+    package = package or Package.running()
+    tag = image_tag(package, resolve_base(client, base))
     if _has_image(client, tag):
         say(f"{tag} is up to date")
         return tag
-    return build_image(client, project_root, base=base, progress=progress)
+    return build_image(client, package, base=base, progress=progress)
 
 
-def build_image(client: docker.DockerClient, project_root: Path, *, base: Base = Base.AUTO,
-                progress: Progress | None = None) -> str:
-    """Build the store image (and its base, if missing) and return its tag.
+def build_image(client: docker.DockerClient, package: Package | None = None, *,
+                base: Base = Base.AUTO, progress: Progress | None = None) -> str:
+    """Build the store image of ``package`` (by default the running kvcheck) and its base, if
+    missing, and return its tag.
 
-    Layers cached by the engine are reused. Raises BootstrapError, WheelError or BuildError
-    (all ImageError) with a message saying what to do.
+    Layers cached by the engine are reused. Raises BootstrapError or BuildError (both
+    ImageError), or PackageError, with a message saying what to do.
     """
     say = progress or _quiet
+    package = package or Package.running()
     kind = resolve_base(client, base)
     base_image = ensure_base(client, kind, progress=say)
-    tag = image_tag(project_root, kind)
+    tag = image_tag(package, kind)
     with tempfile.TemporaryDirectory(prefix="kvcheck-image-") as tmp:
         context = Path(tmp)
         say("making wheels of kvcheck and its dependencies on the host")
-        _make_wheels(project_root, context / _WHEELS)
+        _make_wheels(package, context / _WHEELS)
         (context / "Dockerfile").write_text(store_dockerfile(base_image))
         wrapper = context / FAKETIME_WRAPPER
         wrapper.write_text(faketime_wrapper())
@@ -444,35 +370,19 @@ def debian_mirror() -> str:
     return DEFAULT_MIRROR
 
 
-def _make_wheels(project_root: Path, wheels: Path) -> None:
-    """kvcheck's wheel, built from a copy of exactly its hashed inputs, and the pinned
-    dependencies as wheels for the image's CPython, into ``wheels``."""
+def _make_wheels(package: Package, wheels: Path) -> None:
+    """kvcheck's wheel, built from exactly its hashed inputs, and the pinned dependencies as
+    wheels for the image's CPython, into ``wheels``."""
     wheels.mkdir()
-    with tempfile.TemporaryDirectory(prefix="kvcheck-src-") as tmp:
-        for relative in source_files(project_root):
-            (Path(tmp) / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(project_root / relative, Path(tmp) / relative)
-        _pip(["wheel", "--no-deps", "--wheel-dir", str(wheels), tmp],
-             "building the kvcheck wheel")
+    package.make_wheel(wheels)
     machine = platform.machine()
     platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(GLIBC_MINOR, 16, -1)]
-    _pip(["download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels),
-          "--implementation", "cp", "--python-version", PYTHON_VERSION,
-          "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
-          *(f"--platform={p}" for p in [*platforms, f"manylinux2014_{machine}"]),
-          *runtime_pins(project_root)],
-         f"downloading the dependencies as CPython {PYTHON_VERSION} wheels")
-
-
-def _pip(args: list[str], doing: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-8:])
-        raise WheelError(
-            f"{doing} failed (pip exited {result.returncode}). The host needs the package index "
-            "(PyPI) to make the image's wheels, and every dependency needs a CPython "
-            f"{PYTHON_VERSION} manylinux wheel there; pip said:\n{tail}")
+    pip(["download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels),
+         "--implementation", "cp", "--python-version", PYTHON_VERSION,
+         "--abi", f"cp{PYTHON_VERSION.replace('.', '')}",
+         *(f"--platform={p}" for p in [*platforms, f"manylinux2014_{machine}"]),
+         *package.pins()],
+        f"downloading the dependencies as CPython {PYTHON_VERSION} wheels")
 
 
 def _docker_build(client: docker.DockerClient, context: Path, tag: str, *, role: str,
@@ -535,11 +445,11 @@ def _unmount_below(root: Path) -> None:
             subprocess.run(["umount", "-l", mount], capture_output=True)
 
 
-def remove_stale_images(client: docker.DockerClient, project_root: Path) -> list[str]:
-    """Remove the store images built from earlier trees: every ``role=store`` image but the
-    one the current tree would use. Images a container still uses are left. Returns the tags
-    (or ids) removed."""
-    current = image_tag(project_root, resolve_base(client, Base.AUTO))
+def remove_stale_images(client: docker.DockerClient, package: Package | None = None) -> list[str]:
+    """Remove the store images of other kvcheck packages: every ``role=store`` image but the
+    one ``package`` (by default the running kvcheck) would use. Images a container still uses
+    are left. Returns the tags (or ids) removed."""
+    current = image_tag(package or Package.running(), resolve_base(client, Base.AUTO))
     removed = []
     for image in client.images.list(filters={"label": f"{ROLE_LABEL}=store"}):
         if current in image.tags:
@@ -560,24 +470,7 @@ def _has_image(client: docker.DockerClient, name: str) -> bool:
     return True
 
 
-def _pyproject(project_root: Path) -> dict:
-    try:
-        return tomllib.loads((project_root / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError) as error:
-        raise ImageError(f"cannot read {project_root / 'pyproject.toml'} ({error}); the image "
-                         "is built from the project tree that holds it.") from error
-
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in a build step's stderr
-_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def _requirement_name(requirement: str) -> str:
-    """The normalized project name of a PEP 508 requirement string."""
-    match = _NAME.match(requirement)
-    if not match:
-        raise ImageError(f"cannot read the requirement {requirement!r}")
-    return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
 def _debian_arch() -> str:

@@ -1,7 +1,7 @@
 """JUnit XML for CI systems: one ``<testsuite>`` per run, one ``<testcase>`` per checker.
 
 An invalid checker is a ``<failure>`` (its anomalies in words), an unknown one an ``<error>``;
-a known-unsafe run (a canary, see :mod:`harness.suite`) is one case that passes when the run
+a known-unsafe run (a canary, see :mod:`kvcheck.harness.suite`) is one case that passes when the run
 was found invalid; a run that did not finish is one case, ``run``, in error. Text that XML 1.0
 cannot carry (control characters) is replaced by ``?``.
 """

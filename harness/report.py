@@ -2,11 +2,12 @@
 
 The text parts (configuration, verdicts, figures, anomalies in words, convergence, links) are
 rendered here, escaped; the charts (timeline, latency, throughput, each anomaly's key timeline)
-are drawn in the browser by the inline script of :mod:`harness.report_assets` from the data of
-:func:`harness.report_data.load_run`, embedded as JSON in a ``<script type="application/json">``
-block with ``<``, ``>`` and ``&`` written as ``\\u`` escapes. The script only ever puts history
-text into the page with ``textContent``; a Content-Security-Policy forbids every fetch. So a key
-or value such as ``<script>alert(1)</script>`` renders literally and runs nothing.
+are drawn in the browser by the inline script of :mod:`kvcheck.harness.report_assets` from the
+data of :func:`kvcheck.harness.report_data.load_run`, embedded as JSON in a
+``<script type="application/json">`` block with ``<``, ``>`` and ``&`` written as ``\\u``
+escapes. The script only ever puts history text into the page with ``textContent``; a
+Content-Security-Policy forbids every fetch. So a key or value such as
+``<script>alert(1)</script>`` renders literally and runs nothing.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from checkers import CheckResult, Verdict
-from harness.report_assets import SCRIPT, STYLE
-from harness.report_data import load_run, text
-from harness.verdicts import notes
+from kvcheck.checkers import CheckResult, Verdict
+from kvcheck.harness.report_assets import SCRIPT, STYLE
+from kvcheck.harness.report_data import load_run, text
+from kvcheck.harness.verdicts import notes
 
 _WORDS = {Verdict.VALID: "valid", Verdict.INVALID: "invalid", Verdict.UNKNOWN: "unknown"}
 _CONFIG = ("nodes", "n", "w", "r", "sloppy_quorum", "versioning", "workload", "nemesis",
@@ -136,7 +137,7 @@ def _links(links: list[str]) -> str:
 
 
 def render(data: Mapping[str, Any]) -> str:
-    """The page for one run's data (as :func:`harness.report_data.load_run` returns it)."""
+    """The page for one run's data (as :func:`kvcheck.harness.report_data.load_run` returns it)."""
     test, results = data["test"], data["results"]
     name = test.get("name", "run")
     sampled = data["sampled"]

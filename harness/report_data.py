@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
-from checkers.history import NEMESIS
+from kvcheck.checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
+from kvcheck.checkers.history import NEMESIS
 
 MAX_DRAWN = 10_000
 MAX_ANOMALIES = 50

@@ -26,17 +26,17 @@ from typing import Any
 
 import trio
 
-from harness.backend import Backend, execute
-from harness.clients import Worker, perform, run_worker
-from harness.history import HistoryWriter
-from harness.spec import TestSpec
-from harness.workloads import Operation, WorkerState, make_workload
-from nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
-from store.client import StoreClient, StoreError
-from store.config import ClusterConfig
-from store.datadir import record_from_json
-from store.placement import Placement
-from store.ring import Member, Ring
+from kvcheck.harness.backend import Backend, execute
+from kvcheck.harness.clients import Worker, perform, run_worker
+from kvcheck.harness.history import HistoryWriter
+from kvcheck.harness.spec import TestSpec
+from kvcheck.harness.workloads import Operation, WorkerState, make_workload
+from kvcheck.nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
+from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.datadir import record_from_json
+from kvcheck.store.placement import Placement
+from kvcheck.store.ring import Member, Ring
 
 #: Process ids of the final readers start here (workers never get this far).
 FINAL_PROCESS_BASE = 1_000_000

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nemesis import parse_kinds
+from kvcheck.nemesis import parse_kinds
 
 Workload = Literal["register", "set"]
 GUARANTEES = ("linearizable", "no-stale-reads", "no-lost-writes", "eventual-convergence")

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from checkers import CheckResult, Results, Verdict
+from kvcheck.checkers import CheckResult, Results, Verdict
 
 STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
          Verdict.UNKNOWN: "bold yellow"}

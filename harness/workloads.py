@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from store.client import StoreClient
+from kvcheck.store.client import StoreClient
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Faults: what to break, when, and how to heal it — as plans that cluster backends execute."""
 
-from nemesis.plan import (
+from kvcheck.nemesis.plan import (
     HEAL_ALL,
     KINDS,
     Action,
@@ -23,7 +23,7 @@ from nemesis.plan import (
     StrobeClocks,
     parse_kinds,
 )
-from nemesis.topology import TOPOLOGIES, Link, Partition
+from kvcheck.nemesis.topology import TOPOLOGIES, Link, Partition
 
 __all__ = [
     "HEAL_ALL",

@@ -7,7 +7,7 @@ the same seed draws the same faults.
 
 Kinds (``docs/nemesis.md`` says how each is done and what it proves):
 
-- ``partition``: cut links along a topology (:mod:`nemesis.topology`), heal them all;
+- ``partition``: cut links along a topology (:mod:`kvcheck.nemesis.topology`), heal them all;
 - ``kill``: SIGKILL the store on a minority of nodes, start it again on the same data;
 - ``pause``: SIGSTOP a minority, SIGCONT them;
 - ``clock``: move wall clocks by milliseconds to minutes (bump) or back and forth (strobe),
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemesis.topology import TOPOLOGIES, Link
+from kvcheck.nemesis.topology import TOPOLOGIES, Link
 
 KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
 

@@ -1,7 +1,7 @@
-"""``python -m store`` runs the ``kvstore`` command."""
+"""``python -m kvcheck.store`` runs the ``kvstore`` command."""
 
 import sys
 
-from store.cli import main
+from kvcheck.store.cli import main
 
 sys.exit(main())

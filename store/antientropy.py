@@ -22,8 +22,8 @@ a storage scan, a snapshot; the build then adds the snapshot's keys a slice at a
 addition commutes, snapshot plus the writes since equals the current state: once the scan is
 done the hashes are exact. Until then the tree is unavailable (:attr:`SharedHashes.ready`).
 
-The comparison protocol (in :mod:`store.node`) walks the two trees from the root, one level per
-message, into the subtrees that differ, and exchanges the keys of differing leaves only: its
+The comparison protocol (in :mod:`kvcheck.store.node`) walks the two trees from the root, one level
+per message, into the subtrees that differ, and exchanges the keys of differing leaves only: its
 traffic grows with the difference, not with the data.
 """
 
@@ -35,8 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import msgpack
 
-from store.ring import RING_BITS, Ring, key_position
-from store.versions import Version, canonical, encode_versions
+from kvcheck.store.ring import RING_BITS, Ring, key_position
+from kvcheck.store.versions import Version, canonical, encode_versions
 
 FANOUT = 16
 #: Levels below the root: FANOUT ** DEPTH = 4096 leaves. Odd: a session's messages alternate

@@ -17,8 +17,9 @@ from typing import Any
 
 import trio
 
-from store.client import ConnectionFailed, RequestRejected, StoreClient, StoreError
-from store.config import (
+from kvcheck import __version__
+from kvcheck.store.client import ConnectionFailed, RequestRejected, StoreClient, StoreError
+from kvcheck.store.config import (
     Address,
     ConfigError,
     NodeConfig,
@@ -28,7 +29,7 @@ from store.config import (
     parse_peers,
     peers_from_mapping,
 )
-from store.storage import CorruptLogError, StorageError
+from kvcheck.store.storage import CorruptLogError, StorageError
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_UNREACHABLE = 1, 2, 3, 4
 
@@ -66,6 +67,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kvstore", description="A Dynamo-style replicated key-value store.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run one node")
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from store.server import serve
+    from kvcheck.store.server import serve
 
     config = node_config(args)
     logging.basicConfig(
@@ -275,7 +277,7 @@ async def _cluster(args: argparse.Namespace) -> int:
                 peers = ",".join(f"{p}={a}" for p, a in addresses.items() if p != node)
                 root.joinpath(node).mkdir(parents=True, exist_ok=True)
                 log_file = (root / f"{node}.log").open("ab")
-                command = [sys.executable, "-m", "store", "serve", "--node-id", node,
+                command = [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
                            "--listen", addresses[node], "--peers", peers,
                            "--data-dir", str(root / node), *flags]
                 processes.append(await nursery.start(

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import h11
 import trio
 
-from store.http import APPLIED_HEADER, CONTEXT_HEADER, MultipartError, decode_siblings
+from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, MultipartError, decode_siblings
 
 Applied = Literal["no", "unknown"]
 

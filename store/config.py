@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from store.versions import Versioning
+from kvcheck.store.versions import Versioning
 
 #: When the commit log is synced to disk: before every acknowledgement (with group commit),
 #: every ``fsync_interval_ms``, or never (the OS decides).

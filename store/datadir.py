@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from store.config import ConfigError
-from store.placement import STATUSES, Record
+from kvcheck.store.config import ConfigError
+from kvcheck.store.placement import STATUSES, Record
 
 IDENTITY_FILE = "node.json"
 
@@ -30,8 +30,8 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
     The actor is the node id plus a random incarnation chosen when the directory is first
     created, so a node whose data was wiped never stamps a dot it used before. The generation
     grows by one on every call (it orders the node's gossip heartbeats across restarts). Raises
-    :class:`~store.config.ConfigError` when the directory belongs to another node or cannot be
-    used.
+    :class:`~kvcheck.store.config.ConfigError` when the directory belongs to another node or cannot
+    be used.
     """
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -78,7 +78,7 @@ def record_from_json(raw: dict[str, Any]) -> Record:
 
 def load_records(path: Path) -> list[Record] | None:
     """The records the node saved in data directory ``path`` (None if it saved none).
-    Raises :class:`~store.config.ConfigError` for a damaged file."""
+    Raises :class:`~kvcheck.store.config.ConfigError` for a damaged file."""
     file = path / PLACEMENT_FILE
     try:
         raw = json.loads(file.read_text())

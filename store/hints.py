@@ -17,7 +17,7 @@ from pathlib import Path
 
 import msgpack
 
-from store.storage.commitlog import CommitLog, CorruptLogError, replay
+from kvcheck.store.storage.commitlog import CommitLog, CorruptLogError, replay
 
 
 class Hints:

@@ -16,9 +16,9 @@ from typing import ClassVar, TypeVar
 
 import msgpack
 
-from store.membership import GossipEntry
-from store.placement import STATUSES, Record, Status
-from store.versions import (
+from kvcheck.store.membership import GossipEntry
+from kvcheck.store.placement import STATUSES, Record, Status
+from kvcheck.store.versions import (
     Clock,
     Dot,
     Version,
@@ -125,7 +125,7 @@ class Rejected:
 @dataclass(frozen=True, slots=True)
 class Gossip:
     """The sender's membership list: each member's heartbeat and whether it suspects it, and
-    every member's record (:mod:`store.placement`)."""
+    every member's record (:mod:`kvcheck.store.placement`)."""
 
     TAG: ClassVar[int] = 9
     entries: tuple[GossipEntry, ...]
@@ -200,7 +200,7 @@ class StreamRequest:
     """A member gaining keys in the transition ``digest`` asks for the next batch of them
     after key ``after`` (None: from the start). ``unreachable`` names the members it cannot
     reach: the source also sends keys only they would (see
-    :meth:`store.placement.Placement.should_send`)."""
+    :meth:`kvcheck.store.placement.Placement.should_send`)."""
 
     TAG: ClassVar[int] = 17
     request: int

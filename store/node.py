@@ -6,13 +6,13 @@ A :class:`Node` is a state machine. A driver (the trio server, or the simulator)
 *events* — a client request, a message from a peer, a message that could not be sent, a timer —
 together with the current time, and carries out the *actions* it returns: send a message, answer
 a client, start or cancel a timer. The node never opens a socket, sleeps or reads a clock; its
-only side effect is the synchronous :class:`~store.storage.Storage` it was given.
+only side effect is the synchronous :class:`~kvcheck.store.storage.Storage` it was given.
 
 Any node coordinates any request. For key ``k`` the replicas are the ring's preference list of N
 distinct nodes — with sloppy quorums, the first N nodes along the ring that gossip does not show
 down, where a *stand-in* holds a write with a hint for the replica it replaces and hands it off
 when that replica is back. While a member joins or leaves, a request needs its quorum in the
-key's preference lists of both the current and the next ring (:mod:`store.placement`).
+key's preference lists of both the current and the next ring (:mod:`kvcheck.store.placement`).
 
 *Put* (a delete is a put of a tombstone) runs in two steps, as in Riak:
 
@@ -26,11 +26,11 @@ key's preference lists of both the current and the next ring (:mod:`store.placem
 context that covers them. Replicas that answered with less than the merge are sent it: *read
 repair* — after the answer, or (``read_repair = "blocking"``) before it.
 
-Beside requests, timers drive the background: gossip (:mod:`store.membership`) spreads
+Beside requests, timers drive the background: gossip (:mod:`kvcheck.store.membership`) spreads
 heartbeats and members' records and detects failures, answering indirect probes for others;
 hinted writes are handed off; a join or leave moves on, pulling the keys this node gains
-(:mod:`store.streaming`); and anti-entropy (:mod:`store.antientropy`) compares Merkle trees
-with one peer a round.
+(:mod:`kvcheck.store.streaming`); and anti-entropy (:mod:`kvcheck.store.antientropy`) compares
+Merkle trees with one peer a round.
 
 A request that cannot gather its quorum fails, after ``request_timeout_ms`` or as soon as too
 many replicas are known to be unreachable. A failed put says whether it may have been applied:
@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from store.antientropy import (
+from kvcheck.store.antientropy import (
     DEPTH,
     FANOUT,
     LEAVES,
@@ -56,10 +56,10 @@ from store.antientropy import (
     live,
     versions_digest,
 )
-from store.config import ClusterConfig
-from store.hints import Hints
-from store.membership import Change, Membership
-from store.messages import (
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.hints import Hints
+from kvcheck.store.membership import Change, Membership
+from kvcheck.store.messages import (
     Gossip,
     KeyRequest,
     LeafKeys,
@@ -79,11 +79,11 @@ from store.messages import (
     StreamRequest,
     TreeLevel,
 )
-from store.placement import Placement, Record
-from store.ring import Ring
-from store.storage import Storage, StorageError
-from store.streaming import PullRound, SourceScan
-from store.versions import (
+from kvcheck.store.placement import Placement, Record
+from kvcheck.store.ring import Ring
+from kvcheck.store.storage import Storage, StorageError
+from kvcheck.store.streaming import PullRound, SourceScan
+from kvcheck.store.versions import (
     Clock,
     Dot,
     Version,
@@ -774,8 +774,8 @@ class Node:
             replace(mine, version=mine.version + 1, **changes)), now)
 
     def _advance(self, now: Now, out: list[Action]) -> None:
-        """Move a transition on (see :mod:`store.placement`): once every member not down uses
-        it, pull the keys this node gains; once every gainer has them, switch this node's
+        """Move a transition on (see :mod:`kvcheck.store.placement`): once every member not down
+        uses it, pull the keys this node gains; once every gainer has them, switch this node's
         status if it is the one joining or leaving."""
         placement = self.placement
         if not placement.in_transition:

@@ -46,7 +46,7 @@ from typing import Literal
 
 import msgpack
 
-from store.ring import Member, Ring, natural_key
+from kvcheck.store.ring import Member, Ring, natural_key
 
 Status = Literal["joining", "normal", "leaving", "left"]
 STATUSES: tuple[Status, ...] = ("joining", "normal", "leaving", "left")

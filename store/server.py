@@ -1,15 +1,15 @@
 """The server: runs one node's logic over real sockets, timers and files, with trio.
 
 One TCP port serves both people and peers. A connection that opens with
-:data:`~store.messages.PREAMBLE` is a peer's: length-prefixed frames, each a message. Anything
-else is HTTP/1.1 (see :mod:`store.http`), parsed with h11.
+:data:`~kvcheck.store.messages.PREAMBLE` is a peer's: length-prefixed frames, each a message.
+Anything else is HTTP/1.1 (see :mod:`kvcheck.store.http`), parsed with h11.
 
 Each node keeps one outgoing connection to every other member (members come and go: the
-node's :class:`~store.placement.Placement` lists them with their addresses) and sends all its
-messages to that peer over it; replies come back over the peer's own outgoing connection. A
-message for a peer whose connection is down is reported to the node logic as undeliverable at
-once, so a write that cannot leave this node fails as surely-not-applied rather than timing out;
-only while the first connection to a peer is being made (it just started, or just appeared in the
+node's :class:`~kvcheck.store.placement.Placement` lists them with their addresses) and sends all
+its messages to that peer over it; replies come back over the peer's own outgoing connection. A
+message for a peer whose connection is down is reported to the node logic as undeliverable at once,
+so a write that cannot leave this node fails as surely-not-applied rather than timing out; only
+while the first connection to a peer is being made (it just started, or just appeared in the
 records) do messages wait for it.
 """
 
@@ -33,19 +33,26 @@ from urllib.parse import parse_qs, unquote_to_bytes
 import h11
 import trio
 
-from store.client import StoreClient, StoreError
-from store.config import MAX_PAIR_BYTES, Address, ConfigError, NodeConfig
-from store.datadir import (
+from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.config import MAX_PAIR_BYTES, Address, ConfigError, NodeConfig
+from kvcheck.store.datadir import (
     load_records,
     open_data_dir,
     record_from_json,
     record_json,
     save_records,
 )
-from store.hints import DurableHints
-from store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
-from store.messages import PREAMBLE, FrameDecoder, Hello, Message, ProtocolError, encode_frame
-from store.node import (
+from kvcheck.store.hints import DurableHints
+from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
+from kvcheck.store.messages import (
+    PREAMBLE,
+    FrameDecoder,
+    Hello,
+    Message,
+    ProtocolError,
+    encode_frame,
+)
+from kvcheck.store.node import (
     Action,
     CancelTimer,
     ClientGet,
@@ -65,10 +72,10 @@ from store.node import (
     Undeliverable,
     Written,
 )
-from store.placement import Placement, initial_records
-from store.ring import Member, natural_key
-from store.storage import EngineOptions, LsmStorage
-from store.versions import BadContext, Version, context_token, parse_context_token
+from kvcheck.store.placement import Placement, initial_records
+from kvcheck.store.ring import Member, natural_key
+from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.versions import BadContext, Version, context_token, parse_context_token
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +141,10 @@ class _Waiter:
 class Server:
     """One store node. ``await Server(config).run()`` serves until cancelled.
 
-    Raises :class:`~store.config.ConfigError` for an unusable data directory and
-    :class:`~store.storage.StorageError` (and its subclasses) or
-    :class:`~store.storage.CorruptLogError` for damaged or missing storage files, before listening.
+    Raises :class:`~kvcheck.store.config.ConfigError` for an unusable data directory and
+    :class:`~kvcheck.store.storage.StorageError` (and its subclasses) or
+    :class:`~kvcheck.store.storage.CorruptLogError` for damaged or missing storage files, before
+    listening.
     """
 
     def __init__(self, config: NodeConfig, placement: Placement) -> None:

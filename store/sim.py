@@ -1,8 +1,8 @@
 """The simulator: many nodes' logic over an in-memory network, in virtual time.
 
-The second driver of :class:`~store.node.Node` (the trio server is the first). One seeded random
-generator decides every message delay and loss, so the same seed gives the same history, byte for
-byte, and a test needs neither sockets nor sleeps.
+The second driver of :class:`~kvcheck.store.node.Node` (the trio server is the first). One seeded
+random generator decides every message delay and loss, so the same seed gives the same history, byte
+for byte, and a test needs neither sockets nor sleeps.
 
 What it models, and how the real cluster behaves in the same case:
 
@@ -26,9 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from store.config import ClusterConfig
-from store.hints import Hints
-from store.node import (
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.hints import Hints
+from kvcheck.store.node import (
     Action,
     CancelTimer,
     ClientGet,
@@ -46,10 +46,10 @@ from store.node import (
     TimerFired,
     Undeliverable,
 )
-from store.placement import Placement, initial_records
-from store.ring import Member, Ring
-from store.storage import MemoryStorage
-from store.versions import Clock
+from kvcheck.store.placement import Placement, initial_records
+from kvcheck.store.ring import Member, Ring
+from kvcheck.store.storage import MemoryStorage
+from kvcheck.store.versions import Clock
 
 #: Wall-clock time (ms) at virtual time zero.
 EPOCH_MS = 1_700_000_000_000

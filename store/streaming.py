@@ -1,12 +1,12 @@
 """Moving key ranges during a join or leave, free of I/O: the source's batches and the gainer's
 pulls.
 
-A member that gains keys in a transition (:mod:`store.placement`) *pulls* them: it asks every
-current member it can reach for the keys that member should send it, a batch at a time
-(:class:`~store.messages.StreamRequest` / :class:`~store.messages.StreamBatch`). Each request
-names the last key examined; the source keeps its scan open between batches
-(:class:`SourceScan`), so a whole stream reads the store once, and when it has no open scan at
-that key (it restarted, or the scan expired) it opens one after it. A batch holds at most
+A member that gains keys in a transition (:mod:`kvcheck.store.placement`) *pulls* them: it asks
+every current member it can reach for the keys that member should send it, a batch at a time
+(:class:`~kvcheck.store.messages.StreamRequest` / :class:`~kvcheck.store.messages.StreamBatch`).
+Each request names the last key examined; the source keeps its scan open between batches
+(:class:`SourceScan`), so a whole stream reads the store once, and when it has no open scan at that
+key (it restarted, or the scan expired) it opens one after it. A batch holds at most
 :data:`BATCH_KEYS` keys and the source examines at most :data:`SCAN_LIMIT` keys for it, so no
 single event scans a large store whole.
 
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from store.storage import Storage
-from store.versions import Version
+from kvcheck.store.storage import Storage
+from kvcheck.store.versions import Version
 
 #: Keys in one batch, at most (each key with its siblings is under 10 KB of values).
 BATCH_KEYS = 256

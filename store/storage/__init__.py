@@ -1,10 +1,10 @@
-"""Local storage engines behind one small interface (see :mod:`store.storage.interface`)."""
+"""Local storage engines behind one small interface (see :mod:`kvcheck.store.storage.interface`)."""
 
-from store.storage.commitlog import CommitLog, CorruptLogError, replay
-from store.storage.engine import DataDirError, EngineOptions, LsmStorage
-from store.storage.interface import Storage, StorageError
-from store.storage.memory import MemoryStorage
-from store.storage.sstable import CorruptSSTableError
+from kvcheck.store.storage.commitlog import CommitLog, CorruptLogError, replay
+from kvcheck.store.storage.engine import DataDirError, EngineOptions, LsmStorage
+from kvcheck.store.storage.interface import Storage, StorageError
+from kvcheck.store.storage.memory import MemoryStorage
+from kvcheck.store.storage.sstable import CorruptSSTableError
 
 __all__ = [
     "CommitLog",

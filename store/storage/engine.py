@@ -9,13 +9,14 @@ acknowledgement leaves, with group commit). When the memtable has grown past ``m
 the next put first *freezes* it: the current segment is synced, a new segment is opened, and a
 fresh memtable takes the writes while the frozen one is flushed.
 
-*Flush.* The frozen memtable is written, sorted, to an SSTable (see :mod:`store.storage.sstable`)
-a slice at a time by :meth:`~LsmStorage.step`, which the server calls from its event loop between
-requests — cooperative background work, because the store runs under libfaketime, where threads
-and timed waits misbehave, and a subprocess would need the memtable shipped to it. The table is
-written under a temporary name, fsynced, renamed, the directory fsynced; only then are the
-segments it covers deleted. If a memtable fills while the previous flush is still running, the put
-finishes that flush first (back-pressure: at most two memtables in memory).
+*Flush.* The frozen memtable is written, sorted, to an SSTable (see
+:mod:`kvcheck.store.storage.sstable`) a slice at a time by :meth:`~LsmStorage.step`, which the
+server calls from its event loop between requests — cooperative background work, because the store
+runs under libfaketime, where threads and timed waits misbehave, and a subprocess would need the
+memtable shipped to it. The table is written under a temporary name, fsynced, renamed, the directory
+fsynced; only then are the segments it covers deleted. If a memtable fills while the previous flush
+is still running, the put finishes that flush first (back-pressure: at most two memtables in
+memory).
 
 *Generations.* Segments are numbered 1, 2, 3, … and an SSTable is named ``sst-LO-HI.sst`` after
 the segments whose writes it holds. A flush covers the frozen memtable's segments; a compaction's
@@ -26,10 +27,10 @@ without it.
 
 *Read.* The memtable, then the frozen memtable, then the SSTables newest to oldest, skipping any
 whose Bloom filter rules the key out; the first place holding the key answers. Newest-wins is the
-vector-clock merge here: the node only ever puts the :func:`~store.versions.sync` of what it read
-with what it learnt, so a newer sibling set always supersedes the older ones (``sync(newer, older)
-== newer``), except where the node deliberately forgot a key (a purge, recorded as an empty set),
-which a merge would resurrect. :class:`Storage` says so: a put *replaces* the key's set.
+vector-clock merge here: the node only ever puts the :func:`~kvcheck.store.versions.sync` of what it
+read with what it learnt, so a newer sibling set always supersedes the older ones (``sync(newer,
+older) == newer``), except where the node deliberately forgot a key (a purge, recorded as an empty
+set), which a merge would resurrect. :class:`Storage` says so: a put *replaces* the key's set.
 
 *Compaction* is size-tiered, in the style of RocksDB's universal compaction, chosen over leveled
 because it writes each byte fewer times (the engine is Python: CPU per byte written is the cost
@@ -65,12 +66,12 @@ from typing import Any, TypeVar
 
 import msgpack
 
-from store.storage.bloom import key_hashes
-from store.storage.commitlog import CommitLog, CorruptLogError, replay
-from store.storage.interface import StorageError
-from store.storage.memtable import Memtable
-from store.storage.sstable import SSTable, SSTableWriter, fsync_dir
-from store.versions import Version, decode_versions, encode_versions
+from kvcheck.store.storage.bloom import key_hashes
+from kvcheck.store.storage.commitlog import CommitLog, CorruptLogError, replay
+from kvcheck.store.storage.interface import StorageError
+from kvcheck.store.storage.memtable import Memtable
+from kvcheck.store.storage.sstable import SSTable, SSTableWriter, fsync_dir
+from kvcheck.store.versions import Version, decode_versions, encode_versions
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,8 @@ class LsmStorage:
 
     Opening recovers: temporary files and compaction inputs left by a crash are deleted, the
     segments not yet flushed are replayed into the memtable. Raises
-    :class:`~store.storage.commitlog.CorruptLogError` for a damaged segment,
-    :class:`~store.storage.sstable.CorruptSSTableError` for a damaged table and
+    :class:`~kvcheck.store.storage.commitlog.CorruptLogError` for a damaged segment,
+    :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` for a damaged table and
     :class:`DataDirError` for a missing file; the node must not start on any of them.
     """
 
@@ -293,7 +294,8 @@ class LsmStorage:
 
     def get(self, key: bytes) -> list[Version]:
         """The key's sibling set; empty when unknown. Raises
-        :class:`~store.storage.sstable.CorruptSSTableError` when a block it reads is damaged."""
+        :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` when a block it reads is
+        damaged."""
         for memtable in (self._memtable, self._frozen):
             if memtable is not None and (found := memtable.get(key)) is not None:
                 return list(found)
@@ -342,7 +344,7 @@ class LsmStorage:
         A snapshot as of the call: the memtables are copied, and the tables are read through
         descriptors of their own, so puts, flushes and compactions meanwhile do not disturb it.
         Memory is one block per table plus the memtables. Raises
-        :class:`~store.storage.sstable.CorruptSSTableError` on a damaged block.
+        :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` on a damaged block.
         """
         scans: list[Iterable[tuple[bytes, list[Version] | bytes]]] = [
             m.items(start) for m in (self._memtable, self._frozen) if m is not None]

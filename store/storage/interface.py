@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from store.versions import Version
+from kvcheck.store.versions import Version
 
 
 class StorageError(Exception):

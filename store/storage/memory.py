@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from store.versions import Version
+from kvcheck.store.versions import Version
 
 
 class MemoryStorage:

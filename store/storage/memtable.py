@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from store.versions import Version
+from kvcheck.store.versions import Version
 
 #: Python objects per entry beyond the encoded record (dict slots, list, Version, Dot, context
 #: dict): measured at about 300 bytes, so :attr:`Memtable.bytes` tracks the memory used.

@@ -5,7 +5,7 @@ File layout (integers big-endian)::
     magic                 8 bytes  b"KVSST\\0\\1\\n"
     data block ...        msgpack [[key, value], ...] in key order, then its CRC-32 (u32)
     index block           msgpack [[first key, offset, length], ...] per data block, then CRC-32
-    Bloom block           the filter (see :mod:`store.storage.bloom`), then CRC-32
+    Bloom block           the filter (see :mod:`kvcheck.store.storage.bloom`), then CRC-32
     footer (44 bytes)     index offset u64, index length u32, Bloom offset u64, Bloom length u32,
                           entry count u64, CRC-32 of those 32 bytes u32, magic 8 bytes
 
@@ -29,8 +29,8 @@ from typing import BinaryIO
 
 import msgpack
 
-from store.storage.bloom import BloomFilter
-from store.storage.interface import StorageError
+from kvcheck.store.storage.bloom import BloomFilter
+from kvcheck.store.storage.interface import StorageError
 
 MAGIC = b"KVSST\x00\x01\n"
 _FOOTER = struct.Struct(">QIQIQ")
@@ -191,8 +191,8 @@ class SSTable:
 
     def get(self, key: bytes, hashes: tuple[int, int] | None = None) -> bytes | None:
         """The value stored for ``key``, or None. Consults the Bloom filter first when given
-        the key's :func:`~store.storage.bloom.key_hashes` (None: skip it, to measure what the
-        filter saves).
+        the key's :func:`~kvcheck.store.storage.bloom.key_hashes` (None: skip it, to measure what
+        the filter saves).
 
         Raises :class:`CorruptSSTableError` when the block holding the key is damaged.
         """

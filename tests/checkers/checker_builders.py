@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.history import Op
+from kvcheck.checkers.history import Op
 
 
 class H:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.history import Call
+from kvcheck.checkers.history import Call
 
 _ANY = object()
 

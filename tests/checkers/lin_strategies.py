@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from checkers.history import Op
+from kvcheck.checkers.history import Op
 
 
 @st.composite

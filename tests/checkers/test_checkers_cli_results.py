@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from checker_builders import H
 
-from checkers import (
+from kvcheck.checkers import (
     Anomaly,
     CheckResult,
     HistoryError,
@@ -21,8 +21,8 @@ from checkers import (
     write_history,
     write_results,
 )
-from checkers.history import TestConfig
-from harness.cli import main
+from kvcheck.checkers.history import TestConfig
+from kvcheck.harness.cli import main
 
 V, X, U = Verdict.VALID, Verdict.INVALID, Verdict.UNKNOWN
 
@@ -149,7 +149,7 @@ def test_cli_missing_path_exits_254(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_cli_crash_exits_255(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from harness import cli
+    from kvcheck.harness import cli
 
     def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError("bug")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from checker_builders import H
 
-from checkers import TestConfig, Verdict, check_convergence, check_stats, nemesis_windows
+from kvcheck.checkers import TestConfig, Verdict, check_convergence, check_stats, nemesis_windows
 
 S = 1_000_000_000
 

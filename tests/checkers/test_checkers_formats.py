@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from checkers import (
+from kvcheck.checkers import (
     HistoryError,
     Keyword,
     Op,
@@ -22,7 +22,7 @@ from checkers import (
     read_test_config,
     write_history,
 )
-from checkers.edn import EDNError, loads, loads_all
+from kvcheck.checkers.edn import EDNError, loads, loads_all
 
 # --- kvcheck JSONL ----------------------------------------------------------------------------
 

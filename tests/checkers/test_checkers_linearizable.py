@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from lin_reference import linearizable as reference
 from lin_strategies import register_histories
 
-from checkers.history import Call, Op, pair_calls
-from checkers.linearizable import (
+from kvcheck.checkers.history import Call, Op, pair_calls
+from kvcheck.checkers.linearizable import (
     _check_unique,
     _NotApplicable,
     _wgl,
@@ -19,8 +19,8 @@ from checkers.linearizable import (
     check_linearizable,
     prepare,
 )
-from checkers.models import CAS_REGISTER, FREE, REGISTER
-from checkers.result import Verdict
+from kvcheck.checkers.models import CAS_REGISTER, FREE, REGISTER
+from kvcheck.checkers.result import Verdict
 
 SETTINGS = settings(max_examples=1500, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

@@ -8,7 +8,7 @@ from checker_builders import H
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkers import Op, TestConfig, Verdict, check_lost_writes, pair_calls
+from kvcheck.checkers import Op, TestConfig, Verdict, check_lost_writes, pair_calls
 
 SET = TestConfig(workload="set", n=3, w=1, r=1)
 STRICT = TestConfig(workload="set", n=3, w=2, r=2)

@@ -8,7 +8,7 @@ from checker_builders import H
 from hypothesis import given, settings
 from lin_strategies import register_histories
 
-from checkers import Op, TestConfig, Verdict, check_stale_reads, pair_calls
+from kvcheck.checkers import Op, TestConfig, Verdict, check_stale_reads, pair_calls
 
 STRICT = TestConfig(n=3, w=2, r=2)
 WEAK = TestConfig(n=3, w=1, r=1)

@@ -1,10 +1,10 @@
 """Small synthetic run directories for the report, serve and JUnit tests (no Docker).
 
-:func:`make_run` writes ``test.json``, ``history.jsonl`` (with :func:`checkers.write_history`),
-``final-state.json`` and a node log, checks it with the real checkers (``check_run``) and
-writes the report. The history has a partition window, a failed and an indeterminate call, a
-stale read (so the run is invalid under its no-stale-reads guarantee), a key that diverged, and
-hostile text in keys, values, errors and node names.
+:func:`make_run` writes ``test.json``, ``history.jsonl`` (with
+:func:`kvcheck.checkers.write_history`), ``final-state.json`` and a node log, checks it with the
+real checkers (``check_run``) and writes the report. The history has a partition window, a failed
+and an indeterminate call, a stale read (so the run is invalid under its no-stale-reads guarantee),
+a key that diverged, and hostile text in keys, values, errors and node names.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from checkers import Op, check_run, write_history
-from harness.report import write_report
+from kvcheck.checkers import Op, check_run, write_history
+from kvcheck.harness.report import write_report
 
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(2)>'

@@ -14,10 +14,10 @@ import pytest
 import trio
 from polling import wait_until
 
-from harness.autoscale import Autoscaler, Policy, PolicyError
-from harness.docker_cluster import RUN_LABEL
-from harness.engine import connect
-from store.client import StoreClient, StoreError
+from kvcheck.harness.autoscale import Autoscaler, Policy, PolicyError
+from kvcheck.harness.docker_cluster import RUN_LABEL
+from kvcheck.harness.engine import connect
+from kvcheck.store.client import StoreClient, StoreError
 
 POLICY = Policy(minimum=3, maximum=5, above=100, below=20, sustain=3)
 
@@ -62,7 +62,7 @@ def test_bad_ranges_are_refused_with_the_reason(text: str, message: str) -> None
 def test_cluster_up_grows_under_load_shrinks_when_idle_and_tears_down_on_sigint(
         tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness", "cluster", "up", "--nodes", "3", "--autoscale",
+        [sys.executable, "-m", "kvcheck", "cluster", "up", "--nodes", "3", "--autoscale",
          "3..4", "--scale-up-above", "8", "--scale-down-below", "2", "--window", "1",
          "--sustain", "2", "--histories", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

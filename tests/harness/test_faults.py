@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from harness.backend import BackendError, execute
-from harness.docker_cluster import RUN_LABEL, STORE_PORT, DockerCluster
-from harness.engine import connect
-from harness.image import ensure_image, find_project_root
-from nemesis import CutLinks, HealLinks, PacketFault
-from store.client import StoreClient, StoreError
+from kvcheck.harness.backend import BackendError, execute
+from kvcheck.harness.docker_cluster import RUN_LABEL, STORE_PORT, DockerCluster
+from kvcheck.harness.engine import connect
+from kvcheck.harness.image import ensure_image
+from kvcheck.nemesis import CutLinks, HealLinks, PacketFault
+from kvcheck.store.client import StoreClient, StoreError
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ NODES = ["n1", "n2", "n3"]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerCluster]:
     client = connect()
-    image = ensure_image(client, find_project_root())
+    image = ensure_image(client)
     run_dir: Path = tmp_path_factory.mktemp("faults")
     backend = DockerCluster(client, image, f"test-faults-{int(time.time())}", NODES,
                             ["--n=3", "--w=2", "--r=2"], run_dir)

@@ -1,17 +1,19 @@
 """The store image: content-hash tags (pure), and a real build on the Docker engine.
 
 The integration tests need an engine (``scripts/docker-engine`` starts one; CI runs it first)
-and fail, rather than skip, without one. They build from a snapshot of the project's inputs in a
-temporary directory, so that edits to the work tree during the run cannot change the tag. The
+and fail, rather than skip, without one. They build from a snapshot of the running package's files
+in a temporary directory, so that edits to the work tree during the run cannot change the tag. The
 first build bootstraps the Debian base (about a minute and a half here); later ones reuse it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import shutil
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,9 +24,9 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from harness import image
-from harness.engine import EngineUnavailable, connect
-from harness.image import (
+from kvcheck.harness import image
+from kvcheck.harness.engine import EngineUnavailable, connect
+from kvcheck.harness.image import (
     FAKETIME_FILE,
     FAKETIME_WRAPPER,
     LABEL,
@@ -32,7 +34,6 @@ from harness.image import (
     Base,
     BootstrapError,
     BuildError,
-    ImageError,
     base_recipe,
     base_tag,
     content_hash,
@@ -40,28 +41,27 @@ from harness.image import (
     ensure_image,
     faketime_env,
     faketime_wrapper,
-    find_project_root,
     image_tag,
     remove_stale_images,
     resolve_base,
-    runtime_pins,
-    source_files,
 )
+from kvcheck.harness.package import Package, PackageError
 
-REPO = find_project_root()
+PACKAGE = Package.running()
 TAG = re.compile(r"kvcheck-store:[0-9a-f]{12}")
 
 
-def snapshot(destination: Path) -> Path:
-    """A copy of the project's image inputs (and nothing else) under ``destination``."""
-    for relative in source_files(REPO):
-        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / relative, destination / relative)
-    return destination
+def snapshot(destination: Path) -> Package:
+    """The running package with its files copied under ``destination``."""
+    files = {}
+    for inside, path in PACKAGE.files.items():
+        (destination / inside).parent.mkdir(parents=True, exist_ok=True)
+        files[inside] = Path(shutil.copy2(path, destination / inside))
+    return dataclasses.replace(PACKAGE, files=files)
 
 
 @pytest.fixture
-def tree(tmp_path: Path) -> Path:
+def tree(tmp_path: Path) -> Package:
     return snapshot(tmp_path / "project")
 
 
@@ -73,46 +73,66 @@ def test_content_hash_frames_each_part() -> None:
     assert content_hash([("a", b""), ("b", b"")]) != content_hash([("b", b""), ("a", b"")])
 
 
-def test_source_files_are_the_wheels_inputs() -> None:
-    files = {p.as_posix() for p in source_files(REPO)}
-    assert {"pyproject.toml", "README.md", "store/__init__.py", "store/cli.py",
-            "harness/image.py"} <= files
-    assert not any(f.startswith(("tests/", "benchmarks/", "scripts/")) for f in files)
-    assert not any("__pycache__" in f for f in files)
+def test_the_package_files_are_every_module_of_every_package() -> None:
+    files = set(PACKAGE.files)
+    assert {"kvcheck/__init__.py", "kvcheck/__main__.py", "kvcheck/store/cli.py",
+            "kvcheck/store/storage/engine.py", "kvcheck/harness/image.py"} <= files
+    assert all(f.startswith("kvcheck/") for f in files)
+    assert not any("__pycache__" in f or "/tests/" in f for f in files)
+    # Run from a checkout: every module of every folder pyproject.toml maps is there.
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for name, folder in config["package-dir"].items():
+        for module in (repo / folder).rglob("*.py"):
+            inside = Path(*name.split("."), module.relative_to(repo / folder)).as_posix()
+            assert inside in files
 
 
-def test_tag_is_stable_and_independent_of_location(tree: Path, tmp_path: Path) -> None:
+def test_the_build_config_installs_the_same_commands() -> None:
+    config = tomllib.loads(PACKAGE.build_config())
+    assert config["project"]["name"] == "kvcheck"
+    assert config["project"]["version"] == PACKAGE.version
+    assert config["project"]["scripts"] == {"kvcheck": "kvcheck.harness.cli:main",
+                                            "kvstore": "kvcheck.store.cli:main"}
+    assert {"kvcheck", "kvcheck.store", "kvcheck.store.storage"} <= set(
+        config["tool"]["setuptools"]["packages"])
+    assert not any("extra" in r for r in config["project"]["dependencies"])
+
+
+def test_tag_is_stable_and_independent_of_location(tree: Package, tmp_path: Path) -> None:
     tag = image_tag(tree)
     assert TAG.fullmatch(tag)
     assert image_tag(tree) == tag
     assert image_tag(snapshot(tmp_path / "elsewhere")) == tag
+    assert image_tag(PACKAGE) == tag
+
+
+def _edit(package: Package, inside: str) -> Package:
+    package.files[inside].write_text(package.files[inside].read_text() + "\n")
+    return package
+
+
+def _add(package: Package, inside: str) -> Package:
+    path = package.files["kvcheck/store/cli.py"].with_name("new_module.py")
+    path.write_text("X = 1\n")
+    return dataclasses.replace(package, files={**package.files, inside: path})
 
 
 @pytest.mark.parametrize("change", [
-    lambda t: (t / "store" / "cli.py").write_text((t / "store" / "cli.py").read_text() + "\n"),
-    lambda t: (t / "store" / "new_module.py").write_text("X = 1\n"),
-    lambda t: (t / "store" / "ring.py").unlink(),
-    lambda t: (t / "pyproject.toml").write_text(
-        (t / "pyproject.toml").read_text().replace('version = "', 'version = "9')),
-    lambda t: (t / "README.md").write_text("changed\n"),
-], ids=["edited", "added", "removed", "pyproject", "readme"])
-def test_a_changed_input_changes_the_tag(tree: Path, change: Callable[[Path], object]) -> None:
+    lambda p: _edit(p, "kvcheck/store/cli.py"),
+    lambda p: _add(p, "kvcheck/store/new_module.py"),
+    lambda p: dataclasses.replace(p, files={k: v for k, v in p.files.items()
+                                            if k != "kvcheck/store/ring.py"}),
+    lambda p: dataclasses.replace(p, version=p.version + "9"),
+    lambda p: dataclasses.replace(p, scripts={**p.scripts, "kvextra": "kvcheck.store.cli:main"}),
+], ids=["edited", "added", "removed", "version", "scripts"])
+def test_a_changed_input_changes_the_tag(tree: Package,
+                                         change: Callable[[Package], Package]) -> None:
     before = image_tag(tree)
-    change(tree)
-    assert image_tag(tree) != before
+    assert image_tag(change(tree)) != before
 
 
-def test_files_outside_the_wheel_do_not_change_the_tag(tree: Path) -> None:
-    before = image_tag(tree)
-    (tree / "tests").mkdir()
-    (tree / "tests" / "test_x.py").write_text("def test(): pass\n")
-    (tree / "store" / "__pycache__").mkdir(exist_ok=True)
-    (tree / "store" / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\0")
-    (tree / "notes.txt").write_text("scratch\n")
-    assert image_tag(tree) == before
-
-
-def test_the_base_is_an_input(tree: Path) -> None:
+def test_the_base_is_an_input(tree: Package) -> None:
     assert image_tag(tree, Base.DEBOOTSTRAP) != image_tag(tree, Base.SLIM)
     assert base_tag(Base.DEBOOTSTRAP) != base_tag(Base.SLIM)
     with pytest.raises(ValueError, match="resolve"):
@@ -123,7 +143,7 @@ def test_pins_are_the_installed_runtime_closure() -> None:
     import msgpack
     import trio
 
-    pins = runtime_pins(REPO)
+    pins = PACKAGE.pins()
     assert f"trio=={trio.__version__}" in pins
     assert f"msgpack=={'.'.join(map(str, msgpack.version))}" in pins
     names = {pin.partition("==")[0] for pin in pins}
@@ -132,12 +152,10 @@ def test_pins_are_the_installed_runtime_closure() -> None:
     assert pins == sorted(pins)
 
 
-def test_a_dependency_not_installed_is_a_clear_error(tree: Path) -> None:
-    pyproject = tree / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace(
-        'dependencies = [', 'dependencies = [\n    "kvcheck-no-such-dependency>=1",'))
-    with pytest.raises(ImageError, match=r"kvcheck-no-such-dependency.*not installed"):
-        image_tag(tree)
+def test_a_dependency_not_installed_is_a_clear_error(tree: Package) -> None:
+    broken = dataclasses.replace(tree, requires=(*tree.requires, "kvcheck-no-such-dependency>=1"))
+    with pytest.raises(PackageError, match=r"kvcheck-no-such-dependency.*not installed"):
+        image_tag(broken)
 
 
 def test_wrapper_exports_the_faketime_environment() -> None:
@@ -180,12 +198,12 @@ def client() -> Iterator[docker.DockerClient]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory) -> Package:
     return snapshot(tmp_path_factory.mktemp("image") / "project")
 
 
 @pytest.fixture(scope="module")
-def built(client: docker.DockerClient, project: Path) -> str:
+def built(client: docker.DockerClient, project: Package) -> str:
     """The store image's tag, built (or found) from the project snapshot."""
     return ensure_image(client, project, progress=print)
 
@@ -222,7 +240,7 @@ def test_the_image_builds_labelled(client: docker.DockerClient, built: str) -> N
 
 @pytest.mark.integration
 def test_an_unchanged_tree_does_not_rebuild(client: docker.DockerClient, built: str,
-                                            project: Path) -> None:
+                                            project: Package) -> None:
     before = client.images.get(built).id
     said: list[str] = []
     assert ensure_image(client, project, progress=said.append) == built
@@ -232,7 +250,7 @@ def test_an_unchanged_tree_does_not_rebuild(client: docker.DockerClient, built: 
 
 @pytest.mark.integration
 def test_cleanup_removes_store_images_of_earlier_trees_only(
-    client: docker.DockerClient, built: str, project: Path
+    client: docker.DockerClient, built: str, project: Package
 ) -> None:
     dockerfile = f"FROM {built}\nLABEL org.kvcheck.test=stale\n".encode()
     stale, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag="kvcheck-store:stale-test",
@@ -254,7 +272,7 @@ def test_container_is_unprivileged_with_net_admin(container: Container) -> None:
 
 @pytest.mark.integration
 def test_store_and_its_dependencies_import(container: Container) -> None:
-    run(container, "python3", "-c", "import store, trio, msgpack, store.server")
+    run(container, "python3", "-c", "import kvcheck.store.server, trio, msgpack")
     assert "usage: kvstore" in run(container, "kvstore", "--help")
 
 

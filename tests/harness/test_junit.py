@@ -8,7 +8,7 @@ from pathlib import Path
 
 from report_runs import SCRIPT, make_run
 
-from harness.junit import RunRecord, write_junit
+from kvcheck.harness.junit import RunRecord, write_junit
 
 
 def cases(path: Path) -> dict[str, ET.Element]:

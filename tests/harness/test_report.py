@@ -8,9 +8,9 @@ from typing import Any
 
 from report_runs import IMG, SCRIPT, make_run
 
-from harness import report_data
-from harness.cli import main
-from harness.report import render, write_report
+from kvcheck.harness import report_data
+from kvcheck.harness.cli import main
+from kvcheck.harness.report import render, write_report
 
 HOSTILE = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
 

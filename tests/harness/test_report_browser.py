@@ -8,7 +8,7 @@ from pathlib import Path
 from headless import load, require_chromium
 from report_runs import make_run
 
-from harness.serve import make_server, serve_in_thread
+from kvcheck.harness.serve import make_server, serve_in_thread
 
 
 def rendered(dom: str) -> set[str]:

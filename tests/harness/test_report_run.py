@@ -18,7 +18,7 @@ def test_a_real_run_has_a_working_report_and_junit(tmp_path: Path) -> None:
     require_chromium()
     junit = tmp_path / "junit.xml"
     done = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--nodes", "3", "--rate", "40", "--time-limit",
+        [sys.executable, "-m", "kvcheck", "run", "--nodes", "3", "--rate", "40", "--time-limit",
          "10", "--nemesis", "partition,kill", "--nemesis-interval", "3", "--recovery-time", "3",
          "--histories", str(tmp_path / "histories"), "--junit", str(junit)],
         capture_output=True, text=True, timeout=300)

@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from leftovers import leftovers
 from polling import wait_until
 
-from harness.docker_cluster import RUN_LABEL
-from harness.engine import connect
+from kvcheck.harness.docker_cluster import RUN_LABEL
+from kvcheck.harness.engine import connect
 
 pytestmark = pytest.mark.integration
 
@@ -21,20 +22,8 @@ SHORT = ["--nodes", "3", "--rate", "40", "--time-limit", "12", "--nemesis-interv
 
 
 def kvcheck(*args: str, histories: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harness", *args, "--histories", str(histories)],
+    return subprocess.run([sys.executable, "-m", "kvcheck", *args, "--histories", str(histories)],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def leftovers(histories: Path) -> list[str]:
-    """Containers and networks still there from the runs kept under ``histories`` (run ids
-    start with the run directory's timestamp)."""
-    stamps = tuple(d.name.lower() for d in histories.glob("*/*") if d.is_dir())
-    client = connect()
-    found = ([(c.name, c.labels[RUN_LABEL])
-              for c in client.containers.list(all=True, filters={"label": RUN_LABEL})]
-             + [(n.name, n.attrs["Labels"][RUN_LABEL])
-                for n in client.networks.list(filters={"label": RUN_LABEL})])
-    return [name for name, run in found if run.startswith(stamps)]
 
 
 def partition_in_effect(history: Path) -> bool:
@@ -91,7 +80,7 @@ def test_lww_under_clock_strobe_loses_acknowledged_set_adds(tmp_path: Path) -> N
 
 def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--nodes", "3", "--time-limit", "120",
+        [sys.executable, "-m", "kvcheck", "run", "--nodes", "3", "--time-limit", "120",
          "--nemesis", "partition", "--nemesis-interval", "2", "--name", "interrupted",
          "--histories", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,7 +123,7 @@ def test_a_store_that_exits_by_itself_makes_the_run_invalid_and_is_named(
     """A crash is a defect of the store, whatever the checkers say of the history: here the
     store of n2 is killed behind the harness's back, as if it had crashed."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "harness", "run", "--nodes", "3", "--rate", "40",
+        [sys.executable, "-m", "kvcheck", "run", "--nodes", "3", "--rate", "40",
          "--time-limit", "10", "--recovery-time", "2", "--nemesis", "none", "--name", "crash",
          "--histories", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from report_runs import SCRIPT, make_run
 
-from harness.serve import find_runs, make_server, serve_in_thread
+from kvcheck.harness.serve import find_runs, make_server, serve_in_thread
 
 
 @pytest.fixture

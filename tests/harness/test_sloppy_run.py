@@ -35,7 +35,7 @@ def test_a_sloppy_partition_run_reads_stale_then_converges_after_the_heal(tmp_pa
     versions (hints, late stamps, read repair and anti-entropy), and every final read agrees.
     Nothing here waits on a clock: the run's own recovery wait is the only delay.
     """
-    run = subprocess.run([sys.executable, "-m", "harness", "run", *RUN,
+    run = subprocess.run([sys.executable, "-m", "kvcheck", "run", *RUN,
                           "--histories", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr  # eventual convergence held

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.spec import SpecError, TestSpec
+from kvcheck.harness.spec import SpecError, TestSpec
 
 
 def test_the_guarantee_follows_the_quorums_unless_overridden() -> None:
@@ -48,7 +48,7 @@ def test_impossible_specs_are_refused_naming_the_option(
 def test_run_refuses_a_histories_path_it_cannot_write(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    run = subprocess.run([sys.executable, "-m", "harness", "run", "--histories",
+    run = subprocess.run([sys.executable, "-m", "kvcheck", "run", "--histories",
                           str(blocker / "runs")], capture_output=True, text=True, timeout=60)
     assert run.returncode == 254
     assert "cannot keep runs in" in run.stderr and "--histories" in run.stderr

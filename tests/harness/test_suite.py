@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from harness import commands
-from harness.cli import main
-from harness.junit import RunRecord
-from harness.suite import SuiteError, SuiteTest, load_suite, suite_exit
+from kvcheck.harness import commands
+from kvcheck.harness.cli import main
+from kvcheck.harness.junit import RunRecord
+from kvcheck.harness.suite import SuiteError, SuiteTest, load_suite, suite_exit
 
 ROOT = Path(__file__).resolve().parents[2]
 

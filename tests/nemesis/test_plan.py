@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from nemesis import (
+from kvcheck.nemesis import (
     ClearPackets,
     CutLinks,
     HealLinks,

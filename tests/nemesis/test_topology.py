@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nemesis.topology import TOPOLOGIES, bridge, halves, isolate_one, majorities_ring
+from kvcheck.nemesis.topology import TOPOLOGIES, bridge, halves, isolate_one, majorities_ring
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from store.client import StoreClient, StoreError
+from kvcheck.store.client import StoreClient, StoreError
 
 
 def free_ports(count: int) -> list[int]:
@@ -40,7 +40,7 @@ class LocalCluster:
     def command(self, node: str) -> list[str]:
         peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in self.ports.items() if p != node)
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
-        return [sys.executable, "-m", "store", "serve", "--node-id", node,
+        return [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
                 "--listen", f"127.0.0.1:{self.ports[node]}", "--peers", peers,
                 "--data-dir", str(self.root / node), *flags]
 
@@ -52,7 +52,7 @@ class LocalCluster:
         self.ids.append(node)
         self.ports[node] = free_ports(1)[0]
         flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
-        self._spawn(node, [sys.executable, "-m", "store", "serve", "--node-id", node,
+        self._spawn(node, [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
                            "--listen", f"127.0.0.1:{self.ports[node]}",
                            "--join", f"127.0.0.1:{self.ports[via]}",
                            "--data-dir", str(self.root / node), *flags])

@@ -6,13 +6,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.antientropy import DEPTH, FANOUT, SharedHashes, contribution, leaf_of
-from store.config import ClusterConfig
-from store.node import ANTIENTROPY_TIMER, Written
-from store.ring import Member, Ring
-from store.sim import Simulation
-from store.storage import MemoryStorage
-from store.versions import Version, join, stamp
+from kvcheck.store.antientropy import DEPTH, FANOUT, SharedHashes, contribution, leaf_of
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.node import ANTIENTROPY_TIMER, Written
+from kvcheck.store.ring import Member, Ring
+from kvcheck.store.sim import Simulation
+from kvcheck.store.storage import MemoryStorage
+from kvcheck.store.versions import Version, join, stamp
 
 RING = Ring.build([Member(f"n{i}") for i in range(1, 5)], 16)
 PEERS = ("n2", "n3", "n4")

@@ -14,7 +14,7 @@ import pytest
 import trio
 from conftest import LocalCluster, free_ports
 
-from store.messages import PREAMBLE, Hello, Probe, encode_frame
+from kvcheck.store.messages import PREAMBLE, Hello, Probe, encode_frame
 
 
 def test_a_write_through_one_node_is_read_through_another(cluster: LocalCluster) -> None:
@@ -157,7 +157,7 @@ def test_a_node_refuses_to_start_on_a_log_corrupted_in_the_middle(tmp_path: Path
 def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     base = free_ports(1)[0]
     process = subprocess.Popen(
-        [sys.executable, "-m", "store", "cluster", "--nodes", "3", "--base-port", str(base),
+        [sys.executable, "-m", "kvcheck.store", "cluster", "--nodes", "3", "--base-port", str(base),
          "--data-root", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -166,7 +166,7 @@ def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
             if "Ctrl-C stops the cluster" in line:
                 break
         node = f"127.0.0.1:{base + 1}"
-        kvstore = [sys.executable, "-m", "store"]
+        kvstore = [sys.executable, "-m", "kvcheck.store"]
         put = subprocess.run([*kvstore, "put", "--node", node, "hello", "world"],
                              capture_output=True, text=True, timeout=30)
         assert put.returncode == 0, put.stderr

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.storage import CommitLog, CorruptLogError, replay
-from store.storage.commitlog import MAGIC
+from kvcheck.store.storage import CommitLog, CorruptLogError, replay
+from kvcheck.store.storage.commitlog import MAGIC
 
 
 def write(path: Path, payloads: list[bytes], sync_each: bool = False) -> list[int]:

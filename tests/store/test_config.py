@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from store.cli import build_parser, node_config
-from store.config import Address, ClusterConfig, ConfigError, parse_peers
+from kvcheck.store.cli import build_parser, node_config
+from kvcheck.store.config import Address, ClusterConfig, ConfigError, parse_peers
 
 TOML = """
 node_id = "n1"

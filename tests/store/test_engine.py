@@ -7,11 +7,17 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from store.config import ClusterConfig, ConfigError
-from store.storage import CommitLog, CorruptLogError, EngineOptions, LsmStorage, MemoryStorage
-from store.storage.bloom import BloomFilter
-from store.storage.engine import LEGACY_LOG
-from store.versions import Dot, Version, encode_versions, stamp, sync
+from kvcheck.store.config import ClusterConfig, ConfigError
+from kvcheck.store.storage import (
+    CommitLog,
+    CorruptLogError,
+    EngineOptions,
+    LsmStorage,
+    MemoryStorage,
+)
+from kvcheck.store.storage.bloom import BloomFilter
+from kvcheck.store.storage.engine import LEGACY_LOG
+from kvcheck.store.versions import Dot, Version, encode_versions, stamp, sync
 
 SMALL = EngineOptions(memtable_bytes=6_000, step_bytes=500, block_bytes=256)
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from store.storage import EngineOptions, LsmStorage
+from kvcheck.store.storage import EngineOptions, LsmStorage
 
 OPTIONS = dict(memtable_bytes=10_000, step_bytes=700, block_bytes=256, fanout=2)
 HOT_KEYS = 150
@@ -24,8 +24,8 @@ HOT_KEYS = 150
 CHILD = """
 import json, sys
 from pathlib import Path
-from store.storage import EngineOptions, LsmStorage
-from store.versions import Dot, Version
+from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.versions import Dot, Version
 
 path, options, i, hot = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 engine = LsmStorage(Path(path), EngineOptions(**options))

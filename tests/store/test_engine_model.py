@@ -15,8 +15,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from store.storage import EngineOptions, LsmStorage
-from store.versions import Dot, Version
+from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.versions import Dot, Version
 
 OPTIONS = EngineOptions(memtable_bytes=1_500, step_bytes=200, block_bytes=128, fanout=2,
                         max_tables=4)

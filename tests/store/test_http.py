@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.http import MultipartError, decode_siblings, encode_siblings
+from kvcheck.store.http import MultipartError, decode_siblings, encode_siblings
 
 
 @given(st.lists(st.none() | st.binary(max_size=64) | st.just(b"\r\n--\r\n\r\n"), min_size=1,

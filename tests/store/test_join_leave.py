@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.config import ClusterConfig
-from store.node import Found, Written
-from store.placement import Placement
-from store.sim import Simulation
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.node import Found, Written
+from kvcheck.store.placement import Placement
+from kvcheck.store.sim import Simulation
 
 CONFIG = ClusterConfig(n=3, w=2, r=2, sloppy_quorum=False)
 #: Virtual seconds a join or leave of a small cluster may take, at most.

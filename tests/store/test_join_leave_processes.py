@@ -9,7 +9,7 @@ import sys
 import trio
 from conftest import LocalCluster, free_ports
 
-from store.client import StoreClient, StoreError
+from kvcheck.store.client import StoreClient, StoreError
 
 #: Seconds a join or leave of a small, lightly loaded cluster may take, at most.
 CHANGE_LIMIT = 60
@@ -65,7 +65,7 @@ def test_a_join_and_a_leave_under_concurrent_writes_lose_nothing(
             await settled(cluster, ["n1", "n2", "n3", "n4"], "n4", "normal")
             joined_at = len(acked)
             leave = await trio.run_process(
-                [sys.executable, "-m", "store", "leave", "--wait",
+                [sys.executable, "-m", "kvcheck.store", "leave", "--wait",
                  "--node", f"127.0.0.1:{cluster.ports['n2']}"],
                 capture_stderr=True, check=False)
             assert leave.returncode == 0, leave.stderr.decode()
@@ -89,7 +89,7 @@ def test_a_join_and_a_leave_under_concurrent_writes_lose_nothing(
 def test_joining_with_an_id_already_in_the_cluster_is_refused(cluster: LocalCluster) -> None:
     port = free_ports(1)[0]
     node = subprocess.run(
-        [sys.executable, "-m", "store", "serve", "--node-id", "n2", "--listen",
+        [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n2", "--listen",
          f"127.0.0.1:{port}",
          "--join", f"127.0.0.1:{cluster.ports['n1']}", "--data-dir",
          str(cluster.root / "another-n2")],
@@ -102,7 +102,7 @@ def test_joining_with_other_cluster_settings_is_refused_naming_them(
         cluster: LocalCluster) -> None:
     port = free_ports(1)[0]
     node = subprocess.run(
-        [sys.executable, "-m", "store", "serve", "--node-id", "n9", "--listen",
+        [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n9", "--listen",
          f"127.0.0.1:{port}", "--join", f"127.0.0.1:{cluster.ports['n1']}", "--data-dir",
          str(cluster.root / "n9"), "--n=3", "--w=2", "--r=1"],
         capture_output=True, text=True, timeout=30)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 
-from store.config import ClusterConfig
-from store.membership import GossipEntry, Membership
-from store.sim import Simulation
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.membership import GossipEntry, Membership
+from kvcheck.store.sim import Simulation
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 CONFIG = ClusterConfig(gossip_interval_ms=500, suspect_after_ms=3000, probe_timeout_ms=1000)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from store.membership import GossipEntry
-from store.messages import (
+from kvcheck.store.membership import GossipEntry
+from kvcheck.store.messages import (
     FrameDecoder,
     Gossip,
     Hello,
@@ -35,8 +35,8 @@ from store.messages import (
     TreeLevel,
     encode_frame,
 )
-from store.placement import Record
-from store.versions import stamp
+from kvcheck.store.placement import Record
+from kvcheck.store.versions import stamp
 
 _, SIBLINGS = stamp("n1.ab", [], {"n2.cd": (3, 17)}, b"value", 99, 10)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.config import ClusterConfig
-from store.node import Failed, Found, Written
-from store.sim import Simulation
-from store.storage import StorageError
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.node import Failed, Found, Written
+from kvcheck.store.sim import Simulation
+from kvcheck.store.storage import StorageError
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 

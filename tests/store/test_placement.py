@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.config import ConfigError
-from store.datadir import load_records, save_records
-from store.placement import Placement, initial_records
-from store.ring import Member
+from kvcheck.store.config import ConfigError
+from kvcheck.store.datadir import load_records, save_records
+from kvcheck.store.placement import Placement, initial_records
+from kvcheck.store.ring import Member
 
 VNODES = 16  # small rings keep the properties fast; the logic does not depend on the count
 KEYS = [f"key-{i}".encode() for i in range(300)]

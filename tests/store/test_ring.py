@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from store.ring import RING_BITS, RING_SIZE, Member, Ring, key_position, natural_key
+from kvcheck.store.ring import RING_BITS, RING_SIZE, Member, Ring, key_position, natural_key
 
 KEYS = [f"key-{i}".encode() for i in range(20_000)]
 MANY_KEYS = [f"key-{i}".encode() for i in range(60_000)]  # for small weighted shares

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from store.storage import CorruptSSTableError, DataDirError, EngineOptions, LsmStorage
-from store.storage.sstable import FOOTER_SIZE, SSTable, SSTableWriter
-from store.versions import Dot, Version
+from kvcheck.store.storage import CorruptSSTableError, DataDirError, EngineOptions, LsmStorage
+from kvcheck.store.storage.sstable import FOOTER_SIZE, SSTable, SSTableWriter
+from kvcheck.store.versions import Dot, Version
 
 OPTIONS = EngineOptions(memtable_bytes=2_000, step_bytes=500, block_bytes=256)
 

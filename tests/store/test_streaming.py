@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.storage import EngineOptions, LsmStorage, MemoryStorage, Storage
-from store.streaming import BATCH_KEYS, SCAN_LIMIT, SourceScan
-from store.versions import stamp
+from kvcheck.store.storage import EngineOptions, LsmStorage, MemoryStorage, Storage
+from kvcheck.store.streaming import BATCH_KEYS, SCAN_LIMIT, SourceScan
+from kvcheck.store.versions import stamp
 
 _, VERSIONS = stamp("n1.a", [], {}, b"v", 1, 10)
 

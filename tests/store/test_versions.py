@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.versions import (
+from kvcheck.store.versions import (
     BadContext,
     Dot,
     Version,
