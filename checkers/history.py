@@ -410,7 +410,7 @@ def read_final_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns the decoded object. Raises :class:`HistoryError` naming the file when malformed.
     """
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        obj: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))  # validated below
     except OSError as e:
         raise HistoryError(f"cannot read final state: {e.strerror}", path) from None
     except ValueError as e:

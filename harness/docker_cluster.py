@@ -369,6 +369,7 @@ class DockerCluster:
         """Run a shell command in ``node``'s container; return its output. Raises
         BackendError when it fails."""
         code, output = self._containers[node].exec_run(["sh", "-c", script])
+        assert isinstance(output, bytes)  # not streamed: the whole output at once
         text = output.decode(errors="replace").strip()
         if code != 0:
             raise BackendError(f"{node}: `{script}` failed with status {code}: {text}")
@@ -400,13 +401,13 @@ def cleanup(client: docker.DockerClient) -> dict[str, list[str]]:
     removed: dict[str, list[str]] = {"containers": [], "networks": []}
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
         container.remove(force=True)
-        removed["containers"].append(container.name)
+        removed["containers"].append(container.name or container.short_id)
     for network in client.networks.list(filters={"label": RUN_LABEL}):
         try:
             network.remove()
         except docker.errors.APIError as exc:
             log.warning("could not remove network %s: %s", network.name, exc)
             continue
-        removed["networks"].append(network.name)
+        removed["networks"].append(network.name or network.short_id)
     return removed
 

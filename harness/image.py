@@ -455,7 +455,7 @@ def remove_stale_images(client: docker.DockerClient, package: Package | None = N
         if current in image.tags:
             continue
         try:
-            client.images.remove(image.id)
+            client.images.remove(image.short_id)
         except docker.errors.APIError:
             continue  # in use by a container, or already gone
         removed.append(image.tags[0] if image.tags else image.short_id)

@@ -322,7 +322,7 @@ class Runner:
         return Ring.build((Member(node) for node in self.backend.nodes), vnodes)
 
 
-def _unwrap(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """A nursery's group of one error as that error, so callers can catch it by type."""
     leaves: list[BaseException] = []
 
