@@ -454,8 +454,9 @@ def remove_stale_images(client: docker.DockerClient, package: Package | None = N
     for image in client.images.list(filters={"label": f"{ROLE_LABEL}=store"}):
         if current in image.tags:
             continue
+        assert image.id is not None  # a listed image has one; the SDK types every id optional
         try:
-            client.images.remove(image.short_id)
+            client.images.remove(image.id)
         except docker.errors.APIError:
             continue  # in use by a container, or already gone
         removed.append(image.tags[0] if image.tags else image.short_id)
