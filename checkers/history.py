@@ -108,10 +108,6 @@ class Op:
             raise ValueError(f"key must be a string, int or null, got {self.key!r}")
 
     @property
-    def is_client(self) -> bool:
-        return self.process != NEMESIS
-
-    @property
     def final(self) -> bool:
         """True for a final read (made after the heal and the recovery wait)."""
         return bool(self.extra.get("final", False))
@@ -300,11 +296,6 @@ def pair_calls(ops: Iterable[Op], path: str | os.PathLike[str] | None = None) ->
                                f"invocation {inv.index} key {inv.key!r}", path)
         calls[slot] = Call(inv, op)
     return [c if c is not None else Call(invokes[i], None) for i, c in enumerate(calls)]
-
-
-def nemesis_ops(ops: Iterable[Op]) -> list[Op]:
-    """The nemesis events of a history, in order."""
-    return [op for op in ops if op.process == NEMESIS]
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,10 +284,6 @@ class DockerCluster:
     async def _signal(self, node: str, signal: str) -> None:
         await self._exec_async(node, f"kill -{signal} $(cat {PID_FILE})")
 
-    def store_pid(self, node: str) -> int:
-        """The store's pid inside its container (changes on every restart)."""
-        return int((self.node_dir(node) / "kvstore.pid").read_text())
-
     # -- faults --
 
     async def cut(self, links: frozenset[Link]) -> None:
@@ -355,13 +351,6 @@ class DockerCluster:
             await self._exec_async(node, "tc qdisc del dev eth0 root")
         self._packets_on.clear()
         self._qdisc_on.clear()
-
-    async def collect_logs(self, into: Path) -> None:
-        into.mkdir(parents=True, exist_ok=True)
-        for node in self._ips:
-            source = self.node_dir(node) / "kvstore.log"
-            if source.exists():
-                (into / f"{node}.log").write_bytes(source.read_bytes())
 
     # -- running commands in a node --
 

@@ -13,7 +13,6 @@ import html
 import io
 import json
 import os
-import threading
 from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
@@ -135,10 +134,3 @@ def make_server(root: Path, host: str = "127.0.0.1", port: int = 8080) -> Thread
     """
     handler = partial(_Handler, directory=str(Path(root).resolve()))
     return ThreadingHTTPServer((host, port), handler)
-
-
-def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
-    """Start ``server.serve_forever`` in a daemon thread; stop it with ``server.shutdown()``."""
-    thread = threading.Thread(target=server.serve_forever, name="kvcheck-serve", daemon=True)
-    thread.start()
-    return thread
