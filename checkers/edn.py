@@ -137,7 +137,7 @@ class _Reader:
         return self.atom(self.token(), start)
 
     def read_until(self, close: str, start: int) -> list[Any]:
-        items = []
+        items: list[Any] = []
         text = self.text
         while True:
             self.skip_ws()

@@ -108,10 +108,6 @@ class Op:
             raise ValueError(f"key must be a string, int or null, got {self.key!r}")
 
     @property
-    def is_client(self) -> bool:
-        return self.process != NEMESIS
-
-    @property
     def final(self) -> bool:
         """True for a final read (made after the heal and the recovery wait)."""
         return bool(self.extra.get("final", False))
@@ -302,11 +298,6 @@ def pair_calls(ops: Iterable[Op], path: str | os.PathLike[str] | None = None) ->
     return [c if c is not None else Call(invokes[i], None) for i, c in enumerate(calls)]
 
 
-def nemesis_ops(ops: Iterable[Op]) -> list[Op]:
-    """The nemesis events of a history, in order."""
-    return [op for op in ops if op.process == NEMESIS]
-
-
 @dataclass(frozen=True, slots=True)
 class TestConfig:
     """The fields of ``test.json`` the checkers read (others are kept in ``raw``).
@@ -410,7 +401,7 @@ def read_final_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     Returns the decoded object. Raises :class:`HistoryError` naming the file when malformed.
     """
     try:
-        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+        obj: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))  # validated below
     except OSError as e:
         raise HistoryError(f"cannot read final state: {e.strerror}", path) from None
     except ValueError as e:

@@ -171,20 +171,21 @@ def _first_significant(text: str) -> str:
 
 def _read_edn_lines(text: str, path: str | os.PathLike[str]) -> list[Op]:
     ops: list[Op] = []
-    lines = text.splitlines()
-    try:
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip() or line.lstrip().startswith(";"):
-                continue
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        try:
             m = loads(line)
-            try:
-                ops.append(op_from_edn(m, len(ops)))
-            except ValueError as e:
-                raise HistoryError(f"malformed op: {e}", path, lineno) from None
+        except EDNError as e:
+            if "unclosed" not in e.message and "end of input" not in e.message:
+                raise HistoryError(f"malformed EDN: {e.message}", path, lineno) from None
+            break  # a map spanning lines: read the whole text below
+        try:
+            ops.append(op_from_edn(m, len(ops)))
+        except ValueError as e:
+            raise HistoryError(f"malformed op: {e}", path, lineno) from None
+    else:
         return ops
-    except EDNError as e:
-        if "unclosed" not in e.message and "end of input" not in e.message:
-            raise HistoryError(f"malformed EDN: {e.message}", path, lineno) from None
     # Maps spanning lines: read the whole text.
     try:
         forms = loads_all(text)

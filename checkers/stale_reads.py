@@ -36,6 +36,12 @@ def _s(ns: int) -> str:
     return f"{ns / 1e9:.3f} s"
 
 
+def _completion(c: Call) -> Op:
+    """The completion of ``c``, a call that completed ok."""
+    assert c.complete is not None
+    return c.complete
+
+
 def _read_values(v: Any) -> tuple[Any, ...]:
     if v is None:
         return (_EMPTY,)
@@ -119,8 +125,8 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
                 last_writer[v] = c
         if ret is not None:
             done.append(c)
-    done.sort(key=lambda c: c.ret_index)  # type: ignore[arg-type,return-value]
-    rets = [c.ret_index for c in done]
+    done.sort(key=lambda c: _completion(c).index)
+    rets = [_completion(c).index for c in done]
     best: list[Call] = []  # best[j]: the write with the latest invocation among done[:j+1]
     for c in done:
         best.append(c if not best or c.inv_index > best[-1].inv_index else best[-1])
@@ -145,8 +151,9 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
         # completed, and completed before the read began.
         lo = bisect.bisect_right(rets, m)
         missed = [w for w in done[lo:j] if w.inv_index > m]
-        first = min(missed, key=lambda w: w.complete.time)  # type: ignore[union-attr]
-        lag = c.invoke.time - first.complete.time  # type: ignore[union-attr]
+        first = min(missed, key=lambda w: _completion(w).time)
+        written = _completion(first).time
+        lag = c.invoke.time - written
         behind.append(len(missed))
         lags.append(lag)
         if len(anomalies) < max_anomalies:
@@ -161,7 +168,7 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
                 "stale-read", tuple(names),
                 f"read of {key!r}{via} at {_s(c.invoke.time)} returned "
                 f"{shown[0] if len(shown) == 1 else shown!r}, but the write of "
-                f"{first.value_in!r} completed at {_s(first.complete.time)}"  # type: ignore[union-attr]
+                f"{first.value_in!r} completed at {_s(written)}"
                 f" ({len(missed)} newer version{'s' if len(missed) > 1 else ''} missed)",
                 key=key,
                 details={"read": c.inv_index, "newer_write": newer.inv_index,

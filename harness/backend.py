@@ -8,7 +8,6 @@ and heals them when the nemesis says so. Lifecycle as in Jepsen: ``setup`` / use
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -95,10 +94,6 @@ class Backend(Protocol):
 
     async def crashed(self) -> list[str]:
         """The nodes whose store exited by itself (not stopped by a fault or a leave)."""
-        ...
-
-    async def collect_logs(self, into: Path) -> None:
-        """Copy each node's log to ``into/<node>.log``."""
         ...
 
 

@@ -51,14 +51,16 @@ async def run_worker(worker: Worker, workload: Workload, history: HistoryWriter,
 
 async def perform(client: StoreClient, workload: Workload, op: Operation, state: WorkerState,
                   history: HistoryWriter, process: int, node: str,
-                  **extra: object) -> str:
-    """Invoke ``op``, record invocation and completion; return the completion type."""
-    history.record(process, "invoke", op.f, op.key, op.value, node, **extra)
+                  *, final: bool = False) -> str:
+    """Invoke ``op``, record invocation and completion (``final`` marks a final read); return
+    the completion type."""
+    history.record(process, "invoke", op.f, op.key, op.value, node, final=final)
     try:
         value = await workload.apply(client, op, state)
     except StoreError as exc:
         kind = "fail" if exc.applied == "no" else "info"
-        history.record(process, kind, op.f, op.key, op.value, node, error=str(exc), **extra)
+        history.record(process, kind, op.f, op.key, op.value, node, error=str(exc),
+                       final=final)
         return kind
-    history.record(process, "ok", op.f, op.key, value, node, **extra)
+    history.record(process, "ok", op.f, op.key, value, node, final=final)
     return "ok"

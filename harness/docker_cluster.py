@@ -284,10 +284,6 @@ class DockerCluster:
     async def _signal(self, node: str, signal: str) -> None:
         await self._exec_async(node, f"kill -{signal} $(cat {PID_FILE})")
 
-    def store_pid(self, node: str) -> int:
-        """The store's pid inside its container (changes on every restart)."""
-        return int((self.node_dir(node) / "kvstore.pid").read_text())
-
     # -- faults --
 
     async def cut(self, links: frozenset[Link]) -> None:
@@ -356,19 +352,13 @@ class DockerCluster:
         self._packets_on.clear()
         self._qdisc_on.clear()
 
-    async def collect_logs(self, into: Path) -> None:
-        into.mkdir(parents=True, exist_ok=True)
-        for node in self._ips:
-            source = self.node_dir(node) / "kvstore.log"
-            if source.exists():
-                (into / f"{node}.log").write_bytes(source.read_bytes())
-
     # -- running commands in a node --
 
     def exec(self, node: str, script: str) -> str:
         """Run a shell command in ``node``'s container; return its output. Raises
         BackendError when it fails."""
         code, output = self._containers[node].exec_run(["sh", "-c", script])
+        assert isinstance(output, bytes)  # not streamed: the whole output at once
         text = output.decode(errors="replace").strip()
         if code != 0:
             raise BackendError(f"{node}: `{script}` failed with status {code}: {text}")
@@ -400,13 +390,13 @@ def cleanup(client: docker.DockerClient) -> dict[str, list[str]]:
     removed: dict[str, list[str]] = {"containers": [], "networks": []}
     for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
         container.remove(force=True)
-        removed["containers"].append(container.name)
+        removed["containers"].append(container.name or container.short_id)
     for network in client.networks.list(filters={"label": RUN_LABEL}):
         try:
             network.remove()
         except docker.errors.APIError as exc:
             log.warning("could not remove network %s: %s", network.name, exc)
             continue
-        removed["networks"].append(network.name)
+        removed["networks"].append(network.name or network.short_id)
     return removed
 

@@ -42,15 +42,16 @@ class HistoryWriter:
 
     def record(self, process: int | str, type_: str, f: str, key: Any = None,
                value: Any = None, node: str | None = None, error: str | None = None,
-               **extra: Any) -> dict[str, Any]:
-        """Write one op and return it as written."""
+               *, final: bool = False) -> dict[str, Any]:
+        """Write one op and return it as written; ``final`` marks a final read."""
         op: dict[str, Any] = {
             "index": self.index, "time": time.monotonic_ns() - self._start,
             "process": process, "type": type_, "f": f, "key": key, "value": value, "node": node,
         }
         if error is not None:
             op["error"] = error
-        op.update(extra)
+        if final:
+            op["final"] = True
         self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
         self._file.flush()
         self.index += 1

@@ -454,6 +454,7 @@ def remove_stale_images(client: docker.DockerClient, package: Package | None = N
     for image in client.images.list(filters={"label": f"{ROLE_LABEL}=store"}):
         if current in image.tags:
             continue
+        assert image.id is not None  # a listed image has one; the SDK types every id optional
         try:
             client.images.remove(image.id)
         except docker.errors.APIError:

@@ -75,7 +75,7 @@ class Package:
         scripts = {ep.name: ep.value for ep in dist.entry_points
                    if ep.group == "console_scripts"}
         return cls(files=dict(sorted(files.items())), version=dist.version,
-                   requires_python=dist.metadata.get("Requires-Python") or "",
+                   requires_python=dist.metadata.get_all("Requires-Python", [""])[0],
                    requires=requires, scripts=dict(sorted(scripts.items())))
 
     def build_config(self) -> str:

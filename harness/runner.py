@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import trio
 
@@ -45,6 +45,18 @@ SAMPLE_EVERY = 2.0
 
 EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+#: What a node stores, as sampled: for each key ``{"versions": [...]}``, as ``/replica`` shows it.
+_Stored = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+class _Sample(TypedDict):
+    """One sample of ``final-state.json`` (``docs/history-format.md``): ns since the history
+    began, and what each node stores (None for a node that did not answer)."""
+
+    time: int
+    nodes: dict[str, _Stored | None]
 
 
 class Interrupted(Exception):
@@ -256,7 +268,7 @@ class Runner:
         self.crashed.extend(crashed)
         return crashed
 
-    async def _recover(self, history: HistoryWriter) -> list[dict[str, Any]]:
+    async def _recover(self, history: HistoryWriter) -> list[_Sample]:
         """Wait ``recovery_time``, sampling every replica's state as it converges."""
         samples = []
         end = trio.current_time() + self.spec.recovery_time
@@ -267,9 +279,9 @@ class Runner:
                 return samples
             await trio.sleep(SAMPLE_EVERY)
 
-    async def _sample(self, history: HistoryWriter) -> dict[str, Any]:
+    async def _sample(self, history: HistoryWriter) -> _Sample:
         keys = self.workload.used_keys()
-        nodes: dict[str, Any] = {}
+        nodes: dict[str, _Stored | None] = {}
 
         async def one(node: str) -> None:
             try:
@@ -299,7 +311,7 @@ class Runner:
             for index, node in enumerate(self.backend.nodes):
                 nursery.start_soon(read_through, index, node)
 
-    async def _write_final_state(self, samples: list[dict[str, Any]]) -> None:
+    async def _write_final_state(self, samples: list[_Sample]) -> None:
         """``final-state.json``: the samples, and each key's replicas in the ring the cluster
         ended with (asked of the nodes; computed from the configured nodes if none answers)."""
         ring = await self._final_ring()
@@ -322,7 +334,7 @@ class Runner:
         return Ring.build((Member(node) for node in self.backend.nodes), vnodes)
 
 
-def _unwrap(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """A nursery's group of one error as that error, so callers can catch it by type."""
     leaves: list[BaseException] = []
 

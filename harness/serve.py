@@ -13,26 +13,36 @@ import html
 import io
 import json
 import os
-import threading
 from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit
 
-_COLOURS = {True: "#1a7f37", False: "#cf222e"}
-_WORDS = {True: "valid", False: "invalid"}
+_COLOURS: dict[bool | str | None, str] = {True: "#1a7f37", False: "#cf222e"}
+_WORDS: dict[bool | str | None, str] = {True: "valid", False: "invalid"}
 
 
-def find_runs(root: Path) -> list[dict[str, Any]]:
+class RunSummary(TypedDict):
+    """One run as the index lists it."""
+
+    path: str  # relative to the served root, with ``/``
+    name: str
+    started: datetime  # when test.json was written
+    valid: bool | Literal["unknown"] | None  # None: no readable results.json
+    ops: int | None
+    nemesis: str
+    report: bool  # whether report.html exists
+
+
+def find_runs(root: Path) -> list[RunSummary]:
     """Every run under ``root`` (``<name>/<timestamp>/`` or ``<name>/``), newest first.
 
-    Each is ``{"path", "name", "started", "valid", "ops", "nemesis", "report"}``; ``valid`` is
-    ``None`` when ``results.json`` is missing or unreadable. ``histories/latest`` is skipped.
+    ``histories/latest`` is skipped.
     """
-    runs = []
+    runs: list[RunSummary] = []
     for test in [*root.glob("*/test.json"), *root.glob("*/*/test.json")]:
         run = test.parent
         if "latest" in run.relative_to(root).parts:
@@ -87,12 +97,15 @@ td, th {{ text-align: left; padding: .2em 1em .2em 0; }}
 """
 
 
+_CONTENT_TYPES = {**SimpleHTTPRequestHandler.extensions_map,
+                  ".jsonl": "text/plain; charset=utf-8", ".log": "text/plain; charset=utf-8",
+                  ".json": "application/json", ".html": "text/html; charset=utf-8"}
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Files under ``directory``, and the run index at ``/``."""
 
-    extensions_map: ClassVar[dict[str, str]] = {**SimpleHTTPRequestHandler.extensions_map,
-                      ".jsonl": "text/plain; charset=utf-8", ".log": "text/plain; charset=utf-8",
-                      ".json": "application/json", ".html": "text/html; charset=utf-8"}
+    extensions_map = _CONTENT_TYPES
 
     def send_head(self) -> Any:
         root = Path(self.directory).resolve()
@@ -121,10 +134,3 @@ def make_server(root: Path, host: str = "127.0.0.1", port: int = 8080) -> Thread
     """
     handler = partial(_Handler, directory=str(Path(root).resolve()))
     return ThreadingHTTPServer((host, port), handler)
-
-
-def serve_in_thread(server: ThreadingHTTPServer) -> threading.Thread:
-    """Start ``server.serve_forever`` in a daemon thread; stop it with ``server.shutdown()``."""
-    thread = threading.Thread(target=server.serve_forever, name="kvcheck-serve", daemon=True)
-    thread.start()
-    return thread

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +211,8 @@ class Nemesis:
     def next_fault(self) -> Fault:
         kind = self.kinds[self._turn % len(self.kinds)]
         self._turn += 1
-        return getattr(self, "_" + kind)()
+        draw: Callable[[], Fault] = getattr(self, "_" + kind)
+        return draw()
 
     def _membership(self) -> Fault:
         shrink = len(self.nodes) > self.replicas and (not self.spare or self.rng.random() < 0.5)

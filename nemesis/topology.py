@@ -21,7 +21,7 @@ class Partition:
     """A topology applied to a set of nodes."""
 
     name: str
-    graph: nx.Graph
+    graph: nx.Graph[str]
 
     @property
     def cut(self) -> frozenset[Link]:
@@ -42,8 +42,8 @@ class Partition:
         }
 
 
-def _graph(nodes: Sequence[str], groups: Sequence[Sequence[str]]) -> nx.Graph:
-    graph = nx.Graph()
+def _graph(nodes: Sequence[str], groups: Sequence[Sequence[str]]) -> nx.Graph[str]:
+    graph: nx.Graph[str] = nx.Graph()
     graph.add_nodes_from(nodes)
     for group in groups:
         graph.add_edges_from((a, b) for i, a in enumerate(group) for b in group[i + 1:])
@@ -78,7 +78,7 @@ def majorities_ring(nodes: Sequence[str], rng: random.Random) -> Partition:
     ring = list(nodes)
     rng.shuffle(ring)
     reach = (len(ring) // 2 + 1) // 2  # neighbours on each side, so that 2*reach+1 > n/2
-    graph = nx.Graph()
+    graph: nx.Graph[str] = nx.Graph()
     graph.add_nodes_from(ring)
     for i, node in enumerate(ring):
         for step in range(1, reach + 1):

@@ -42,7 +42,7 @@ FANOUT = 16
 #: Levels below the root: FANOUT ** DEPTH = 4096 leaves. Odd: a session's messages alternate
 #: from the root (level 0, sent by the opener), so the leaves' hashes reach the opener.
 DEPTH = 3
-LEAVES = FANOUT ** DEPTH
+LEAVES: int = FANOUT**DEPTH  # int ** int is typed Any: a negative power is a float
 _LEAF_BITS = (LEAVES - 1).bit_length()
 HASH_BYTES = 16
 _MOD = 1 << (8 * HASH_BYTES)

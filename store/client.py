@@ -20,6 +20,7 @@ from urllib.parse import quote
 import h11
 import trio
 
+from kvcheck.store.datadir import RecordJSON
 from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, MultipartError, decode_siblings
 
 Applied = Literal["no", "unknown"]
@@ -109,10 +110,11 @@ class StoreClient:
         """The node's ``/status`` document."""
         return await self._get_json("/status")
 
-    async def placement(self) -> list[dict[str, Any]]:
+    async def placement(self) -> list[RecordJSON]:
         """Every member's record as this node has it (``/placement``): what a joining node
         starts from."""
-        return (await self._get_json("/placement"))["records"]
+        records: list[RecordJSON] = (await self._get_json("/placement"))["records"]
+        return records
 
     async def leave(self) -> None:
         """Ask the node to decommission itself (``POST /leave``); returns once it has started.
@@ -125,13 +127,16 @@ class StoreClient:
     async def replica(self, key: bytes | str) -> list[dict[str, Any]]:
         """The versions this node itself stores for ``key`` (``/replica/{key}``)."""
         raw = key.encode() if isinstance(key, str) else key
-        return (await self._get_json("/replica/" + quote(raw, safe="")))["versions"]
+        versions: list[dict[str, Any]] = (
+            await self._get_json("/replica/" + quote(raw, safe="")))["versions"]
+        return versions
 
     async def _get_json(self, target: str) -> dict[str, Any]:
         status, headers, body = await self._request("GET", target)
         if status != 200:
             raise _error(status, headers, body, "no")
-        return json.loads(body)
+        document: dict[str, Any] = json.loads(body)
+        return document
 
     async def _write(self, method: str, key: bytes | str, value: bytes, context: str,
                      w: int | None) -> str:

@@ -6,12 +6,12 @@ import json
 import os
 import secrets
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 from kvcheck.store.config import ConfigError
-from kvcheck.store.placement import STATUSES, Record
+from kvcheck.store.placement import STATUSES, Record, Status
 
 IDENTITY_FILE = "node.json"
 
@@ -20,6 +20,14 @@ IDENTITY_FILE = "node.json"
 class Identity:
     """Who a data directory belongs to: the node's actor name, and how many times it started."""
 
+    actor: str
+    generation: int
+
+
+class _IdentityFile(TypedDict):
+    """The JSON object in :data:`IDENTITY_FILE`."""
+
+    node_id: str
     actor: str
     generation: int
 
@@ -36,8 +44,8 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
     try:
         path.mkdir(parents=True, exist_ok=True)
         identity = path / IDENTITY_FILE
-        saved = {"node_id": node_id, "actor": f"{node_id}.{secrets.token_hex(3)}",
-                 "generation": 0}
+        saved: _IdentityFile = {"node_id": node_id,
+                                "actor": f"{node_id}.{secrets.token_hex(3)}", "generation": 0}
         if identity.exists():
             saved = json.loads(identity.read_text())
             if saved.get("node_id") != node_id:
@@ -59,13 +67,29 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
 PLACEMENT_FILE = "placement.json"
 
 
-def record_json(record: Record) -> dict[str, Any]:
+class RecordJSON(TypedDict):
+    """A :class:`~kvcheck.store.placement.Record` as JSON: tokens as a list, digests as hex."""
+
+    node_id: str
+    address: str
+    zone: str
+    weight: int
+    status: Status
+    version: int
+    tokens: list[int]
+    view: str
+    streamed: str
+
+
+def record_json(record: Record) -> RecordJSON:
     """A record as JSON (tokens as a list, digests as hex)."""
-    return {**asdict(record), "tokens": list(record.tokens), "view": record.view.hex(),
+    return {"node_id": record.node_id, "address": record.address, "zone": record.zone,
+            "weight": record.weight, "status": record.status, "version": record.version,
+            "tokens": list(record.tokens), "view": record.view.hex(),
             "streamed": record.streamed.hex()}
 
 
-def record_from_json(raw: dict[str, Any]) -> Record:
+def record_from_json(raw: RecordJSON) -> Record:
     """The inverse of :func:`record_json`. Raises ValueError, KeyError or TypeError."""
     status = raw["status"]
     if status not in STATUSES:

@@ -51,9 +51,9 @@ def decode_siblings(content_type: str, body: bytes) -> list[bytes | None]:
     media, _, params = content_type.partition(";")
     boundary = ""
     for param in params.split(";"):
-        name, _, value = param.strip().partition("=")
-        if name.lower() == "boundary":
-            boundary = value.strip('"')
+        attribute, _, setting = param.strip().partition("=")
+        if attribute.lower() == "boundary":
+            boundary = setting.strip('"')
     if media.strip().lower() != "multipart/mixed" or not boundary:
         raise MultipartError(f"expected multipart/mixed with a boundary, got {content_type!r}")
     delimiter = b"--" + boundary.encode()

@@ -17,7 +17,7 @@ from typing import ClassVar, TypeVar
 import msgpack
 
 from kvcheck.store.membership import GossipEntry
-from kvcheck.store.placement import STATUSES, Record, Status
+from kvcheck.store.placement import STATUSES, Record
 from kvcheck.store.versions import (
     Clock,
     Dot,
@@ -346,9 +346,8 @@ def _records(raw: object) -> tuple[Record, ...]:
         weight, version = _int(item[3]), _int(item[5])
         if weight < 1 or version < 0 or not _str(item[0]) or not _str(item[2]):
             raise ValueError(f"bad id, zone, weight or version for {item[0]!r}")
-        status_: Status = status  # type: ignore[assignment]
         records.append(Record(
-            _str(item[0]), _str(item[1]), _str(item[2]), weight, status_, version,
+            _str(item[0]), _str(item[1]), _str(item[2]), weight, status, version,
             struct.unpack(f">{len(tokens) // 8}Q", tokens),
             _bytes(item[7]), _bytes(item[8])))
     return tuple(records)

@@ -168,11 +168,6 @@ class Placement:
             found.update(set(self.next.preference_at(position, n)) - set(old))
         return sorted(found, key=natural_key)
 
-    def gains(self, node_id: str, key: bytes) -> bool:
-        """Whether ``node_id`` must receive ``key`` in this transition."""
-        old, new = self._lists(key)
-        return node_id in new and node_id not in old
-
     def should_send(self, source: str, gainer: str, key: bytes,
                     unreachable: frozenset[str]) -> bool:
         """Whether ``source`` sends ``key`` to ``gainer``: it gains the key and ``source`` loses

@@ -85,10 +85,6 @@ class Version:
     value: bytes | None
     timestamp: int
 
-    @property
-    def is_tombstone(self) -> bool:
-        return self.value is None
-
     def covers(self, dot: Dot) -> bool:
         """True when this version's writer had seen ``dot`` (so this version supersedes it)."""
         entry = self.context.get(dot.actor)

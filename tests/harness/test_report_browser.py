@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 from headless import load, require_chromium
 from report_runs import make_run
 
-from kvcheck.harness.serve import make_server, serve_in_thread
+from kvcheck.harness.serve import make_server
 
 
 def rendered(dom: str) -> set[str]:
@@ -51,7 +52,7 @@ def test_serve_index_links_to_a_report_that_renders(tmp_path: Path) -> None:
     require_chromium()
     make_run(tmp_path / "histories" / "synthetic" / "20260101T000000")
     server = make_server(tmp_path / "histories", port=0)
-    serve_in_thread(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}/"
         index = load(base, tmp_path / "profile")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.client
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from report_runs import SCRIPT, make_run
 
-from kvcheck.harness.serve import find_runs, make_server, serve_in_thread
+from kvcheck.harness.serve import find_runs, make_server
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def histories(tmp_path: Path) -> Path:
 @pytest.fixture
 def get(histories: Path) -> Iterator[object]:
     server = make_server(histories, port=0)
-    serve_in_thread(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def request(path: str) -> tuple[int, str, str]:
         conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
