@@ -445,7 +445,9 @@ class Node:
         op.dot, op.versions = dot, versions
         op.acked.add(stamper)
         op.pending = {node for node in op.replicas if node != stamper}
-        for node in op.pending:
+        for node in op.replicas:  # in preference order: a set's order varies between processes
+            if node == stamper:
+                continue
             if node == self.node_id:
                 try:
                     self._merge(op.key, versions, op.stand_ins.get(node))
