@@ -1,30 +1,26 @@
-"""Coordinating puts and gets: any node coordinates any request, whoever its replicas are.
+"""Coordinating puts and gets: how a request runs (the overview is in :mod:`kvcheck.store.node`).
 
-A request goes to the key's replicas (:meth:`Coordinator.targets`): with strict quorums its
-preference list — in a transition, its lists in both the current and the next ring, each a
-*group* that must reach the quorum —; with sloppy quorums, for each replica gossip shows down,
-the next node along the ring that is up stands in, with a hint for the replica it replaces.
+**Targets.** A request for a key goes to its preference list — in a transition, to its lists in
+both the current and the next ring, each a *group* that must reach the quorum on its own
+(:meth:`Coordinator.targets`). With sloppy quorums each replica that gossip shows down is
+replaced, in the request and in its groups, by the next node along the ring that is up: a
+*stand-in*, which keeps a hint for the replica it replaces.
 
-*Put* (a delete is a put of a tombstone), as in Riak:
-
-1. **Stamp.** One replica — this node if it is one, else the first it can reach — creates the
-   new version and returns the key's new sibling set. A replica that refuses, or cannot be
-   reached, passes the turn to the next one.
-2. **Replicate.** The other replicas merge that sibling set into theirs. The put succeeds when W
-   replicas of every group (the stamper included) have stored it. When it is over, replicas that
-   never acknowledged get a hint from this node, if it holds the key.
-
-*Get* asks every replica, and answers after R replies from every group with the merge of what
-they returned and the causal context that covers it. *Read repair*: once every replica has
-answered (or the request timed out) each one that answered with less than the merge is sent it;
-with ``read_repair = "blocking"`` those of the read quorum are sent it before the answer, which
-waits for their acknowledgements.
-
-A request fails after ``request_timeout_ms``, or as soon as too many replicas are known to be
-unreachable. A failed put says whether it may have been applied: ``"no"`` only when every stamp
-request was refused or never left this node, ``"unknown"`` otherwise (the write is
-indeterminate). A stamp that comes back after its put was given up on is spread to the key's
+**Put.** The replicas are asked to stamp one at a time, this node first if it is one, until one
+does (a replica that refuses or cannot be reached passes the turn on); the sibling set it returns
+is replicated to the others, and the put answers once W replicas of every group hold it. When
+the put is over, every replica that never acknowledged it gets a hint from this node, if this
+node holds the key. A stamp that comes back after its put was given up on is spread to the key's
 other replicas, as a read repair would.
+
+**Get.** Every replica is asked (this node reads its own storage at once); the get answers with
+the merge once R replicas of every group have replied. Read repair runs when every replica has
+replied or the request timed out, without waiting for acknowledgements; a blocking one writes
+the merge back to the stale replicas of the read quorum before answering, and fails the get if
+one of them cannot take it.
+
+A request fails after ``request_timeout_ms``, or as soon as the replicas it may still hear from
+cannot make its quorum any more.
 """
 
 from __future__ import annotations

@@ -11,15 +11,20 @@ Storage errors
 --------------
 The storage engine raises :class:`~kvcheck.store.storage.StorageError` when it cannot carry out
 a call (a full disk, a damaged file); then nothing changed. Node logic reaches storage only
-through :meth:`Replica.attempt`, which catches it, counts it once in ``storage_errors`` and
-returns :class:`Unavailable` with the reason. What follows depends on who asked:
+through the replica, and every call but one runs inside :meth:`Replica.attempt`, which catches
+the error, counts it once in ``storage_errors`` and returns :class:`Unavailable` with the
+reason. What follows depends on who asked:
 
 - a peer's stamp, replicate or read request is answered ``Rejected`` with the reason, so its
   coordinator knows at once that this replica will not answer (:meth:`Replica.answer`);
 - this node's own part in a request it coordinates (a stamp, a merge, a read) counts as a replica
   that did not answer: the coordinator asks the next candidate, or does without it;
-- background work (handoff, anti-entropy, a pull, serving a pull, building the trees, a sync)
-  gives up this time and tries again later (a pull's round fails, the source's refuses).
+- background work gives up for now: a handoff, an anti-entropy exchange, a sync wait for their
+  next turn, the build of the trees starts again a little later, a pull's round fails (as
+  refused) and starts again, and a source answers ``Rejected`` to the batch asked of it.
+
+The exception is the tombstone purge: no engine fails it (the LSM engine only records the
+cutoff for its compactions), so nothing is caught there.
 """
 
 from __future__ import annotations
