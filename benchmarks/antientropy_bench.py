@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kvcheck.store.antientropy import FANOUT, leaf_of
 from kvcheck.store.config import ClusterConfig
-from kvcheck.store.node import ANTIENTROPY_TIMER
+from kvcheck.store.node import Tick
 from kvcheck.store.sim import Simulation
 from kvcheck.store.storage import LsmStorage, Storage
 from kvcheck.store.versions import stamp
@@ -77,7 +77,7 @@ def main() -> None:
     def rounds(fire: bool) -> None:
         for _ in range(args.rounds):
             if fire:
-                sim.fire("n1", ANTIENTROPY_TIMER)
+                sim.fire("n1", Tick.ANTIENTROPY)
             sim.run_for(0.05)
 
     idle_s = cpu(lambda: rounds(False))  # everything else the cluster does meanwhile

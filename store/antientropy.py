@@ -22,9 +22,9 @@ a storage scan, a snapshot; the build then adds the snapshot's keys a slice at a
 addition commutes, snapshot plus the writes since equals the current state: once the scan is
 done the hashes are exact. Until then the tree is unavailable (:attr:`SharedHashes.ready`).
 
-The comparison protocol (in :mod:`kvcheck.store.node`) walks the two trees from the root, one level
-per message, into the subtrees that differ, and exchanges the keys of differing leaves only: its
-traffic grows with the difference, not with the data.
+The comparison protocol (:mod:`kvcheck.store.antientropy_sessions`) walks the two trees from the
+root, one level per message, into the subtrees that differ, and exchanges the keys of differing
+leaves only: its traffic grows with the difference, not with the data.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class Membership:
         wanted = set(members) | {self.me}
         for node_id in set(self.views) - wanted:
             del self.views[node_id]
-        for node_id in wanted - set(self.views):
+        for node_id in sorted(wanted - set(self.views)):  # the order of check()'s probes
             self.views[node_id] = MemberView(node_id, heard_at=now)
 
     def state(self, node_id: str) -> State:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from kvcheck.store.antientropy import DEPTH, FANOUT, SharedHashes, contribution, leaf_of
 from kvcheck.store.config import ClusterConfig
-from kvcheck.store.node import ANTIENTROPY_TIMER, Written
+from kvcheck.store.node import Tick, Written
 from kvcheck.store.ring import Member, Ring
 from kvcheck.store.sim import Simulation
 from kvcheck.store.storage import MemoryStorage
@@ -131,7 +131,7 @@ def traffic(sim: Simulation) -> dict[str, int]:
 
 def one_round(sim: Simulation) -> dict[str, int]:
     """One round of n1's (the whole tree, with its follow-ups)."""
-    sim.fire("n1", ANTIENTROPY_TIMER)
+    sim.fire("n1", Tick.ANTIENTROPY)
     sim.run_for(2)
     return traffic(sim)
 
@@ -166,7 +166,7 @@ def test_a_delete_reaches_a_replica_that_still_holds_the_value() -> None:
     key = b"key-7"
     value = sim.nodes["n1"].disk.get(key)
     _, deleted = stamp("n1.1", value, join(value), None, 2, 10)
-    sim.nodes["n1"].logic._store(key, deleted, value)
+    sim.nodes["n1"].logic.replica.store(key, deleted, value)
     one_round(sim)
     assert [v.value for v in sim.nodes["n2"].disk.get(key)] == [None]
     assert one_round(sim)["antientropy_repairs_sent"] == traffic(sim)["antientropy_repairs_sent"]
