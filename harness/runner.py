@@ -43,9 +43,6 @@ FINAL_PROCESS_BASE = 1_000_000
 #: Seconds between two samples of every replica's state during the recovery wait.
 SAMPLE_EVERY = 2.0
 
-EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
 
 #: What a node stores, as sampled: for each key ``{"versions": [...]}``, as ``/replica`` shows it.
 _Stored = dict[str, dict[str, list[dict[str, Any]]]]

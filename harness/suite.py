@@ -20,9 +20,9 @@ A suite file::
 Keys are ``kvcheck run`` options without the dashes (``time-limit``, ``w``, ``expect``, ...);
 ``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum = false``). A test
 *passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when it was found invalid
-(exit 1). The suite's exit code is the worst
-over its tests: 0 all passed, 1 a guarantee broke or a canary went quiet, 2 undecided, 255 a
-test could not run; an interrupt stops the suite (130 / 143).
+(exit 1). The suite's exit code is the worst over its tests (:mod:`kvcheck.harness.exitcodes`):
+0 all passed, 1 a guarantee broke or a canary went quiet, 2 undecided, 255 a test could not
+run; an interrupt stops the suite (130 / 143).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from kvcheck.harness.exitcodes import Exit, worst
 
 _OWN_KEYS = {"name", "known-unsafe"}
 
@@ -98,14 +100,11 @@ def load_suite(path: Path, parse_run: Callable[[Sequence[str]], argparse.Namespa
 
 def passed(test: SuiteTest, code: int) -> bool:
     """Whether ``test`` passed, given its ``kvcheck run`` exit code."""
-    return code == (1 if test.known_unsafe else 0)
+    return code == (Exit.INVALID if test.known_unsafe else Exit.VALID)
 
 
-def suite_exit(tests: Sequence[SuiteTest], codes: Sequence[int]) -> int:
-    """The suite's exit code from its tests' run exit codes (module docstring)."""
-    outcome = [0 if passed(t, c) else 1 if c in (0, 1) else c for t, c in zip(tests, codes,
-                                                                            strict=True)]
-    for code in (130, 143, 255, 1, 2):
-        if code in outcome:
-            return code
-    return max(outcome, default=0)
+def suite_exit(tests: Sequence[SuiteTest], codes: Sequence[int]) -> Exit:
+    """The suite's exit code from its tests' run exit codes (module docstring): a test that
+    passed counts as valid, one that decided otherwise as invalid, and the worst code wins."""
+    return worst(Exit.VALID if passed(t, c) else Exit.INVALID if c in (Exit.VALID, Exit.INVALID)
+                 else c for t, c in zip(tests, codes, strict=True))

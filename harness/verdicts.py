@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kvcheck.checkers import CheckResult, Results, Verdict
+from kvcheck.terminal import count, percent, seconds
 
 STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
          Verdict.UNKNOWN: "bold yellow"}
@@ -31,7 +32,7 @@ def print_results(out: Console, results: Results) -> None:
             out.print(f"  [red]{c.checker}: {a.kind}[/]{escape(key)} ops={escape(str(ops))} "
                       f"{escape(a.message)}", highlight=False, soft_wrap=True)
         if len(c.anomalies) > 5:
-            out.print(f"  [dim]... {len(c.anomalies) - 5} more {c.checker} anomalies "
+            out.print(f"  [dim]... {count(len(c.anomalies) - 5)} more {c.checker} anomalies "
                       "in results.json[/]")
 
 
@@ -44,24 +45,25 @@ def anomaly_summary(c: CheckResult) -> str:
 
 
 def notes(c: CheckResult) -> str:
-    """A checker's headline figures in a few words."""
+    """A checker's headline figures in a few words, written for people (``75.8 %``, ``1.2 s``,
+    ``12,345``); ``results.json`` keeps the raw numbers."""
     if c.error:
         return f"crashed: {c.error}"
     f = c.figures
     if c.checker == "linearizable":
-        return f"{f.get('keys')} keys, {f.get('calls')} calls, {f.get('seconds')} s"
+        return (f"{count(f.get('keys'))} keys, {count(f.get('calls'))} calls, "
+                f"{seconds(f.get('seconds'))}")
     if c.checker == "stale-reads":
-        return f"{f.get('stale_reads')}/{f.get('reads')} stale; {f.get('guarantee')}"
+        return (f"{count(f.get('stale_reads'))}/{count(f.get('reads'))} stale; "
+                f"{f.get('guarantee')}")
     if c.checker == "lost-writes":
-        return (f"{f.get('lost')} lost of {f.get('acknowledged')} acknowledged, "
-                f"{f.get('stale')} stale")
+        return (f"{count(f.get('lost'))} lost of {count(f.get('acknowledged'))} acknowledged, "
+                f"{count(f.get('stale'))} stale")
     if c.checker == "convergence":
-        return f.get("note") or (f"{f.get('diverged_keys', 0)} diverged, "
-                                 f"{f.get('final_read_keys_disagreeing')} final-read keys "
-                                 "disagree")
+        return f.get("note") or (f"{count(f.get('diverged_keys', 0))} diverged, "
+                                 f"{count(f.get('final_read_keys_disagreeing'))} final-read "
+                                 "keys disagree")
     if c.checker == "stats":
         avail = f.get("availability", {}).get("overall", {}).get("availability")
-        return f"{f.get('calls')} calls, availability {avail}"
+        return f"{count(f.get('calls'))} calls, availability {percent(avail)}"
     return ""
-
-

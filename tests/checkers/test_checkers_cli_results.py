@@ -149,12 +149,12 @@ def test_cli_missing_path_exits_254(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_cli_crash_exits_255(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
-    from kvcheck.harness import cli
+    from kvcheck.harness.cli import check
 
     def boom(*a: Any, **k: Any) -> Any:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(cli, "check_run", boom)
+    monkeypatch.setattr(check, "check_run", boom)
     d = make_run(tmp_path, stale_history())
     code, _, err = run_cli(["check", str(d)], capsys)
     assert code == 255

@@ -75,7 +75,7 @@ def test_content_hash_frames_each_part() -> None:
 
 def test_the_package_files_are_every_module_of_every_package() -> None:
     files = set(PACKAGE.files)
-    assert {"kvcheck/__init__.py", "kvcheck/__main__.py", "kvcheck/store/cli.py",
+    assert {"kvcheck/__init__.py", "kvcheck/__main__.py", "kvcheck/store/cli/__init__.py",
             "kvcheck/store/storage/engine.py", "kvcheck/harness/image.py"} <= files
     assert all(f.startswith("kvcheck/") for f in files)
     assert not any("__pycache__" in f or "/tests/" in f for f in files)
@@ -113,13 +113,13 @@ def _edit(package: Package, inside: str) -> Package:
 
 
 def _add(package: Package, inside: str) -> Package:
-    path = package.files["kvcheck/store/cli.py"].with_name("new_module.py")
+    path = package.files["kvcheck/store/cli/__init__.py"].with_name("new_module.py")
     path.write_text("X = 1\n")
     return dataclasses.replace(package, files={**package.files, inside: path})
 
 
 @pytest.mark.parametrize("change", [
-    lambda p: _edit(p, "kvcheck/store/cli.py"),
+    lambda p: _edit(p, "kvcheck/store/cli/__init__.py"),
     lambda p: _add(p, "kvcheck/store/new_module.py"),
     lambda p: dataclasses.replace(p, files={k: v for k, v in p.files.items()
                                             if k != "kvcheck/store/ring.py"}),

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from kvcheck.harness import commands
-from kvcheck.harness.cli import main
+from kvcheck.harness.cli import main, run
 from kvcheck.harness.junit import RunRecord
 from kvcheck.harness.suite import SuiteError, SuiteTest, load_suite, suite_exit
 
@@ -36,8 +35,8 @@ leave-running = false
 
 def parse_run(argv: Any) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    commands.add_run(parser.add_subparsers())
-    return parser.parse_args(["run", *argv])
+    run.add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def test_tests_start_from_the_defaults(tmp_path: Path) -> None:
@@ -90,7 +89,7 @@ def test_suite_runs_each_test_and_writes_junit(tmp_path: Path,
         results = {"valid": True, "checkers": {"stats": {"valid": True}}}
         return 0, [RunRecord(args.name, tmp_path, results, known_unsafe)]
 
-    monkeypatch.setattr(commands, "run_tests", fake_run)
+    monkeypatch.setattr(run, "run_tests", fake_run)
     junit = tmp_path / "junit.xml"
     code = main(["suite", str(tmp_path / "s.toml"), "--junit", str(junit),
                  "--histories", str(tmp_path / "h")])

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kvcheck.store.cli import build_parser, node_config
+from kvcheck.store.cli import build_parser
+from kvcheck.store.cli.serve import node_config
 from kvcheck.store.config import Address, ClusterConfig, ConfigError, parse_peers
 
 TOML = """

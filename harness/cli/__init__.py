@@ -1,0 +1,61 @@
+"""The ``kvcheck`` command line: one module per command, sharing :mod:`.options`.
+
+Each command module has ``register(commands)``, which adds its parser with a ``handler``: a
+function of the parsed arguments and the output and error consoles that returns the exit code
+(:mod:`kvcheck.harness.exitcodes`, the one table of every command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from kvcheck import __version__
+from kvcheck.harness.cli import check, cleanup, cluster, image, report, run, serve, suite
+from kvcheck.harness.exitcodes import Exit, describe
+from kvcheck.terminal import console
+
+__all__ = ["build_parser", "main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but bad arguments exit 254 (2 means "unknown" here)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``kvcheck`` parser with every command registered."""
+    parser = _Parser(prog="kvcheck", description="Jepsen-style verification of key-value "
+                     "stores: run tests, check histories.", epilog=describe(),
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in (run, suite, check, report, serve, cluster, image, cleanup):
+        command.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kvcheck`` console script; returns the exit code."""
+    out = console()
+    err = console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help exits 0; errors already exit 254
+        return int(e.code or 0)
+    try:
+        return int(args.handler(args, out, err))
+    except KeyboardInterrupt:
+        err.print("kvcheck: interrupted")
+        return Exit.INTERRUPTED
+    except Exception:
+        err.print("kvcheck: internal error (a bug in kvcheck; please report it):",
+                  markup=False)
+        sys.stderr.write(traceback.format_exc())
+        return Exit.CRASH

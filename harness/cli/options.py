@@ -1,0 +1,115 @@
+"""Options that several ``kvcheck`` commands share, defined once so that they cannot drift.
+
+``kvcheck run`` and ``kvcheck cluster up`` both start a store cluster and take the same cluster
+options (:func:`add_cluster_options`); where their defaults differ, on purpose, :data:`FOR_TESTS`
+and :data:`BY_HAND` sit side by side and each ``--help`` says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import get_args
+
+from kvcheck.harness.spec import TestSpec
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.versions import Versioning
+
+_SPEC = TestSpec.__dataclass_fields__
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterDefaults:
+    """The defaults of the cluster options that differ between commands, with the reason."""
+
+    nodes: int
+    nodes_help: str
+    sloppy_quorum: bool
+    sloppy_quorum_help: str
+
+
+#: ``kvcheck run``: a test, judged against the guarantee its configuration promises.
+FOR_TESTS = ClusterDefaults(
+    nodes=_SPEC["nodes"].default,
+    nodes_help="cluster size (default: %(default)s)",
+    sloppy_quorum=_SPEC["sloppy_quorum"].default,
+    sloppy_quorum_help="sloppy quorums with hinted handoff. Default: off, unlike the store: "
+    "with strict quorums and W + R > N a test expects no stale reads, which it can check; "
+    "with sloppy quorums it expects only eventual convergence (docs/running.md)")
+
+#: ``kvcheck cluster up``: a cluster to use by hand, configured as the store runs by default.
+BY_HAND = ClusterDefaults(
+    nodes=ClusterConfig().n,
+    nodes_help="nodes to start with (default: %(default)s, one per replica of a key)",
+    sloppy_quorum=ClusterConfig().sloppy_quorum,
+    sloppy_quorum_help="sloppy quorums with hinted handoff. Default: on, as the store runs by "
+    "default (kvcheck run defaults to off, so that a test with W + R > N can expect no stale "
+    "reads)")
+
+
+def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaults) -> None:
+    """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning`` and ``--sloppy-quorum``."""
+    parser.add_argument("--nodes", type=int, default=defaults.nodes, help=defaults.nodes_help)
+    parser.add_argument("--n", type=int, default=_SPEC["n"].default,
+                        help="replicas per key (default: %(default)s)")
+    parser.add_argument("--w", type=int, default=_SPEC["w"].default,
+                        help="write quorum (default: %(default)s)")
+    parser.add_argument("--r", type=int, default=_SPEC["r"].default,
+                        help="read quorum (default: %(default)s)")
+    parser.add_argument("--versioning", choices=get_args(Versioning),
+                        default=_SPEC["versioning"].default,
+                        help="vclock: siblings; lww: last write wins, by wall clock "
+                        "(default: %(default)s)")
+    parser.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction,
+                        default=defaults.sloppy_quorum, help=defaults.sloppy_quorum_help)
+
+
+def add_histories(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--histories DIR`` (default ``histories``, relative to where kvcheck runs)."""
+    parser.add_argument("--histories", type=Path, default=Path("histories"), metavar="DIR",
+                        help=help)
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    """How many client workers: a number, or so many per node (Jepsen's ``2n``)."""
+
+    count: int
+    per_node: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Concurrency:
+        """``8`` or ``2n``. Raises argparse.ArgumentTypeError for anything else."""
+        match = re.fullmatch(r"\s*(\d+)\s*(n?)\s*", text)
+        if not match:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of workers, or Nn for N per node (like 2n), not {text!r}")
+        return cls(int(match[1]), per_node=bool(match[2]))
+
+    def workers(self, nodes: int) -> int:
+        """The number of workers for a cluster of ``nodes``."""
+        return self.count * nodes if self.per_node else self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}n" if self.per_node else str(self.count)
+
+
+def add_concurrency(parser: argparse.ArgumentParser) -> None:
+    """``--concurrency 8`` (in all) or ``--concurrency 2n`` (per node); not given, the test's
+    default (two per node)."""
+    parser.add_argument("--concurrency", type=Concurrency.parse, default=None, metavar="N|Nn",
+                        help="client workers: a number (8), or Nn for N per node (3n); "
+                        "default: two per node")
+
+
+def positive_float(text: str) -> float:
+    """A number above zero. Raises argparse.ArgumentTypeError otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value

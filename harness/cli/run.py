@@ -1,0 +1,215 @@
+"""``kvcheck run``: start a cluster, drive clients while the nemesis breaks things, check.
+
+Its exit code is the verdict (:mod:`kvcheck.harness.exitcodes`); with ``--test-count`` the
+worst of the runs. ``kvcheck suite`` runs its tests through :func:`run_tests`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any, get_args
+
+import trio
+from rich.console import Console
+from rich.live import Live
+
+from kvcheck.checkers import Results, check_run
+from kvcheck.harness.backend import BackendError
+from kvcheck.harness.cli.options import (
+    FOR_TESTS,
+    add_cluster_options,
+    add_concurrency,
+    add_histories,
+)
+from kvcheck.harness.docker_cluster import DockerCluster
+from kvcheck.harness.engine import EngineUnavailable, connect
+from kvcheck.harness.exitcodes import Exit, worst
+from kvcheck.harness.image import ImageError, ensure_image
+from kvcheck.harness.junit import RunRecord, write_junit
+from kvcheck.harness.package import PackageError
+from kvcheck.harness.report import write_report
+from kvcheck.harness.runner import Interrupted, Progress, Runner, new_run_dir
+from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
+from kvcheck.harness.verdicts import STYLE, WORD, print_results
+from kvcheck.terminal import count, seconds
+
+_SPEC = TestSpec.__dataclass_fields__
+
+
+def register(commands: Any) -> None:
+    """Add ``run`` to the ``kvcheck`` subcommands ``commands``."""
+    p = commands.add_parser("run", help="run a test against a store cluster in Docker",
+                            description="Start a cluster of store containers, drive clients "
+                            "against it while the nemesis breaks things, heal, check the "
+                            "history. Exit code: the verdict (docs/running.md).")
+    add_arguments(p)
+    p.set_defaults(handler=_run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``kvcheck run`` (also what each test of a suite file may set)."""
+    p.add_argument("--name", default=_SPEC["name"].default,
+                   help="test name: runs go to DIR/NAME/TIMESTAMP/ of --histories "
+                   "(default: %(default)s)")
+    add_cluster_options(p, FOR_TESTS)
+    add_concurrency(p)
+    p.add_argument("--rate", type=float, default=_SPEC["rate"].default,
+                   help="operations per second, all workers together (default: %(default)g)")
+    p.add_argument("--time-limit", type=float, default=_SPEC["time_limit"].default,
+                   metavar="SECONDS", help="seconds of client load (default: %(default)g)")
+    p.add_argument("--workload", choices=get_args(Workload), default=_SPEC["workload"].default,
+                   help="register: reads and unique writes; set: adds by read-modify-write "
+                   "(default: %(default)s)")
+    p.add_argument("--nemesis", default=",".join(_SPEC["nemesis"].default),
+                   help="comma list of partition, kill, pause, clock, packet, membership; "
+                   "or none (default: %(default)s)")
+    p.add_argument("--nemesis-interval", type=float, default=_SPEC["nemesis_interval"].default,
+                   metavar="SECONDS",
+                   help="seconds between faults, and how long each lasts (default: %(default)g)")
+    p.add_argument("--recovery-time", type=float, default=_SPEC["recovery_time"].default,
+                   metavar="SECONDS", help="seconds to wait after healing before the final "
+                   "reads (default: %(default)g)")
+    p.add_argument("--expect", choices=GUARANTEES, default=_SPEC["expect"].default,
+                   help="the guarantee to judge (default: derived from n, w, r and "
+                   "--sloppy-quorum)")
+    p.add_argument("--seed", type=int, help="random seed (default: random, recorded)")
+    p.add_argument("--test-count", type=int, default=1,
+                   help="run the test this many times, seeds SEED, SEED+1, ... "
+                   "(default: %(default)s)")
+    p.add_argument("--leave-running", action=argparse.BooleanOptionalAction,
+                   default=_SPEC["leave_running"].default,
+                   help="keep the cluster after the test (remove it with kvcheck cleanup)")
+    add_histories(p, "where run directories go (default: %(default)s)")
+    p.add_argument("--junit", type=Path, metavar="FILE",
+                   help="also write a JUnit XML file: one test case per checker")
+
+
+def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
+    """The spec for the ``index``-th test of this command. Raises SpecError."""
+    given: dict[str, Any] = {}
+    if args.seed is not None:
+        given["seed"] = args.seed + index
+    if args.concurrency is not None:
+        given["concurrency"] = args.concurrency.workers(args.nodes)
+    return TestSpec(
+        name=args.name, nodes=args.nodes, rate=args.rate, time_limit=args.time_limit,
+        workload=args.workload,
+        nemesis=tuple(k.strip() for k in args.nemesis.split(",") if k.strip()),
+        nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
+        n=args.n, w=args.w, r=args.r, versioning=args.versioning,
+        sloppy_quorum=args.sloppy_quorum, expect=args.expect,
+        leave_running=args.leave_running, **given)
+
+
+def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    code, records = run_tests(args, out, err)
+    if args.junit and records:
+        out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
+    return code
+
+
+def run_tests(args: argparse.Namespace, out: Console, err: Console,
+              known_unsafe: bool = False) -> tuple[Exit, list[RunRecord]]:
+    """Run the tests ``args`` describe; return the worst exit code and a record of each run
+    (none for bad arguments). An interrupt stops after the run it interrupted."""
+    try:
+        specs = [spec_from(args, i) for i in range(max(1, args.test_count))]
+    except SpecError as exc:
+        err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+        return Exit.USAGE, []
+    try:
+        args.histories.mkdir(parents=True, exist_ok=True)
+        if not os.access(args.histories, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        err.print(f"[bold red]kvcheck run:[/] cannot keep runs in {args.histories}: "
+                  f"{exc.strerror or exc}; choose another place with --histories",
+                  highlight=False)
+        return Exit.USAGE, []
+    try:
+        client = connect()
+        image = ensure_image(client, progress=lambda line: err.print(
+            line, style="dim", markup=False, highlight=False))
+    except (EngineUnavailable, ImageError, PackageError) as exc:
+        err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+        return Exit.CRASH, [RunRecord(s.name, args.histories, None, known_unsafe, Exit.CRASH)
+                            for s in specs]
+    codes, records = [], []
+    for spec in specs:
+        code, results, run_dir = _run_one(spec, client, image, args.histories, out, err)
+        codes.append(code)
+        records.append(RunRecord(spec.name, run_dir, results and results.to_json(),
+                                 known_unsafe, code))
+        if code in (Exit.INTERRUPTED, Exit.TERMINATED):
+            break
+    return worst(codes), records
+
+
+def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Console,
+             err: Console) -> tuple[Exit, Results | None, Path]:
+    """Run one test; return its exit code, its results (None if it did not finish) and dir."""
+    run_dir, run_id = new_run_dir(histories, spec.name)
+    backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(), run_dir)
+    runner = Runner(spec, backend, run_dir)
+    out.print(f"[bold]{spec.name}[/]: {spec.nodes} nodes, N={spec.n} W={spec.w} R={spec.r} "
+              f"{spec.versioning}, {spec.workload} workload, nemesis "
+              f"{','.join(spec.nemesis) or 'none'}, seed {spec.seed} → {run_dir}",
+              highlight=False)
+    try:
+        trio.run(runner.run, _view(out))
+    except Interrupted as exc:
+        err.print(f"kvcheck run: {exc}; the cluster was torn down. The history so far is in "
+                  f"{run_dir}", highlight=False)
+        return Exit.of_signal(exc.signum), None, run_dir
+    except BackendError as exc:
+        err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+        return Exit.CRASH, None, run_dir
+    if spec.leave_running:
+        addresses = ", ".join(f"{n}={':'.join(map(str, backend.address(n)))}"
+                              for n in backend.nodes)
+        out.print(f"cluster left running ({addresses}); remove it with kvcheck cleanup")
+    results = check_run(run_dir)
+    write_report(run_dir)
+    _summarise(out, spec, results, run_dir)
+    if runner.crashed:
+        err.print(f"[bold red]kvcheck run:[/] the store crashed on "
+                  f"{', '.join(sorted(set(runner.crashed)))} during the test (it exited by "
+                  f"itself; see nodes/<node>/kvstore.log in {run_dir}): invalid", highlight=False)
+        return Exit.INVALID, results, run_dir
+    return Exit.of(results.valid), results, run_dir
+
+
+def progress_line(progress: Progress, now: float) -> str:
+    """The live view's line at monotonic time ``now``: phase, time, op counts, faults."""
+    counts = progress.history.counts if progress.history else {}
+    faults = "; ".join(progress.faults) or "none"
+    return (f"{progress.phase} · {seconds(int(now - progress.started))} · "
+            f"ok {count(counts.get('ok', 0))} fail {count(counts.get('fail', 0))} "
+            f"info {count(counts.get('info', 0))} · faults: {faults}")
+
+
+def _view(out: Console) -> Any:
+    """The live view: a status line that redraws on a terminal, a log line every 10 s in CI."""
+
+    async def view(progress: Progress) -> None:
+        if not out.is_terminal:
+            while True:
+                await trio.sleep(10)
+                out.print(progress_line(progress, time.monotonic()), highlight=False)
+        with Live(console=out, refresh_per_second=4, transient=True) as live:
+            while True:
+                live.update(progress_line(progress, time.monotonic()))
+                await trio.sleep(0.25)
+
+    return view
+
+
+def _summarise(out: Console, spec: TestSpec, results: Results, run_dir: Path) -> None:
+    out.print(f"expected guarantee: [bold]{spec.guarantee}[/]", highlight=False)
+    print_results(out, results)
+    out.print(f"verdict: [{STYLE[results.valid]}]{WORD[results.valid]}[/]  ·  "
+              f"report: {run_dir / 'report.html'}", highlight=False)
