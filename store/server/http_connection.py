@@ -66,8 +66,9 @@ class _TooLarge(Exception):
 
 async def serve_http(stream: trio.abc.Stream, data: bytes, handler: Handler) -> None:
     """Answer the requests on ``stream`` with ``handler`` until the connection is to close.
-    ``data`` is what was already received. The caller closes ``stream``; errors of the stream
-    itself (OSError, trio.BrokenResourceError) propagate."""
+    ``data`` is what was already received, at least one byte (h11 reads no bytes as the end of
+    the connection). The caller closes ``stream``; errors of the stream itself (OSError,
+    trio.BrokenResourceError) propagate."""
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HTTP_HEAD)
     conn.receive_data(data)
     while True:
