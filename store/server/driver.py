@@ -102,7 +102,7 @@ class Server:
         self._sync_wanted = trio.Event()
         self._waiting: dict[int, _Waiter] = {}
         self._next_request = 0
-        self.started = time.monotonic()
+        self.started_at = time.monotonic()  # /status counts uptime from it
 
     # -- running --
 

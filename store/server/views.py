@@ -44,7 +44,7 @@ def status(server: Server) -> dict[str, Any]:
         "address": str(me.address),
         "zone": me.zone,
         "wall_clock_ms": time.time_ns() // 1_000_000,
-        "uptime_s": round(time.monotonic() - server.started, 3),
+        "uptime_s": round(time.monotonic() - server.started_at, 3),
         "cluster": asdict(cluster),
         "ring": {
             "vnodes_per_weight": cluster.vnodes_per_weight,
