@@ -56,9 +56,7 @@ class _Link:
     __slots__ = ("connected", "inbox", "outbox", "scope")
 
     def __init__(self) -> None:
-        self.outbox: trio.MemorySendChannel[Message]
-        self.inbox: trio.MemoryReceiveChannel[Message]
-        self.outbox, self.inbox = trio.open_memory_channel(OUTBOX_SIZE)
+        self.outbox, self.inbox = trio.open_memory_channel[Message](OUTBOX_SIZE)
         #: True connected, False down, None the first connection is being made (messages wait
         #: for it, so a member that just appeared misses nothing sent to it)
         self.connected: bool | None = None
