@@ -36,7 +36,7 @@ class Exit(enum.IntEnum):
     @classmethod
     def of_signal(cls, signum: int) -> Exit:
         """The exit code of a run stopped by ``signum`` (SIGINT or SIGTERM; KeyError else)."""
-        return _OF_SIGNAL[signum]
+        return _OF_SIGNAL[signal.Signals(signum)]
 
 
 _OF_VERDICT = {Verdict.VALID: Exit.VALID, Verdict.INVALID: Exit.INVALID,

@@ -17,7 +17,8 @@ from kvcheck.harness.spec import TestSpec
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.versions import Versioning
 
-_SPEC = TestSpec.__dataclass_fields__
+#: The defaults of every option a test specification takes.
+SPEC_DEFAULTS = TestSpec()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +33,9 @@ class ClusterDefaults:
 
 #: ``kvcheck run``: a test, judged against the guarantee its configuration promises.
 FOR_TESTS = ClusterDefaults(
-    nodes=_SPEC["nodes"].default,
+    nodes=SPEC_DEFAULTS.nodes,
     nodes_help="cluster size (default: %(default)s)",
-    sloppy_quorum=_SPEC["sloppy_quorum"].default,
+    sloppy_quorum=SPEC_DEFAULTS.sloppy_quorum,
     sloppy_quorum_help="sloppy quorums with hinted handoff. Default: off, unlike the store: "
     "with strict quorums and W + R > N a test expects no stale reads, which it can check; "
     "with sloppy quorums it expects only eventual convergence (docs/running.md)")
@@ -52,14 +53,14 @@ BY_HAND = ClusterDefaults(
 def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaults) -> None:
     """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning`` and ``--sloppy-quorum``."""
     parser.add_argument("--nodes", type=int, default=defaults.nodes, help=defaults.nodes_help)
-    parser.add_argument("--n", type=int, default=_SPEC["n"].default,
+    parser.add_argument("--n", type=int, default=SPEC_DEFAULTS.n,
                         help="replicas per key (default: %(default)s)")
-    parser.add_argument("--w", type=int, default=_SPEC["w"].default,
+    parser.add_argument("--w", type=int, default=SPEC_DEFAULTS.w,
                         help="write quorum (default: %(default)s)")
-    parser.add_argument("--r", type=int, default=_SPEC["r"].default,
+    parser.add_argument("--r", type=int, default=SPEC_DEFAULTS.r,
                         help="read quorum (default: %(default)s)")
     parser.add_argument("--versioning", choices=get_args(Versioning),
-                        default=_SPEC["versioning"].default,
+                        default=SPEC_DEFAULTS.versioning,
                         help="vclock: siblings; lww: last write wins, by wall clock "
                         "(default: %(default)s)")
     parser.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction,

@@ -21,6 +21,7 @@ from kvcheck.checkers import Results, check_run
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.cli.options import (
     FOR_TESTS,
+    SPEC_DEFAULTS,
     add_cluster_options,
     add_concurrency,
     add_histories,
@@ -37,8 +38,6 @@ from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
 from kvcheck.terminal import count, seconds
 
-_SPEC = TestSpec.__dataclass_fields__
-
 
 def register(commands: Any) -> None:
     """Add ``run`` to the ``kvcheck`` subcommands ``commands``."""
@@ -52,28 +51,28 @@ def register(commands: Any) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``kvcheck run`` (also what each test of a suite file may set)."""
-    p.add_argument("--name", default=_SPEC["name"].default,
+    p.add_argument("--name", default=SPEC_DEFAULTS.name,
                    help="test name: runs go to DIR/NAME/TIMESTAMP/ of --histories "
                    "(default: %(default)s)")
     add_cluster_options(p, FOR_TESTS)
     add_concurrency(p)
-    p.add_argument("--rate", type=float, default=_SPEC["rate"].default,
+    p.add_argument("--rate", type=float, default=SPEC_DEFAULTS.rate,
                    help="operations per second, all workers together (default: %(default)g)")
-    p.add_argument("--time-limit", type=float, default=_SPEC["time_limit"].default,
+    p.add_argument("--time-limit", type=float, default=SPEC_DEFAULTS.time_limit,
                    metavar="SECONDS", help="seconds of client load (default: %(default)g)")
-    p.add_argument("--workload", choices=get_args(Workload), default=_SPEC["workload"].default,
+    p.add_argument("--workload", choices=get_args(Workload), default=SPEC_DEFAULTS.workload,
                    help="register: reads and unique writes; set: adds by read-modify-write "
                    "(default: %(default)s)")
-    p.add_argument("--nemesis", default=",".join(_SPEC["nemesis"].default),
+    p.add_argument("--nemesis", default=",".join(SPEC_DEFAULTS.nemesis),
                    help="comma list of partition, kill, pause, clock, packet, membership; "
                    "or none (default: %(default)s)")
-    p.add_argument("--nemesis-interval", type=float, default=_SPEC["nemesis_interval"].default,
+    p.add_argument("--nemesis-interval", type=float, default=SPEC_DEFAULTS.nemesis_interval,
                    metavar="SECONDS",
                    help="seconds between faults, and how long each lasts (default: %(default)g)")
-    p.add_argument("--recovery-time", type=float, default=_SPEC["recovery_time"].default,
+    p.add_argument("--recovery-time", type=float, default=SPEC_DEFAULTS.recovery_time,
                    metavar="SECONDS", help="seconds to wait after healing before the final "
                    "reads (default: %(default)g)")
-    p.add_argument("--expect", choices=GUARANTEES, default=_SPEC["expect"].default,
+    p.add_argument("--expect", choices=GUARANTEES, default=SPEC_DEFAULTS.expect,
                    help="the guarantee to judge (default: derived from n, w, r and "
                    "--sloppy-quorum)")
     p.add_argument("--seed", type=int, help="random seed (default: random, recorded)")
@@ -81,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the test this many times, seeds SEED, SEED+1, ... "
                    "(default: %(default)s)")
     p.add_argument("--leave-running", action=argparse.BooleanOptionalAction,
-                   default=_SPEC["leave_running"].default,
+                   default=SPEC_DEFAULTS.leave_running,
                    help="keep the cluster after the test (remove it with kvcheck cleanup)")
     add_histories(p, "where run directories go (default: %(default)s)")
     p.add_argument("--junit", type=Path, metavar="FILE",
@@ -142,7 +141,7 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
     for spec in specs:
         code, results, run_dir = _run_one(spec, client, image, args.histories, out, err)
         codes.append(code)
-        records.append(RunRecord(spec.name, run_dir, results and results.to_json(),
+        records.append(RunRecord(spec.name, run_dir, results.to_json() if results else None,
                                  known_unsafe, code))
         if code in (Exit.INTERRUPTED, Exit.TERMINATED):
             break

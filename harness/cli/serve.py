@@ -35,7 +35,7 @@ def _serve(args: argparse.Namespace, out: Console, err: Console) -> int:
         err.print(f"kvcheck serve: cannot listen on {args.host}:{args.port}: {exc}",
                   markup=False)
         return Exit.USAGE
-    host, port = server.server_address[:2]
+    host, port = server.socket.getsockname()[:2]
     out.print(f"serving {args.histories} on http://{host}:{port}/ (Ctrl-C stops)",
               markup=False, highlight=False)
     with server:

@@ -69,9 +69,9 @@ def _suite(args: argparse.Namespace, out: Console, err: Console) -> int:
     ran = tests[:len(codes)]
     if args.junit:
         out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
-    for t, code in zip(ran, codes, strict=True):
-        word = "[green]passed[/]" if passed(t, code) else "[bold red]FAILED[/]"
-        out.print(f"{word} {escape(t.name)} (exit {code})", highlight=False)
+    for t, outcome in zip(ran, codes, strict=True):
+        word = "[green]passed[/]" if passed(t, outcome) else "[bold red]FAILED[/]"
+        out.print(f"{word} {escape(t.name)} (exit {outcome})", highlight=False)
     return suite_exit(ran, codes)
 
 

@@ -68,9 +68,9 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     node_id = args.node_id or raw.get("node_id")
     listen = args.listen or raw.get("listen")
     data_dir = args.data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
-    missing = [flag for flag, value in (("--node-id", node_id), ("--listen", listen),
-                                        ("--data-dir", data_dir)) if not value]
-    if missing:
+    if not (node_id and listen and data_dir):
+        missing = [flag for flag, value in (("--node-id", node_id), ("--listen", listen),
+                                            ("--data-dir", data_dir)) if not value]
         raise ConfigError(f"missing {', '.join(missing)} (as flags or in --config)")
     peers = parse_peers(args.peers) if args.peers else peers_from_mapping(raw.get("peers", {}))
     join = args.join or raw.get("join")
