@@ -22,7 +22,11 @@ RESULTS_FORMAT_VERSION = 1
 
 
 class Verdict(enum.Enum):
-    """Whether the store kept a promise: yes, no, or undecided (out of budget, no data, crash)."""
+    """Whether the store kept a promise: yes, no, or undecided (out of budget, no data, crash).
+
+    A verdict's value is its word, the one spelling every output uses (a terminal may shout
+    ``INVALID``, derived from it); ``results.json`` writes it as :meth:`to_json` says.
+    """
 
     VALID = "valid"
     INVALID = "invalid"
@@ -46,6 +50,14 @@ class Verdict(enum.Enum):
         if value == "unknown":
             return cls.UNKNOWN
         raise ValueError(f"not a verdict: {value!r}")
+
+    @classmethod
+    def read(cls, value: object) -> Verdict:
+        """:meth:`from_json` for a file that may be damaged: anything else is UNKNOWN."""
+        try:
+            return cls.from_json(value)
+        except ValueError:
+            return cls.UNKNOWN
 
     @property
     def exit_code(self) -> int:

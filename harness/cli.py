@@ -61,10 +61,6 @@ EXIT_VALID, EXIT_INVALID, EXIT_UNKNOWN = 0, 1, 2
 EXIT_USAGE = 254
 EXIT_CRASH = 255
 
-_STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
-          Verdict.UNKNOWN: "bold yellow"}
-_WORD = {Verdict.VALID: "valid", Verdict.INVALID: "INVALID", Verdict.UNKNOWN: "unknown"}
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but bad arguments exit 254 (2 means "unknown" here)."""

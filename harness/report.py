@@ -23,7 +23,6 @@ from kvcheck.harness.report_assets import SCRIPT, STYLE
 from kvcheck.harness.report_data import load_run, text
 from kvcheck.harness.verdicts import notes
 
-_WORDS = {Verdict.VALID: "valid", Verdict.INVALID: "invalid", Verdict.UNKNOWN: "unknown"}
 _CONFIG = ("nodes", "n", "w", "r", "sloppy_quorum", "versioning", "workload", "nemesis",
            "nemesis_interval", "seed", "time_limit", "rate", "concurrency", "recovery_time",
            "backend")
@@ -56,8 +55,8 @@ def _e(value: Any) -> str:
 
 
 def _verdict(valid: Any) -> str:
-    v = Verdict.from_json(valid) if valid in (True, False, "unknown") else Verdict.UNKNOWN
-    return f'<span class="verdict {_WORDS[v]}">{_WORDS[v]}</span>'
+    word = Verdict.read(valid).value
+    return f'<span class="verdict {word}">{word}</span>'
 
 
 def _config(test: Mapping[str, Any]) -> str:
@@ -69,8 +68,7 @@ def _config(test: Mapping[str, Any]) -> str:
 def _headline(name: str, check: Mapping[str, Any]) -> str:
     figures = check.get("figures")
     try:
-        result = CheckResult(str(check.get("checker", name)),
-                             Verdict.from_json(check.get("valid", "unknown")),
+        result = CheckResult(str(check.get("checker", name)), Verdict.read(check.get("valid")),
                              figures if isinstance(figures, dict) else {},
                              error=check.get("error"))
         return notes(result)

@@ -10,7 +10,8 @@ from kvcheck.checkers import CheckResult, Results, Verdict
 
 STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
          Verdict.UNKNOWN: "bold yellow"}
-WORD = {Verdict.VALID: "valid", Verdict.INVALID: "INVALID", Verdict.UNKNOWN: "unknown"}
+# The verdict's own word; INVALID in capitals, for emphasis.
+WORD = {v: v.value.upper() if v is Verdict.INVALID else v.value for v in Verdict}
 
 
 def print_results(out: Console, results: Results) -> None:
