@@ -15,18 +15,25 @@ from typing import Any
 from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
 from kvcheck.checkers.result import CheckResult, Verdict
 
+#: The quantiles every checker and the report give, by name.
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 
 
+def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-quantile (0 < q <= 1) of ascending, non-empty ``sorted_values``:
+    the smallest value that at least a ``q`` share of the values do not exceed. This is the
+    one definition of a quantile in kvcheck; raises ``IndexError`` when there are no values."""
+    n = len(sorted_values)
+    return sorted_values[max(0, min(n - 1, math.ceil(q * n) - 1))]
+
+
 def quantiles(values: Iterable[float]) -> dict[str, float | None]:
-    """Nearest-rank p50/p95/p99/max (and count) of ``values``; ``None`` when there are none."""
+    """:func:`nearest_rank` p50/p95/p99/max (and count) of ``values``; ``None`` when there
+    are none."""
     xs = sorted(values)
     out: dict[str, Any] = {"count": len(xs)}
     for name, q in QUANTILES:
-        if not xs:
-            out[name] = None
-        else:
-            out[name] = xs[max(0, min(len(xs) - 1, math.ceil(q * len(xs)) - 1))]
+        out[name] = nearest_rank(xs, q) if xs else None
     return out
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from kvcheck.checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
 from kvcheck.checkers.history import NEMESIS
+from kvcheck.checkers.stats import ns_quantiles_ms
 
 MAX_DRAWN = 10_000
 MAX_ANOMALIES = 50
@@ -168,15 +169,12 @@ def _bucket_width(end_ms: float) -> float:
     return float(math.ceil(raw / 60_000) * 60_000)
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
-    """Every call's latency quantiles (by invocation) and completions per second (by type)."""
+    """Per time bucket: the latency quantiles of the ok and failed calls invoked in it (as the
+    stats checker defines them) and the completions per second, by type."""
     width = _bucket_width(_ms(end_ns))
     n = int(_ms(end_ns) // width) + 1
-    latencies: list[list[float]] = [[] for _ in range(n)]
+    latencies: list[list[int]] = [[] for _ in range(n)]
     done = {t: [0] * n for t in TYPES}
     for c in calls:
         if c.complete is None:
@@ -185,11 +183,12 @@ def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
         done[c.type][b] += 1
         if c.type in ("ok", "fail"):
             latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(
-                (c.complete.time - c.invoke.time) / 1e6)
+                c.complete.time - c.invoke.time)
     out: dict[str, Any] = {"width": width, "per_second": {
         t: [round(v * 1000 / width, 2) for v in done[t]] for t in TYPES}}
-    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        out[name] = [round(_quantile(sorted(ls), q), 3) if ls else None for ls in latencies]
+    per_bucket = [ns_quantiles_ms(ls) for ls in latencies]
+    for name in ("p50", "p95", "p99"):
+        out[name] = [q[name] for q in per_bucket]
     return out
 
 
