@@ -123,7 +123,7 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
         "ok_per_second_peak": max(buckets.values(), default=0),
         "ok_per_second_min": min(buckets.values(), default=0) if buckets else 0,
         "seconds": round(duration_ns / 1e9, 3),
-        # ok completions in each second of the test (the report plots it); capped in length
+        # ok completions in each second of the test, capped in length
         "ok_per_second_series": [buckets.get(i, 0)
                                  for i in range(min(max(buckets, default=-1) + 1, 100_000))],
     }

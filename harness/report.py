@@ -115,11 +115,10 @@ def _convergence(conv: Mapping[str, Any]) -> str:
     for row in conv["keys"]:
         cells = "".join(f'<td class="cell c{html.escape(row["cells"][n] or "x")}">'
                         f'{html.escape(row["cells"][n])}</td>' for n in nodes)
-        after = row["after_ms"]
-        state = ((f"agreed {after / 1000:.2f} s after the heal" if after is not None
-                  else "agreed") if row["converged"] else "<b class=error>diverged</b>")
-        reads = "" if row["final_reads_agree"] else " · <b class=error>final reads disagree</b>"
-        rows.append(f"<tr><th>{html.escape(row['key'])}</th>{cells}<td>{state}{reads}</td></tr>")
+        reads = (" · <b class=error>final reads disagree</b>"
+                 if row["final_reads"] == "disagree" else "")
+        rows.append(f"<tr><th>{html.escape(row['key'])}</th>{cells}"
+                    f"<td>{_key_convergence(row)}{reads}</td></tr>")
     shown = (f" Showing {len(conv['keys'])} of {conv['total']} keys, diverged first."
              if conv["total"] > len(conv["keys"]) else "")
     return (f"<p>Last of {conv['samples']} samples: each replica's versions as a letter (same "
@@ -127,6 +126,18 @@ def _convergence(conv: Mapping[str, Any]) -> str:
             f"asked, blank is not a replica.{shown}</p>"
             f"<table class=convergence><tr><th>key</th>{head}<th></th></tr>{''.join(rows)}"
             "</table>")
+
+
+def _key_convergence(row: Mapping[str, Any]) -> str:
+    """The convergence checker's judgement of one key's replicas, in words."""
+    state, after = row["replicas"], row["after_ms"]
+    if state == "converged":
+        return f"agreed {after / 1000:.2f} s after the heal" if after is not None else "agreed"
+    if state == "diverged":
+        return "<b class=error>diverged</b>"
+    if state == "undecided":
+        return "undecided: a replica could not be asked"
+    return "not judged: no convergence result in results.json"
 
 
 def _links(links: list[str]) -> str:

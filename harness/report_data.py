@@ -1,9 +1,14 @@
-"""What a run's report shows, computed from the run directory's files alone.
+"""What a run's report shows, gathered from the run directory's files alone.
 
 :func:`load_run` reads ``test.json``, ``results.json``, ``history.jsonl`` and ``final-state.json``
 and returns one JSON-able dict (the page's data): calls to draw, per-bucket latency quantiles and
-throughput, nemesis windows, anomalies with the calls of their key around them, and per-key,
-per-node convergence. Times are milliseconds since the test started.
+throughput, nemesis windows, anomalies with the calls of their key around them, and each key's
+replicas per node. Times are milliseconds since the test started.
+
+What a checker decides -- verdicts, anomalies, their counts, figures, whether and when a key
+converged -- is read from ``results.json``, never worked out again here; the history and the
+final state only supply what is drawn (with the checkers' own definitions: quantiles, fault
+windows, which replicas agree).
 
 Big histories are thinned, never silently: at most :data:`MAX_DRAWN` calls are drawn (every
 failed, indeterminate and anomalous call first, then an even sample of the ok ones) and
@@ -19,7 +24,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kvcheck.checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
+from kvcheck.checkers import (
+    Call,
+    HistoryError,
+    nemesis_windows,
+    pair_calls,
+    read_final_state,
+    read_history,
+)
+from kvcheck.checkers.convergence import ABSENT, replica_holders, replica_versions
 from kvcheck.checkers.history import NEMESIS
 from kvcheck.checkers.stats import ns_quantiles_ms
 
@@ -73,7 +86,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     data["anomalies"] = anomalies
     data["anomalies_total"] = sum(len(c.get("anomalies", []))
                                   for c in results.get("checkers", {}).values())
-    data["convergence"] = _convergence(run_dir, ops, data["problems"])
+    data["convergence"] = _convergence(run_dir, results, data["problems"])
     return data
 
 
@@ -230,72 +243,44 @@ def _key_window(anomaly: dict[str, Any], calls: Sequence[Call], by_index: Mappin
         "node": text(calls[i].invoke.node), "marked": i in mine} for i in keep]
 
 
-def _canon(replica: Mapping[str, Any] | None) -> str | None:
-    """Comparable form of one replica's versions (None: lacks the key)."""
-    if not replica:
-        return None
-    if "digest" in replica:
-        return "digest:" + str(replica["digest"])
-    versions = replica.get("versions") or []
-    return json.dumps(sorted(json.dumps(v, sort_keys=True) for v in versions)) if versions else None
-
-
-def _convergence(run_dir: Path, ops: Sequence[Any], problems: list[str]) -> dict[str, Any]:
-    """Per key: each node's replica as a class letter in the last sample, and time to agree."""
+def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]
+                 ) -> dict[str, Any]:
+    """Per key of the final state: each node's replica in the last sample as a class letter
+    (same letter, same versions, as the convergence checker compares them), and the checker's
+    judgement of the key from ``results.json`` (``None`` where it did not judge it)."""
     path = run_dir / "final-state.json"
     if not path.exists():
         return {"nodes": [], "keys": []}
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        samples = state["samples"]
-        last = samples[-1]["nodes"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        problems.append(f"final-state.json: {exc}")
+        state = read_final_state(path)
+    except HistoryError as exc:
+        problems.append(str(exc))
         return {"nodes": [], "keys": []}
-    heal = state.get("heal_time")
-    if heal is None:
-        heals = [op.time for op in ops if op.process == NEMESIS and op.type != "invoke"
-                 and (op.f == "heal" or op.f.startswith("stop"))]
-        heal = heals[-1] if heals else samples[0]["time"]
+    samples = state["samples"]
+    last = samples[-1]["nodes"]
     replicas = state.get("replicas") or {}
+    figures = (results.get("checkers", {}).get("convergence") or {}).get("figures") or {}
+    judged = figures.get("by_key") or {}
     nodes = sorted(last)
-    keys = sorted({k for s in samples for n in s["nodes"].values() if n for k in n},
+    keys = sorted(set(replicas) | {k for s in samples for n in s["nodes"].values() if n for k in n},
                   key=lambda k: (k not in replicas, k))
-    finals: dict[str, set[str]] = defaultdict(set)
-    for op in ops:
-        if op.type == "ok" and op.final and op.f == "read":
-            finals[str(op.key)].add(json.dumps(op.value, sort_keys=True, default=str))
     rows = []
     for key in keys:
-        owners = replicas.get(key) or [n for n in nodes if last[n] and key in last[n]]
+        holders = replica_holders(last, key, replicas)
         cells, classes = {}, {}
         for node in nodes:
             if last[node] is None:
                 cells[node] = "?"
-            elif node not in owners:
+            elif node not in holders:
                 cells[node] = ""
             else:
-                canon = _canon(last[node].get(key))
-                cells[node] = "-" if canon is None else classes.setdefault(
-                    canon, chr(ord("A") + min(len(classes), 25)))
-        agreed = _agreed_since(key, owners, samples)
-        rows.append({"key": text(key), "cells": cells,
-                     "converged": "?" not in cells.values() and len(
-                         {c for n, c in cells.items() if n in owners}) == 1,
-                     "after_ms": None if agreed is None else max(0.0, _ms(agreed - heal)),
-                     "final_reads_agree": len(finals.get(key, ())) <= 1})
-    rows.sort(key=lambda r: r["converged"])
+                versions = replica_versions(last[node].get(key))
+                cells[node] = "-" if versions == ABSENT else classes.setdefault(
+                    versions, chr(ord("A") + min(len(classes), 25)))
+        verdict = judged.get(key) or {}
+        rows.append({"key": text(key), "cells": cells, "replicas": verdict.get("replicas"),
+                     "after_ms": verdict.get("converged_after_ms"),
+                     "final_reads": verdict.get("final_reads")})
+    rows.sort(key=lambda r: r["replicas"] == "converged" and r["final_reads"] != "disagree")
     return {"nodes": [text(n) for n in nodes], "keys": rows[:MAX_KEYS], "total": len(rows),
             "samples": len(samples)}
-
-
-def _agreed_since(key: str, owners: Sequence[str], samples: Sequence[Mapping[str, Any]]
-                  ) -> int | None:
-    """Time of the first sample from which on every replica of ``key`` agreed, else None."""
-    since = None
-    for s in samples:
-        views = [(s["nodes"].get(n) or {}).get(key) if s["nodes"].get(n) is not None else "?"
-                 for n in owners]
-        same = "?" not in views and len({_canon(v) for v in views}) == 1
-        since = (since if since is not None else s["time"]) if same else None
-    return since
