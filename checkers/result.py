@@ -126,6 +126,14 @@ class CheckResult:
             raise TypeError(f"valid must be a Verdict, got {self.valid!r}")
         object.__setattr__(self, "anomalies", tuple(self.anomalies))
 
+    @property
+    def anomaly_counts(self) -> dict[str, int]:
+        """How many anomalies of each kind, in the order the kinds were first found."""
+        counts: dict[str, int] = {}
+        for a in self.anomalies:
+            counts[a.kind] = counts.get(a.kind, 0) + 1
+        return counts
+
     def anomalies_of(self, kind: str) -> list[Anomaly]:
         """The anomalies of one kind, in the order the checker found them."""
         return [a for a in self.anomalies if a.kind == kind]
@@ -135,19 +143,12 @@ class CheckResult:
             "checker": self.checker,
             "valid": self.valid.to_json(),
             "figures": _jsonable(self.figures),
-            "anomaly_counts": _counts(self.anomalies),
+            "anomaly_counts": self.anomaly_counts,
             "anomalies": [a.to_json() for a in self.anomalies],
         }
         if self.error is not None:
             out["error"] = self.error
         return out
-
-
-def _counts(anomalies: Iterable[Anomaly]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for a in anomalies:
-        counts[a.kind] = counts.get(a.kind, 0) + 1
-    return counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,10 +38,7 @@ def print_results(out: Console, results: Results) -> None:
 
 def anomaly_summary(c: CheckResult) -> str:
     """``kind: count`` for each kind of anomaly, or ``-``."""
-    counts: dict[str, int] = {}
-    for a in c.anomalies:
-        counts[a.kind] = counts.get(a.kind, 0) + 1
-    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "-"
+    return ", ".join(f"{k}: {n}" for k, n in c.anomaly_counts.items()) or "-"
 
 
 def notes(c: CheckResult) -> str:
