@@ -30,6 +30,7 @@ from kvcheck.checkers.history import (
     Call,
     Op,
     TestConfig,
+    by_key,
     pair_calls,
     validate_final_state,
 )
@@ -87,22 +88,20 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
     anomalies: list[Anomaly] = []
     verdicts: list[Verdict] = []
     figures: dict[str, Any] = {}
-    by_key: dict[str, dict[str, Any]] = {}
+    per_key: dict[str, dict[str, Any]] = {}
     if final_state is not None:
         validate_final_state(final_state)
         heal = final_state.get("heal_time")
         if heal is None:
             heal = heal_time(history)
-        verdicts.append(_check_replicas(final_state, heal, anomalies, figures, by_key,
+        verdicts.append(_check_replicas(final_state, heal, anomalies, figures, per_key,
                                         max_anomalies))
-    finals: dict[Any, list[Call]] = {}
-    for c in calls:
-        if c.type == OK and c.f == "read" and (c.invoke.final or c.complete.final):  # type: ignore[union-attr]
-            finals.setdefault(c.key, []).append(c)
+    finals = by_key(c for c in calls if c.type == OK and c.f == "read"
+                    and (c.invoke.final or c.complete.final))  # type: ignore[union-attr]
     disagree = 0
     for key, cs in finals.items():
         vals = {_canon_value(c.value_out) for c in cs}
-        by_key.setdefault(str(key), {})["final_reads"] = "agree" if len(vals) == 1 else "disagree"
+        per_key.setdefault(str(key), {})["final_reads"] = "agree" if len(vals) == 1 else "disagree"
         if len(vals) > 1:
             disagree += 1
             if len(anomalies) < max_anomalies:
@@ -122,7 +121,7 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
         figures["note"] = "no final state and no final reads: nothing to judge"
         verdicts.append(Verdict.UNKNOWN)
     figures["anomalies_listed"] = len(anomalies)
-    figures["by_key"] = by_key
+    figures["by_key"] = per_key
     return CheckResult("convergence", combine(verdicts), figures, tuple(anomalies))
 
 
@@ -138,9 +137,9 @@ def heal_time(history: Sequence[Op]) -> int | None:
 
 
 def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Anomaly],
-                    figures: dict[str, Any], by_key: dict[str, dict[str, Any]],
+                    figures: dict[str, Any], per_key: dict[str, dict[str, Any]],
                     max_anomalies: int) -> Verdict:
-    """Judge every key of the final state; fill ``figures`` and each key's ``by_key`` entry."""
+    """Judge every key of the final state; fill ``figures`` and each key's ``per_key`` entry."""
     samples = fs["samples"]
     replicas: Mapping[str, list[str]] = fs.get("replicas") or {}
     keys: set[str] = set(replicas)
@@ -166,12 +165,12 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
         last = state_of(samples[-1], key)
         if last is None:
             undecided += 1
-            by_key[key] = {"replicas": "undecided"}
+            per_key[key] = {"replicas": "undecided"}
             continue
         if len(set(last.values())) > 1:
             diverged += 1
             never.append(key)
-            by_key[key] = {"replicas": "diverged"}
+            per_key[key] = {"replicas": "diverged"}
             if len(anomalies) < max_anomalies:
                 anomalies.append(Anomaly(
                     "diverged", (), f"replicas of {key!r} disagree in the last sample",
@@ -185,7 +184,7 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
             since = s["time"]
         base = heal if heal is not None else samples[0]["time"]
         times.append(max(0, since - base))
-        by_key[key] = {"replicas": "converged", "converged_after_ms": round(times[-1] / 1e6, 3)}
+        per_key[key] = {"replicas": "converged", "converged_after_ms": round(times[-1] / 1e6, 3)}
     figures.update({
         "keys": len(keys),
         "converged_keys": len(keys) - diverged - undecided,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -106,10 +106,6 @@ class Op:
             raise ValueError(f"error must be a string or null, got {self.error!r}")
         if not (self.key is None or isinstance(self.key, str | int | tuple)):
             raise ValueError(f"key must be a string, int or null, got {self.key!r}")
-
-    @property
-    def is_client(self) -> bool:
-        return self.process != NEMESIS
 
     @property
     def final(self) -> bool:
@@ -302,11 +298,6 @@ def pair_calls(ops: Iterable[Op], path: str | os.PathLike[str] | None = None) ->
     return [c if c is not None else Call(invokes[i], None) for i, c in enumerate(calls)]
 
 
-def nemesis_ops(ops: Iterable[Op]) -> list[Op]:
-    """The nemesis events of a history, in order."""
-    return [op for op in ops if op.process == NEMESIS]
-
-
 @dataclass(frozen=True, slots=True)
 class TestConfig:
     """The fields of ``test.json`` the checkers read (others are kept in ``raw``).
@@ -468,7 +459,7 @@ def validate_final_state(obj: Any) -> None:
         raise ValueError("heal_time must be an int (ns) or null")
 
 
-def by_key(calls: Sequence[Call]) -> dict[Any, list[Call]]:
+def by_key(calls: Iterable[Call]) -> dict[Any, list[Call]]:
     """Group calls by key, keeping their order."""
     out: dict[Any, list[Call]] = {}
     for c in calls:

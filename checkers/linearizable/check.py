@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvcheck.checkers.history import Call, Op, pair_calls
+from kvcheck.checkers.history import Call, Op, by_key, pair_calls
 from kvcheck.checkers.linearizable.calls import Prepared, prepare, witness_names
 from kvcheck.checkers.linearizable.search import OutOfBudget, search
 from kvcheck.checkers.linearizable.unique import NotApplicable, check_unique
@@ -165,10 +165,7 @@ def check_linearizable(
         if history is None:
             raise TypeError("give history or calls")
         calls = pair_calls(history)
-    groups: dict[Any, list[Call]] = {}
-    for c in calls:
-        groups.setdefault(c.key, []).append(c)
-    prepared = [(k, prepare(cs, m, sibling_reads)) for k, cs in groups.items()]
+    prepared = [(k, prepare(cs, m, sibling_reads)) for k, cs in by_key(calls).items()]
     total = sum(len(p) for _, p in prepared)
     results: list[KeyResult] = []
     searches: list[tuple[Any, list[Prepared]]] = []
