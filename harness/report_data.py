@@ -33,7 +33,7 @@ from kvcheck.checkers import (
     read_history,
 )
 from kvcheck.checkers.convergence import ABSENT, replica_holders, replica_versions
-from kvcheck.checkers.history import NEMESIS
+from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK
 from kvcheck.checkers.stats import ns_quantiles_ms
 
 MAX_DRAWN = 10_000
@@ -41,7 +41,8 @@ MAX_ANOMALIES = 50
 MAX_KEY_CALLS = 150
 MAX_KEYS = 300
 MAX_TEXT = 200
-TYPES = ("ok", "fail", "info")
+#: Completion types, in the order the page's script numbers them.
+TYPES = (OK, FAIL, INFO)
 FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
 
 
@@ -127,7 +128,7 @@ def _sample(calls: Sequence[Call], marked: set[int]) -> list[int]:
     """Indexes of the calls to draw, ascending: all if few, else priority ones plus a sample."""
     if len(calls) <= MAX_DRAWN:
         return list(range(len(calls)))
-    first = sorted(marked | {i for i, c in enumerate(calls) if c.type != "ok"})
+    first = sorted(marked | {i for i, c in enumerate(calls) if c.type != OK})
     if len(first) >= MAX_DRAWN:
         return _stride(first, MAX_DRAWN)
     chosen = set(first)
@@ -194,7 +195,7 @@ def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
             continue
         b = min(n - 1, int(_ms(c.complete.time) // width))
         done[c.type][b] += 1
-        if c.type in ("ok", "fail"):
+        if c.type != INFO:
             latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(
                 c.complete.time - c.invoke.time)
     out: dict[str, Any] = {"width": width, "per_second": {
