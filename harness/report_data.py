@@ -207,7 +207,7 @@ def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
 
 
 def _anomalies(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for checker, check in results.get("checkers", {}).items():
         for a in check.get("anomalies", []):
             if len(out) == MAX_ANOMALIES:
@@ -268,7 +268,8 @@ def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]
     rows = []
     for key in keys:
         holders = replica_holders(last, key, replicas)
-        cells, classes = {}, {}
+        cells: dict[str, str] = {}
+        classes: dict[str, str] = {}
         for node in nodes:
             if last[node] is None:
                 cells[node] = "?"

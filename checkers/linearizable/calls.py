@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 
 from kvcheck.checkers.history import FAIL, OK, Call, HistoryError
 from kvcheck.checkers.models import Model, Siblings
@@ -24,8 +24,13 @@ from kvcheck.checkers.models import Model, Siblings
 INF = sys.maxsize
 
 Prepared = tuple[int, int, str, Any, Any, tuple[int, ...]]
-#: Field positions in a :data:`Prepared` call.
-INV, RET, F, ARG, OUT, NAMES = range(6)
+# Field positions in a Prepared call (Final, so that a type checker knows each field's type).
+INV: Final = 0
+RET: Final = 1
+F: Final = 2
+ARG: Final = 3
+OUT: Final = 4
+NAMES: Final = 5
 
 
 def _hashable(v: Any) -> Any:

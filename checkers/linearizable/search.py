@@ -110,16 +110,16 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
                 else:
                     nd_set, ns_set = dset | bit[i], sset
                 z = (~nd_set & (nd_set + 1)).bit_length() - 1
-                k = (z, nd_set >> z, new_state)
-                seen = cache.get(k)
+                memo_key = (z, nd_set >> z, new_state)
+                seen = cache.get(memo_key)
                 fresh = True
                 if seen is None:
-                    cache[k] = ns_set
+                    cache[memo_key] = ns_set
                 elif type(seen) is int:
                     if seen & ~ns_set == 0:
                         fresh = False
                     else:
-                        cache[k] = [seen, ns_set]
+                        cache[memo_key] = [seen, ns_set]
                 elif any(s0 & ~ns_set == 0 for s0 in seen):
                     fresh = False
                 else:
