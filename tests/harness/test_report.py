@@ -101,14 +101,14 @@ def test_the_report_shows_the_checkers_judgement_not_its_own(tmp_path: Path) -> 
             "k1": {"replicas": "undecided"},
             SCRIPT: {"replicas": "converged", "converged_after_ms": 1234.0,
                      "final_reads": "disagree"}}
-        checkers["stats"]["figures"]["availability"]["overall"]["availability"] = 0.4242
+        checkers["stats"]["figures"]["calls"] = 424
         checkers["stale-reads"]["anomaly_counts"] = {"stale-read": 7}
 
     page = _rewrite_results(run, overrule)
     assert "<td><b class=error>diverged</b>" not in page and "agreed 0.10 s" not in page
     assert "undecided: a replica could not be asked" in page
     assert "agreed 1.23 s after the heal · <b class=error>final reads disagree</b>" in page
-    assert "availability 0.4242" in page and "stale-read: 7" in page
+    assert "424 calls" in page and "stale-read: 7" in page
 
 
 def test_keys_the_convergence_checker_did_not_judge_say_so(tmp_path: Path) -> None:
