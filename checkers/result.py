@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 RESULTS_FORMAT_VERSION = 1
 
@@ -32,7 +32,7 @@ class Verdict(enum.Enum):
     INVALID = "invalid"
     UNKNOWN = "unknown"
 
-    def to_json(self) -> bool | str:
+    def to_json(self) -> bool | Literal["unknown"]:
         """``true``, ``false`` or ``"unknown"``, as in Jepsen's ``:valid?``."""
         if self is Verdict.VALID:
             return True

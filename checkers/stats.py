@@ -115,8 +115,9 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
     client_ops = [op for op in history if op.process != NEMESIS]
     duration_ns = (client_ops[-1].time - client_ops[0].time) if client_ops else 0
     buckets: dict[int, int] = {}
-    for t in ok_times:
-        buckets[t // 1_000_000_000] = buckets.get(t // 1_000_000_000, 0) + 1
+    for done_ns in ok_times:
+        second = done_ns // 1_000_000_000
+        buckets[second] = buckets.get(second, 0) + 1
     throughput = {
         "ok_per_second_mean": round(len(ok_times) / (duration_ns / 1e9), 3)
         if duration_ns > 0 else None,

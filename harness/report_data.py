@@ -160,7 +160,7 @@ def _calls(calls: Sequence[Call], drawn: Iterable[int], test: Mapping[str, Any],
         done = c.complete
         cols["lane"].append(_lane(c.process, test))
         cols["t0"].append(_ms(c.invoke.time))
-        cols["t1"].append(_ms(done.time if done else end_ns))
+        cols["t1"].append(_ms(_end_ns(c, end_ns)))
         cols["type"].append(TYPES.index(c.type))
         cols["f"].append(text(c.invoke.f))
         cols["key"].append(text(c.invoke.key))
@@ -232,16 +232,25 @@ def _key_window(anomaly: dict[str, Any], calls: Sequence[Call], by_index: Mappin
     t1 = max((calls[i].complete or calls[i].invoke).time for i in mine)
     pad = max(200_000_000, (t1 - t0) // 5)
     near = [i for i in by_key[key] if calls[i].invoke.time <= t1 + pad
-            and (calls[i].complete.time if calls[i].complete else end_ns) >= t0 - pad]
+            and _end_ns(calls[i], end_ns) >= t0 - pad]
     others = [i for i in near if i not in mine]
     keep = sorted(mine | set(others[:max(0, MAX_KEY_CALLS - len(mine))]))
-    anomaly["calls"] = [{
-        "t0": _ms(calls[i].invoke.time),
-        "t1": _ms(calls[i].complete.time if calls[i].complete else end_ns),
-        "type": TYPES.index(calls[i].type), "process": calls[i].process,
-        "label": f"{text(calls[i].invoke.f)} {text(calls[i].invoke.value)}"
-                 f" → {text(calls[i].complete.value) if calls[i].complete else '?'}",
-        "node": text(calls[i].invoke.node), "marked": i in mine} for i in keep]
+    anomaly["calls"] = [_key_call(calls[i], i in mine, end_ns) for i in keep]
+
+
+def _end_ns(call: Call, end_ns: int) -> int:
+    """When ``call`` completed; ``end_ns`` (the history's end) if it never did."""
+    return call.complete.time if call.complete is not None else end_ns
+
+
+def _key_call(call: Call, marked: bool, end_ns: int) -> dict[str, Any]:
+    """One call on an anomaly's key timeline."""
+    done = call.complete
+    return {"t0": _ms(call.invoke.time), "t1": _ms(_end_ns(call, end_ns)),
+            "type": TYPES.index(call.type), "process": call.process,
+            "label": f"{text(call.invoke.f)} {text(call.invoke.value)}"
+                     f" → {text(done.value) if done is not None else '?'}",
+            "node": text(call.invoke.node), "marked": marked}
 
 
 def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]

@@ -19,7 +19,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, unquote, urlsplit
 
 from kvcheck.checkers import Verdict
@@ -46,7 +46,8 @@ def find_runs(root: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             results = {}
         try:
-            valid: bool | str | None = Verdict.from_json(results.get("valid")).to_json()
+            valid: bool | Literal["unknown"] | None = Verdict.from_json(
+                results.get("valid")).to_json()
         except ValueError:
             valid = None
         nemesis = config.get("nemesis")

@@ -28,6 +28,8 @@ from kvcheck.checkers.guarantees import (
 )
 from kvcheck.nemesis import parse_kinds
 
+__all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
+
 Workload = Literal["register", "set"]
 
 
