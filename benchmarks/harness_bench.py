@@ -15,13 +15,13 @@ import argparse
 import json
 import random
 import resource
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import trio
 
+from kvcheck.checkers.stats import nearest_rank
 from kvcheck.harness.clients import Worker, run_worker
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import connect
@@ -51,15 +51,15 @@ async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: in
     elapsed = time.monotonic() - started
     cpu = cpu_seconds() - cpu_before
     history.close()
-    latencies = latencies_ms(history_path)
+    latencies = sorted(latencies_ms(history_path))
     completed = history.counts["ok"] + history.counts["fail"] + history.counts["info"]
     return {
         "target_ops_per_s": rate,
         "completed_ops_per_s": round(completed / elapsed, 1),
         "ok": history.counts["ok"], "fail": history.counts["fail"],
         "info": history.counts["info"],
-        "p50_ms": round(statistics.median(latencies), 2) if latencies else None,
-        "p99_ms": round(sorted(latencies)[int(0.99 * len(latencies))], 2) if latencies else None,
+        "p50_ms": round(nearest_rank(latencies, 0.50), 2) if latencies else None,
+        "p99_ms": round(nearest_rank(latencies, 0.99), 2) if latencies else None,
         "harness_cpu_us_per_op": round(cpu / max(completed, 1) * 1e6, 1),
         "harness_cpu_share": round(cpu / elapsed, 3),
     }

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import trio
 
+from kvcheck.checkers.stats import nearest_rank
 from kvcheck.store.client import StoreClient, StoreError
 
 
@@ -115,9 +116,8 @@ def client_process(ports: list[int], clients: range, keys: int, seconds: float,
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+    """The checkers' quantile (:func:`~kvcheck.checkers.stats.nearest_rank`); NaN if empty."""
+    return nearest_rank(sorted_values, q) if sorted_values else float("nan")
 
 
 def main() -> None:

@@ -7,6 +7,13 @@ valid, invalid or unknown (``docs/checkers.md`` says what each decides).
 
 from kvcheck.checkers.convergence import check_convergence
 from kvcheck.checkers.edn import EDNError, Keyword, Symbol
+from kvcheck.checkers.guarantees import (
+    DEFAULT_CHECKERS,
+    GUARANTEES,
+    Guarantee,
+    default_checkers,
+    derived_guarantee,
+)
 from kvcheck.checkers.history import (
     Call,
     HistoryError,
@@ -26,18 +33,20 @@ from kvcheck.checkers.models import CAS_REGISTER, MODELS, REGISTER, Model, Sibli
 from kvcheck.checkers.result import Anomaly, CheckResult, Results, Verdict, combine, write_results
 from kvcheck.checkers.stale_reads import check_stale_reads
 from kvcheck.checkers.stats import check_stats, nemesis_windows
-from kvcheck.checkers.suite import CHECKERS, DEFAULT_CHECKERS, check_history, check_run
+from kvcheck.checkers.suite import CHECKERS, check_history, check_run
 
 __all__ = [
     "CAS_REGISTER",
     "CHECKERS",
     "DEFAULT_CHECKERS",
+    "GUARANTEES",
     "MODELS",
     "REGISTER",
     "Anomaly",
     "Call",
     "CheckResult",
     "EDNError",
+    "Guarantee",
     "HistoryError",
     "KeyResult",
     "Keyword",
@@ -56,6 +65,8 @@ __all__ = [
     "check_stale_reads",
     "check_stats",
     "combine",
+    "default_checkers",
+    "derived_guarantee",
     "get_model",
     "iter_history",
     "nemesis_windows",

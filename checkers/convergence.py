@@ -12,7 +12,10 @@ Two sources, either or both:
   recovery wait; they must all return the same value (siblings compared as sets).
 
 Invalid if a key diverged or final reads disagree; unknown if a replica could not be sampled
-(``null`` for its node in the last sample) or there is nothing to judge.
+(``null`` for its node in the last sample) or there is nothing to judge. Besides the counts,
+``figures["by_key"]`` gives each key's own judgement (the report shows it): ``replicas``
+(``converged``, ``diverged`` or ``undecided``, with ``converged_after_ms``) where there is a
+final state, ``final_reads`` (``agree`` or ``disagree``) where the key has final reads.
 """
 
 from __future__ import annotations
@@ -27,24 +30,39 @@ from kvcheck.checkers.history import (
     Call,
     Op,
     TestConfig,
+    by_key,
     pair_calls,
     validate_final_state,
 )
 from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
 from kvcheck.checkers.stats import ns_quantiles_ms
 
-_ABSENT = "<absent>"
+#: What :func:`replica_versions` says of a replica that lacks the key.
+ABSENT = "<absent>"
 
 
-def _canon_replica(rep: Mapping[str, Any] | None) -> str:
-    if rep is None:
-        return _ABSENT
-    if "digest" in rep:
-        return "digest:" + str(rep["digest"])
-    versions = rep.get("versions") or []
+def replica_versions(replica: Mapping[str, Any] | None) -> str:
+    """A replica's versions of a key in a comparable form: two replicas agree iff these are
+    equal. Versions compare as a set, digests as strings; :data:`ABSENT` when the replica lacks
+    the key (no entry, or no versions)."""
+    if replica is None:
+        return ABSENT
+    if "digest" in replica:
+        return "digest:" + str(replica["digest"])
+    versions = replica.get("versions") or []
     if not versions:
-        return _ABSENT
+        return ABSENT
     return "versions:" + json.dumps(sorted(json.dumps(v, sort_keys=True) for v in versions))
+
+
+def replica_holders(nodes: Mapping[str, Any], key: str,
+                    replicas: Mapping[str, list[str]]) -> list[str]:
+    """The nodes that should hold ``key`` in a sample whose ``nodes`` are given: its preference
+    list from ``final-state.json``'s ``replicas``, else the nodes that report the key."""
+    holders = replicas.get(key)
+    if holders is None:
+        holders = [n for n, ks in nodes.items() if ks and key in ks]
+    return holders
 
 
 def _canon_value(v: Any) -> str:
@@ -70,19 +88,20 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
     anomalies: list[Anomaly] = []
     verdicts: list[Verdict] = []
     figures: dict[str, Any] = {}
+    per_key: dict[str, dict[str, Any]] = {}
     if final_state is not None:
         validate_final_state(final_state)
         heal = final_state.get("heal_time")
         if heal is None:
             heal = heal_time(history)
-        verdicts.append(_check_replicas(final_state, heal, anomalies, figures, max_anomalies))
-    finals: dict[Any, list[Call]] = {}
-    for c in calls:
-        if c.type == OK and c.f == "read" and (c.invoke.final or c.complete.final):  # type: ignore[union-attr]
-            finals.setdefault(c.key, []).append(c)
+        verdicts.append(_check_replicas(final_state, heal, anomalies, figures, per_key,
+                                        max_anomalies))
+    finals = by_key(c for c in calls if c.type == OK and c.f == "read"
+                    and (c.invoke.final or c.complete.final))  # type: ignore[union-attr]
     disagree = 0
     for key, cs in finals.items():
         vals = {_canon_value(c.value_out) for c in cs}
+        per_key.setdefault(str(key), {})["final_reads"] = "agree" if len(vals) == 1 else "disagree"
         if len(vals) > 1:
             disagree += 1
             if len(anomalies) < max_anomalies:
@@ -102,6 +121,7 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
         figures["note"] = "no final state and no final reads: nothing to judge"
         verdicts.append(Verdict.UNKNOWN)
     figures["anomalies_listed"] = len(anomalies)
+    figures["by_key"] = per_key
     return CheckResult("convergence", combine(verdicts), figures, tuple(anomalies))
 
 
@@ -117,7 +137,9 @@ def heal_time(history: Sequence[Op]) -> int | None:
 
 
 def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Anomaly],
-                    figures: dict[str, Any], max_anomalies: int) -> Verdict:
+                    figures: dict[str, Any], per_key: dict[str, dict[str, Any]],
+                    max_anomalies: int) -> Verdict:
+    """Judge every key of the final state; fill ``figures`` and each key's ``per_key`` entry."""
     samples = fs["samples"]
     replicas: Mapping[str, list[str]] = fs.get("replicas") or {}
     keys: set[str] = set(replicas)
@@ -128,15 +150,12 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
 
     def state_of(sample: Mapping[str, Any], key: str) -> dict[str, str] | None:
         nodes = sample["nodes"]
-        holders = replicas.get(key)
-        if holders is None:
-            holders = [n for n, ks in nodes.items() if ks and key in ks]
         out = {}
-        for n in holders:
+        for n in replica_holders(nodes, key, replicas):
             ks = nodes.get(n)
             if ks is None:
                 return None  # a replica could not be sampled
-            out[n] = _canon_replica(ks.get(key))
+            out[n] = replica_versions(ks.get(key))
         return out
 
     diverged = undecided = 0
@@ -146,10 +165,12 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
         last = state_of(samples[-1], key)
         if last is None:
             undecided += 1
+            per_key[key] = {"replicas": "undecided"}
             continue
         if len(set(last.values())) > 1:
             diverged += 1
             never.append(key)
+            per_key[key] = {"replicas": "diverged"}
             if len(anomalies) < max_anomalies:
                 anomalies.append(Anomaly(
                     "diverged", (), f"replicas of {key!r} disagree in the last sample",
@@ -163,6 +184,7 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
             since = s["time"]
         base = heal if heal is not None else samples[0]["time"]
         times.append(max(0, since - base))
+        per_key[key] = {"replicas": "converged", "converged_after_ms": round(times[-1] / 1e6, 3)}
     figures.update({
         "keys": len(keys),
         "converged_keys": len(keys) - diverged - undecided,

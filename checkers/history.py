@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+
+from kvcheck.checkers.guarantees import GUARANTEES, derived_guarantee, quorums_intersect
 
 HISTORY_FORMAT = "kvcheck-history"
 HISTORY_FORMAT_VERSION = 1
@@ -31,8 +33,6 @@ FINAL_STATE_FORMAT_VERSION = 1
 INVOKE, OK, FAIL, INFO = "invoke", "ok", "fail", "info"
 OP_TYPES = frozenset({INVOKE, OK, FAIL, INFO})
 NEMESIS = "nemesis"
-#: Guarantees a test may declare (``test.json``'s ``guarantee``).
-GUARANTEES = ("linearizable", "no-stale-reads", "no-lost-writes", "eventual-convergence")
 
 _CORE_FIELDS = ("index", "time", "process", "type", "f", "key", "value", "node", "error")
 _CORE_SET = frozenset(_CORE_FIELDS)
@@ -307,7 +307,7 @@ class TestConfig:
     ``versioning``: ``"vector-clock"`` (reads may return siblings) or ``"lww"``;
     ``workload``: ``"register"`` or ``"set"``; ``checkers``: names to run (``None``: the
     workload's default); ``guarantee``: what the test declares it expects (one of
-    :data:`GUARANTEES`; ``None``: derived from N, W, R, see :attr:`promises_latest_reads`).
+    :data:`~.guarantees.GUARANTEES`; ``None``: derived from N, W, R, see :attr:`expected`).
     """
 
     __test__ = False  # not a pytest test class
@@ -344,21 +344,27 @@ class TestConfig:
             raise ValueError(f"history_format {self.history_format!r} is not supported")
 
     @property
+    def expected(self) -> str | None:
+        """The guarantee the test is held to: the declared one, else the one its N, W, R and
+        quorums promise (:func:`~.guarantees.derived_guarantee`), else ``None`` (unknown)."""
+        if self.guarantee is not None:
+            return self.guarantee
+        if self.n is None or self.w is None or self.r is None:
+            return None
+        return derived_guarantee(self.n, self.w, self.r, self.sloppy_quorum)
+
+    @property
     def strict_quorum(self) -> bool:
         """True when N, W, R are known, W + R > N, and quorums are not sloppy."""
         return (self.n is not None and self.w is not None and self.r is not None
-                and self.w + self.r > self.n and not self.sloppy_quorum)
+                and quorums_intersect(self.n, self.w, self.r, self.sloppy_quorum))
 
     @property
     def promises_latest_reads(self) -> bool:
-        """Whether a read must see every write completed before it began (no stale reads).
-
-        The declared ``guarantee`` decides when there is one (``no-stale-reads`` and
-        ``linearizable`` promise it); otherwise strict quorums (:attr:`strict_quorum`) do.
-        """
-        if self.guarantee is not None:
-            return self.guarantee in ("no-stale-reads", "linearizable")
-        return self.strict_quorum
+        """Whether a read must see every write completed before it began (no stale reads):
+        whether the :attr:`expected` guarantee promises it."""
+        expected = self.expected
+        return expected is not None and GUARANTEES[expected].latest_reads
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> TestConfig:
@@ -453,7 +459,7 @@ def validate_final_state(obj: Any) -> None:
         raise ValueError("heal_time must be an int (ns) or null")
 
 
-def by_key(calls: Sequence[Call]) -> dict[Any, list[Call]]:
+def by_key(calls: Iterable[Call]) -> dict[Any, list[Call]]:
     """Group calls by key, keeping their order."""
     out: dict[Any, list[Call]] = {}
     for c in calls:

@@ -24,7 +24,16 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from kvcheck.checkers.history import FAIL, OK, Call, HistoryError, Op, TestConfig, pair_calls
+from kvcheck.checkers.history import (
+    FAIL,
+    OK,
+    Call,
+    HistoryError,
+    Op,
+    TestConfig,
+    by_key,
+    pair_calls,
+)
 from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
 from kvcheck.checkers.stale_reads import guarantee
 from kvcheck.checkers.stats import ns_quantiles_ms
@@ -44,10 +53,7 @@ def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *
     config = config or TestConfig(workload="set")
     if calls is None:
         calls = pair_calls(history)
-    groups: dict[Any, list[Call]] = {}
-    for c in calls:
-        if c.f in ("add", "read"):
-            groups.setdefault(c.key, []).append(c)
+    groups = by_key(c for c in calls if c.f in ("add", "read"))
     anomalies: list[Anomaly] = []
     totals: dict[str, int] = dict.fromkeys(
         ("attempted", "acknowledged", "lost", "unexpected", "stale", "never_read",

@@ -16,19 +16,23 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 RESULTS_FORMAT_VERSION = 1
 
 
 class Verdict(enum.Enum):
-    """Whether the store kept a promise: yes, no, or undecided (out of budget, no data, crash)."""
+    """Whether the store kept a promise: yes, no, or undecided (out of budget, no data, crash).
+
+    A verdict's value is its word, the one spelling every output uses (a terminal may shout
+    ``INVALID``, derived from it); ``results.json`` writes it as :meth:`to_json` says.
+    """
 
     VALID = "valid"
     INVALID = "invalid"
     UNKNOWN = "unknown"
 
-    def to_json(self) -> bool | str:
+    def to_json(self) -> bool | Literal["unknown"]:
         """``true``, ``false`` or ``"unknown"``, as in Jepsen's ``:valid?``."""
         if self is Verdict.VALID:
             return True
@@ -46,6 +50,14 @@ class Verdict(enum.Enum):
         if value == "unknown":
             return cls.UNKNOWN
         raise ValueError(f"not a verdict: {value!r}")
+
+    @classmethod
+    def read(cls, value: object) -> Verdict:
+        """:meth:`from_json` for a file that may be damaged: anything else is UNKNOWN."""
+        try:
+            return cls.from_json(value)
+        except ValueError:
+            return cls.UNKNOWN
 
     @property
     def exit_code(self) -> int:
@@ -114,6 +126,14 @@ class CheckResult:
             raise TypeError(f"valid must be a Verdict, got {self.valid!r}")
         object.__setattr__(self, "anomalies", tuple(self.anomalies))
 
+    @property
+    def anomaly_counts(self) -> dict[str, int]:
+        """How many anomalies of each kind, in the order the kinds were first found."""
+        counts: dict[str, int] = {}
+        for a in self.anomalies:
+            counts[a.kind] = counts.get(a.kind, 0) + 1
+        return counts
+
     def anomalies_of(self, kind: str) -> list[Anomaly]:
         """The anomalies of one kind, in the order the checker found them."""
         return [a for a in self.anomalies if a.kind == kind]
@@ -123,19 +143,12 @@ class CheckResult:
             "checker": self.checker,
             "valid": self.valid.to_json(),
             "figures": _jsonable(self.figures),
-            "anomaly_counts": _counts(self.anomalies),
+            "anomaly_counts": self.anomaly_counts,
             "anomalies": [a.to_json() for a in self.anomalies],
         }
         if self.error is not None:
             out["error"] = self.error
         return out
-
-
-def _counts(anomalies: Iterable[Anomaly]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for a in anomalies:
-        counts[a.kind] = counts.get(a.kind, 0) + 1
-    return counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ import bisect
 from collections.abc import Sequence
 from typing import Any
 
-from kvcheck.checkers.history import FAIL, OK, Call, Op, TestConfig, pair_calls
+from kvcheck.checkers.history import FAIL, OK, Call, Op, TestConfig, by_key, pair_calls
 from kvcheck.checkers.result import Anomaly, CheckResult, Verdict
 from kvcheck.checkers.stats import ns_quantiles_ms, quantiles
 
@@ -81,10 +81,7 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
     config = config or TestConfig()
     if calls is None:
         calls = pair_calls(history)
-    groups: dict[Any, list[Call]] = {}
-    for c in calls:
-        if c.type != FAIL and (c.f in _WRITES or c.f == "read"):
-            groups.setdefault(c.key, []).append(c)
+    groups = by_key(c for c in calls if c.type != FAIL and (c.f in _WRITES or c.f == "read"))
     anomalies: list[Anomaly] = []
     reads = stale = 0
     behind: list[int] = []

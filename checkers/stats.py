@@ -15,18 +15,25 @@ from typing import Any
 from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
 from kvcheck.checkers.result import CheckResult, Verdict
 
+#: The quantiles every checker and the report give, by name.
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 
 
+def nearest_rank(sorted_values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-quantile (0 < q <= 1) of ascending, non-empty ``sorted_values``:
+    the smallest value that at least a ``q`` share of the values do not exceed. This is the
+    one definition of a quantile in kvcheck; raises ``IndexError`` when there are no values."""
+    n = len(sorted_values)
+    return sorted_values[max(0, min(n - 1, math.ceil(q * n) - 1))]
+
+
 def quantiles(values: Iterable[float]) -> dict[str, float | None]:
-    """Nearest-rank p50/p95/p99/max (and count) of ``values``; ``None`` when there are none."""
+    """:func:`nearest_rank` p50/p95/p99/max (and count) of ``values``; ``None`` when there
+    are none."""
     xs = sorted(values)
     out: dict[str, Any] = {"count": len(xs)}
     for name, q in QUANTILES:
-        if not xs:
-            out[name] = None
-        else:
-            out[name] = xs[max(0, min(len(xs) - 1, math.ceil(q * len(xs)) - 1))]
+        out[name] = nearest_rank(xs, q) if xs else None
     return out
 
 
@@ -108,15 +115,16 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
     client_ops = [op for op in history if op.process != NEMESIS]
     duration_ns = (client_ops[-1].time - client_ops[0].time) if client_ops else 0
     buckets: dict[int, int] = {}
-    for t in ok_times:
-        buckets[t // 1_000_000_000] = buckets.get(t // 1_000_000_000, 0) + 1
+    for done_ns in ok_times:
+        second = done_ns // 1_000_000_000
+        buckets[second] = buckets.get(second, 0) + 1
     throughput = {
         "ok_per_second_mean": round(len(ok_times) / (duration_ns / 1e9), 3)
         if duration_ns > 0 else None,
         "ok_per_second_peak": max(buckets.values(), default=0),
         "ok_per_second_min": min(buckets.values(), default=0) if buckets else 0,
         "seconds": round(duration_ns / 1e9, 3),
-        # ok completions in each second of the test (the report plots it); capped in length
+        # ok completions in each second of the test, capped in length
         "ok_per_second_series": [buckets.get(i, 0)
                                  for i in range(min(max(buckets, default=-1) + 1, 100_000))],
     }

@@ -1,9 +1,9 @@
 """Running the checkers a test asks for over one run, and writing ``results.json``.
 
 The one place in ``checkers/`` that composes checkers. Which ones run: ``checkers`` in
-``test.json`` if given, else the workload's defaults (:data:`DEFAULT_CHECKERS`). A checker that
-raises is reported as ``unknown`` with its error attached, as Jepsen does; it never takes the
-others down.
+``test.json`` if given, else the workload's defaults (:data:`~.guarantees.DEFAULT_CHECKERS`).
+A checker that raises is reported as ``unknown`` with its error attached, as Jepsen does; it
+never takes the others down.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.checkers.convergence import check_convergence
+from kvcheck.checkers.guarantees import default_checkers
 from kvcheck.checkers.history import (
     Call,
     HistoryError,
@@ -36,11 +37,6 @@ HISTORY_FILE = "history.jsonl"
 TEST_FILE = "test.json"
 FINAL_STATE_FILE = "final-state.json"
 RESULTS_FILE = "results.json"
-
-DEFAULT_CHECKERS: dict[str, tuple[str, ...]] = {
-    "register": ("stats", "stale-reads", "convergence"),
-    "set": ("stats", "lost-writes", "convergence"),
-}
 
 _Checker = Callable[..., CheckResult]
 
@@ -67,7 +63,7 @@ CHECKERS: dict[str, _Checker] = {
 def checker_names(config: TestConfig, requested: Sequence[str] | None = None) -> tuple[str, ...]:
     """The checkers to run; raises ``ValueError`` naming any unknown one."""
     names = tuple(requested) if requested else (
-        config.checkers or DEFAULT_CHECKERS.get(config.workload, ("stats",)))
+        config.checkers or default_checkers(config.workload))
     unknown = [n for n in names if n not in CHECKERS]
     if unknown:
         raise ValueError(f"unknown checker(s): {', '.join(unknown)} "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvcheck.checkers import Verdict
+
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _LISTED = 20
 
@@ -66,22 +68,22 @@ def _suite(record: RunRecord) -> ET.Element:
         case = ET.SubElement(suite, "testcase", name=_clean(name),
                              classname=_clean(f"kvcheck.{record.name}"))
         case.set("time", str((check.get("figures") or {}).get("seconds", 0)))
-        valid = check.get("valid")
+        verdict = Verdict.read(check.get("valid"))
         if record.known_unsafe:
-            if valid is not False:
+            if verdict is not Verdict.INVALID:
                 failures += 1
                 ET.SubElement(case, "failure", message=_clean(
-                    f"known-unsafe configuration was found {valid}: the checkers no longer "
-                    "catch it")).text = _clean(record.run_dir)
-        elif valid is False:
+                    f"known-unsafe configuration was found {verdict.value}: the checkers no "
+                    "longer catch it")).text = _clean(record.run_dir)
+        elif verdict is Verdict.INVALID:
             failures += 1
             counts = ", ".join(f"{k}: {v}" for k, v in (check.get("anomaly_counts") or {}).items())
-            ET.SubElement(case, "failure", message=_clean(f"invalid ({counts or 'see results'})")
-                          ).text = _clean(_anomalies(check))
-        elif valid is not True:
+            ET.SubElement(case, "failure", message=_clean(
+                f"{verdict.value} ({counts or 'see results'})")).text = _clean(_anomalies(check))
+        elif verdict is Verdict.UNKNOWN:
             errors += 1
             ET.SubElement(case, "error", message=_clean(
-                f"unknown: {check.get('error') or 'the checker could not decide'}"))
+                f"{verdict.value}: {check.get('error') or 'the checker could not decide'}"))
         ET.SubElement(case, "system-out").text = _clean(f"run directory: {record.run_dir}")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(failures))

@@ -23,7 +23,6 @@ from kvcheck.harness.report_assets import SCRIPT, STYLE
 from kvcheck.harness.report_data import load_run, text
 from kvcheck.harness.verdicts import notes
 
-_WORDS = {Verdict.VALID: "valid", Verdict.INVALID: "invalid", Verdict.UNKNOWN: "unknown"}
 _CONFIG = ("nodes", "n", "w", "r", "sloppy_quorum", "versioning", "workload", "nemesis",
            "nemesis_interval", "seed", "time_limit", "rate", "concurrency", "recovery_time",
            "backend")
@@ -56,8 +55,8 @@ def _e(value: Any) -> str:
 
 
 def _verdict(valid: Any) -> str:
-    v = Verdict.from_json(valid) if valid in (True, False, "unknown") else Verdict.UNKNOWN
-    return f'<span class="verdict {_WORDS[v]}">{_WORDS[v]}</span>'
+    word = Verdict.read(valid).value
+    return f'<span class="verdict {word}">{word}</span>'
 
 
 def _config(test: Mapping[str, Any]) -> str:
@@ -69,8 +68,7 @@ def _config(test: Mapping[str, Any]) -> str:
 def _headline(name: str, check: Mapping[str, Any]) -> str:
     figures = check.get("figures")
     try:
-        result = CheckResult(str(check.get("checker", name)),
-                             Verdict.from_json(check.get("valid", "unknown")),
+        result = CheckResult(str(check.get("checker", name)), Verdict.read(check.get("valid")),
                              figures if isinstance(figures, dict) else {},
                              error=check.get("error"))
         return notes(result)
@@ -117,11 +115,10 @@ def _convergence(conv: Mapping[str, Any]) -> str:
     for row in conv["keys"]:
         cells = "".join(f'<td class="cell c{html.escape(row["cells"][n] or "x")}">'
                         f'{html.escape(row["cells"][n])}</td>' for n in nodes)
-        after = row["after_ms"]
-        state = ((f"agreed {after / 1000:.2f} s after the heal" if after is not None
-                  else "agreed") if row["converged"] else "<b class=error>diverged</b>")
-        reads = "" if row["final_reads_agree"] else " · <b class=error>final reads disagree</b>"
-        rows.append(f"<tr><th>{html.escape(row['key'])}</th>{cells}<td>{state}{reads}</td></tr>")
+        reads = (" · <b class=error>final reads disagree</b>"
+                 if row["final_reads"] == "disagree" else "")
+        rows.append(f"<tr><th>{html.escape(row['key'])}</th>{cells}"
+                    f"<td>{_key_convergence(row)}{reads}</td></tr>")
     shown = (f" Showing {len(conv['keys'])} of {conv['total']} keys, diverged first."
              if conv["total"] > len(conv["keys"]) else "")
     return (f"<p>Last of {conv['samples']} samples: each replica's versions as a letter (same "
@@ -129,6 +126,18 @@ def _convergence(conv: Mapping[str, Any]) -> str:
             f"asked, blank is not a replica.{shown}</p>"
             f"<table class=convergence><tr><th>key</th>{head}<th></th></tr>{''.join(rows)}"
             "</table>")
+
+
+def _key_convergence(row: Mapping[str, Any]) -> str:
+    """The convergence checker's judgement of one key's replicas, in words."""
+    state, after = row["replicas"], row["after_ms"]
+    if state == "converged":
+        return f"agreed {after / 1000:.2f} s after the heal" if after is not None else "agreed"
+    if state == "diverged":
+        return "<b class=error>diverged</b>"
+    if state == "undecided":
+        return "undecided: a replica could not be asked"
+    return "not judged: no convergence result in results.json"
 
 
 def _links(links: list[str]) -> str:

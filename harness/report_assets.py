@@ -7,16 +7,20 @@ the history into the page only through ``textContent``. When done it sets
 navigation started; an uncaught error is listed in ``data-errors`` (the browser tests read both).
 """
 
-STYLE = r"""
+#: The verdict badge, ``<span class="verdict valid">valid</span>``; ``kvcheck serve`` uses it too.
+VERDICT_STYLE = r"""
+.verdict { color: white; padding: .1em .5em; border-radius: .3em; font-size: 80%; }
+.verdict.valid { background: #1a7f37; } .verdict.invalid { background: #cf222e; }
+.verdict.unknown { background: #9a6700; }
+"""
+
+STYLE = VERDICT_STYLE + r"""
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #1f2328; }
 h1 { margin: 0 0 .3em; } h2 { margin: 1.2em 0 .3em; font-size: 1.15em; }
 table { border-collapse: collapse; margin: .5em 0; }
 th, td { text-align: left; padding: .15em .8em .15em 0; vertical-align: top; }
 th { font-weight: 600; color: #444; }
 table.config { float: right; margin-left: 2em; font-size: 90%; }
-.verdict { color: white; padding: .1em .5em; border-radius: .3em; font-size: 80%; }
-.verdict.valid { background: #1a7f37; } .verdict.invalid { background: #cf222e; }
-.verdict.unknown { background: #9a6700; }
 .error { color: #cf222e; } .hint { color: #57606a; font-size: 90%; }
 section { border-top: 1px solid #d0d7de; clear: both; }
 .chart { width: 100%; user-select: none; }

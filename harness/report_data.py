@@ -1,9 +1,14 @@
-"""What a run's report shows, computed from the run directory's files alone.
+"""What a run's report shows, gathered from the run directory's files alone.
 
 :func:`load_run` reads ``test.json``, ``results.json``, ``history.jsonl`` and ``final-state.json``
 and returns one JSON-able dict (the page's data): calls to draw, per-bucket latency quantiles and
-throughput, nemesis windows, anomalies with the calls of their key around them, and per-key,
-per-node convergence. Times are milliseconds since the test started.
+throughput, nemesis windows, anomalies with the calls of their key around them, and each key's
+replicas per node. Times are milliseconds since the test started.
+
+What a checker decides -- verdicts, anomalies, their counts, figures, whether and when a key
+converged -- is read from ``results.json``, never worked out again here; the history and the
+final state only supply what is drawn (with the checkers' own definitions: quantiles, fault
+windows, which replicas agree).
 
 Big histories are thinned, never silently: at most :data:`MAX_DRAWN` calls are drawn (every
 failed, indeterminate and anomalous call first, then an even sample of the ok ones) and
@@ -19,15 +24,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kvcheck.checkers import Call, HistoryError, nemesis_windows, pair_calls, read_history
-from kvcheck.checkers.history import NEMESIS
+from kvcheck.checkers import (
+    Call,
+    HistoryError,
+    nemesis_windows,
+    pair_calls,
+    read_final_state,
+    read_history,
+)
+from kvcheck.checkers.convergence import ABSENT, replica_holders, replica_versions
+from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK
+from kvcheck.checkers.stats import ns_quantiles_ms
 
 MAX_DRAWN = 10_000
 MAX_ANOMALIES = 50
 MAX_KEY_CALLS = 150
 MAX_KEYS = 300
 MAX_TEXT = 200
-TYPES = ("ok", "fail", "info")
+#: Completion types, in the order the page's script numbers them.
+TYPES = (OK, FAIL, INFO)
 FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
 
 
@@ -72,7 +87,7 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     data["anomalies"] = anomalies
     data["anomalies_total"] = sum(len(c.get("anomalies", []))
                                   for c in results.get("checkers", {}).values())
-    data["convergence"] = _convergence(run_dir, ops, data["problems"])
+    data["convergence"] = _convergence(run_dir, results, data["problems"])
     return data
 
 
@@ -113,7 +128,7 @@ def _sample(calls: Sequence[Call], marked: set[int]) -> list[int]:
     """Indexes of the calls to draw, ascending: all if few, else priority ones plus a sample."""
     if len(calls) <= MAX_DRAWN:
         return list(range(len(calls)))
-    first = sorted(marked | {i for i, c in enumerate(calls) if c.type != "ok"})
+    first = sorted(marked | {i for i, c in enumerate(calls) if c.type != OK})
     if len(first) >= MAX_DRAWN:
         return _stride(first, MAX_DRAWN)
     chosen = set(first)
@@ -145,7 +160,7 @@ def _calls(calls: Sequence[Call], drawn: Iterable[int], test: Mapping[str, Any],
         done = c.complete
         cols["lane"].append(_lane(c.process, test))
         cols["t0"].append(_ms(c.invoke.time))
-        cols["t1"].append(_ms(done.time if done else end_ns))
+        cols["t1"].append(_ms(_end_ns(c, end_ns)))
         cols["type"].append(TYPES.index(c.type))
         cols["f"].append(text(c.invoke.f))
         cols["key"].append(text(c.invoke.key))
@@ -168,33 +183,31 @@ def _bucket_width(end_ms: float) -> float:
     return float(math.ceil(raw / 60_000) * 60_000)
 
 
-def _quantile(sorted_values: Sequence[float], q: float) -> float:
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
-
-
 def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
-    """Every call's latency quantiles (by invocation) and completions per second (by type)."""
+    """Per time bucket: the latency quantiles of the ok and failed calls invoked in it (as the
+    stats checker defines them) and the completions per second, by type."""
     width = _bucket_width(_ms(end_ns))
     n = int(_ms(end_ns) // width) + 1
-    latencies: list[list[float]] = [[] for _ in range(n)]
+    latencies: list[list[int]] = [[] for _ in range(n)]
     done = {t: [0] * n for t in TYPES}
     for c in calls:
         if c.complete is None:
             continue
         b = min(n - 1, int(_ms(c.complete.time) // width))
         done[c.type][b] += 1
-        if c.type in ("ok", "fail"):
+        if c.type != INFO:
             latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(
-                (c.complete.time - c.invoke.time) / 1e6)
+                c.complete.time - c.invoke.time)
     out: dict[str, Any] = {"width": width, "per_second": {
         t: [round(v * 1000 / width, 2) for v in done[t]] for t in TYPES}}
-    for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-        out[name] = [round(_quantile(sorted(ls), q), 3) if ls else None for ls in latencies]
+    per_bucket = [ns_quantiles_ms(ls) for ls in latencies]
+    for name in ("p50", "p95", "p99"):
+        out[name] = [q[name] for q in per_bucket]
     return out
 
 
 def _anomalies(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for checker, check in results.get("checkers", {}).items():
         for a in check.get("anomalies", []):
             if len(out) == MAX_ANOMALIES:
@@ -219,84 +232,66 @@ def _key_window(anomaly: dict[str, Any], calls: Sequence[Call], by_index: Mappin
     t1 = max((calls[i].complete or calls[i].invoke).time for i in mine)
     pad = max(200_000_000, (t1 - t0) // 5)
     near = [i for i in by_key[key] if calls[i].invoke.time <= t1 + pad
-            and (calls[i].complete.time if calls[i].complete else end_ns) >= t0 - pad]
+            and _end_ns(calls[i], end_ns) >= t0 - pad]
     others = [i for i in near if i not in mine]
     keep = sorted(mine | set(others[:max(0, MAX_KEY_CALLS - len(mine))]))
-    anomaly["calls"] = [{
-        "t0": _ms(calls[i].invoke.time),
-        "t1": _ms(calls[i].complete.time if calls[i].complete else end_ns),
-        "type": TYPES.index(calls[i].type), "process": calls[i].process,
-        "label": f"{text(calls[i].invoke.f)} {text(calls[i].invoke.value)}"
-                 f" → {text(calls[i].complete.value) if calls[i].complete else '?'}",
-        "node": text(calls[i].invoke.node), "marked": i in mine} for i in keep]
+    anomaly["calls"] = [_key_call(calls[i], i in mine, end_ns) for i in keep]
 
 
-def _canon(replica: Mapping[str, Any] | None) -> str | None:
-    """Comparable form of one replica's versions (None: lacks the key)."""
-    if not replica:
-        return None
-    if "digest" in replica:
-        return "digest:" + str(replica["digest"])
-    versions = replica.get("versions") or []
-    return json.dumps(sorted(json.dumps(v, sort_keys=True) for v in versions)) if versions else None
+def _end_ns(call: Call, end_ns: int) -> int:
+    """When ``call`` completed; ``end_ns`` (the history's end) if it never did."""
+    return call.complete.time if call.complete is not None else end_ns
 
 
-def _convergence(run_dir: Path, ops: Sequence[Any], problems: list[str]) -> dict[str, Any]:
-    """Per key: each node's replica as a class letter in the last sample, and time to agree."""
+def _key_call(call: Call, marked: bool, end_ns: int) -> dict[str, Any]:
+    """One call on an anomaly's key timeline."""
+    done = call.complete
+    return {"t0": _ms(call.invoke.time), "t1": _ms(_end_ns(call, end_ns)),
+            "type": TYPES.index(call.type), "process": call.process,
+            "label": f"{text(call.invoke.f)} {text(call.invoke.value)}"
+                     f" → {text(done.value) if done is not None else '?'}",
+            "node": text(call.invoke.node), "marked": marked}
+
+
+def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]
+                 ) -> dict[str, Any]:
+    """Per key of the final state: each node's replica in the last sample as a class letter
+    (same letter, same versions, as the convergence checker compares them), and the checker's
+    judgement of the key from ``results.json`` (``None`` where it did not judge it)."""
     path = run_dir / "final-state.json"
     if not path.exists():
         return {"nodes": [], "keys": []}
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        samples = state["samples"]
-        last = samples[-1]["nodes"]
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        problems.append(f"final-state.json: {exc}")
+        state = read_final_state(path)
+    except HistoryError as exc:
+        problems.append(str(exc))
         return {"nodes": [], "keys": []}
-    heal = state.get("heal_time")
-    if heal is None:
-        heals = [op.time for op in ops if op.process == NEMESIS and op.type != "invoke"
-                 and (op.f == "heal" or op.f.startswith("stop"))]
-        heal = heals[-1] if heals else samples[0]["time"]
+    samples = state["samples"]
+    last = samples[-1]["nodes"]
     replicas = state.get("replicas") or {}
+    figures = (results.get("checkers", {}).get("convergence") or {}).get("figures") or {}
+    judged = figures.get("by_key") or {}
     nodes = sorted(last)
-    keys = sorted({k for s in samples for n in s["nodes"].values() if n for k in n},
+    keys = sorted(set(replicas) | {k for s in samples for n in s["nodes"].values() if n for k in n},
                   key=lambda k: (k not in replicas, k))
-    finals: dict[str, set[str]] = defaultdict(set)
-    for op in ops:
-        if op.type == "ok" and op.final and op.f == "read":
-            finals[str(op.key)].add(json.dumps(op.value, sort_keys=True, default=str))
     rows = []
     for key in keys:
-        owners = replicas.get(key) or [n for n in nodes if last[n] and key in last[n]]
-        cells, classes = {}, {}
+        holders = replica_holders(last, key, replicas)
+        cells: dict[str, str] = {}
+        classes: dict[str, str] = {}
         for node in nodes:
             if last[node] is None:
                 cells[node] = "?"
-            elif node not in owners:
+            elif node not in holders:
                 cells[node] = ""
             else:
-                canon = _canon(last[node].get(key))
-                cells[node] = "-" if canon is None else classes.setdefault(
-                    canon, chr(ord("A") + min(len(classes), 25)))
-        agreed = _agreed_since(key, owners, samples)
-        rows.append({"key": text(key), "cells": cells,
-                     "converged": "?" not in cells.values() and len(
-                         {c for n, c in cells.items() if n in owners}) == 1,
-                     "after_ms": None if agreed is None else max(0.0, _ms(agreed - heal)),
-                     "final_reads_agree": len(finals.get(key, ())) <= 1})
-    rows.sort(key=lambda r: r["converged"])
+                versions = replica_versions(last[node].get(key))
+                cells[node] = "-" if versions == ABSENT else classes.setdefault(
+                    versions, chr(ord("A") + min(len(classes), 25)))
+        verdict = judged.get(key) or {}
+        rows.append({"key": text(key), "cells": cells, "replicas": verdict.get("replicas"),
+                     "after_ms": verdict.get("converged_after_ms"),
+                     "final_reads": verdict.get("final_reads")})
+    rows.sort(key=lambda r: r["replicas"] == "converged" and r["final_reads"] != "disagree")
     return {"nodes": [text(n) for n in nodes], "keys": rows[:MAX_KEYS], "total": len(rows),
             "samples": len(samples)}
-
-
-def _agreed_since(key: str, owners: Sequence[str], samples: Sequence[Mapping[str, Any]]
-                  ) -> int | None:
-    """Time of the first sample from which on every replica of ``key`` agreed, else None."""
-    since = None
-    for s in samples:
-        views = [(s["nodes"].get(n) or {}).get(key) if s["nodes"].get(n) is not None else "?"
-                 for n in owners]
-        same = "?" not in views and len({_canon(v) for v in views}) == 1
-        since = (since if since is not None else s["time"]) if same else None
-    return since

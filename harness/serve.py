@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit
 
-_COLOURS: dict[bool | str | None, str] = {True: "#1a7f37", False: "#cf222e"}
-_WORDS: dict[bool | str | None, str] = {True: "valid", False: "invalid"}
+from kvcheck.checkers import Verdict
+from kvcheck.harness.report_assets import VERDICT_STYLE
 
 
 class RunSummary(TypedDict):
@@ -55,13 +55,17 @@ def find_runs(root: Path) -> list[RunSummary]:
             results = json.loads((run / "results.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             results = {}
-        valid = results.get("valid")
+        try:
+            valid: bool | Literal["unknown"] | None = Verdict.from_json(
+                results.get("valid")).to_json()
+        except ValueError:
+            valid = None
         nemesis = config.get("nemesis")
         runs.append({
             "path": run.relative_to(root).as_posix(),
             "name": str(config.get("name", run.parent.name)),
             "started": datetime.fromtimestamp(test.stat().st_mtime, UTC),
-            "valid": valid if valid in (True, False, "unknown") else None,
+            "valid": valid,
             "ops": (results.get("meta") or {}).get("ops"),
             "nemesis": ",".join(map(str, nemesis)) if isinstance(nemesis, list)
             else str(nemesis or "none"),
@@ -75,11 +79,11 @@ def index_page(root: Path) -> str:
     rows = []
     for r in find_runs(root):
         href = quote(r["path"]) + "/"
-        word = _WORDS.get(r["valid"], "unknown") if r["valid"] is not None else "no results"
-        colour = _COLOURS.get(r["valid"], "#9a6700")
+        verdict = Verdict.read(r["valid"])
+        word = verdict.value if r["valid"] is not None else "no results"
         report = (f'<a href="{href}report.html">report</a>' if r["report"] else "no report")
         rows.append(
-            f'<tr><td><span class=v style="background:{colour}">{html.escape(word)}</span></td>'
+            f'<tr><td><span class="verdict {verdict.value}">{word}</span></td>'
             f"<td>{html.escape(r['name'])}</td>"
             f"<td>{r['started']:%Y-%m-%d %H:%M:%S} UTC</td>"
             f"<td>{html.escape(str(r['ops'] if r['ops'] is not None else '-'))}</td>"
@@ -89,8 +93,7 @@ def index_page(root: Path) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kvcheck runs</title>
 <style>body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; }}
-td, th {{ text-align: left; padding: .2em 1em .2em 0; }}
-.v {{ color: #fff; padding: .1em .5em; border-radius: .3em; font-size: 85%; }}</style>
+td, th {{ text-align: left; padding: .2em 1em .2em 0; }}{VERDICT_STYLE}</style>
 </head><body><h1>kvcheck runs</h1>
 <table><tr><th>verdict</th><th>name</th><th>started</th><th>ops</th><th>nemesis</th>
 <th></th></tr>{body}</table></body></html>

@@ -2,11 +2,8 @@
 
 Like a Jepsen test map: the cluster, the workload, the nemesis, the checkers — with defaults
 that make ``kvcheck run`` meaningful on its own. The *expected guarantee* follows from the store's
-configuration unless ``expect`` overrides it:
-
-- W + R > N with strict quorums: ``no-stale-reads`` (quorums intersect);
-- otherwise — W + R <= N, or sloppy quorums, whose read and write sets need not intersect —
-  ``eventual-convergence`` only.
+configuration unless ``expect`` declares one, and decides the checkers the run gets; both rules
+live in :mod:`kvcheck.checkers.guarantees`.
 
 Tests run strict quorums unless asked for sloppy ones (the store's own default): strict quorums
 with W + R > N promise no stale reads, which a test can check; sloppy ones promise only that
@@ -23,22 +20,17 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kvcheck.checkers.guarantees import (
+    DEFAULT_CHECKERS,
+    GUARANTEES,
+    default_checkers,
+    derived_guarantee,
+)
 from kvcheck.nemesis import parse_kinds
 
-Workload = Literal["register", "set"]
-GUARANTEES = ("linearizable", "no-stale-reads", "no-lost-writes", "eventual-convergence")
+__all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
 
-#: Checkers each guarantee adds to the workload's defaults.
-_GUARANTEE_CHECKERS = {
-    "linearizable": ("linearizable",),
-    "no-stale-reads": ("stale-reads",),
-    "no-lost-writes": ("lost-writes",),
-    "eventual-convergence": (),
-}
-_WORKLOAD_CHECKERS = {
-    "register": ("stats", "stale-reads", "convergence"),
-    "set": ("stats", "lost-writes", "convergence"),
-}
+Workload = Literal["register", "set"]
 
 
 class SpecError(ValueError):
@@ -84,7 +76,7 @@ class TestSpec:
             raise SpecError("--concurrency must be >= 0, --rate and --time-limit > 0")
         if self.nemesis_interval <= 0 or self.recovery_time < 0:
             raise SpecError("--nemesis-interval must be > 0 and --recovery-time >= 0")
-        if self.workload not in _WORKLOAD_CHECKERS:
+        if self.workload not in DEFAULT_CHECKERS:
             raise SpecError(f"--workload must be register or set, not {self.workload!r}")
         if self.versioning not in ("vclock", "lww"):
             raise SpecError(f"--versioning must be vclock or lww, not {self.versioning!r}")
@@ -105,10 +97,6 @@ class TestSpec:
     def node_ids(self) -> list[str]:
         return [f"n{i}" for i in range(1, self.nodes + 1)]
 
-    @property
-    def strict_quorums(self) -> bool:
-        return not self.sloppy_quorum
-
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
         return [f"--n={self.n}", f"--w={self.w}", f"--r={self.r}",
@@ -118,17 +106,13 @@ class TestSpec:
 
     @property
     def guarantee(self) -> str:
-        """The guarantee the verdict is about."""
-        if self.expect:
-            return self.expect
-        if self.w + self.r > self.n and self.strict_quorums:
-            return "no-stale-reads"
-        return "eventual-convergence"
+        """The guarantee the verdict is about: ``expect``, else the configuration's."""
+        return self.expect or derived_guarantee(self.n, self.w, self.r, self.sloppy_quorum)
 
     @property
     def checkers(self) -> tuple[str, ...]:
-        names = _WORKLOAD_CHECKERS[self.workload] + _GUARANTEE_CHECKERS[self.guarantee]
-        return tuple(dict.fromkeys(names))
+        """The checkers the run gets: the workload's, and those its guarantee needs."""
+        return default_checkers(self.workload, self.guarantee)
 
     def to_json(self) -> dict[str, Any]:
         """``test.json``: every option, plus what the checkers read."""

@@ -11,7 +11,8 @@ from kvcheck.terminal import count, percent, seconds
 
 STYLE = {Verdict.VALID: "bold green", Verdict.INVALID: "bold red",
          Verdict.UNKNOWN: "bold yellow"}
-WORD = {Verdict.VALID: "valid", Verdict.INVALID: "INVALID", Verdict.UNKNOWN: "unknown"}
+# The verdict's own word; INVALID in capitals, for emphasis.
+WORD = {v: v.value.upper() if v is Verdict.INVALID else v.value for v in Verdict}
 
 
 def print_results(out: Console, results: Results) -> None:
@@ -38,10 +39,7 @@ def print_results(out: Console, results: Results) -> None:
 
 def anomaly_summary(c: CheckResult) -> str:
     """``kind: count`` for each kind of anomaly, or ``-``."""
-    counts: dict[str, int] = {}
-    for a in c.anomalies:
-        counts[a.kind] = counts.get(a.kind, 0) + 1
-    return ", ".join(f"{k}: {n}" for k, n in counts.items()) or "-"
+    return ", ".join(f"{k}: {n}" for k, n in c.anomaly_counts.items()) or "-"
 
 
 def notes(c: CheckResult) -> str:

@@ -34,6 +34,9 @@ def test_converged_replicas_and_time_to_converge() -> None:
     assert res.figures["converged_keys"] == 2
     assert res.figures["convergence_ms"]["max"] == 2000.0  # key a: heal at 10 s, agreed at 12 s
     assert res.figures["convergence_ms"]["p50"] == 1000.0  # key b: agreed at the first sample
+    assert res.figures["by_key"] == {
+        "a": {"replicas": "converged", "converged_after_ms": 2000.0},
+        "b": {"replicas": "converged", "converged_after_ms": 1000.0}}
 
 
 def test_diverged_key_is_invalid_and_named() -> None:
@@ -44,6 +47,7 @@ def test_diverged_key_is_invalid_and_named() -> None:
     assert a.kind == "diverged" and a.key == "a"
     assert a.details["replicas"]["n2"] != a.details["replicas"]["n1"]
     assert res.figures["never_converged"] == ["a"]
+    assert res.figures["by_key"] == {"a": {"replicas": "diverged"}}
 
 
 def test_replica_missing_a_key_disagrees_when_preference_list_known() -> None:
@@ -58,6 +62,7 @@ def test_unreachable_replica_is_unknown() -> None:
     res = check_convergence([], None, fs)
     assert res.valid is Verdict.UNKNOWN
     assert res.figures["undecided_keys"] == 1
+    assert res.figures["by_key"] == {"a": {"replicas": "undecided"}}
 
 
 def test_malformed_final_state_is_rejected() -> None:
@@ -78,6 +83,7 @@ def test_final_reads_must_agree() -> None:
     assert a.kind == "final-reads-disagree"
     assert set(bad) <= set(a.ops)
     assert len(a.ops) == 6
+    assert res.figures["by_key"] == {"k": {"final_reads": "disagree"}}
 
 
 def test_nothing_to_judge_is_unknown() -> None:

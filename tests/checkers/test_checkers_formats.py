@@ -100,6 +100,10 @@ def test_test_config_fields_and_errors(tmp_path: Path) -> None:
     assert cfg.strict_quorum and cfg.workload == "set" and cfg.raw["other"] == 1
     assert not TestConfig(n=3, w=1, r=2).strict_quorum
     assert not TestConfig(n=3, w=2, r=2, sloppy_quorum=True).strict_quorum
+    assert cfg.expected == "no-stale-reads" and cfg.promises_latest_reads
+    assert TestConfig(n=3, w=1, r=2).expected == "eventual-convergence"
+    assert TestConfig().expected is None and not TestConfig().promises_latest_reads
+    assert TestConfig(n=3, w=1, r=1, guarantee="linearizable").promises_latest_reads
     p.write_text(json.dumps({"n": 0}))
     with pytest.raises(HistoryError, match="n must be"):
         read_test_config(p)

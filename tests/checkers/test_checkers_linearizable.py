@@ -11,14 +11,9 @@ from lin_reference import linearizable as reference
 from lin_strategies import register_histories
 
 from kvcheck.checkers.history import Call, Op, pair_calls
-from kvcheck.checkers.linearizable import (
-    _check_unique,
-    _NotApplicable,
-    _wgl,
-    check_key,
-    check_linearizable,
-    prepare,
-)
+from kvcheck.checkers.linearizable import check_key, check_linearizable, prepare
+from kvcheck.checkers.linearizable.search import search
+from kvcheck.checkers.linearizable.unique import NotApplicable, check_unique
 from kvcheck.checkers.models import CAS_REGISTER, FREE, REGISTER
 from kvcheck.checkers.result import Verdict
 
@@ -272,7 +267,7 @@ def test_window_of_long_invalid_history_is_small_and_non_linearizable() -> None:
 def _key_verdicts(ops: list[Op], model: Any, sibling_reads: bool = False) -> tuple[bool, bool]:
     calls = pair_calls(ops)
     prepared = prepare(calls, model, sibling_reads)
-    wgl_ok, _ = _wgl(prepared, model, model.init, float("inf"), 1 << 30)
+    wgl_ok, _ = search(prepared, model, model.init, float("inf"), 1 << 30)
     ref = reference(calls, sibling_reads=sibling_reads)
     return wgl_ok, ref
 
@@ -282,8 +277,8 @@ def _key_verdicts(ops: list[Op], model: Any, sibling_reads: bool = False) -> tup
 def test_unique_value_algorithm_and_wgl_agree_with_reference(ops: list[Op]) -> None:
     calls = pair_calls(ops)
     prepared = prepare(calls, REGISTER)
-    fast_ok, wit, _ = _check_unique(prepared, None)
-    wgl_ok, _ = _wgl(prepared, REGISTER, None, float("inf"), 1 << 30)
+    fast_ok, wit, _ = check_unique(prepared, None)
+    wgl_ok, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
     ref = reference(calls)
     assert fast_ok == ref
     assert wgl_ok == ref
@@ -297,7 +292,7 @@ def test_unique_value_algorithm_and_wgl_agree_with_reference(ops: list[Op]) -> N
 def test_sibling_reads_agree_with_reference(ops: list[Op]) -> None:
     calls = pair_calls(ops)
     prepared = prepare(calls, REGISTER, sibling_reads=True)
-    fast_ok, _, _ = _check_unique(prepared, None)
+    fast_ok, _, _ = check_unique(prepared, None)
     assert fast_ok == reference(calls, sibling_reads=True)
 
 
@@ -339,12 +334,12 @@ def test_unique_algorithm_declines_duplicate_values_and_cas() -> None:
     h = H()
     h.call(0, "write", 1)
     h.call(1, "write", 1)
-    with pytest.raises(_NotApplicable):
-        _check_unique(prepare(pair_calls(h.ops), REGISTER), None)
+    with pytest.raises(NotApplicable):
+        check_unique(prepare(pair_calls(h.ops), REGISTER), None)
     h2 = H()
     h2.call(0, "cas", (None, 1))
-    with pytest.raises(_NotApplicable):
-        _check_unique(prepare(pair_calls(h2.ops), CAS_REGISTER), None)
+    with pytest.raises(NotApplicable):
+        check_unique(prepare(pair_calls(h2.ops), CAS_REGISTER), None)
 
 
 def test_free_initial_state_binds_on_first_read() -> None:
@@ -353,10 +348,10 @@ def test_free_initial_state_binds_on_first_read() -> None:
     h.call(0, "write", 1)
     h.call(1, "read", None, out=1)
     prepared = prepare(pair_calls(h.ops), REGISTER)
-    assert _check_unique(prepared, FREE)[0]
-    assert not _check_unique(prepared, None)[0]
+    assert check_unique(prepared, FREE)[0]
+    assert not check_unique(prepared, None)[0]
     h.call(2, "read", None, out=6)
-    assert not _check_unique(prepare(pair_calls(h.ops), REGISTER), FREE)[0]
+    assert not check_unique(prepare(pair_calls(h.ops), REGISTER), FREE)[0]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -364,13 +359,13 @@ def test_free_initial_state_binds_on_first_read() -> None:
 @given(register_histories(max_calls=40, nprocs=5))
 def test_unique_value_algorithm_agrees_with_wgl_on_larger_histories(ops: list[Op]) -> None:
     prepared = prepare(pair_calls(ops), REGISTER)
-    fast_ok, wit, _ = _check_unique(prepared, None)
-    wgl_ok, _ = _wgl(prepared, REGISTER, None, float("inf"), 1 << 30)
+    fast_ok, wit, _ = check_unique(prepared, None)
+    wgl_ok, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
     assert fast_ok == wgl_ok
     if not fast_ok:
         # the named clusters alone are already non-linearizable
         sub = [prepared[i] for i in sorted(set(wit))]
-        assert not _wgl(sub, REGISTER, None, float("inf"), 1 << 30)[0]
+        assert not search(sub, REGISTER, None, float("inf"), 1 << 30)[0]
 
 
 def test_a_window_from_any_state_may_start_in_a_value_written_later() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from report_runs import IMG, SCRIPT, make_run
 
+from kvcheck.checkers import Op, check_stats, pair_calls
 from kvcheck.harness import report_data
 from kvcheck.harness.cli import main
 from kvcheck.harness.report import render, write_report
@@ -77,3 +78,52 @@ def test_kvcheck_report_regenerates_and_rejects_a_non_run(tmp_path: Path) -> Non
     report.unlink()
     assert main(["report", str(tmp_path / "run")]) == 0 and report.exists()
     assert main(["report", str(tmp_path)]) == 254
+
+
+def _rewrite_results(run: Path, change: Any) -> str:
+    """Change the run's results.json with ``change(results)``, then rewrite the report."""
+    path = run / "results.json"
+    results = json.loads(path.read_text())
+    change(results)
+    path.write_text(json.dumps(results))
+    return write_report(run).read_text()
+
+
+def test_the_report_shows_the_checkers_judgement_not_its_own(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    page = make_run(run).read_text()
+    assert "<td><b class=error>diverged</b>" in page and "agreed 0.10 s after the heal" in page
+
+    def overrule(results: dict[str, Any]) -> None:
+        # What the history and the final state alone would not give.
+        checkers = results["checkers"]
+        checkers["convergence"]["figures"]["by_key"] = {
+            "k1": {"replicas": "undecided"},
+            SCRIPT: {"replicas": "converged", "converged_after_ms": 1234.0,
+                     "final_reads": "disagree"}}
+        checkers["stats"]["figures"]["calls"] = 424
+        checkers["stale-reads"]["anomaly_counts"] = {"stale-read": 7}
+
+    page = _rewrite_results(run, overrule)
+    assert "<td><b class=error>diverged</b>" not in page and "agreed 0.10 s" not in page
+    assert "undecided: a replica could not be asked" in page
+    assert "agreed 1.23 s after the heal · <b class=error>final reads disagree</b>" in page
+    assert "424 calls" in page and "stale-read: 7" in page
+
+
+def test_keys_the_convergence_checker_did_not_judge_say_so(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run)
+    page = _rewrite_results(run, lambda results: results["checkers"].pop("convergence"))
+    assert page.count("not judged: no convergence result in results.json") == 2
+
+
+def test_latency_lines_use_the_checkers_quantiles(tmp_path: Path) -> None:
+    ops = []
+    for i, ms in enumerate((1, 2, 3, 4)):
+        ops.append(Op(2 * i, 0, i, "invoke", "write", "k", i))
+        ops.append(Op(2 * i + 1, ms * 1_000_000, i, "ok", "write", "k", i))
+    stats = check_stats(ops).figures["latency_ms"]["write"]
+    buckets = report_data._buckets(pair_calls(ops), 4_000_000)
+    assert [buckets[q] for q in ("p50", "p95", "p99")] == [[2.0], [4.0], [4.0]]
+    assert (stats["p50"], stats["p95"], stats["p99"]) == (2.0, 4.0, 4.0)

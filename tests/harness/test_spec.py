@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from kvcheck.checkers import GUARANTEES, TestConfig
 from kvcheck.harness.spec import SpecError, TestSpec
 
 
@@ -18,6 +19,17 @@ def test_the_guarantee_follows_the_quorums_unless_overridden() -> None:
     assert TestSpec(n=3, w=1, r=1, expect="linearizable").guarantee == "linearizable"
     assert "linearizable" in TestSpec(expect="linearizable").checkers
     assert "lost-writes" in TestSpec(workload="set").checkers
+
+
+@pytest.mark.parametrize("sloppy", [False, True])
+@pytest.mark.parametrize("expect", ["", *GUARANTEES])
+def test_the_checkers_read_the_guarantee_the_run_expects(expect: str, sloppy: bool) -> None:
+    spec = TestSpec(expect=expect, sloppy_quorum=sloppy)
+    config = TestConfig.from_json(spec.to_json())
+    guarantee = GUARANTEES[config.expected or ""]
+    assert guarantee.name == spec.guarantee
+    assert set(guarantee.checkers) <= set(spec.checkers) == set(config.checkers or ())
+    assert config.promises_latest_reads is guarantee.latest_reads
 
 
 def test_test_json_records_what_the_checkers_read() -> None:

@@ -1,0 +1,161 @@
+"""Wing & Gong's search with Lowe's memoization, as in Porcupine, plus two refinements for
+indeterminate calls (see the package docstring, :mod:`kvcheck.checkers.linearizable`).
+
+This is the checker's hot loop: it is written for speed (a linked list over the history's
+entries, bit sets, one memo dictionary) rather than for brevity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kvcheck.checkers.linearizable.calls import INF, INV, RET, Prepared
+from kvcheck.checkers.models import Model
+
+
+class OutOfBudget(Exception):
+    """The search passed its deadline or its memory limit; ``reason`` is ``"time"`` or
+    ``"memory"``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
+           memory_limit: int) -> tuple[bool, int]:
+    """Search for a linearization of ``ops`` from state ``init``.
+
+    Returns ``(found, configurations explored)``. Raises :class:`OutOfBudget` past
+    ``deadline`` (``time.monotonic()``) or when the memo table's estimated size passes
+    ``memory_limit`` bytes.
+    """
+    n = len(ops)
+    if n == 0:
+        return True, 0
+    step = model.step
+    events = []
+    for i, op in enumerate(ops):
+        events.append((op[INV], 0, i))
+        events.append((op[RET], 1, i))
+    events.sort()
+    m = len(events)
+    # Doubly linked list over nodes 1..m; node 0 is the head, node m + 1 the tail.
+    nxt = [*range(1, m + 2), m + 1]
+    prv = [0, *range(0, m + 1)]
+    is_call = [False] * (m + 2)
+    op_of = [0] * (m + 2)
+    call_node = [0] * n
+    ret_node = [0] * n
+    indeterminate = [False] * (m + 2)
+    for k, (_pos, kind, i) in enumerate(events, 1):
+        op_of[k] = i
+        if kind == 0:
+            is_call[k] = True
+            call_node[i] = k
+        else:
+            ret_node[i] = k
+            indeterminate[k] = ops[i][RET] == INF
+    tail = m + 1
+    # Determinate and indeterminate calls get separate bit numbers: D, the set of linearized
+    # determinate calls, is stored shifted past its lowest unset bit (every call below it is
+    # linearized), which keeps memo keys small; S, the set of linearized indeterminate calls,
+    # is kept beside it for the dominance rule below.
+    bit = [0] * n
+    info = [False] * n
+    nd = ni = 0
+    for i, op in enumerate(ops):
+        if op[RET] == INF:
+            info[i] = True
+            bit[i] = 1 << ni
+            ni += 1
+        else:
+            bit[i] = 1 << nd
+            nd += 1
+    per_entry = 200 + ni // 8
+    max_entries = max(1, memory_limit // per_entry)
+    # Memo: (z, D >> z, state) -> the sets S explored with it. A configuration whose S
+    # includes an explored S' is pruned: it has the same choices left, fewer optional ones.
+    cache: dict[tuple[int, int, Any], Any] = {}
+    entries = 0
+    stack: list[tuple[int, Any]] = []
+    dset = 0
+    sset = 0
+    state = init
+    entry = nxt[0]
+    # Candidates at each level (the calls before the first return entry) are tried in two
+    # phases: determinate calls first, then indeterminate ones, which are optional and which an
+    # eager search would linearize needlessly.
+    phase = False
+    steps = 0
+    while True:
+        steps += 1
+        if steps & 0xFFF == 1:  # the first step too: a spent budget is never ignored
+            if time.monotonic() > deadline:
+                raise OutOfBudget("time")
+            if entries > max_entries:
+                raise OutOfBudget("memory")
+        if is_call[entry]:
+            i = op_of[entry]
+            if info[i] is not phase:
+                entry = nxt[entry]
+                continue
+            _inv, _ret, f, arg, out, _names = ops[i]
+            legal, new_state = step(state, f, arg, out)
+            if legal:
+                if phase:
+                    nd_set, ns_set = dset, sset | bit[i]
+                else:
+                    nd_set, ns_set = dset | bit[i], sset
+                z = (~nd_set & (nd_set + 1)).bit_length() - 1
+                memo_key = (z, nd_set >> z, new_state)
+                seen = cache.get(memo_key)
+                fresh = True
+                if seen is None:
+                    cache[memo_key] = ns_set
+                elif type(seen) is int:
+                    if seen & ~ns_set == 0:
+                        fresh = False
+                    else:
+                        cache[memo_key] = [seen, ns_set]
+                elif any(s0 & ~ns_set == 0 for s0 in seen):
+                    fresh = False
+                else:
+                    seen.append(ns_set)
+                if fresh:
+                    entries += 1
+                    stack.append((i, state))
+                    dset, sset, state = nd_set, ns_set, new_state
+                    # lift the call and its return
+                    c, r = entry, ret_node[i]
+                    nxt[prv[c]] = nxt[c]
+                    prv[nxt[c]] = prv[c]
+                    nxt[prv[r]] = nxt[r]
+                    prv[nxt[r]] = prv[r]
+                    entry = nxt[0]
+                    phase = False
+                    continue
+            entry = nxt[entry]
+        elif not phase:
+            if entry == tail or indeterminate[entry]:
+                # Every determinate call is linearized; the rest may never have happened.
+                return True, entries
+            phase = True
+            entry = nxt[0]
+        else:
+            if not stack:
+                return False, entries
+            i, state = stack.pop()
+            if info[i]:
+                sset &= ~bit[i]
+            else:
+                dset &= ~bit[i]
+            c, r = call_node[i], ret_node[i]
+            nxt[prv[r]] = r
+            prv[nxt[r]] = r
+            nxt[prv[c]] = c
+            prv[nxt[c]] = c
+            entry = nxt[c]
+            phase = info[i]
