@@ -1,15 +1,18 @@
 """kvcheck as a user installs it: a wheel in a fresh virtual environment, run outside the checkout.
 
-The wheel is built from the checkout with pip (as ``pip install .`` would), installed into a new
-venv with the dependency versions of the development environment (so that the image it builds is
-the one the other tests use), and every command is run from an empty directory elsewhere.
-Needs the package index for the build backend and the dependencies, and a Docker engine.
+The wheel is built with pip from a copy of the checkout (so that nothing a build leaves, such as
+``build/``, lands in the work tree, nor a stale copy of a module in the wheel), installed into a
+new venv with the dependency versions of the development environment (so that the image it
+builds is the one the other tests use), and every command is run from an empty directory
+elsewhere. Needs the package index for the build backend and the dependencies, and a Docker
+engine.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -26,6 +29,8 @@ from kvcheck.harness.image import Base, image_tag, resolve_base
 from kvcheck.harness.package import Package
 
 REPO = Path(__file__).resolve().parents[2]
+_NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "histories", "__pycache__",
+               ".*_cache", ".hypothesis", ".typecheck")
 pytestmark = pytest.mark.integration
 
 
@@ -40,9 +45,10 @@ def _run(command: list[str], cwd: Path, *, timeout: float = 600) -> subprocess.C
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh venv holding kvcheck's wheel and its dependencies; yields its ``bin``."""
     root = tmp_path_factory.mktemp("install")
-    wheels, env = root / "wheels", root / "venv"
+    source, wheels, env = root / "source", root / "wheels", root / "venv"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheels),
-                  str(REPO)], root)
+                  str(source)], root)
     assert built.returncode == 0, built.stderr
     (wheel,) = wheels.glob("kvcheck-*.whl")
     made = _run([sys.executable, "-m", "venv", str(env)], root)
@@ -68,7 +74,9 @@ def test_the_wheel_installs_one_import_root(venv: Path) -> None:
     purelib = _run([str(venv / "python"), "-c",
                     "import sysconfig; print(sysconfig.get_paths()['purelib'])"], venv)
     site = Path(purelib.stdout.strip())
-    assert (site / "kvcheck" / "store" / "node.py").is_file()
+    installed = {p.relative_to(site).as_posix() for p in (site / "kvcheck").rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts}
+    assert installed == set(Package.running().files)  # every module, and nothing else
     (dist_info,) = site.glob("kvcheck-*.dist-info")
     assert (dist_info / "licenses" / "LICENSE").read_text() == (REPO / "LICENSE").read_text()
     metadata = (dist_info / "METADATA").read_text()
