@@ -27,6 +27,7 @@ from kvcheck.checkers.guarantees import (
     derived_guarantee,
 )
 from kvcheck.nemesis import parse_kinds
+from kvcheck.store.cli.settings import as_flags
 
 __all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
 
@@ -99,10 +100,9 @@ class TestSpec:
 
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
-        return [f"--n={self.n}", f"--w={self.w}", f"--r={self.r}",
-                f"--versioning={self.versioning}",
-                f"--sloppy-quorum={'true' if self.sloppy_quorum else 'false'}",
-                f"--request-timeout-ms={self.request_timeout_ms}"]
+        return as_flags({"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
+                         "sloppy_quorum": self.sloppy_quorum,
+                         "request_timeout_ms": self.request_timeout_ms})
 
     @property
     def guarantee(self) -> str:

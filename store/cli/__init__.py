@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from kvcheck import __version__
 from kvcheck.store.cli import cluster, remote, serve
 from kvcheck.store.cli.exitcodes import Exit
-from kvcheck.store.cli.settings import modern_spelling
 from kvcheck.store.config import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -35,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kvstore`` console script; returns the exit code."""
-    args = build_parser().parse_args(modern_spelling(sys.argv[1:] if argv is None else argv))
+    args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except ConfigError as exc:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,22 +121,3 @@ def as_flags(values: Mapping[str, Any]) -> list[str]:
             else:
                 flags.append(f"{s.flag}={value}")
     return flags
-
-
-_BOOLEAN = {"true": True, "on": True, "yes": True, "1": True,
-            "false": False, "off": False, "no": False, "0": False}
-
-
-def modern_spelling(argv: Sequence[str]) -> list[str]:
-    """``argv`` with a true/false setting given as a value (``--sloppy-quorum=false``, as kvstore
-    spelled it before and ``TestSpec.store_flags`` still does) spelled as a flag
-    (``--no-sloppy-quorum``); every other argument as it is."""
-    flags = {s.flag for s in SETTINGS if s.kind is bool}
-    spelled = []
-    for arg in argv:
-        flag, _, value = arg.partition("=")
-        if flag in flags and value.lower() in _BOOLEAN:
-            spelled.append(flag if _BOOLEAN[value.lower()] else "--no-" + flag[2:])
-        else:
-            spelled.append(arg)
-    return spelled

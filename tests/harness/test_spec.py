@@ -37,7 +37,7 @@ def test_test_json_records_what_the_checkers_read() -> None:
     data = spec.to_json()
     assert data["nodes"] == ["n1", "n2", "n3"] and data["concurrency"] == 6
     assert (data["seed"], data["versioning"], data["sloppy_quorum"]) == (5, "lww", False)
-    assert "--sloppy-quorum=false" in spec.store_flags()
+    assert "--no-sloppy-quorum" in spec.store_flags()
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -1,5 +1,5 @@
 """The ``kvstore`` command line: every serve setting's help and default, true/false settings as
-flags over the TOML file, and the earlier ``--sloppy-quorum=false`` spelling."""
+flags over the TOML file."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from kvcheck.store.cli import build_parser
 from kvcheck.store.cli.serve import node_config
-from kvcheck.store.cli.settings import SETTINGS, as_flags, modern_spelling
+from kvcheck.store.cli.settings import SETTINGS, as_flags
 from kvcheck.store.config import ClusterConfig, NodeSpec
 
 NODE = ["--node-id", "n1", "--listen", "127.0.0.1:7001", "--data-dir", "d",
@@ -69,14 +67,6 @@ def test_true_false_settings_are_flags_that_override_the_file(tmp_path: Path) ->
     strict.write_text("[cluster]\nsloppy_quorum = false\n")
     assert sloppy("--config", str(strict)) is False
     assert sloppy("--config", str(strict), "--sloppy-quorum") is True
-
-
-@pytest.mark.parametrize(("old", "new"), [
-    ("--sloppy-quorum=false", "--no-sloppy-quorum"), ("--sloppy-quorum=True", "--sloppy-quorum"),
-    ("--sloppy-quorum=off", "--no-sloppy-quorum"), ("--w=2", "--w=2"),
-    ("--sloppy-quorum=maybe", "--sloppy-quorum=maybe")])
-def test_the_earlier_value_spelling_still_reads(old: str, new: str) -> None:
-    assert modern_spelling(["serve", old]) == ["serve", new]
 
 
 def test_flags_made_from_settings_read_back_as_the_same_settings() -> None:
