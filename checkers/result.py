@@ -59,11 +59,6 @@ class Verdict(enum.Enum):
         except ValueError:
             return cls.UNKNOWN
 
-    @property
-    def exit_code(self) -> int:
-        """The CLI's exit code for this verdict: 0 valid, 1 invalid, 2 unknown."""
-        return {Verdict.VALID: 0, Verdict.INVALID: 1, Verdict.UNKNOWN: 2}[self]
-
 
 _RANK = {Verdict.VALID: 0, Verdict.UNKNOWN: 1, Verdict.INVALID: 2}
 
