@@ -255,6 +255,7 @@ class Call:
 
     @property
     def latency_ns(self) -> int | None:
+        """Nanoseconds from invocation to completion; None for a call that never completed."""
         if self.complete is None:
             return None
         return self.complete.time - self.invoke.time

@@ -101,8 +101,9 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
         t = c.type
         per = counts.setdefault(c.f, {OK: 0, FAIL: 0, INFO: 0})
         per[t] += 1
-        if c.complete is not None and t != INFO:
-            lat.setdefault(c.f, []).append(c.complete.time - c.invoke.time)
+        latency = c.latency_ns
+        if latency is not None and t != INFO:
+            lat.setdefault(c.f, []).append(latency)
         if t == OK:
             if c.complete is not None and not c.complete.final and not c.invoke.final:
                 ok_times.append(c.complete.time)

@@ -191,13 +191,13 @@ def _buckets(calls: Sequence[Call], end_ns: int) -> dict[str, Any]:
     latencies: list[list[int]] = [[] for _ in range(n)]
     done = {t: [0] * n for t in TYPES}
     for c in calls:
-        if c.complete is None:
+        latency = c.latency_ns
+        if c.complete is None or latency is None:
             continue
         b = min(n - 1, int(_ms(c.complete.time) // width))
         done[c.type][b] += 1
         if c.type != INFO:
-            latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(
-                c.complete.time - c.invoke.time)
+            latencies[min(n - 1, int(_ms(c.invoke.time) // width))].append(latency)
     out: dict[str, Any] = {"width": width, "per_second": {
         t: [round(v * 1000 / width, 2) for v in done[t]] for t in TYPES}}
     per_bucket = [ns_quantiles_ms(ls) for ls in latencies]
