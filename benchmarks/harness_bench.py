@@ -17,16 +17,19 @@ import random
 import resource
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from kvcheck.checkers.stats import nearest_rank
 from kvcheck.harness.clients import Worker, run_worker
+from kvcheck.harness.databases.kvstore import KvStore
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import connect
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.image import ensure_image
+from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.workloads import RegisterWorkload
 
 
@@ -38,16 +41,16 @@ def cpu_seconds() -> float:
 async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: int,
                 history_path: Path) -> dict[str, float]:
     history = HistoryWriter(history_path)
-    workload = RegisterWorkload(vector_clocks=True)
+    workload = RegisterWorkload()
     rng = random.Random(rate)
     cpu_before, started = cpu_seconds(), time.monotonic()
     until = trio.current_time() + seconds
     async with trio.open_nursery() as nursery:
         for index in range(workers):
             node = cluster.nodes[index % len(cluster.nodes)]
-            worker = Worker(index, node, cluster.address(node), workers)
-            nursery.start_soon(run_worker, worker, workload, history, rate / workers, until,
-                               random.Random(rng.random()), 5.0)
+            nursery.start_soon(run_worker, Worker(index, node, workers), workload,
+                               partial(cluster.database.client, node, cluster), history,
+                               rate / workers, until, random.Random(rng.random()), 5.0)
     elapsed = time.monotonic() - started
     cpu = cpu_seconds() - cpu_before
     history.close()
@@ -86,12 +89,12 @@ def main() -> None:
     args = parser.parse_args()
     workers = args.workers or 8 * args.nodes
     client = connect()
-    image = ensure_image(client)
+    image = ensure_image(client, KvStore())
     with tempfile.TemporaryDirectory(prefix="kvcheck-bench-") as tmp:
         run_dir = Path(tmp)
-        cluster = DockerCluster(client, image, f"bench-{int(time.time())}",
-                                [f"n{i}" for i in range(1, args.nodes + 1)],
-                                ["--n=3", "--w=2", "--r=2"], run_dir)
+        spec = TestSpec(nodes=args.nodes, n=3, w=2, r=2)
+        cluster = DockerCluster(client, image, f"bench-{int(time.time())}", spec, KvStore(),
+                                run_dir)
 
         async def run() -> list[dict[str, float]]:
             await cluster.setup()

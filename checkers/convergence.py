@@ -94,8 +94,9 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
         heal = final_state.get("heal_time")
         if heal is None:
             heal = heal_time(history)
-        verdicts.append(_check_replicas(final_state, heal, anomalies, figures, per_key,
-                                        max_anomalies))
+        if final_state["samples"]:
+            verdicts.append(_check_replicas(final_state, heal, anomalies, figures, per_key,
+                                            max_anomalies))
     finals = by_key(c for c in calls if c.type == OK and c.f == "read"
                     and (c.invoke.final or c.complete.final))  # type: ignore[union-attr]
     disagree = 0

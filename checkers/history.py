@@ -428,8 +428,8 @@ def validate_final_state(obj: Any) -> None:
         raise ValueError(f'expected "format": "{FINAL_STATE_FORMAT}", '
                          f'"version": {FINAL_STATE_FORMAT_VERSION}')
     samples = obj.get("samples")
-    if not isinstance(samples, list) or not samples:
-        raise ValueError("samples must be a non-empty list")
+    if not isinstance(samples, list):
+        raise ValueError("samples must be a list")
     last = -1
     for i, s in enumerate(samples):
         if not isinstance(s, dict) or type(s.get("time")) is not int:

@@ -24,6 +24,7 @@ from typing import Literal
 
 import trio
 
+from kvcheck.harness.databases.kvstore import PORT
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.ring import natural_key
@@ -116,7 +117,7 @@ async def requests_served(cluster: DockerCluster, members: list[str]) -> dict[st
 
     async def one(node: str) -> None:
         try:
-            async with StoreClient(*cluster.address(node), timeout=2) as client:
+            async with StoreClient(cluster.host(node), PORT, timeout=2) as client:
                 counters = (await client.status())["node"]["counters"]
         except StoreError:
             return

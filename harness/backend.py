@@ -1,8 +1,10 @@
 """The interface every cluster backend offers, and how nemesis plans run on it.
 
-A backend owns the nodes of one run: it starts them, tells clients where they are, and breaks
-and heals them when the nemesis says so. Lifecycle as in Jepsen: ``setup`` / use /
-``teardown``; ``teardown`` must leave nothing behind, whatever happened before it.
+A backend owns the nodes of one run of one database: it starts the database's processes on
+them, is the database's view of the cluster (:class:`~kvcheck.harness.databases.Cluster`: where
+each node is, which are down), and breaks and heals them when the nemesis says so. Lifecycle as
+in Jepsen: ``setup`` / use / ``teardown``; ``teardown`` must leave nothing behind, whatever
+happened before it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Protocol
 
 import trio
 
+from kvcheck.harness.databases import Cluster, Database
 from kvcheck.nemesis import (
     Action,
     ClearPackets,
@@ -36,29 +39,27 @@ class BackendError(Exception):
     """The backend could not do what was asked (the message says what to do about it)."""
 
 
-class Backend(Protocol):
+class Backend(Cluster, Protocol):
+    #: The initial nodes (members also counts those that joined since).
     nodes: list[str]
+    database: Database
 
     async def setup(self) -> None:
-        """Create and start every node; return when each answers and sees its peers."""
+        """Create and start every node; return when each is ready and the cluster settled."""
         ...
 
     async def teardown(self) -> None:
         """Remove everything ``setup`` and the faults created. Safe to call more than once."""
         ...
 
-    def address(self, node: str) -> tuple[str, int]:
-        """Where clients reach ``node``'s HTTP interface."""
-        ...
-
     async def kill(self, node: str) -> None: ...
 
     async def restart(self, node: str) -> None:
-        """Start a killed node's store again on its data."""
+        """Start a killed node's processes again on its data."""
         ...
 
     async def wait_ready(self, nodes: Sequence[str]) -> None:
-        """Return once each node answers and is connected to its running peers."""
+        """Return once each node is ready and the cluster has settled (as the database says)."""
         ...
 
     async def pause(self, node: str) -> None: ...
@@ -84,16 +85,16 @@ class Backend(Protocol):
 
     async def join(self, node: str, via: str) -> None:
         """Start ``node`` on an empty disk, joining the cluster through member ``via``;
-        return once it answers."""
+        return once it is ready."""
         ...
 
     async def leave(self, node: str) -> None:
-        """Decommission ``node`` (waiting while another change is in progress), wait until it
-        has left, then stop its store."""
+        """Decommission ``node`` as the database does, then stop its processes."""
         ...
 
     async def crashed(self) -> list[str]:
-        """The nodes whose store exited by itself (not stopped by a fault or a leave)."""
+        """The nodes with a process that exited by itself (not stopped by a fault or a
+        leave)."""
         ...
 
 

@@ -2,37 +2,49 @@
 
 Every operation is recorded twice: ``invoke`` before it is sent, and its completion after —
 ``ok`` (it happened), ``fail`` (it surely did not), or ``info`` (it may have: a timeout, a lost
-connection, a write the store calls indeterminate). After an ``info`` the worker carries on
-under a new process id, as Jepsen does: the old process may still have an operation in flight.
+connection, a write the database calls indeterminate). The database's client decides which
+(:mod:`kvcheck.harness.databases.interface`); the one rule the harness adds is the timeout: an
+operation not completed after ``op_timeout`` seconds is cancelled and is ``info``. After an
+``info`` the worker carries on with a new client, under a new process id, as Jepsen does: the
+old process may still have an operation in flight.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 
+from kvcheck.harness.databases import (
+    Client,
+    Completion,
+    DatabaseError,
+    Fail,
+    Info,
+    Ok,
+    Operation,
+)
 from kvcheck.harness.history import HistoryWriter
-from kvcheck.harness.workloads import Operation, WorkerState, Workload
-from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.harness.workloads import Workload
 
 
 @dataclass(frozen=True, slots=True)
 class Worker:
     index: int
     node: str
-    address: tuple[str, int]
     process_stride: int  # how far the process id jumps after an info
 
 
-async def run_worker(worker: Worker, workload: Workload, history: HistoryWriter,
-                     rate: float, until: float, rng: random.Random, op_timeout: float) -> None:
+async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], Client],
+                     history: HistoryWriter, rate: float, until: float, rng: random.Random,
+                     op_timeout: float) -> None:
     """Issue operations at about ``rate`` per second (Poisson arrivals) until trio time
-    ``until``. Never raises for store errors; they are recorded."""
-    state = WorkerState(rng)
+    ``until``, through clients made by ``connect``. Never raises for the database's errors;
+    they are recorded."""
     process = worker.index
-    client = StoreClient(*worker.address, timeout=op_timeout)
+    client = connect()
     try:
         next_at = trio.current_time()
         while True:
@@ -40,27 +52,38 @@ async def run_worker(worker: Worker, workload: Workload, history: HistoryWriter,
             if next_at >= until:
                 return
             await trio.sleep_until(next_at)
-            op = workload.next_op(state)
-            if await perform(client, workload, op, state, history, process, worker.node) == "info":
+            op = workload.next_op(rng)
+            if await perform(client, op, history, process, worker.node, op_timeout) == "info":
                 process += worker.process_stride
-                await client.aclose()
+                await _close(client)
+                client = connect()
     finally:
-        with trio.CancelScope(shield=True):
-            await client.aclose()
+        await _close(client)
 
 
-async def perform(client: StoreClient, workload: Workload, op: Operation, state: WorkerState,
-                  history: HistoryWriter, process: int, node: str,
-                  *, final: bool = False) -> str:
+async def perform(client: Client, op: Operation, history: HistoryWriter, process: int,
+                  node: str, op_timeout: float, *, final: bool = False) -> str:
     """Invoke ``op``, record invocation and completion (``final`` marks a final read); return
     the completion type."""
     history.record(process, "invoke", op.f, op.key, op.value, node, final=final)
+    completion: Completion = Info(f"no answer within {op_timeout:g} s")
     try:
-        value = await workload.apply(client, op, state)
-    except StoreError as exc:
-        kind = "fail" if exc.applied == "no" else "info"
-        history.record(process, kind, op.f, op.key, op.value, node, error=str(exc),
-                       final=final)
-        return kind
-    history.record(process, "ok", op.f, op.key, value, node, final=final)
-    return "ok"
+        with trio.move_on_after(op_timeout):
+            completion = await client.invoke(op)
+    except Exception as exc:  # a bug of the adapter's, not an outcome of the operation
+        raise DatabaseError(f"the client of {node} raised {type(exc).__name__}: {exc} "
+                            f"running {op}") from exc
+    match completion:
+        case Ok(value):
+            history.record(process, "ok", op.f, op.key, value, node, final=final)
+            return "ok"
+        case Fail(error) | Info(error):
+            kind = "fail" if isinstance(completion, Fail) else "info"
+            history.record(process, kind, op.f, op.key, op.value, node, error=error, final=final)
+            return kind
+    raise TypeError(f"a client returned {completion!r}, not Ok, Fail or Info")
+
+
+async def _close(client: Client) -> None:
+    with trio.CancelScope(shield=True), trio.move_on_after(5):
+        await client.close()

@@ -1,32 +1,40 @@
-"""The Docker backend: one bridge network and one container per node, per run.
+"""The Docker backend: one bridge network and one container per node, per run, for any database.
 
-Each container runs an idle init process; the store itself is started with ``docker exec`` so
-that killing it (SIGKILL) and starting it again keeps the container — its data directory, its
-network namespace and any iptables rules. Everything is named and labelled with the run id
-(``org.kvcheck.run``), so runs never collide and :func:`cleanup` finds the leftovers of any run.
+Each container runs an idle init process; the database's processes
+(:class:`~kvcheck.harness.databases.Process`) are started with ``docker exec``, each writing its
+pid to ``<name>.pid`` and its output to ``<name>.log`` in the node's run directory (mounted at
+``/kvcheck``), so that killing them (SIGKILL) and starting them again keeps the container — its
+data directory, its network namespace and any iptables rules. Everything is named and labelled
+with the run id (``org.kvcheck.run``), so runs never collide and :func:`cleanup` finds the
+leftovers of any run. The backend is also the database's view of the cluster
+(:class:`~kvcheck.harness.databases.Cluster`).
 
 How each fault is made (``docs/nemesis.md`` has the why):
 
 - partition: in the receiving node's namespace, ``iptables -A KVCHECK -s <peer> -j DROP`` in a
   chain of our own jumped from INPUT; healing flushes that chain only;
-- kill / pause: ``kill -KILL`` / ``-STOP`` / ``-CONT`` of the store's pid;
-- clock: the store runs under libfaketime, reading its offset from a file on the host that is
-  bind-mounted into the container (``FAKETIME_NO_CACHE=1``), so a write takes effect at once and
-  the host's clock is never touched;
+- kill / pause: ``kill -KILL`` / ``-STOP`` / ``-CONT`` of the pids of the node's processes that
+  faults apply to (``Process.faults``);
+- clock: those processes run under libfaketime (where the database can undergo clock faults),
+  reading their offset from a file on the host that is bind-mounted into the container
+  (``FAKETIME_NO_CACHE=1``), so a write takes effect at once and the host's clock is never
+  touched;
 - packets: ``tc ... netem`` where the kernel has netem; otherwise loss through iptables'
   ``statistic`` match in an OUTPUT chain of our own, and bandwidth through ``tc tbf``;
-- membership: a node joins with ``kvstore serve --join`` on an emptied data directory (its
-  container is created when first needed), and leaves through ``POST /leave``; once it has
-  left, its store is stopped with SIGTERM.
+- membership: a node joins with the processes the database gives for a joining node, on an
+  emptied data directory (its container is created when first needed), and leaves as the
+  database says (:meth:`~kvcheck.harness.databases.Database.leave`); once it has left, its
+  processes are stopped with SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 
 import docker
@@ -36,24 +44,21 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from kvcheck.harness.backend import BackendError
+from kvcheck.harness.databases import Database, DatabaseError, Process
 from kvcheck.harness.image import faketime_env
+from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
-from kvcheck.store.client import RequestRejected, StoreClient, StoreError
 
 log = logging.getLogger(__name__)
 
 LABEL = "org.kvcheck"
 RUN_LABEL = "org.kvcheck.run"
-STORE_PORT = 7000
-#: Inside every container: the run's per-node directory (log, pid, clock offset).
+#: Inside every container: the run's per-node directory (logs, pids, clock offset).
 MOUNT = "/kvcheck"
-DATA_DIR = "/var/lib/kvstore"
 FAKETIME_FILE = f"{MOUNT}/faketime"
-#: Seconds a join or a leave may take before the backend gives up on it.
-CHANGE_LIMIT = 180.0
-PID_FILE = f"{MOUNT}/kvstore.pid"
-LOG_FILE = f"{MOUNT}/kvstore.log"
+#: Seconds nodes may take to become ready (and the cluster to settle) before the run stops.
+READY_LIMIT = 60.0
 
 _CHAINS = (
     "iptables -N KVCHECK && iptables -I INPUT -j KVCHECK && "
@@ -62,24 +67,25 @@ _CHAINS = (
 
 
 class DockerCluster:
-    """A cluster of store containers for one run. See the module docstring.
+    """A cluster of ``database`` containers for one run of ``spec``. See the module docstring.
 
-    ``store_flags`` are the cluster settings passed to every ``kvstore serve``; the image is
-    the store image of :mod:`kvcheck.harness.image`.
+    ``image`` is the database's node image (:mod:`kvcheck.harness.image`).
     """
 
-    def __init__(self, client: docker.DockerClient, image: str, run_id: str,
-                 nodes: Sequence[str], store_flags: Sequence[str], run_dir: Path) -> None:
+    def __init__(self, client: docker.DockerClient, image: str, run_id: str, spec: TestSpec,
+                 database: Database, run_dir: Path) -> None:
         self.client = client
         self.image = image
         self.run_id = run_id
-        self.nodes = list(nodes)
+        self.spec = spec
+        self.database = database
+        self.options: Mapping[str, str] = dict(spec.db_options)
+        self.nodes = list(spec.node_ids)
         #: Nodes that joined after setup and have not left.
         self.joined: list[str] = []
-        self.store_flags = list(store_flags)
         self.run_dir = run_dir
-        self.faketime_env = faketime_env(FAKETIME_FILE)
         self.labels = {LABEL: "1", RUN_LABEL: run_id}
+        self._clock = "clock" not in database.unsupported_faults
         self._network: Network | None = None
         self._containers: dict[str, Container] = {}
         self._ips: dict[str, str] = {}
@@ -87,14 +93,28 @@ class DockerCluster:
         self._packets_on: set[str] = set()
         self._qdisc_on: set[str] = set()
         self._netem = False
-        self._down: set[str] = set()  # nodes whose store is killed
+        self._down: set[str] = set()  # nodes whose processes are stopped (killed, left)
+        self._running: dict[str, list[Process]] = {}  # what was started on each node
+
+    # -- the cluster, as the database sees it --
+
+    @property
+    def members(self) -> list[str]:
+        return [*self.nodes, *self.joined]
+
+    @property
+    def down(self) -> frozenset[str]:
+        return frozenset(self._down)
+
+    def host(self, node: str) -> str:
+        return self._ips[node]
 
     # -- lifecycle --
 
     async def setup(self) -> None:
         await trio.to_thread.run_sync(self._create)
         for node in self.nodes:
-            await self._start_store(node)
+            await self._start(node)
         await self.wait_ready(self.nodes)
         self._netem = await trio.to_thread.run_sync(self._probe_netem)
 
@@ -134,155 +154,141 @@ class DockerCluster:
             self._network = None
         for node in self._ips:
             (self.node_dir(node) / "faketime").unlink(missing_ok=True)
-            (self.node_dir(node) / "kvstore.pid").unlink(missing_ok=True)
+            for pid in self.node_dir(node).glob("*.pid"):
+                pid.unlink()
 
     @property
     def created(self) -> list[str]:
-        """Every node that has a container, whether its store runs or not."""
+        """Every node that has a container, whether its processes run or not."""
         return list(self._ips)
 
     def node_dir(self, node: str) -> Path:
         return self.run_dir / "nodes" / node
 
-    def address(self, node: str) -> tuple[str, int]:
-        return self._ips[node], STORE_PORT
+    # -- the database's processes --
 
-    # -- the store process --
+    async def _start(self, node: str, join: str | None = None, *,
+                     only_faulty: bool = False) -> None:
+        """Start ``node``'s processes (a restart: only those faults apply to)."""
+        try:
+            processes = self.database.processes(node, self, join)
+        except Exception as exc:  # an adapter's bug must not leave the cluster behind
+            raise DatabaseError(f"processes({node!r}) raised {type(exc).__name__}: "
+                                f"{exc}") from exc
+        self._running[node] = processes
+        for process in processes:
+            if only_faulty and not process.faults:
+                continue
+            environment = dict(process.environment)
+            if process.faults and self._clock:
+                environment.update(faketime_env(FAKETIME_FILE))
+            command = (f"echo $$ > {_pid_file(process)} && exec {shlex.join(process.argv)} "
+                       f">> {MOUNT}/{process.name}.log 2>&1")
+            await trio.to_thread.run_sync(functools.partial(
+                self._containers[node].exec_run, ["sh", "-c", command], detach=True,
+                environment=environment))
 
-    def _serve_command(self, node: str, join: str | None) -> str:
-        """The store's command line: a new cluster of ``self.nodes``, or joining through
-        ``join``. A node restarted on its data directory follows the layout saved there."""
-        if join is not None:
-            peering = ["--join", f"{self._ips[join]}:{STORE_PORT}"]
-        else:
-            peers = ",".join(f"{p}={self._ips[p]}:{STORE_PORT}" for p in self.nodes if p != node)
-            peering = ["--peers", peers] if peers else []
-        args = ["kvstore", "serve", "--node-id", node, "--listen", f"{self._ips[node]}:"
-                f"{STORE_PORT}", "--data-dir", DATA_DIR, *peering, *self.store_flags]
-        return (f"echo $$ > {PID_FILE} && exec {shlex.join(args)} >> {LOG_FILE} 2>&1")
+    async def wait_ready(self, nodes: Sequence[str], limit: float = READY_LIMIT) -> None:
+        """Until each node is ready and the cluster has settled, as the database says.
 
-    async def _start_store(self, node: str, join: str | None = None) -> None:
-        command = self._serve_command(node, join)
-        await trio.to_thread.run_sync(lambda: self._containers[node].exec_run(
-            ["sh", "-c", command], detach=True, environment=self.faketime_env))
-
-    async def wait_ready(self, nodes: Sequence[str], limit: float = 60.0) -> None:
-        """Until each node answers ``/status`` and is connected to every peer whose store runs.
-
-        Raises BackendError, with the end of each node's log, after ``limit`` seconds.
+        Raises BackendError, with the end of each node's logs, after ``limit`` seconds.
         """
+        what = "did not become ready"
         with trio.move_on_after(limit):
             for node in nodes:
-                while not await self._ready(node):
+                while not await self._ask(f"ready({node!r})", self.database.ready(node, self)):
                     await trio.sleep(0.1)
+            what = "became ready, but the cluster did not settle"
+            while not await self._ask("settled()", self.database.settled(self)):
+                await trio.sleep(0.1)
             return
-        tails = "\n".join(f"--- {n} ---\n{self._log_tail(n)}" for n in nodes)
-        raise BackendError(f"nodes {', '.join(nodes)} did not become ready in {limit:.0f} s; "
-                           f"their logs end with:\n{tails}")
+        tails = "\n".join(f"--- {n} ---\n{self._log_tails(n)}" for n in nodes)
+        raise BackendError(f"nodes {', '.join(nodes)} {what} in {limit:.0f} s; their logs end "
+                           f"with:\n{tails}")
 
-    async def _ready(self, node: str) -> bool:
+    async def _ask(self, call: str, answer: Awaitable[bool]) -> bool:
+        """The database's answer to ``call``; an adapter that raises is an error naming it."""
         try:
-            async with StoreClient(*self.address(node), timeout=1) as client:
-                status = await client.status()
-        except StoreError:
-            return False
-        return all(m["connected"] for m in status["membership"]
-                   if m["node_id"] not in self._down and m["status"] != "left")
+            return bool(await answer)
+        except Exception as exc:
+            raise DatabaseError(f"{call} raised {type(exc).__name__}: {exc}") from exc
 
-    def _log_tail(self, node: str, lines: int = 15) -> str:
-        path = self.node_dir(node) / "kvstore.log"
-        if not path.exists():
+    def _log_tails(self, node: str, lines: int = 15) -> str:
+        logs = sorted(self.node_dir(node).glob("*.log"))
+        if not logs:
             return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(f"{log.name}:\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-lines:]) for log in logs)
+
+    def _faulty(self, node: str) -> list[Process]:
+        return [p for p in self._running.get(node, []) if p.faults]
 
     async def kill(self, node: str) -> None:
-        await self._stop_store(node, "KILL")
+        await self._stop(node, "KILL", self._faulty(node))
 
-    async def _stop_store(self, node: str, signal: str) -> None:
-        """Send the store ``signal`` and wait until its process is gone; the node counts as
-        down (its peers need not answer for it, and it has not crashed)."""
+    async def _stop(self, node: str, signal: str, processes: Sequence[Process]) -> None:
+        """Send ``processes`` of ``node`` the ``signal`` and wait until they are gone; the node
+        counts as down (its peers need not answer for it, and it has not crashed)."""
         self._down.add(node)
-        await self._signal(node, signal)
-        await self._exec_async(node, f"while kill -0 $(cat {PID_FILE}) 2>/dev/null; "
-                                     "do sleep 0.05; done")
+        for process in processes:
+            await self._exec_async(node, f"kill -{signal} $(cat {_pid_file(process)})")
+            await self._exec_async(node, f"while kill -0 $(cat {_pid_file(process)}) "
+                                         "2>/dev/null; do sleep 0.05; done")
 
     async def restart(self, node: str) -> None:
-        """Start the store again on the same data (see :meth:`wait_ready`)."""
-        await self._start_store(node)
+        """Start the node's processes that faults apply to again, on the same data (see
+        :meth:`wait_ready`)."""
+        await self._start(node, only_faulty=True)
         self._down.discard(node)
 
     async def join(self, node: str, via: str) -> None:
         """Start ``node`` on an empty data directory, joining through ``via`` (its container is
-        created the first time); return once it answers and reaches its peers."""
+        created the first time); return once it is ready."""
         if node not in self._containers:
             await trio.to_thread.run_sync(self._create_container, node)
-        await self._exec_async(node, f"rm -rf {DATA_DIR}")
-        await self._start_store(node, join=via)
+        await self._exec_async(node, f"rm -rf {shlex.quote(self.database.data_dir)}")
+        await self._start(node, join=via)
         self._down.discard(node)
-        await self.wait_ready([node])
         if node not in self.nodes and node not in self.joined:
             self.joined.append(node)
+        await self.wait_ready([node])
 
     async def leave(self, node: str) -> None:
-        """Decommission ``node`` and stop its store once it has left. While another change is
-        in progress the node refuses; ask again until it accepts. Raises BackendError after
-        :data:`CHANGE_LIMIT` seconds."""
-        with trio.move_on_after(CHANGE_LIMIT):
-            async with StoreClient(*self.address(node), timeout=10) as client:
-                while not await self._accepted_leave(node, client):
-                    await trio.sleep(0.5)
-                while not await self._has_left(client):
-                    await trio.sleep(0.5)
-            await self._stop_store(node, "TERM")
-            if node in self.joined:
-                self.joined.remove(node)
-            return
-        raise BackendError(f"{node} did not leave the cluster within {CHANGE_LIMIT:.0f} s; its "
-                           f"log ends with:\n{self._log_tail(node)}")
-
-    @staticmethod
-    async def _accepted_leave(node: str, client: StoreClient) -> bool:
-        """Ask ``node`` to leave: True once it accepted, False while it answers "not now"
-        (409: another change is going on) or not at all. Raises BackendError when it never
-        can."""
+        """Decommission ``node`` as the database says, then stop its processes. Raises
+        BackendError when the database cannot."""
         try:
-            await client.leave()
-        except RequestRejected as exc:
-            if exc.status != 409:
-                raise BackendError(f"{node} cannot leave: {exc}") from None
-            return False
-        except StoreError:
-            return False
-        return True
-
-    @staticmethod
-    async def _has_left(client: StoreClient) -> bool:
-        try:
-            status = await client.status()
-        except StoreError:
-            return False
-        me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
-        return bool(me["status"] == "left")
+            await self.database.leave(node, self)
+        except DatabaseError as exc:
+            raise BackendError(f"{exc}; its logs end with:\n{self._log_tails(node)}") from None
+        await self._stop(node, "TERM", self._running.get(node, []))
+        if node in self.joined:
+            self.joined.remove(node)
 
     async def crashed(self) -> list[str]:
-        """The nodes whose store should be running (the nemesis did not kill it, it has not
-        left) but is not: it exited by itself."""
-        def running(node: str) -> bool:
+        """The nodes with a process that should be running (the nemesis did not stop it, the
+        node has not left) but is not: it exited by itself."""
+        def running(node: str, process: Process) -> bool:
             code, _ = self._containers[node].exec_run(
-                ["sh", "-c", f"kill -0 $(cat {PID_FILE})"])
+                ["sh", "-c", f"kill -0 $(cat {_pid_file(process)})"])
             return code == 0
 
-        return [node for node in [*self.nodes, *self.joined]
-                if node not in self._down and not await trio.to_thread.run_sync(running, node)]
+        crashed = []
+        for node in self.members:
+            if node in self._down:
+                continue
+            for process in self._running.get(node, []):
+                if not await trio.to_thread.run_sync(running, node, process):
+                    crashed.append(node)
+                    break
+        return crashed
 
     async def pause(self, node: str) -> None:
-        await self._signal(node, "STOP")
+        for process in self._faulty(node):
+            await self._exec_async(node, f"kill -STOP $(cat {_pid_file(process)})")
 
     async def resume(self, node: str) -> None:
-        await self._signal(node, "CONT")
-
-    async def _signal(self, node: str, signal: str) -> None:
-        await self._exec_async(node, f"kill -{signal} $(cat {PID_FILE})")
+        for process in self._faulty(node):
+            await self._exec_async(node, f"kill -CONT $(cat {_pid_file(process)})")
 
     # -- faults --
 
@@ -366,6 +372,10 @@ class DockerCluster:
 
     async def _exec_async(self, node: str, script: str) -> str:
         return await trio.to_thread.run_sync(self.exec, node, script)
+
+
+def _pid_file(process: Process) -> str:
+    return f"{MOUNT}/{process.name}.pid"
 
 
 def _netem(fault: PacketFault) -> str:

@@ -23,9 +23,9 @@ from kvcheck.harness.report_assets import SCRIPT, STYLE
 from kvcheck.harness.report_data import load_run, text
 from kvcheck.harness.verdicts import notes
 
-_CONFIG = ("nodes", "n", "w", "r", "sloppy_quorum", "versioning", "workload", "nemesis",
-           "nemesis_interval", "seed", "time_limit", "rate", "concurrency", "recovery_time",
-           "backend")
+_CONFIG = ("db", "db_options", "nodes", "n", "w", "r", "sloppy_quorum", "versioning",
+           "workload", "nemesis", "nemesis_interval", "seed", "time_limit", "rate",
+           "concurrency", "recovery_time", "backend")
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src data:; base-uri 'none'; form-action 'none'")
 
@@ -76,7 +76,8 @@ def _headline(name: str, check: Mapping[str, Any]) -> str:
         return ""
 
 
-def _checkers(results: Mapping[str, Any]) -> str:
+def _checkers(results: Mapping[str, Any], test: Mapping[str, Any]) -> str:
+    """One row per checker that ran, then one per checker the database could not serve."""
     rows = []
     for name, check in results.get("checkers", {}).items():
         counts = check.get("anomaly_counts") or {}
@@ -85,6 +86,9 @@ def _checkers(results: Mapping[str, Any]) -> str:
         rows.append(f"<tr><th>{_e(name)}</th><td>{_verdict(check.get('valid'))}</td>"
                     f"<td>{_e(summary)}</td><td>{_e(_headline(name, check))}"
                     f"{f' <span class=error>{_e(error)}</span>' if error else ''}</td></tr>")
+    skipped = test.get("skipped_checkers")
+    for name, why in (skipped.items() if isinstance(skipped, dict) else ()):
+        rows.append(f"<tr><th>{_e(name)}</th><td>not run</td><td>-</td><td>{_e(why)}</td></tr>")
     head = "<tr><th>checker</th><th>verdict</th><th>anomalies</th><th>figures</th></tr>"
     return f"<table class=checkers>{head}{''.join(rows)}</table>"
 
@@ -167,7 +171,7 @@ def render(data: Mapping[str, Any]) -> str:
 <p>Expected guarantee: <b>{_e(test.get('guarantee') or test.get('expect') or '?')}</b>.
 The verdict is about that guarantee; every checker's figures are shown either way.
 {_e(results.get('meta', {}).get('ops', 0))} history lines, {data['duration'] / 1000:.1f} s.</p>
-{problems}{_config(test)}{_checkers(results)}</header>
+{problems}{_config(test)}{_checkers(results, test)}</header>
 <section id=timeline-section><h2>Timeline</h2>
 <p class=hint>{note} Wheel to zoom, drag to pan, double-click to reset (all charts
 follow; the address names the window, e.g. <code>report.html#t=5-10</code>).

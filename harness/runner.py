@@ -7,8 +7,9 @@ every replica's state, makes the final reads, writes the final state, and tears 
 files on disk alone.
 
 A run directory ``histories/<name>/<timestamp>/`` holds ``test.json``, ``history.jsonl``,
-``final-state.json``, ``results.json``, ``report.html`` and ``nodes/<node>/kvstore.log``;
-``histories/latest`` points at the newest run.
+``final-state.json``, ``results.json``, ``report.html`` and each node's logs,
+``nodes/<node>/<process>.log``; ``histories/latest`` points at the newest run. What is sampled
+of each replica's state depends on the database (:attr:`Capability.REPLICA_STATE`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -28,15 +30,11 @@ import trio
 
 from kvcheck.harness.backend import Backend, execute
 from kvcheck.harness.clients import Worker, perform, run_worker
+from kvcheck.harness.databases import Capability, Operation
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.spec import TestSpec
-from kvcheck.harness.workloads import Operation, WorkerState, make_workload
+from kvcheck.harness.workloads import make_workload
 from kvcheck.nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
-from kvcheck.store.client import StoreClient, StoreError
-from kvcheck.store.config import ClusterConfig
-from kvcheck.store.datadir import record_from_json
-from kvcheck.store.placement import Placement
-from kvcheck.store.ring import Member, Ring
 
 #: Process ids of the final readers start here (workers never get this far).
 FINAL_PROCESS_BASE = 1_000_000
@@ -44,8 +42,8 @@ FINAL_PROCESS_BASE = 1_000_000
 SAMPLE_EVERY = 2.0
 
 
-#: What a node stores, as sampled: for each key ``{"versions": [...]}``, as ``/replica`` shows it.
-_Stored = dict[str, dict[str, list[dict[str, Any]]]]
+#: What a node stores, as sampled: for each key ``{"versions": [...]}`` (or ``{"digest": ...}``).
+_Stored = dict[str, Any]
 
 
 class _Sample(TypedDict):
@@ -109,8 +107,10 @@ class Runner:
         self.backend = backend
         self.run_dir = run_dir
         self.progress = progress or Progress()
+        self.database = backend.database
         self.rng = random.Random(spec.seed)
-        self.workload = make_workload(spec.workload, spec.versioning == "vclock")
+        self.workload = make_workload(spec.workload,
+                                      cas=Capability.CAS in self.database.capabilities)
         self._active: Fault | None = None
         self._signal: int | None = None
         self._background: trio.Nursery | None = None  # the nemesis's own tasks (strobes)
@@ -165,8 +165,8 @@ class Runner:
             nodes = self.backend.nodes
             for index in range(spec.workers):
                 node = nodes[index % len(nodes)]
-                worker = Worker(index, node, self.backend.address(node), spec.workers)
-                nursery.start_soon(run_worker, worker, self.workload, history,
+                nursery.start_soon(run_worker, Worker(index, node, spec.workers), self.workload,
+                                   partial(self.database.client, node, self.backend), history,
                                    spec.rate / spec.workers, until,
                                    random.Random(self.rng.randrange(2**32)), spec.op_timeout)
         self.progress.phase = "healing"
@@ -175,7 +175,8 @@ class Runner:
         samples = await self._recover(history)
         self.progress.phase = "final reads"
         await self._final_reads(history)
-        samples.append(await self._sample(history))
+        if (sample := await self._sample(history)) is not None:
+            samples.append(sample)
         await self._note_crashes()
         await self._write_final_state(samples)
 
@@ -270,22 +271,22 @@ class Runner:
         samples = []
         end = trio.current_time() + self.spec.recovery_time
         while True:
-            samples.append(await self._sample(history))
+            if (sample := await self._sample(history)) is not None:
+                samples.append(sample)
             if trio.current_time() + SAMPLE_EVERY > end:
                 await trio.sleep_until(end)
                 return samples
             await trio.sleep(SAMPLE_EVERY)
 
-    async def _sample(self, history: HistoryWriter) -> _Sample:
+    async def _sample(self, history: HistoryWriter) -> _Sample | None:
+        """What every node stores of every key, if the database can say (else None)."""
+        if Capability.REPLICA_STATE not in self.database.capabilities:
+            return None
         keys = self.workload.used_keys()
         nodes: dict[str, _Stored | None] = {}
 
         async def one(node: str) -> None:
-            try:
-                async with StoreClient(*self.backend.address(node), timeout=5) as client:
-                    nodes[node] = {key: {"versions": await client.replica(key)} for key in keys}
-            except StoreError:
-                nodes[node] = None
+            nodes[node] = await self.database.replica_state(node, keys, self.backend)
 
         at = int(history.elapsed() * 1e9)
         async with trio.open_nursery() as nursery:
@@ -297,38 +298,29 @@ class Runner:
         """Read every key through every node, recorded with ``"final": true``."""
 
         async def read_through(index: int, node: str) -> None:
-            state = WorkerState(random.Random(index))
-            async with StoreClient(*self.backend.address(node),
-                                   timeout=self.spec.op_timeout) as client:
+            client = self.database.client(node, self.backend)
+            try:
                 for key in self.workload.used_keys():
-                    await perform(client, self.workload, Operation("read", key), state, history,
-                                  FINAL_PROCESS_BASE + index, node, final=True)
+                    await perform(client, Operation("read", key), history,
+                                  FINAL_PROCESS_BASE + index, node, self.spec.op_timeout,
+                                  final=True)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await client.close()
 
         async with trio.open_nursery() as nursery:
             for index, node in enumerate(self.backend.nodes):
                 nursery.start_soon(read_through, index, node)
 
     async def _write_final_state(self, samples: list[_Sample]) -> None:
-        """``final-state.json``: the samples, and each key's replicas in the ring the cluster
-        ended with (asked of the nodes; computed from the configured nodes if none answers)."""
-        ring = await self._final_ring()
-        replicas = {key: list(ring.preference_list(key.encode(), self.spec.n))
-                    for key in self.workload.used_keys()}
+        """``final-state.json``: the samples, each key's replicas as the database names them
+        (where it can report replica states), and the nodes that crashed."""
+        replicas: dict[str, list[str]] = {}
+        if Capability.REPLICA_STATE in self.database.capabilities:
+            replicas = await self.database.replicas(self.workload.used_keys(), self.backend)
         state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
                  "replicas": replicas, "crashed_nodes": self.crashed}
         (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
-
-
-    async def _final_ring(self) -> Ring:
-        vnodes = ClusterConfig().vnodes_per_weight
-        for node in self.backend.nodes:
-            try:
-                async with StoreClient(*self.backend.address(node), timeout=5) as client:
-                    records = [record_from_json(r) for r in await client.placement()]
-                return Placement({r.node_id: r for r in records}, vnodes, self.spec.n).current
-            except (StoreError, ValueError, KeyError, TypeError):
-                continue
-        return Ring.build((Member(node) for node in self.backend.nodes), vnodes)
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -1,16 +1,19 @@
 """A test's specification: one frozen value, written to ``test.json``.
 
-Like a Jepsen test map: the cluster, the workload, the nemesis, the checkers — with defaults
-that make ``kvcheck run`` meaningful on its own. The *expected guarantee* follows from the store's
-configuration unless ``expect`` declares one, and decides the checkers the run gets; both rules
-live in :mod:`kvcheck.checkers.guarantees`.
+Like a Jepsen test map: the database, the cluster, the workload, the nemesis, the checkers —
+with defaults that make ``kvcheck run`` meaningful on its own. The database (``db``, the
+reference store unless another is named; :mod:`kvcheck.harness.databases`) is loaded and asked
+when the spec is built: whether it takes the ``db_options`` given (they are completed with its
+defaults), whether it can undergo the nemesis kinds asked for, and whether it accepts the rest.
+The *expected guarantee* is the database's unless ``expect`` declares one, and decides the
+checkers the run gets (:mod:`kvcheck.checkers.guarantees`), less those that need a capability
+the database lacks (:attr:`TestSpec.skipped_checkers` says why).
 
-Tests run strict quorums unless asked for sloppy ones (the store's own default): strict quorums
-with W + R > N promise no stale reads, which a test can check; sloppy ones promise only that
-replicas converge (by hinted handoff, read repair and anti-entropy, within seconds of a heal).
-
-``linearizable`` can be asked for; the reference store does not promise it, so such a test is
-expected to fail, and shows how.
+For the reference store the guarantee follows from its configuration. Tests run strict quorums
+unless asked for sloppy ones (the store's own default): strict quorums with W + R > N promise no
+stale reads, which a test can check; sloppy ones promise only that replicas converge (by hinted
+handoff, read repair and anti-entropy, within seconds of a heal). ``linearizable`` can be asked
+for; the reference store does not promise it, so such a test is expected to fail, and shows how.
 """
 
 from __future__ import annotations
@@ -20,12 +23,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kvcheck.checkers.guarantees import (
-    DEFAULT_CHECKERS,
-    GUARANTEES,
-    default_checkers,
-    derived_guarantee,
-)
+from kvcheck.checkers.guarantees import DEFAULT_CHECKERS, GUARANTEES, default_checkers
+from kvcheck.harness.databases import CHECKER_NEEDS, Database, DatabaseError, load, resolve_options
 from kvcheck.nemesis import parse_kinds
 from kvcheck.store.cli.settings import as_flags
 
@@ -45,6 +44,9 @@ class TestSpec:
     __test__ = False  # not a pytest test class
 
     name: str = "kvcheck"
+    db: str = "kvstore"
+    #: ``--db-opt`` settings, as (name, value) pairs; completed with the database's defaults.
+    db_options: tuple[tuple[str, str], ...] = ()
     nodes: int = 5
     concurrency: int = 0  # 0: two workers per node
     rate: float = 100.0
@@ -58,7 +60,7 @@ class TestSpec:
     r: int = 2
     versioning: Literal["vclock", "lww"] = "vclock"
     sloppy_quorum: bool = False  # the store's default is sloppy; tests choose strict unless asked
-    expect: str = ""  # "": derived from n, w, r and sloppy_quorum
+    expect: str = ""  # "": the database's (the reference store's: from n, w, r, sloppy_quorum)
     seed: int = field(default_factory=lambda: random.randrange(2**31))
     leave_running: bool = False
     request_timeout_ms: int = 1000
@@ -69,10 +71,6 @@ class TestSpec:
             raise SpecError(f"--name must be a plain name, not {self.name!r}")
         if not 1 <= self.nodes <= 32:
             raise SpecError("--nodes must be from 1 to 32")
-        if not 1 <= self.n <= self.nodes:
-            raise SpecError(f"--n must be from 1 to the number of nodes ({self.nodes})")
-        if not (1 <= self.w <= self.n and 1 <= self.r <= self.n):
-            raise SpecError(f"--w and --r must be from 1 to --n ({self.n})")
         if self.concurrency < 0 or self.rate <= 0 or self.time_limit <= 0:
             raise SpecError("--concurrency must be >= 0, --rate and --time-limit > 0")
         if self.nemesis_interval <= 0 or self.recovery_time < 0:
@@ -89,6 +87,22 @@ class TestSpec:
             raise SpecError(str(exc)) from None
         if self.nodes < 2 and {"partition", "packet"} & set(kinds):
             raise SpecError("--nemesis partition and packet need at least 2 nodes")
+        try:
+            database = self.database
+            options = resolve_options(database, dict(self.db_options))
+            database.validate(self)
+        except DatabaseError as exc:
+            raise SpecError(str(exc)) from None
+        object.__setattr__(self, "db_options", tuple(sorted(options.items())))
+        for kind in kinds:
+            if kind in database.unsupported_faults:
+                raise SpecError(f"--nemesis {kind} is not supported for --db {self.db}: "
+                                f"{database.unsupported_faults[kind]}")
+
+    @property
+    def database(self) -> Database:
+        """The database under test. Raises DatabaseError if it cannot be loaded."""
+        return load(self.db)
 
     @property
     def workers(self) -> int:
@@ -106,25 +120,43 @@ class TestSpec:
 
     @property
     def guarantee(self) -> str:
-        """The guarantee the verdict is about: ``expect``, else the configuration's."""
-        return self.expect or derived_guarantee(self.n, self.w, self.r, self.sloppy_quorum)
+        """The guarantee the verdict is about: ``expect``, else the database's."""
+        return self.expect or self.database.guarantee(self)
 
     @property
     def checkers(self) -> tuple[str, ...]:
-        """The checkers the run gets: the workload's, and those its guarantee needs."""
-        return default_checkers(self.workload, self.guarantee)
+        """The checkers the run gets: the workload's, and those its guarantee needs, but for
+        those the database cannot serve (:attr:`skipped_checkers`)."""
+        return tuple(c for c in default_checkers(self.workload, self.guarantee)
+                     if c not in self.skipped_checkers)
+
+    @property
+    def skipped_checkers(self) -> dict[str, str]:
+        """Checkers the test would run, but that need what the database cannot do: why not."""
+        capabilities = self.database.capabilities
+        return {c: f"{self.db} cannot {needs.doing}, which the {c} checker needs"
+                for c in default_checkers(self.workload, self.guarantee)
+                if (needs := CHECKER_NEEDS.get(c)) is not None and needs not in capabilities}
 
     def to_json(self) -> dict[str, Any]:
-        """``test.json``: every option, plus what the checkers read."""
+        """``test.json``: every option (the reference store's settings only as the database
+        describes them), plus what the checkers read."""
+        common = {k: v for k, v in dataclasses.asdict(self).items() if k not in _STORE_SETTINGS}
         return {
-            **dataclasses.asdict(self),
+            **common,
+            **self.database.describe(self),
+            "db_options": dict(self.db_options),
             "nemesis": list(self.nemesis),
             "nodes": self.node_ids,
             "node_count": self.nodes,
             "concurrency": self.workers,
-            "sloppy_quorum": self.sloppy_quorum,
-            "versioning": "vector-clock" if self.versioning == "vclock" else "lww",
             "guarantee": self.guarantee,
             "checkers": list(self.checkers),
+            "skipped_checkers": self.skipped_checkers,
             "backend": "docker",
         }
+
+
+#: Options of the reference store alone (``--db kvstore``); ``test.json`` has them from
+#: :meth:`Database.describe`.
+_STORE_SETTINGS = frozenset({"n", "w", "r", "versioning", "sloppy_quorum", "request_timeout_ms"})

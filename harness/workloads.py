@@ -1,65 +1,37 @@
-"""Workloads: which operations the clients issue, and what their results mean.
+"""Workloads: which operations the clients issue (the operations' meaning is in
+:mod:`kvcheck.harness.databases.interface`, what each database does with them in its client).
 
-``register``: reads and writes of unique integer values. Keys rotate — a handful are active at
-a time and each sees a few hundred operations — so every key's history stays small enough to
-check. In vector-clock mode a write carries the causal context of the worker's last read of the
-key; a read that returns siblings records them as a list.
+``register``: reads, writes of unique integer values and, where the database's client can,
+compare-and-sets from the value last written to the key to a new unique value. Keys rotate — a
+handful are active at a time and each sees a few hundred operations — so every key's history
+stays small enough to check.
 
-``set``: each ``add`` inserts a unique integer into a set stored as a JSON list, by
-read-modify-write: read (merging siblings by union), add, write back with the read's context.
-An occasional ``read`` records the set; after the test every key is read through every node
-(``final`` reads), which the lost-writes checker compares with what was acknowledged.
+``set``: each ``add`` inserts a unique integer into the key's set; an occasional ``read``
+returns the whole set. After the test every key is read through every node (``final`` reads),
+which the lost-writes checker compares with what was acknowledged.
+
+A workload is shared by every worker of a run (values stay unique across them); each worker
+draws its choices from its own seeded generator.
 """
 
 from __future__ import annotations
 
-import json
 import random
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from kvcheck.store.client import StoreClient
-
-
-@dataclass(frozen=True, slots=True)
-class Operation:
-    f: str
-    key: str
-    value: Any = None
-
-
-@dataclass(slots=True)
-class WorkerState:
-    """What one client worker remembers between its operations."""
-
-    rng: random.Random
-    contexts: dict[str, str] = field(default_factory=dict)
+from kvcheck.harness.databases.interface import Operation
 
 
 class Workload(Protocol):
     name: str
 
-    def next_op(self, worker: WorkerState) -> Operation:
-        """The next operation for this worker."""
-        ...
-
-    async def apply(self, client: StoreClient, op: Operation, worker: WorkerState) -> Any:
-        """Run ``op``; return the completion's value. Raises StoreError when it fails."""
+    def next_op(self, rng: random.Random) -> Operation:
+        """The next operation, drawn with the worker's ``rng``."""
         ...
 
     def used_keys(self) -> list[str]:
         """Every key used so far."""
         ...
-
-
-def decode_int(raw: bytes | None) -> int | str | None:
-    """A stored value as the int the harness wrote; anything else is kept, visibly, as text."""
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        return "unexpected:" + raw.decode("utf-8", "replace")
 
 
 class _RotatingKeys:
@@ -80,37 +52,38 @@ class _RotatingKeys:
 
 
 class RegisterWorkload:
+    """Reads and unique writes, half and half; with ``cas``, a third each of reads, writes and
+    compare-and-sets (expecting the value last written to the key, or None before any)."""
+
     name = "register"
 
-    def __init__(self, vector_clocks: bool, active_keys: int = 3, ops_per_key: int = 300) -> None:
-        self.vector_clocks = vector_clocks
+    def __init__(self, cas: bool = False, active_keys: int = 3, ops_per_key: int = 300) -> None:
+        self.cas = cas
         self._keys = _RotatingKeys("r", active_keys, ops_per_key)
         self._next_value = 0
+        self._last_written: dict[str, int] = {}
 
-    def next_op(self, worker: WorkerState) -> Operation:
-        key = self._keys.pick(worker.rng)
-        if worker.rng.random() < 0.5:
+    def next_op(self, rng: random.Random) -> Operation:
+        key = self._keys.pick(rng)
+        choice = rng.random()
+        if choice < (1 / 3 if self.cas else 1 / 2):
             return Operation("read", key)
         self._next_value += 1
-        return Operation("write", key, self._next_value)
-
-    async def apply(self, client: StoreClient, op: Operation, worker: WorkerState) -> Any:
-        if op.f == "read":
-            read = await client.get(op.key)
-            worker.contexts[op.key] = read.context
-            values = [decode_int(v) for v in read.values]
-            if not values:
-                return None
-            return values[0] if len(values) == 1 else values
-        context = worker.contexts.get(op.key, "") if self.vector_clocks else ""
-        await client.put(op.key, str(op.value).encode(), context)
-        return op.value
+        value = self._next_value
+        if self.cas and choice >= 2 / 3:
+            expected = self._last_written.get(key)
+            self._last_written[key] = value
+            return Operation("cas", key, [expected, value])
+        self._last_written[key] = value
+        return Operation("write", key, value)
 
     def used_keys(self) -> list[str]:
         return self._keys.used()
 
 
 class SetWorkload:
+    """Adds of unique integers, and a ``read_share`` of reads."""
+
     name = "set"
 
     def __init__(self, active_keys: int = 2, adds_per_key: int = 250,
@@ -119,51 +92,21 @@ class SetWorkload:
         self._next_element = 0
         self.read_share = read_share
 
-    def next_op(self, worker: WorkerState) -> Operation:
-        key = self._keys.pick(worker.rng)
-        if worker.rng.random() < self.read_share:
+    def next_op(self, rng: random.Random) -> Operation:
+        key = self._keys.pick(rng)
+        if rng.random() < self.read_share:
             return Operation("read", key)
         self._next_element += 1
         return Operation("add", key, self._next_element)
-
-    async def apply(self, client: StoreClient, op: Operation, worker: WorkerState) -> Any:
-        read = await client.get(op.key)
-        elements = union(read.values)
-        if op.f == "read":
-            return sorted(elements, key=str)
-        elements.add(op.value)
-        await client.put(op.key, encode_set(elements), read.context)
-        return op.value
 
     def used_keys(self) -> list[str]:
         return self._keys.used()
 
 
-def union(values: tuple[bytes | None, ...]) -> set[Any]:
-    """The union of sibling sets; a sibling that is not a JSON list adds itself, as text."""
-    elements: set[Any] = set()
-    for raw in values:
-        if raw is None:
-            continue
-        try:
-            decoded = json.loads(raw)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, list) and all(isinstance(e, int) for e in decoded):
-            elements.update(decoded)
-        else:
-            elements.add("unexpected:" + raw.decode("utf-8", "replace"))
-    return elements
-
-
-def encode_set(elements: set[Any]) -> bytes:
-    return json.dumps(sorted(e for e in elements if isinstance(e, int)),
-                      separators=(",", ":")).encode()
-
-
-def make_workload(name: str, vector_clocks: bool) -> RegisterWorkload | SetWorkload:
+def make_workload(name: str, cas: bool = False) -> RegisterWorkload | SetWorkload:
+    """The workload ``name``; ``cas``: the database's client can compare-and-set."""
     if name == "register":
-        return RegisterWorkload(vector_clocks)
+        return RegisterWorkload(cas)
     if name == "set":
         return SetWorkload()
     raise ValueError(f"unknown workload {name!r}")

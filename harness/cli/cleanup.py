@@ -7,10 +7,11 @@ from typing import Any
 
 from rich.console import Console
 
+from kvcheck.harness.base_image import ImageError
 from kvcheck.harness.docker_cluster import cleanup
 from kvcheck.harness.engine import EngineUnavailable, connect
 from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.image import ImageError, remove_stale_images
+from kvcheck.harness.image import remove_stale_images
 from kvcheck.harness.package import PackageError
 
 

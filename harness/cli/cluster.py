@@ -18,11 +18,13 @@ from rich.console import Console
 
 from kvcheck.harness.autoscale import ABOVE, BELOW, SUSTAIN, Policy, PolicyError, autoscale
 from kvcheck.harness.backend import BackendError
+from kvcheck.harness.base_image import ImageError
 from kvcheck.harness.cli.options import BY_HAND, add_cluster_options, add_histories
+from kvcheck.harness.databases.kvstore import PORT, KvStore
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import EngineUnavailable, connect
 from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.image import ImageError, ensure_image
+from kvcheck.harness.image import ensure_image
 from kvcheck.harness.package import PackageError
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import SpecError, TestSpec
@@ -77,7 +79,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         cluster_dir.mkdir(parents=True)
         client = connect()
-        image = ensure_image(client, progress=lambda line: err.print(
+        image = ensure_image(client, KvStore(), progress=lambda line: err.print(
             line, style="dim", markup=False, highlight=False))
     except OSError as exc:
         err.print(f"[bold red]kvcheck cluster up:[/] cannot create {cluster_dir}: "
@@ -86,8 +88,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck cluster up:[/] {exc}", highlight=False)
         return Exit.CRASH
-    backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(),
-                            cluster_dir)
+    backend = DockerCluster(client, image, run_id, spec, KvStore(), cluster_dir)
 
     def say(line: str) -> None:
         out.print(line, markup=False, highlight=False, soft_wrap=True)
@@ -111,13 +112,13 @@ async def _keep_up(backend: DockerCluster, policy: Policy | None, args: argparse
 
             def publish(members: list[str]) -> None:
                 """``cluster.json``: the members and their addresses, replaced atomically."""
-                addresses = {n: "{}:{}".format(*backend.address(n)) for n in members}
+                addresses = {n: f"{backend.host(n)}:{PORT}" for n in members}
                 temporary = cluster_dir / "cluster.json.tmp"
                 temporary.write_text(json.dumps({"nodes": addresses}) + "\n")
                 temporary.replace(cluster_dir / "cluster.json")
 
             publish(backend.nodes)
-            say("cluster up: " + ", ".join("{}={}:{}".format(n, *backend.address(n))
+            say("cluster up: " + ", ".join(f"{n}={backend.host(n)}:{PORT}"
                                            for n in backend.nodes) + " · Ctrl-C to tear down")
             if policy is not None:
                 nursery.start_soon(autoscale, backend, policy, args.window,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
 
+from kvcheck.harness.databases import BUILTIN
 from kvcheck.harness.spec import TestSpec
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.versions import Versioning
@@ -65,6 +66,26 @@ def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaul
                         "(default: %(default)s)")
     parser.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction,
                         default=defaults.sloppy_quorum, help=defaults.sloppy_quorum_help)
+
+
+def add_database(parser: argparse.ArgumentParser) -> None:
+    """``--db NAME`` and ``--db-opt KEY=VALUE`` (repeatable)."""
+    parser.add_argument("--db", default=SPEC_DEFAULTS.db, metavar="NAME",
+                        help="the database under test: "
+                        f"{', '.join(BUILTIN)}, or package.module:factory for your own "
+                        "(docs/your-store.md); --db help lists them, with their options and the "
+                        "faults each can undergo (default: %(default)s)")
+    parser.add_argument("--db-opt", action="append", type=db_option, default=[],
+                        metavar="KEY=VALUE", help="a setting of the database (repeatable; --db "
+                        "help lists each database's)")
+
+
+def db_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` as a pair. Raises argparse.ArgumentTypeError without ``=`` or a key."""
+    key, equals, value = text.partition("=")
+    if not equals or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, not {text!r}")
+    return key.strip(), value.strip()
 
 
 def add_histories(parser: argparse.ArgumentParser, help: str) -> None:

@@ -16,20 +16,24 @@ from typing import Any, get_args
 import trio
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from kvcheck.checkers import Results, check_run
 from kvcheck.harness.backend import BackendError
+from kvcheck.harness.base_image import ImageError
 from kvcheck.harness.cli.options import (
     FOR_TESTS,
     SPEC_DEFAULTS,
     add_cluster_options,
     add_concurrency,
+    add_database,
     add_histories,
 )
+from kvcheck.harness.databases import DatabaseError, describe
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import EngineUnavailable, connect
 from kvcheck.harness.exitcodes import Exit, worst
-from kvcheck.harness.image import ImageError, ensure_image
+from kvcheck.harness.image import ensure_image
 from kvcheck.harness.junit import RunRecord, write_junit
 from kvcheck.harness.package import PackageError
 from kvcheck.harness.report import write_report
@@ -54,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=SPEC_DEFAULTS.name,
                    help="test name: runs go to DIR/NAME/TIMESTAMP/ of --histories "
                    "(default: %(default)s)")
+    add_database(p)
     add_cluster_options(p, FOR_TESTS)
     add_concurrency(p)
     p.add_argument("--rate", type=float, default=SPEC_DEFAULTS.rate,
@@ -95,8 +100,8 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
     if args.concurrency is not None:
         given["concurrency"] = args.concurrency.workers(args.nodes)
     return TestSpec(
-        name=args.name, nodes=args.nodes, rate=args.rate, time_limit=args.time_limit,
-        workload=args.workload,
+        name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=args.nodes,
+        rate=args.rate, time_limit=args.time_limit, workload=args.workload,
         nemesis=tuple(k.strip() for k in args.nemesis.split(",") if k.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
@@ -105,6 +110,9 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
 
 
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.db == "help":
+        out.print(describe(), markup=False, highlight=False)
+        return Exit.OK
     code, records = run_tests(args, out, err)
     if args.junit and records:
         out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
@@ -131,7 +139,7 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
         return Exit.USAGE, []
     try:
         client = connect()
-        image = ensure_image(client, progress=lambda line: err.print(
+        image = ensure_image(client, specs[0].database, progress=lambda line: err.print(
             line, style="dim", markup=False, highlight=False))
     except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
@@ -152,11 +160,10 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
              err: Console) -> tuple[Exit, Results | None, Path]:
     """Run one test; return its exit code, its results (None if it did not finish) and dir."""
     run_dir, run_id = new_run_dir(histories, spec.name)
-    backend = DockerCluster(client, image, run_id, spec.node_ids, spec.store_flags(), run_dir)
+    backend = DockerCluster(client, image, run_id, spec, spec.database, run_dir)
     runner = Runner(spec, backend, run_dir)
-    out.print(f"[bold]{spec.name}[/]: {spec.nodes} nodes, N={spec.n} W={spec.w} R={spec.r} "
-              f"{spec.versioning}, {spec.workload} workload, nemesis "
-              f"{','.join(spec.nemesis) or 'none'}, seed {spec.seed} → {run_dir}",
+    out.print(f"[bold]{spec.name}[/]: {_configuration(spec)}, {spec.workload} workload, "
+              f"nemesis {','.join(spec.nemesis) or 'none'}, seed {spec.seed} → {run_dir}",
               highlight=False)
     try:
         trio.run(runner.run, _view(out))
@@ -167,10 +174,14 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     except BackendError as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
         return Exit.CRASH, None, run_dir
+    except DatabaseError as exc:
+        err.print("[bold red]kvcheck run:[/] " + escape(
+            f"the adapter of --db {spec.db} failed: {exc}. The cluster was torn down."),
+            highlight=False)
+        return Exit.CRASH, None, run_dir
     if spec.leave_running:
-        addresses = ", ".join(f"{n}={':'.join(map(str, backend.address(n)))}"
-                              for n in backend.nodes)
-        out.print(f"cluster left running ({addresses}); remove it with kvcheck cleanup")
+        hosts = ", ".join(f"{n}={backend.host(n)}" for n in backend.nodes)
+        out.print(f"cluster left running ({hosts}); remove it with kvcheck cleanup")
     results = check_run(run_dir)
     write_report(run_dir)
     _summarise(out, spec, results, run_dir)
@@ -180,6 +191,14 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
                   f"itself; see nodes/<node>/kvstore.log in {run_dir}): invalid", highlight=False)
         return Exit.INVALID, results, run_dir
     return Exit.of(results.valid), results, run_dir
+
+
+def _configuration(spec: TestSpec) -> str:
+    """The database and its settings, in a few words."""
+    if spec.db == "kvstore":
+        return f"{spec.nodes} nodes, N={spec.n} W={spec.w} R={spec.r} {spec.versioning}"
+    options = " ".join(f"{k}={v}" for k, v in spec.db_options)
+    return f"{spec.db} on {spec.nodes} nodes" + (f" ({options})" if options else "")
 
 
 def progress_line(progress: Progress, now: float) -> str:
@@ -210,5 +229,7 @@ def _view(out: Console) -> Any:
 def _summarise(out: Console, spec: TestSpec, results: Results, run_dir: Path) -> None:
     out.print(f"expected guarantee: [bold]{spec.guarantee}[/]", highlight=False)
     print_results(out, results)
+    for checker, why in spec.skipped_checkers.items():
+        out.print(f"  {checker}: not run ({why})", markup=False, highlight=False)
     out.print(f"verdict: [{STYLE[results.valid]}]{WORD[results.valid]}[/]  ·  "
               f"report: {run_dir / 'report.html'}", highlight=False)

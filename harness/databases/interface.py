@@ -50,9 +50,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from kvcheck.harness.spec import TestSpec
+if TYPE_CHECKING:
+    from kvcheck.harness.spec import TestSpec
 
 # -- operations and completions -----------------------------------------------------------------
 
@@ -127,6 +128,17 @@ class Capability(StrEnum):
     #: The client does compare-and-set on registers: the register workload issues ``cas``.
     CAS = "cas"
 
+    @property
+    def doing(self) -> str:
+        """What a database with this capability can do, in words."""
+        return _DOING[self]
+
+
+_DOING = {Capability.PRIMARY: "name its primary",
+          Capability.REPLICA_STATE: "report what each replica stores",
+          Capability.MEMBERSHIP: "add and remove members",
+          Capability.CAS: "compare-and-set"}
+
 
 @dataclass(frozen=True, slots=True)
 class Option:
@@ -182,8 +194,8 @@ class Cluster(Protocol):
     run_id: str
 
     @property
-    def nodes(self) -> Sequence[str]:
-        """The members: the initial nodes, then those that joined and have not left."""
+    def members(self) -> Sequence[str]:
+        """The initial nodes, then those that joined and have not left."""
         ...
 
     @property
@@ -204,8 +216,9 @@ class Database:
     """A system under test (see the module docstring). An adapter subclasses it, sets the class
     attributes that differ from these defaults and implements :meth:`processes`, :meth:`ready`
     and :meth:`client`; the other calls have defaults that suit a database without the matching
-    capability. A factory builds it from the ``--db-opt`` values, already checked against
-    :attr:`options` and completed with their defaults."""
+    capability. It is built without arguments (``--db package.module:Factory``) and holds no
+    state of a run: the ``--db-opt`` values, checked against :attr:`options` and completed with
+    their defaults, reach it as ``spec.db_options`` and ``cluster.options``."""
 
     #: What ``--db`` calls it, and one line for ``kvcheck run --db help``.
     name: str = ""
@@ -219,7 +232,7 @@ class Database:
     data_dir: str = "/var/lib/kvcheck-db"
 
     def processes(self, node: str, cluster: Cluster, join: str | None = None) -> list[Process]:
-        """How to start ``node``: a node of a new cluster of ``cluster.nodes`` (or restarted on
+        """How to start ``node``: a node of a new cluster of ``cluster.members`` (or restarted on
         its data), or, with ``join``, one joining the running cluster through member ``join``
         (only with :attr:`Capability.MEMBERSHIP`)."""
         raise NotImplementedError
@@ -238,12 +251,21 @@ class Database:
         primary, say). Asked once every running node is ready; by default, True."""
         return True
 
-    def guarantee(self, workload: str, cluster: Cluster) -> str:
-        """The guarantee a test of ``workload`` expects unless it says otherwise: what users
-        rely on (one of :data:`kvcheck.checkers.guarantees.GUARANTEES`), not what a
-        configuration promises. By default ``linearizable`` for registers, ``no-lost-writes``
-        for sets."""
-        return "no-lost-writes" if workload == "set" else "linearizable"
+    def guarantee(self, spec: TestSpec) -> str:
+        """The guarantee a test expects unless it says otherwise (``--expect``): what users rely
+        on (one of :data:`kvcheck.checkers.guarantees.GUARANTEES`), not what a configuration
+        promises. By default ``linearizable`` for registers, ``no-lost-writes`` for sets."""
+        return "no-lost-writes" if spec.workload == "set" else "linearizable"
+
+    def validate(self, spec: TestSpec) -> None:
+        """Raise :class:`DatabaseError`, naming the option, if this database cannot run
+        ``spec`` as specified (beyond the nemesis kinds of :attr:`unsupported_faults`, which
+        are checked for it). By default every test is accepted."""
+
+    def describe(self, spec: TestSpec) -> dict[str, Any]:
+        """What ``test.json`` records of this database's configuration for ``spec``, beside
+        its name and options (the reference store: N, W, R, versioning, sloppy quorums)."""
+        return {}
 
     async def primary(self, cluster: Cluster) -> str | None:
         """The node that leads now, if one does (with :attr:`Capability.PRIMARY`)."""

@@ -10,15 +10,18 @@ import pytest
 import trio
 
 from kvcheck.harness.backend import BackendError, execute
-from kvcheck.harness.docker_cluster import RUN_LABEL, STORE_PORT, DockerCluster
+from kvcheck.harness.databases.kvstore import PORT, KvStore
+from kvcheck.harness.docker_cluster import RUN_LABEL, DockerCluster
 from kvcheck.harness.engine import connect
 from kvcheck.harness.image import ensure_image
+from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import CutLinks, HealLinks, PacketFault
 from kvcheck.store.client import StoreClient, StoreError
 
 pytestmark = pytest.mark.integration
 
-NODES = ["n1", "n2", "n3"]
+SPEC = TestSpec(nodes=3, n=3, w=2, r=2)
+NODES = SPEC.node_ids
 
 
 def store_pid(cluster: DockerCluster, node: str) -> int:
@@ -29,10 +32,10 @@ def store_pid(cluster: DockerCluster, node: str) -> int:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerCluster]:
     client = connect()
-    image = ensure_image(client)
+    image = ensure_image(client, KvStore())
     run_dir: Path = tmp_path_factory.mktemp("faults")
-    backend = DockerCluster(client, image, f"test-faults-{int(time.time())}", NODES,
-                            ["--n=3", "--w=2", "--r=2"], run_dir)
+    backend = DockerCluster(client, image, f"test-faults-{int(time.time())}", SPEC, KvStore(),
+                            run_dir)
     try:
         trio.run(backend.setup)
         yield backend
@@ -46,15 +49,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerCluster]
 def connects(cluster: DockerCluster, src: str, dst: str, tries: int = 1,
              timeout: float = 1.0) -> int:
     """How many of ``tries`` TCP connections from ``src`` to ``dst``'s store port succeed."""
-    ip, _ = cluster.address(dst)
+    ip = cluster.host(dst)
     script = (f"import socket\nok = 0\nfor _ in range({tries}):\n    try:\n"
-              f"        socket.create_connection(('{ip}', {STORE_PORT}), timeout={timeout})"
+              f"        socket.create_connection(('{ip}', {PORT}), timeout={timeout})"
               ".close()\n        ok += 1\n    except OSError:\n        pass\nprint(ok)")
     return int(cluster.exec(src, f"python3 -c \"{script}\""))
 
 
 async def status(cluster: DockerCluster, node: str, timeout: float = 2.0) -> dict:  # type: ignore[type-arg]
-    async with StoreClient(*cluster.address(node), timeout=timeout) as client:
+    async with StoreClient(cluster.host(node), PORT, timeout=timeout) as client:
         return await client.status()
 
 
@@ -73,7 +76,7 @@ def test_a_cut_pair_cannot_talk_and_a_healed_one_can(cluster: DockerCluster) -> 
 
 def test_a_killed_node_comes_back_as_a_new_process_with_its_data(cluster: DockerCluster) -> None:
     async def scenario() -> None:
-        async with StoreClient(*cluster.address("n3")) as client:
+        async with StoreClient(cluster.host("n3"), PORT) as client:
             await client.put(b"durable", b"yes", w=3)
         before = store_pid(cluster, "n3")
         await cluster.kill("n3")
@@ -82,7 +85,7 @@ def test_a_killed_node_comes_back_as_a_new_process_with_its_data(cluster: Docker
         await cluster.restart("n3")
         await cluster.wait_ready(["n3"])
         assert store_pid(cluster, "n3") != before
-        async with StoreClient(*cluster.address("n3")) as client:
+        async with StoreClient(cluster.host("n3"), PORT) as client:
             assert (await client.get(b"durable", r=1)).values == (b"yes",)
 
     trio.run(scenario)

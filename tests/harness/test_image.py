@@ -24,11 +24,8 @@ import docker
 import pytest
 from docker.models.containers import Container
 
-from kvcheck.harness import image
-from kvcheck.harness.engine import EngineUnavailable, connect
-from kvcheck.harness.image import (
-    FAKETIME_FILE,
-    FAKETIME_WRAPPER,
+from kvcheck.harness import base_image
+from kvcheck.harness.base_image import (
     LABEL,
     ROLE_LABEL,
     Base,
@@ -38,17 +35,36 @@ from kvcheck.harness.image import (
     base_tag,
     content_hash,
     ensure_base,
+    resolve_base,
+)
+from kvcheck.harness.databases import Database, NodeImage
+from kvcheck.harness.databases.kvstore import KvStore
+from kvcheck.harness.engine import EngineUnavailable, connect
+from kvcheck.harness.image import (
+    DB_LABEL,
+    FAKETIME_FILE,
+    FAKETIME_WRAPPER,
     ensure_image,
     faketime_env,
     faketime_wrapper,
     image_tag,
+    node_dockerfile,
     remove_stale_images,
-    resolve_base,
 )
 from kvcheck.harness.package import Package, PackageError
 
 PACKAGE = Package.running()
-TAG = re.compile(r"kvcheck-store:[0-9a-f]{12}")
+KVSTORE = KvStore()
+TAG = re.compile(r"kvcheck-node:kvstore-[0-9a-f]{12}")
+
+
+class Tools(Database):
+    """A database that is only an image: a Debian package and two files, no kvcheck."""
+
+    name = "tools"
+    image = NodeImage(packages=("netcat-openbsd",),
+                      files={"/usr/local/bin/hello": "#!/bin/sh\necho hello from $0\n",
+                             "/etc/kvcheck-test.conf": "answer = 42\n"})
 
 
 def snapshot(destination: Path) -> Package:
@@ -100,11 +116,11 @@ def test_the_build_config_installs_the_same_commands() -> None:
 
 
 def test_tag_is_stable_and_independent_of_location(tree: Package, tmp_path: Path) -> None:
-    tag = image_tag(tree)
+    tag = image_tag(KVSTORE, tree)
     assert TAG.fullmatch(tag)
-    assert image_tag(tree) == tag
-    assert image_tag(snapshot(tmp_path / "elsewhere")) == tag
-    assert image_tag(PACKAGE) == tag
+    assert image_tag(KVSTORE, tree) == tag
+    assert image_tag(KVSTORE, snapshot(tmp_path / "elsewhere")) == tag
+    assert image_tag(KVSTORE, PACKAGE) == tag
 
 
 def _edit(package: Package, inside: str) -> Package:
@@ -128,12 +144,12 @@ def _add(package: Package, inside: str) -> Package:
 ], ids=["edited", "added", "removed", "version", "scripts"])
 def test_a_changed_input_changes_the_tag(tree: Package,
                                          change: Callable[[Package], Package]) -> None:
-    before = image_tag(tree)
-    assert image_tag(change(tree)) != before
+    before = image_tag(KVSTORE, tree)
+    assert image_tag(KVSTORE, change(tree)) != before
 
 
 def test_the_base_is_an_input(tree: Package) -> None:
-    assert image_tag(tree, Base.DEBOOTSTRAP) != image_tag(tree, Base.SLIM)
+    assert image_tag(KVSTORE, tree, Base.DEBOOTSTRAP) != image_tag(KVSTORE, tree, Base.SLIM)
     assert base_tag(Base.DEBOOTSTRAP) != base_tag(Base.SLIM)
     with pytest.raises(ValueError, match="resolve"):
         base_recipe(Base.AUTO)
@@ -155,7 +171,27 @@ def test_pins_are_the_installed_runtime_closure() -> None:
 def test_a_dependency_not_installed_is_a_clear_error(tree: Package) -> None:
     broken = dataclasses.replace(tree, requires=(*tree.requires, "kvcheck-no-such-dependency>=1"))
     with pytest.raises(PackageError, match=r"kvcheck-no-such-dependency.*not installed"):
-        image_tag(broken)
+        image_tag(KVSTORE, broken)
+
+
+def test_a_databases_packages_and_files_are_inputs_of_its_image_and_nothing_else() -> None:
+    tools = Tools()
+    dockerfile = node_dockerfile("kvcheck-base:x", tools.image)
+    assert "apt-get install -y -q --no-install-recommends netcat-openbsd" in dockerfile
+    assert "COPY files/ /" in dockerfile
+    assert "/opt/kvcheck" not in dockerfile  # no kvcheck in a node that does not run it
+    tag = image_tag(tools, None)
+    assert re.fullmatch(r"kvcheck-node:tools-[0-9a-f]{12}", tag)
+    assert image_tag(tools, dataclasses.replace(PACKAGE, version="9")) == tag
+
+    class More(Tools):
+        image = NodeImage(packages=("netcat-openbsd", "jq"), files=Tools.image.files)
+
+    class Edited(Tools):
+        image = NodeImage(packages=Tools.image.packages,
+                          files={**Tools.image.files, "/etc/kvcheck-test.conf": "answer = 43\n"})
+
+    assert len({tag, image_tag(More(), None), image_tag(Edited(), None)}) == 3
 
 
 def test_wrapper_exports_the_faketime_environment() -> None:
@@ -183,7 +219,7 @@ def _no_images() -> Any:
 
 
 def test_bootstrapping_needs_root(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(base_image.os, "geteuid", lambda: 1000)
     with pytest.raises(BootstrapError, match="needs root"):
         ensure_base(_no_images(), Base.DEBOOTSTRAP)
 
@@ -204,8 +240,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Package:
 
 @pytest.fixture(scope="module")
 def built(client: docker.DockerClient, project: Package) -> str:
-    """The store image's tag, built (or found) from the project snapshot."""
-    return ensure_image(client, project, progress=print)
+    """The reference store's node image, built (or found) from the project snapshot."""
+    return ensure_image(client, KVSTORE, project, progress=print)
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +269,7 @@ def run(container: Container, *command: str, environment: dict[str, str] | None 
 def test_the_image_builds_labelled(client: docker.DockerClient, built: str) -> None:
     image = client.images.get(built)
     assert image.labels[LABEL] == "1"
-    assert image.labels[ROLE_LABEL] == "store"
+    assert (image.labels[ROLE_LABEL], image.labels[DB_LABEL]) == ("node", "kvstore")
     base = client.images.get(base_tag(resolve_base(client, Base.AUTO)))
     assert (base.labels[LABEL], base.labels[ROLE_LABEL]) == ("1", "base")
 
@@ -243,7 +279,7 @@ def test_an_unchanged_tree_does_not_rebuild(client: docker.DockerClient, built: 
                                             project: Package) -> None:
     before = client.images.get(built).id
     said: list[str] = []
-    assert ensure_image(client, project, progress=said.append) == built
+    assert ensure_image(client, KVSTORE, project, progress=said.append) == built
     assert client.images.get(built).id == before
     assert said == [f"{built} is up to date"]
 
@@ -253,12 +289,12 @@ def test_cleanup_removes_store_images_of_earlier_trees_only(
     client: docker.DockerClient, built: str, project: Package
 ) -> None:
     dockerfile = f"FROM {built}\nLABEL org.kvcheck.test=stale\n".encode()
-    stale, _ = client.images.build(fileobj=io.BytesIO(dockerfile), tag="kvcheck-store:stale-test",
-                                   rm=True)
-    assert stale.labels[ROLE_LABEL] == "store"
-    assert "kvcheck-store:stale-test" in remove_stale_images(client, project)
+    stale, _ = client.images.build(fileobj=io.BytesIO(dockerfile),
+                                   tag="kvcheck-node:kvstore-stale-test", rm=True)
+    assert stale.labels[ROLE_LABEL] == "node"
+    assert "kvcheck-node:kvstore-stale-test" in remove_stale_images(client, project)
     with pytest.raises(docker.errors.ImageNotFound):
-        client.images.get("kvcheck-store:stale-test")
+        client.images.get("kvcheck-node:kvstore-stale-test")
     assert client.images.get(built)  # the current tree's image stays
 
 
@@ -323,6 +359,25 @@ def test_faketime_offset_changes_at_once(container: Container) -> None:
 
 
 @pytest.mark.integration
+def test_a_databases_image_holds_its_packages_and_files(client: docker.DockerClient) -> None:
+    tag = ensure_image(client, Tools(), progress=print)
+    assert client.images.get(tag).labels[DB_LABEL] == "tools"
+    node = client.containers.create(tag, name=f"kvcheck-test-image-{uuid.uuid4().hex[:8]}",
+                                    init=True, labels={LABEL: "1", "org.kvcheck.test": "image"})
+    try:
+        node.start()
+        assert "hello from /usr/local/bin/hello" in run(node, "hello")
+        assert run(node, "cat", "/etc/kvcheck-test.conf") == "answer = 42\n"
+        assert run(node, "stat", "-c", "%a", "/etc/kvcheck-test.conf").strip() == "644"
+        run(node, "sh", "-c", "command -v nc")  # the Debian package is installed
+        assert "LD_PRELOAD" in run(node, FAKETIME_WRAPPER, "env")
+        code, _ = node.exec_run(["test", "-e", "/opt/kvcheck"])
+        assert code != 0
+    finally:
+        node.remove(force=True)
+
+
+@pytest.mark.integration
 def test_a_failed_debootstrap_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     # Nothing listens on the discard port of loopback: debootstrap fails at once.
     monkeypatch.setenv("KVCHECK_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
@@ -337,6 +392,6 @@ def test_a_failed_build_is_a_clear_error(client: docker.DockerClient, built: str
     tag = f"kvcheck-test-broken:{uuid.uuid4().hex[:8]}"
     failed = r"docker build of \S+ failed: The command .* returned a non-zero code: 3\. "
     with pytest.raises(BuildError, match=failed):
-        image._docker_build(client, tmp_path, tag, role="test", progress=print)
+        base_image.docker_build(client, tmp_path, tag, role="test", progress=print)
     with pytest.raises(docker.errors.ImageNotFound):
         client.images.get(tag)

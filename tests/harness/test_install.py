@@ -24,8 +24,10 @@ from leftovers import leftovers
 
 import kvcheck
 from kvcheck.checkers import Op, write_history
+from kvcheck.harness.base_image import Base, resolve_base
+from kvcheck.harness.databases.kvstore import KvStore
 from kvcheck.harness.engine import connect
-from kvcheck.harness.image import Base, image_tag, resolve_base
+from kvcheck.harness.image import image_tag
 from kvcheck.harness.package import Package
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +134,7 @@ def test_run_builds_its_image_from_the_installed_files(venv: Path, elsewhere: Pa
     assert files and all(venv.parent in f.parents for f in files)
     client = connect()
     try:
-        tag = image_tag(Package.running(), resolve_base(client, Base.AUTO))
+        tag = image_tag(KvStore(), Package.running(), resolve_base(client, Base.AUTO))
     finally:
         client.close()
     shown = _run([str(venv / "kvcheck"), "image", "build"], elsewhere)

@@ -127,3 +127,14 @@ def test_latency_lines_use_the_checkers_quantiles(tmp_path: Path) -> None:
     buckets = report_data._buckets(pair_calls(ops), 4_000_000)
     assert [buckets[q] for q in ("p50", "p95", "p99")] == [[2.0], [4.0], [4.0]]
     assert (stats["p50"], stats["p95"], stats["p99"]) == (2.0, 4.0, 4.0)
+
+
+def test_a_checker_the_database_could_not_serve_is_shown_with_the_reason(tmp_path: Path) -> None:
+    why = "etcd cannot report what each replica stores, which the convergence checker needs"
+    (tmp_path / "test.json").write_text(json.dumps({
+        "name": "t", "db": "etcd", "db_options": {"reads": "serializable"},
+        "skipped_checkers": {"convergence": why}}))
+    (tmp_path / "results.json").write_text(json.dumps({"valid": True, "checkers": {}}))
+    page = write_report(tmp_path).read_text()
+    assert f"<tr><th>convergence</th><td>not run</td><td>-</td><td>{why}</td></tr>" in page
+    assert "<th>db</th><td>etcd</td>" in page

@@ -1,0 +1,235 @@
+"""The reference store as a database under test (``--db kvstore``, the default).
+
+Each node runs ``kvstore serve`` from kvcheck's own package, with the test's N, W, R, versioning,
+sloppy quorums and request timeout; a new cluster names every other node as a peer, a node that
+joins names the member it joins through (``--join``), and a node restarted on its data follows
+the layout saved there. It can report what each replica stores (``GET /replica``), where each
+key belongs (``GET /placement``), and decommission a member (``POST /leave``); it has no
+compare-and-set. Its expected guarantee follows from its configuration: no stale reads where
+strict quorums intersect (W + R > N), else only eventual convergence.
+
+The client speaks the store's HTTP interface (:class:`~kvcheck.store.client.StoreClient`). With
+vector clocks a write carries the causal context of the worker's last read of the key, and a
+read that returns siblings returns them all, as a list; a set is a JSON list of ints, added to by
+read-modify-write with the read's context, its siblings merged by union.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from kvcheck.checkers.guarantees import derived_guarantee
+from kvcheck.harness.databases.interface import (
+    Capability,
+    Cluster,
+    Completion,
+    Database,
+    DatabaseError,
+    Fail,
+    Info,
+    NodeImage,
+    Ok,
+    Operation,
+    Process,
+)
+from kvcheck.store.client import RequestRejected, StoreClient, StoreError
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.datadir import record_from_json
+from kvcheck.store.placement import Placement
+from kvcheck.store.ring import Member, Ring
+
+if TYPE_CHECKING:
+    from kvcheck.harness.spec import TestSpec
+
+PORT = 7000
+#: Seconds a leave may take before the adapter gives up on it.
+LEAVE_LIMIT = 180.0
+
+
+class KvStore(Database):
+    """The reference store (module docstring)."""
+
+    name = "kvstore"
+    description = "kvcheck's reference Dynamo-style store (N/W/R quorums, vector clocks)"
+    image = NodeImage(kvcheck=True)
+    capabilities = frozenset({Capability.REPLICA_STATE, Capability.MEMBERSHIP})
+    data_dir = "/var/lib/kvstore"
+
+    def processes(self, node: str, cluster: Cluster, join: str | None = None) -> list[Process]:
+        if join is not None:
+            peering = ["--join", f"{cluster.host(join)}:{PORT}"]
+        else:
+            peers = ",".join(f"{p}={cluster.host(p)}:{PORT}" for p in cluster.members if p != node)
+            peering = ["--peers", peers] if peers else []
+        argv = ("kvstore", "serve", "--node-id", node, "--listen", f"{cluster.host(node)}:{PORT}",
+                "--data-dir", self.data_dir, *peering, *cluster.spec.store_flags())
+        return [Process("kvstore", argv)]
+
+    async def ready(self, node: str, cluster: Cluster) -> bool:
+        """``node`` answers ``/status`` and is connected to every member whose store runs."""
+        try:
+            async with StoreClient(cluster.host(node), PORT, timeout=1) as client:
+                status = await client.status()
+        except StoreError:
+            return False
+        return all(m["connected"] for m in status["membership"]
+                   if m["node_id"] not in cluster.down and m["status"] != "left")
+
+    def client(self, node: str, cluster: Cluster) -> KvStoreClient:
+        spec = cluster.spec  # the harness's op_timeout decides; the client's own is a safety net
+        return KvStoreClient(cluster.host(node), workload=spec.workload,
+                             vector_clocks=spec.versioning == "vclock",
+                             timeout=2 * spec.op_timeout)
+
+    def guarantee(self, spec: TestSpec) -> str:
+        return derived_guarantee(spec.n, spec.w, spec.r, spec.sloppy_quorum)
+
+    def validate(self, spec: TestSpec) -> None:
+        if not 1 <= spec.n <= spec.nodes:
+            raise DatabaseError(f"--n must be from 1 to the number of nodes ({spec.nodes})")
+        if not (1 <= spec.w <= spec.n and 1 <= spec.r <= spec.n):
+            raise DatabaseError(f"--w and --r must be from 1 to --n ({spec.n})")
+
+    def describe(self, spec: TestSpec) -> dict[str, Any]:
+        return {"n": spec.n, "w": spec.w, "r": spec.r, "sloppy_quorum": spec.sloppy_quorum,
+                "versioning": "vector-clock" if spec.versioning == "vclock" else "lww",
+                "request_timeout_ms": spec.request_timeout_ms}
+
+    async def replica_state(self, node: str, keys: Sequence[str],
+                            cluster: Cluster) -> dict[str, Any] | None:
+        try:
+            async with StoreClient(cluster.host(node), PORT, timeout=5) as client:
+                return {key: {"versions": await client.replica(key)} for key in keys}
+        except StoreError:
+            return None
+
+    async def replicas(self, keys: Sequence[str], cluster: Cluster) -> dict[str, list[str]]:
+        """Each key's preference list in the ring the cluster ended with, as the nodes report
+        it; computed from the members if none answers."""
+        ring = await self._final_ring(cluster)
+        return {key: list(ring.preference_list(key.encode(), cluster.spec.n)) for key in keys}
+
+    async def _final_ring(self, cluster: Cluster) -> Ring:
+        vnodes = ClusterConfig().vnodes_per_weight
+        for node in cluster.members:
+            try:
+                async with StoreClient(cluster.host(node), PORT, timeout=5) as client:
+                    records = [record_from_json(r) for r in await client.placement()]
+                return Placement({r.node_id: r for r in records}, vnodes, cluster.spec.n).current
+            except (StoreError, ValueError, KeyError, TypeError):
+                continue
+        return Ring.build((Member(node) for node in cluster.members), vnodes)
+
+    async def leave(self, node: str, cluster: Cluster) -> None:
+        """Ask ``node`` to leave until it accepts (it refuses while another change is in
+        progress), then wait until it has left. Raises DatabaseError after
+        :data:`LEAVE_LIMIT` seconds, or when it can never leave."""
+        with trio.move_on_after(LEAVE_LIMIT):
+            async with StoreClient(cluster.host(node), PORT, timeout=10) as client:
+                while not await _accepted_leave(node, client):
+                    await trio.sleep(0.5)
+                while not await _has_left(client):
+                    await trio.sleep(0.5)
+            return
+        raise DatabaseError(f"{node} did not leave the cluster within {LEAVE_LIMIT:.0f} s")
+
+
+async def _accepted_leave(node: str, client: StoreClient) -> bool:
+    """Ask ``node`` to leave: True once it accepted, False while it answers "not now" (409:
+    another change is going on) or not at all. Raises DatabaseError when it never can."""
+    try:
+        await client.leave()
+    except RequestRejected as exc:
+        if exc.status != 409:
+            raise DatabaseError(f"{node} cannot leave: {exc}") from None
+        return False
+    except StoreError:
+        return False
+    return True
+
+
+async def _has_left(client: StoreClient) -> bool:
+    try:
+        status = await client.status()
+    except StoreError:
+        return False
+    me = next(m for m in status["membership"] if m["node_id"] == status["node_id"])
+    return bool(me["status"] == "left")
+
+
+class KvStoreClient:
+    """One worker's connection to one node of the reference store (module docstring)."""
+
+    def __init__(self, host: str, *, workload: str, vector_clocks: bool, timeout: float) -> None:
+        self._store = StoreClient(host, PORT, timeout=timeout)
+        self._sets = workload == "set"
+        self._vector_clocks = vector_clocks
+        #: The causal context of this worker's last read of each key.
+        self._contexts: dict[str, str] = {}
+
+    async def invoke(self, op: Operation) -> Completion:
+        try:
+            return Ok(await self._apply(op))
+        except StoreError as exc:
+            # The store says whether a failed write may have been applied (docs/store.md).
+            return Fail(str(exc)) if exc.applied == "no" else Info(str(exc))
+
+    async def _apply(self, op: Operation) -> Any:
+        match op.f, op.value:
+            case "read", None if self._sets:
+                return sorted(union((await self._store.get(op.key)).values), key=str)
+            case "read", None:
+                read = await self._store.get(op.key)
+                self._contexts[op.key] = read.context
+                values = [decode_int(v) for v in read.values]
+                return (values[0] if len(values) == 1 else values) if values else None
+            case "write", int(value):
+                context = self._contexts.get(op.key, "") if self._vector_clocks else ""
+                await self._store.put(op.key, str(value).encode(), context)
+                return value
+            case "add", int(element):
+                read = await self._store.get(op.key)
+                elements = union(read.values)
+                elements.add(element)
+                await self._store.put(op.key, encode_set(elements), read.context)
+                return element
+        raise ValueError(f"the reference store has no operation {op!r}")
+
+    async def close(self) -> None:
+        await self._store.aclose()
+
+
+def decode_int(raw: bytes | None) -> int | str | None:
+    """A stored value as the int the harness wrote; anything else is kept, visibly, as text."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return "unexpected:" + raw.decode("utf-8", "replace")
+
+
+def union(values: tuple[bytes | None, ...]) -> set[Any]:
+    """The union of sibling sets; a sibling that is not a JSON list adds itself, as text."""
+    elements: set[Any] = set()
+    for raw in values:
+        if raw is None:
+            continue
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, list) and all(isinstance(e, int) for e in decoded):
+            elements.update(decoded)
+        else:
+            elements.add("unexpected:" + raw.decode("utf-8", "replace"))
+    return elements
+
+
+def encode_set(elements: set[Any]) -> bytes:
+    return json.dumps(sorted(e for e in elements if isinstance(e, int)),
+                      separators=(",", ":")).encode()

@@ -1,0 +1,85 @@
+"""Databases for the tests of the database contract (loaded by ``--db sample_databases:Name``):
+one that says little about itself, factories that break the contract, and adapters whose calls
+raise while a run goes on. None runs a real store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kvcheck.harness.databases import (
+    Capability,
+    Client,
+    Cluster,
+    Completion,
+    Database,
+    NodeImage,
+    Operation,
+    Option,
+    Process,
+)
+
+
+class Plain(Database):
+    """A register store that says little about itself: no replica state, no clock faults."""
+
+    name = "plain"
+    description = "a test database"
+    options = (Option("reads", "linearizable", "how reads are served",
+                      ("linearizable", "serializable")),
+               Option("label", "x", "free text"))
+    image = NodeImage(packages=("netcat-openbsd",))
+    capabilities = frozenset({Capability.CAS})
+    unsupported_faults: Mapping[str, str] = {"clock": "its clock cannot be moved",
+                                             "membership": "no joins"}
+
+
+def raising() -> Database:
+    raise RuntimeError("the factory is broken")
+
+
+def not_a_database() -> object:
+    return {"name": "dict"}
+
+
+class Nameless(Database):
+    pass
+
+
+class _Idle(Database):
+    """Nodes that only sleep: an image without packages, quick to build."""
+
+    description = "idle nodes"
+    unsupported_faults: Mapping[str, str] = {"membership": "no joins"}
+
+    def processes(self, node: str, cluster: Cluster, join: str | None = None) -> list[Process]:
+        return [Process("idle", ("sleep", "infinity"))]
+
+    async def ready(self, node: str, cluster: Cluster) -> bool:
+        return True
+
+    def client(self, node: str, cluster: Cluster) -> Client:
+        return _RaisingClient()
+
+
+class ReadyRaises(_Idle):
+    """Its readiness check has a bug."""
+
+    name = "ready-raises"
+
+    async def ready(self, node: str, cluster: Cluster) -> bool:
+        raise RuntimeError(f"cannot tell whether {node} is ready")
+
+
+class ClientRaises(_Idle):
+    """Its nodes start, but its client has a bug."""
+
+    name = "client-raises"
+
+
+class _RaisingClient:
+    async def invoke(self, op: Operation) -> Completion:
+        raise KeyError(op.f)
+
+    async def close(self) -> None:
+        pass
