@@ -102,9 +102,12 @@ def describe(error: httpx.HTTPError | EtcdError) -> str:
 def _causes(error: BaseException) -> Iterator[BaseException]:
     """``error`` and what caused it, through exception groups (trio reports each address it
     tried to connect to in one)."""
-    pending = [error]
+    pending, seen = [error], set()
     while pending:
         e = pending.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
         yield e
         pending.extend(c for c in (e.__cause__, e.__context__) if c is not None)
         if isinstance(e, BaseExceptionGroup):
