@@ -43,8 +43,10 @@ _Checker = Callable[..., CheckResult]
 
 def _linearizable(ops: Sequence[Op], config: TestConfig, calls: Sequence[Call],
                   final_state: Any, options: Mapping[str, Any]) -> CheckResult:
+    """Registers, with compare-and-set where the history has any (``model`` overrides)."""
+    cas = any(c.f == "cas" for c in calls)
     return check_linearizable(
-        calls=calls, model=options.get("model", "register"),
+        calls=calls, model=options.get("model") or ("cas-register" if cas else "register"),
         sibling_reads=True,  # kvcheck reads return lists of sibling values
         time_limit=options.get("time_limit", 60.0),
         memory_limit=options.get("memory_limit", 1 << 30))

@@ -50,8 +50,8 @@ def register(commands: Any) -> None:
     p.add_argument("--format", choices=("kvcheck", "jepsen"), default="kvcheck",
                    help="input format (default: %(default)s)")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
-                   help="linearizability model (default: cas-register for Jepsen histories, "
-                   "register otherwise)")
+                   help="linearizability model (default: cas-register for Jepsen histories "
+                   "and kvcheck histories with compare-and-set, register otherwise)")
     p.add_argument("--checkers", type=_checker_names, default=None, metavar="A,B",
                    help=f"checkers to run on kvcheck runs ({', '.join(sorted(CHECKERS))}); "
                    "default: test.json's, else the workload's")

@@ -32,6 +32,7 @@ from kvcheck.nemesis import KINDS
 #: The adapters kvcheck ships: ``--db`` name → ``module:factory``.
 BUILTIN = {
     "kvstore": "kvcheck.harness.databases.kvstore:KvStore",
+    "etcd": "kvcheck.harness.databases.etcd:Etcd",
 }
 
 #: Checkers that need a capability of the database, and what it is.
