@@ -188,7 +188,9 @@ class Runner:
             return None
         return Nemesis(kinds, self.backend.nodes, random.Random(self.rng.randrange(2**32)),
                        hold=self.spec.nemesis_interval, packets=self.backend.packet_support(),
-                       spare=f"n{len(self.backend.nodes) + 1}", replicas=self.spec.n)
+                       spare=f"n{len(self.backend.nodes) + 1}", replicas=self.spec.n,
+                       topologies=self.spec.partition_topologies,
+                       primaries=Capability.PRIMARY in self.database.capabilities)
 
     async def _run_nemesis(self, nemesis: Nemesis, history: HistoryWriter, until: float) -> None:
         interval = self.spec.nemesis_interval
@@ -198,10 +200,20 @@ class Runner:
                 if calm_until + 1 >= until:
                     return
                 await trio.sleep_until(calm_until)
-                fault = nemesis.next_fault()
+                primary = await self._primary() if nemesis.wants_primary else None
+                fault = nemesis.next_fault(primary)
                 await self._start(fault, history)
                 await trio.sleep_until(min(until, calm_until + interval))
                 await self._stop(fault, history)
+
+    async def _primary(self, limit: float = 3.0) -> str | None:
+        """The node the database names as its primary, asked until it names one or ``limit``
+        seconds pass (a failover may be under way)."""
+        with trio.move_on_after(limit):
+            while (primary := await self.database.primary(self.backend)) is None:
+                await trio.sleep(0.2)
+            return primary
+        return None
 
     async def _start(self, fault: Fault, history: HistoryWriter) -> None:
         self._active = fault

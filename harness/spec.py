@@ -24,8 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kvcheck.checkers.guarantees import DEFAULT_CHECKERS, GUARANTEES, default_checkers
-from kvcheck.harness.databases import CHECKER_NEEDS, Database, DatabaseError, load, resolve_options
-from kvcheck.nemesis import parse_kinds
+from kvcheck.harness.databases import (
+    CHECKER_NEEDS,
+    Capability,
+    Database,
+    DatabaseError,
+    load,
+    resolve_options,
+)
+from kvcheck.nemesis import NemesisError, parse_kinds
+from kvcheck.nemesis.plan import usable_topologies
 from kvcheck.store.cli.settings import as_flags
 
 __all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
@@ -53,6 +61,8 @@ class TestSpec:
     time_limit: float = 60.0
     workload: Workload = "register"
     nemesis: tuple[str, ...] = ("partition",)
+    #: The partition topologies drawn from; empty: every one the nodes and database allow.
+    partition_topologies: tuple[str, ...] = ()
     nemesis_interval: float = 10.0
     recovery_time: float = 10.0
     n: int = 3
@@ -98,6 +108,13 @@ class TestSpec:
             if kind in database.unsupported_faults:
                 raise SpecError(f"--nemesis {kind} is not supported for --db {self.db}: "
                                 f"{database.unsupported_faults[kind]}")
+        if self.partition_topologies and "partition" not in kinds:
+            raise SpecError("--partition-topologies needs the partition nemesis")
+        try:
+            usable_topologies(self.nodes, self.partition_topologies,
+                              Capability.PRIMARY in database.capabilities)
+        except NemesisError as exc:
+            raise SpecError(f"--partition-topologies: {exc}") from None
 
     @property
     def database(self) -> Database:
@@ -147,6 +164,7 @@ class TestSpec:
             **self.database.describe(self),
             "db_options": dict(self.db_options),
             "nemesis": list(self.nemesis),
+            "partition_topologies": list(self.partition_topologies),
             "nodes": self.node_ids,
             "node_count": self.nodes,
             "concurrency": self.workers,

@@ -8,6 +8,8 @@ the same seed draws the same faults.
 Kinds (``docs/nemesis.md`` says how each is done and what it proves):
 
 - ``partition``: cut links along a topology (:mod:`kvcheck.nemesis.topology`), heal them all;
+  the topologies drawn from can be restricted, and include ``isolate-primary`` where the
+  database can name its primary (the caller passes it in: the plan itself stays pure);
 - ``kill``: SIGKILL the store on a minority of nodes, start it again on the same data;
 - ``pause``: SIGSTOP a minority, SIGCONT them;
 - ``clock``: move wall clocks by milliseconds to minutes (bump) or back and forth (strobe),
@@ -26,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvcheck.nemesis.topology import TOPOLOGIES, Link
+from kvcheck.nemesis.topology import MIN_NODES, PRIMARY_TOPOLOGIES, TOPOLOGIES, Link
 
 KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
 
@@ -184,13 +186,16 @@ class Nemesis:
 
     ``hold`` is how long a fault lasts (strobes use it as their duration). ``spare`` names a
     node that is not a member, for membership faults to add; ``replicas`` is N, which a
-    membership fault never takes the cluster below. Raises :class:`NemesisError` when a kind
-    cannot work with these nodes.
+    membership fault never takes the cluster below. ``topologies`` restricts the partitions
+    drawn (by default every one these nodes allow, with ``isolate-primary`` where
+    ``primaries``: the database can name its primary). Raises :class:`NemesisError` when a
+    kind or a topology cannot work with these nodes.
     """
 
     def __init__(self, kinds: Sequence[str], nodes: Sequence[str], rng: random.Random,
                  hold: float, packets: PacketSupport | None = None, *, spare: str = "",
-                 replicas: int = 3) -> None:
+                 replicas: int = 3, topologies: Sequence[str] = (),
+                 primaries: bool = False) -> None:
         self.kinds = tuple(kinds)
         self.nodes = list(nodes)
         self.rng = rng
@@ -198,6 +203,7 @@ class Nemesis:
         self.packets = packets or PacketSupport(frozenset())
         self.spare = spare
         self.replicas = replicas
+        self.topologies = usable_topologies(len(self.nodes), topologies, primaries)
         self._turn = 0
         if "membership" in self.kinds and not spare and len(self.nodes) <= replicas:
             raise NemesisError("the membership nemesis needs a spare node to add, or more "
@@ -208,9 +214,20 @@ class Nemesis:
         if len(self.nodes) < 2 and set(self.kinds) & {"partition", "packet"}:
             raise NemesisError("partition and packet faults need at least 2 nodes")
 
-    def next_fault(self) -> Fault:
+    @property
+    def wants_primary(self) -> bool:
+        """Whether the next fault may be built around the current primary: pass it to
+        :meth:`next_fault`."""
+        return (self.kinds[self._turn % len(self.kinds)] == "partition"
+                and any(t in PRIMARY_TOPOLOGIES for t in self.topologies))
+
+    def next_fault(self, primary: str | None = None) -> Fault:
+        """The next fault. ``primary``: the node that leads now, if known (a partition that
+        would isolate it isolates one random node instead when it is not, and says so)."""
         kind = self.kinds[self._turn % len(self.kinds)]
         self._turn += 1
+        if kind == "partition":
+            return self._partition(primary)
         draw: Callable[[], Fault] = getattr(self, "_" + kind)
         return draw()
 
@@ -229,13 +246,21 @@ class Nemesis:
         size = self.rng.randint(1, max(1, (len(self.nodes) - 1) // 2))
         return tuple(sorted(self.rng.sample(self.nodes, size)))
 
-    def _partition(self) -> Fault:
-        usable = [name for name, build in TOPOLOGIES.items()
-                  if len(self.nodes) >= {"majorities-ring": 4, "bridge": 3}.get(name, 2)]
-        partition = TOPOLOGIES[self.rng.choice(usable)](self.nodes, self.rng)
+    def _partition(self, primary: str | None) -> Fault:
+        name = self.rng.choice(self.topologies)
+        detail: dict[str, Any] = {}
+        if name in PRIMARY_TOPOLOGIES:
+            if primary in self.nodes:
+                partition = PRIMARY_TOPOLOGIES[name](self.nodes, self.rng, primary)
+                detail["primary"] = primary
+            else:
+                partition = TOPOLOGIES["isolate-one"](self.nodes, self.rng)
+                detail["instead_of"] = f"{name}: no primary was known"
+        else:
+            partition = TOPOLOGIES[name](self.nodes, self.rng)
         involved = tuple(sorted({a for a, _ in partition.cut}))
         return Fault("partition", involved, (CutLinks(partition.cut),), (HealLinks(),),
-                     partition.describe())
+                     {**partition.describe(), **detail})
 
     def _kill(self) -> Fault:
         nodes = self._minority()
@@ -276,6 +301,32 @@ class Nemesis:
         }[effect]()
         detail = {"effect": effect, **{k: v for k, v in _packet_detail(fault).items() if v}}
         return Fault("packet", nodes, (fault,), (ClearPackets(),), detail)
+
+
+def usable_topologies(nodes: int, wanted: Sequence[str] = (),
+                      primaries: bool = False) -> tuple[str, ...]:
+    """The partition topologies a nemesis draws from: ``wanted`` (every one these ``nodes``
+    allow if empty, ``isolate-primary`` only where the database names its ``primaries``).
+
+    Raises :class:`NemesisError` for an unknown topology, one that needs more nodes, or one
+    built around a primary the database cannot name.
+    """
+    known = (*TOPOLOGIES, *PRIMARY_TOPOLOGIES)
+    unknown = [t for t in wanted if t not in known]
+    if unknown:
+        raise NemesisError(f"unknown partition topology {', '.join(unknown)}; known: "
+                           f"{', '.join(known)}")
+    if not primaries and (needing := [t for t in wanted if t in PRIMARY_TOPOLOGIES]):
+        raise NemesisError(f"the {', '.join(needing)} topology needs a database that names "
+                           "its primary, which this one cannot")
+    small = [t for t in wanted if nodes < MIN_NODES.get(t, 2)]
+    if small:
+        raise NemesisError(", ".join(f"the {t} topology needs at least {MIN_NODES.get(t, 2)} "
+                                     "nodes" for t in small))
+    if wanted:
+        return tuple(dict.fromkeys(wanted))
+    return tuple(t for t in known if nodes >= MIN_NODES.get(t, 2)
+                 and (primaries or t not in PRIMARY_TOPOLOGIES))
 
 
 def _packet_detail(fault: PacketFault) -> dict[str, Any]:

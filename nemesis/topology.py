@@ -2,7 +2,8 @@
 
 A topology is an undirected graph on the nodes (networkx): an edge means the two nodes can talk.
 The links to cut are the complement's edges, in both directions. Each topology is a function
-``(nodes, rng) -> Partition``; the names are those of Jepsen's partition nemeses.
+``(nodes, rng) -> Partition`` — or, for those built around the current primary,
+``(nodes, rng, primary) -> Partition``; the names are those of Jepsen's partition nemeses.
 """
 
 from __future__ import annotations
@@ -98,6 +99,17 @@ def bridge(nodes: Sequence[str], rng: random.Random) -> Partition:
     return Partition("bridge", _graph(nodes, [[*left, hub], [hub, *right]]))
 
 
+def isolate_primary(nodes: Sequence[str], rng: random.Random, primary: str) -> Partition:
+    """The primary (a leader, or a replication primary), alone or with a random minority of
+    the others, cut off from the rest: the majority side can elect or promote a new one while
+    the old one may still serve the clients on its side."""
+    others = [n for n in nodes if n != primary]
+    companions = rng.sample(others, rng.randint(0, max(0, (len(nodes) - 1) // 2 - 1)))
+    side = [primary, *companions]
+    return Partition("isolate-primary",
+                     _graph(nodes, [side, [n for n in nodes if n not in side]]))
+
+
 TOPOLOGIES: dict[str, Callable[[Sequence[str], random.Random], Partition]] = {
     "halves": halves,
     "random-halves": random_halves,
@@ -105,3 +117,12 @@ TOPOLOGIES: dict[str, Callable[[Sequence[str], random.Random], Partition]] = {
     "majorities-ring": majorities_ring,
     "bridge": bridge,
 }
+
+#: Topologies built around the node that leads now (a database that can name it:
+#: :attr:`~kvcheck.harness.databases.Capability.PRIMARY`).
+PRIMARY_TOPOLOGIES: dict[str, Callable[[Sequence[str], random.Random, str], Partition]] = {
+    "isolate-primary": isolate_primary,
+}
+
+#: How many nodes each topology needs at least.
+MIN_NODES = {"majorities-ring": 4, "bridge": 3}

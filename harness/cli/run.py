@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nemesis", default=",".join(SPEC_DEFAULTS.nemesis),
                    help="comma list of partition, kill, pause, clock, packet, membership; "
                    "or none (default: %(default)s)")
+    p.add_argument("--partition-topologies", default="", metavar="A,B",
+                   help="the partition topologies to draw from: halves, random-halves, "
+                   "isolate-one, majorities-ring, bridge, and isolate-primary (the primary, "
+                   "alone or with a minority, cut off; where the database can name it) "
+                   "(default: every one the nodes and the database allow)")
     p.add_argument("--nemesis-interval", type=float, default=SPEC_DEFAULTS.nemesis_interval,
                    metavar="SECONDS",
                    help="seconds between faults, and how long each lasts (default: %(default)g)")
@@ -103,6 +108,8 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
         name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=args.nodes,
         rate=args.rate, time_limit=args.time_limit, workload=args.workload,
         nemesis=tuple(k.strip() for k in args.nemesis.split(",") if k.strip()),
+        partition_topologies=tuple(t.strip() for t in args.partition_topologies.split(",")
+                                   if t.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, expect=args.expect,

@@ -124,3 +124,13 @@ def test_the_command_line_refuses_a_bad_database_with_exit_254(tmp_path: Path) -
                              env={**os.environ, **env_path})
         assert run.returncode == 254, (argv, run.stderr)
         assert message in run.stderr, (argv, run.stderr)
+
+
+def test_partition_topologies_are_checked_against_the_database_and_the_nemesis() -> None:
+    with pytest.raises(SpecError, match="isolate-primary topology needs a database that names "
+                       "its primary, which this one cannot"):
+        TestSpec(partition_topologies=("isolate-primary",))
+    with pytest.raises(SpecError, match="needs the partition nemesis"):
+        TestSpec(db="etcd", nemesis=("kill",), partition_topologies=("halves",))
+    spec = TestSpec(db="etcd", partition_topologies=("isolate-primary",))
+    assert spec.to_json()["partition_topologies"] == ["isolate-primary"]

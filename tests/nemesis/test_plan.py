@@ -25,6 +25,7 @@ from kvcheck.nemesis import (
     StrobeClocks,
     parse_kinds,
 )
+from kvcheck.nemesis.plan import usable_topologies
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
@@ -99,3 +100,38 @@ def test_membership_faults_restore_the_membership_they_change_and_never_go_below
     assert all(isinstance(only_grow.next_fault().start[0], JoinNode) for _ in range(20))
     with pytest.raises(NemesisError, match="spare node"):
         Nemesis(["membership"], NODES[:3], random.Random(5), hold=5, replicas=3)
+
+
+def test_partitions_draw_only_the_topologies_asked_for_and_isolate_the_primary() -> None:
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    nemesis = Nemesis(["partition"], nodes, random.Random(3), hold=1.0,
+                      topologies=["isolate-primary"], primaries=True)
+    assert nemesis.wants_primary
+    for primary in ("n2", "n4", "n5"):
+        fault = nemesis.next_fault(primary)
+        assert (fault.detail["topology"], fault.detail["primary"]) == ("isolate-primary",
+                                                                      primary)
+        assert primary in fault.targets
+    unknown = nemesis.next_fault(None)  # no primary known now: one node, said so
+    assert unknown.detail["topology"] == "isolate-one"
+    assert unknown.detail["instead_of"] == "isolate-primary: no primary was known"
+    halves = Nemesis(["partition"], nodes, random.Random(3), hold=1.0,
+                     topologies=["halves", "bridge"])
+    assert not halves.wants_primary
+    assert {halves.next_fault().detail["topology"] for _ in range(20)} == {"halves", "bridge"}
+
+
+@pytest.mark.parametrize(("nodes", "wanted", "primaries", "message"), [
+    (5, ["spiral"], True, "unknown partition topology spiral"),
+    (5, ["isolate-primary"], False, "needs a database that names its primary"),
+    (3, ["majorities-ring"], False, "majorities-ring topology needs at least 4 nodes"),
+])
+def test_topologies_that_cannot_be_drawn_are_refused(nodes: int, wanted: list[str],
+                                                     primaries: bool, message: str) -> None:
+    with pytest.raises(NemesisError, match=message):
+        usable_topologies(nodes, wanted, primaries)
+
+
+def test_by_default_every_topology_the_cluster_allows() -> None:
+    assert usable_topologies(3) == ("halves", "random-halves", "isolate-one", "bridge")
+    assert usable_topologies(5, primaries=True)[-1] == "isolate-primary"

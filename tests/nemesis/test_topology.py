@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kvcheck.nemesis.topology import TOPOLOGIES, bridge, halves, isolate_one, majorities_ring
+from kvcheck.nemesis.topology import (
+    TOPOLOGIES,
+    bridge,
+    halves,
+    isolate_one,
+    isolate_primary,
+    majorities_ring,
+)
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
@@ -65,3 +72,15 @@ def test_every_topology_cuts_links_in_both_directions_and_never_a_self_link(
 def test_topologies_that_need_more_nodes_say_so(topology, minimum: int) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=f"at least {minimum} nodes"):
         topology([f"n{i}" for i in range(1, minimum)], random.Random(0))
+
+
+@given(st.integers(2, 9), st.integers(0, 2**32 - 1))
+def test_isolate_primary_cuts_the_primary_off_from_a_majority(size: int, seed: int) -> None:
+    nodes = [f"n{i}" for i in range(1, size + 1)]
+    primary = random.Random(seed).choice(nodes)
+    partition = isolate_primary(nodes, random.Random(seed), primary)
+    side = next(c for c in partition.components if primary in c)
+    rest = [n for n in nodes if n not in side]
+    assert len(side) <= (size - 1) // 2 or side == [primary]  # a minority, or alone
+    assert partition.components == sorted([side, rest])
+    assert all((primary, other) in partition.cut for other in rest)
