@@ -18,7 +18,8 @@ A suite file::
     known-unsafe = true   # must be found invalid: a canary for the checkers
 
 Keys are ``kvcheck run`` options without the dashes (``time-limit``, ``w``, ``expect``, ...);
-``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum = false``). A test
+``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum = false``); a table is
+one ``--key name=value`` per entry (``db-opt = { reads = "serializable" }``). A test
 *passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when it was found invalid
 (exit 1). The suite's exit code is the worst over its tests (:mod:`kvcheck.harness.exitcodes`):
 0 all passed, 1 a guarantee broke or a canary went quiet, 2 undecided, 255 a test could not
@@ -61,6 +62,11 @@ def _argv(options: Mapping[str, Any], where: str) -> list[str]:
             argv += [f"--{key}", str(value)]
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             argv += [f"--{key}", ",".join(value)]
+        elif isinstance(value, dict) and all(isinstance(v, int | float | str | bool)
+                                             for v in value.values()):
+            for name, setting in value.items():  # db-opt = { reads = "serializable" }
+                text = str(setting).lower() if isinstance(setting, bool) else str(setting)
+                argv += [f"--{key}", f"{name}={text}"]
         else:
             raise SuiteError(f"{where}: {key} = {value!r} is not an option value")
     return argv

@@ -50,6 +50,15 @@ def test_tests_start_from_the_defaults(tmp_path: Path) -> None:
     assert (args.time_limit, args.leave_running, args.sloppy_quorum) == (5, False, False)
 
 
+def test_a_table_gives_one_option_per_entry(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text('[[test]]\nname = "etcd-stale"\ndb = "etcd"\n'
+                                     'db-opt = { reads = "serializable", retries = 3 }\n')
+    (test,) = load_suite(tmp_path / "s.toml", parse_run)
+    assert test.argv == ("--name", "etcd-stale", "--db", "etcd", "--db-opt",
+                         "reads=serializable", "--db-opt", "retries=3")
+    assert parse_run(test.argv).db_opt == [("reads", "serializable"), ("retries", "3")]
+
+
 @pytest.mark.parametrize("text", ["[[test]]\nname = 'a'\nbogus = 1\n",
                                   "[[test]]\nname = 'a'\n[[test]]\nname = 'a'\n",
                                   "[defaults]\nnodes = 3\n", "[[test]]\nnodes = 3\n",
