@@ -123,7 +123,8 @@ class Runner:
     async def run(self, view: Callable[[Progress], Awaitable[None]] | None = None) -> None:
         """Set up, test, heal, recover, read, collect, tear down. Raises :class:`Interrupted`
         on SIGINT/SIGTERM and whatever the backend raises, after tearing down."""
-        (self.run_dir / "test.json").write_text(json.dumps(self.spec.to_json(), indent=2) + "\n")
+        test = {**self.spec.to_json(), "run_id": self.backend.run_id}
+        (self.run_dir / "test.json").write_text(json.dumps(test, indent=2) + "\n")
         history = HistoryWriter(self.run_dir / "history.jsonl")
         self.progress.history = history
         try:

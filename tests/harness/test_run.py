@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from leftovers import leftovers
+from leftovers import leftovers, run_ids
 from polling import wait_until
 
 from kvcheck.harness.docker_cluster import RUN_LABEL
@@ -131,9 +131,9 @@ def test_a_store_that_exits_by_itself_makes_the_run_invalid_and_is_named(
         history = tmp_path / "latest" / "history.jsonl"
         wait_until(lambda: history.exists() and history.read_text().count('"type":"ok"') > 20,
                    process, 120, "no operations")
-        stamp = history.resolve().parent.name.lower()
-        (n2,) = [c for c in connect().containers.list(filters={"label": "org.kvcheck.node=n2"})
-                 if c.labels[RUN_LABEL].startswith(stamp)]
+        (run_id,) = run_ids(tmp_path)
+        (n2,) = connect().containers.list(filters={"label": ["org.kvcheck.node=n2",
+                                                             f"{RUN_LABEL}={run_id}"]})
         code, output = n2.exec_run(["sh", "-c", "kill -9 $(cat /kvcheck/kvstore.pid)"])
         assert code == 0, output
         out, err = process.communicate(timeout=180)
