@@ -161,7 +161,8 @@ class Redis(Database):
 
     def _server_config(self, node: str, cluster: Cluster) -> str:
         host = cluster.host(node)
-        lines = [f"bind {host}", f"port {REDIS_PORT}", "protected-mode no",
+        lines = [f"bind {host}", f"bind-source-addr {host}", f"port {REDIS_PORT}",
+                 "protected-mode no",
                  f"dir {self.data_dir}", "appendonly yes", "appendfsync always", 'save ""',
                  # a replica's initial sync starts at once instead of waiting 5 s for others
                  "repl-diskless-sync-delay 0",
@@ -173,8 +174,9 @@ class Redis(Database):
 
     def _sentinel_config(self, node: str, cluster: Cluster) -> str:
         quorum = len(cluster.nodes) // 2 + 1
-        lines = [f"bind {cluster.host(node)}", f"port {SENTINEL_PORT}", "protected-mode no",
-                 f"dir {self.data_dir}", f"sentinel announce-ip {cluster.host(node)}",
+        host = cluster.host(node)
+        lines = [f"bind {host}", f"bind-source-addr {host}", f"port {SENTINEL_PORT}",
+                 "protected-mode no", f"dir {self.data_dir}", f"sentinel announce-ip {host}",
                  f"sentinel monitor {MASTER_NAME} {cluster.host(cluster.nodes[0])} "
                  f"{REDIS_PORT} {quorum}",
                  f"sentinel down-after-milliseconds {MASTER_NAME} {DOWN_AFTER_MS}",

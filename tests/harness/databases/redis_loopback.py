@@ -138,10 +138,13 @@ class LoopbackCluster:
         self._running.clear()
 
     def leftovers(self) -> list[str]:
-        """What still runs in the process groups the cluster started (``pgrep -g``)."""
+        """What still runs in the process groups the cluster started (``pgrep -g``). Zombies
+        do not count: a child a killed server had forked (Redis forks to write its files) is
+        dead, and waits for init to reap it."""
         if not self._groups:
             return []
-        found = subprocess.run(["pgrep", "-a", "-g", ",".join(map(str, self._groups))],
+        found = subprocess.run(["pgrep", "-a", "--runstates", "D,I,R,S,T,t",
+                                "-g", ",".join(map(str, self._groups))],
                                capture_output=True, text=True)
         return found.stdout.splitlines()
 
