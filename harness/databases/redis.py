@@ -21,7 +21,7 @@ process owns a writable file in :attr:`Redis.data_dir`, written at the node's fi
 never overwritten: a restarted server comes back in the role Sentinel last gave it, and a
 restarted sentinel with what it knew, as on a real machine.
 
-Faults. The nemesis kills, pauses and skews the ``redis-server`` only; the sentinel survives
+Faults. The nemesis kills and pauses the ``redis-server`` only; the sentinel survives
 (``faults=False``). The sentinel is the failure detector, and the test is of what it does when
 the data server fails — a crashed or frozen server is what Sentinel exists to handle. A paused
 sentinel would instead enter its TILT mode (its timer sees the clock jump and it stops acting
@@ -202,7 +202,7 @@ class Redis(Database):
         node that Sentinel does not think down, and knows every other server and sentinel
         (before it has seen the replicas, a failover would find none to promote); every other
         running node replicates from that primary."""
-        views = [v for v in (await self._sentinel_views(cluster)).values() if v is not None]
+        views = await self._sentinel_views(cluster)
         others = len(cluster.nodes) - 1
         if (len(views) <= len(cluster.nodes) // 2
                 or len({(v["ip"], v["port"]) for v in views}) != 1
@@ -236,7 +236,7 @@ class Redis(Database):
 
     async def primary(self, cluster: Cluster) -> str | None:
         """The node that a majority of the sentinels that answer name as the primary."""
-        views = [v for v in (await self._sentinel_views(cluster)).values() if v is not None]
+        views = await self._sentinel_views(cluster)
         named = Counter(self._node_at(v, cluster) for v in views)
         for node, count in named.items():
             if node is not None and count > len(views) // 2:
@@ -267,21 +267,19 @@ class Redis(Database):
 
     # -- asking the sentinels --
 
-    async def _sentinel_views(self, cluster: Cluster) -> dict[str, dict[str, str] | None]:
-        """Each node's sentinel's ``SENTINEL MASTER`` answer (its view of the primary), or None
-        where the sentinel does not answer; asked all at once."""
-        views: dict[str, dict[str, str] | None] = {}
+    async def _sentinel_views(self, cluster: Cluster) -> list[dict[str, str]]:
+        """The ``SENTINEL MASTER`` answers (each sentinel's view of the primary) of the
+        sentinels that answer, asked all at once."""
+        replies: list[object] = []
 
         async def ask(node: str) -> None:
-            reply = await _reply(cluster.host(node), SENTINEL_PORT,
-                                 "SENTINEL", "MASTER", MASTER_NAME)
-            views[node] = (dict(zip(reply[::2], reply[1::2], strict=True))
-                           if isinstance(reply, list) else None)
+            replies.append(await _reply(cluster.host(node), SENTINEL_PORT,
+                                        "SENTINEL", "MASTER", MASTER_NAME))
 
         async with trio.open_nursery() as nursery:
             for node in cluster.nodes:
                 nursery.start_soon(ask, node)
-        return {node: views[node] for node in cluster.nodes}
+        return [dict(zip(r[::2], r[1::2], strict=True)) for r in replies if isinstance(r, list)]
 
     @staticmethod
     def _node_at(view: dict[str, str], cluster: Cluster) -> str | None:

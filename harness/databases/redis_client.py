@@ -7,7 +7,11 @@ primary that has been demoted since, or is not promoted yet). The connection is 
 answers; any failure drops it, so the next operation finds the primary afresh — after a
 connection error, a ``READONLY`` reply (the server was demoted under the connection) or a role
 change. Sentinel itself closes the client connections of a server it reconfigures
-(``CLIENT KILL``), so a kept connection rarely outlives a failover.
+(``CLIENT KILL``), so a kept connection rarely outlives a failover — except to a primary cut
+off from the sentinels, which cannot reconfigure it: as with redis-py's Sentinel support (and
+unlike clients that subscribe to Sentinel's ``+switch-master`` events), a client connected to
+it keeps writing there until the partition heals and the server is demoted, as an application
+would.
 
 Operations (values are decimal integers, stored as their text):
 

@@ -21,7 +21,7 @@ import pytest
 import trio
 from redis_loopback import LoopbackCluster, loopback_cluster
 
-from kvcheck.harness.databases.interface import Fail, Info, Ok, Operation
+from kvcheck.harness.databases.interface import DatabaseError, Fail, Info, Ok, Operation
 from kvcheck.harness.databases.redis import Redis, owned_config
 from kvcheck.harness.databases.redis_client import (
     REDIS_PORT,
@@ -124,6 +124,8 @@ def test_topology_and_faults(tmp_path: Path) -> None:
     assert f"{cluster.host('n1')} {REDIS_PORT} 3\n" in replica[1].argv[-1]  # quorum 3 of 5
     assert "appendfsync always" in replica[0].argv[-1]
     assert set(redis.unsupported_faults) == {"clock", "membership"}
+    with pytest.raises(DatabaseError, match="cannot add a member"):
+        redis.processes("n2", cluster, join="n1")
     assert redis.guarantee("set", cluster) == "no-lost-writes"
     assert redis.guarantee("register", cluster) == "linearizable"
 
