@@ -41,7 +41,8 @@ class DatabaseFactory(Protocol):
     """What builds an adapter (its class, typically): the options it takes, and a call that
     builds it from their values."""
 
-    options: tuple[Option, ...]
+    @property
+    def options(self) -> tuple[Option, ...]: ...
 
     def __call__(self, options: Mapping[str, str]) -> Database: ...
 
@@ -57,7 +58,8 @@ class LoopbackCluster:
         self.spec = TestSpec(**{"name": "loopback", "nodes": size, "n": min(3, size),
                                 "w": min(2, size), "r": min(2, size), "nemesis": (),
                                 **settings})
-        self.options = {**{o.name: o.default for o in factory.options}, **(options or {})}
+        defaults = {o.name: o.default for o in factory.options}
+        self.options: Mapping[str, str] = {**defaults, **(options or {})}
         self.database = factory(self.options)
         self.run_id = f"loopback-{os.getpid()}-{random.randrange(1 << 32):08x}"
         subnet = f"127.{random.randrange(1, 255)}.{random.randrange(256)}"

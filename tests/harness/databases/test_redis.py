@@ -158,7 +158,8 @@ def cluster(tmp_path: Path) -> Iterator[LoopbackCluster]:
         yield cluster
 
 
-async def eventually(check: Callable[[], Awaitable[T]], what: str, limit: float = 60) -> T:
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str,
+                     limit: float = 60) -> T:
     """Poll ``check`` until it returns something true; fail with ``what`` after ``limit``."""
     with trio.move_on_after(limit):
         while not (result := await check()):
@@ -175,7 +176,7 @@ async def new_primary(cluster: LoopbackCluster, old: str) -> str:
     return await eventually(other, f"no failover away from {old}")
 
 
-async def stored(cluster: LoopbackCluster, node: str, *args: str | int) -> object:
+async def on_server(cluster: LoopbackCluster, node: str, *args: str | int) -> object:
     """A command run on ``node``'s own redis-server."""
     return await call_once(cluster.host(node), REDIS_PORT, *args)
 
@@ -212,7 +213,7 @@ def test_register_operations_through_a_replica_nodes_sentinel(shared: LoopbackCl
             assert await client.invoke(Operation("read", "r1")) == Ok(4)
             primary = await shared.database.primary(shared)
             assert primary is not None
-            assert await stored(shared, primary, "GET", "r1") == "4"
+            assert await on_server(shared, primary, "GET", "r1") == "4"
         finally:
             await client.close()
             await client.close()  # safe to repeat
@@ -291,9 +292,9 @@ def test_a_request_to_a_paused_primary_times_out(shared: LoopbackCluster) -> Non
                          "reader": Fail("no reply in time")}
         fresh = redis.client("n2", shared)
         assert await fresh.invoke(Operation("write", "t", 4)) == Ok(4)
-        for client in (cancelled, writer, reader, fresh):
-            assert isinstance(await client.invoke(Operation("read", "t")), Ok)
-            await client.close()
+        for used in (cancelled, writer, reader, fresh):
+            assert isinstance(await used.invoke(Operation("read", "t")), Ok)
+            await used.close()
     trio.run(scenario)
 
 
@@ -314,7 +315,7 @@ def test_a_paused_primary_is_replaced_and_clients_follow(cluster: LoopbackCluste
         assert await kept.invoke(Operation("write", "k", 3)) == Ok(3)
         on_n1 = redis.client("n1", cluster)  # n1's sentinel runs on, and names the successor
         assert await on_n1.invoke(Operation("write", "k", 4)) == Ok(4)
-        assert await stored(cluster, successor, "GET", "k") == "4"
+        assert await on_server(cluster, successor, "GET", "k") == "4"
         cluster.resume("n1")
         await eventually(lambda: redis.settled(cluster), "n1 did not rejoin as a replica")
         assert await redis.primary(cluster) == successor
@@ -324,14 +325,14 @@ def test_a_paused_primary_is_replaced_and_clients_follow(cluster: LoopbackCluste
         # The primary demoted under a kept connection: READONLY, not applied; then the client
         # asks the sentinel again, which still names it: it is no primary, nothing is sent.
         nowhere = cluster.host("n1").rsplit(".", 1)[0] + ".250"
-        await stored(cluster, successor, "REPLICAOF", nowhere, REDIS_PORT)
+        await on_server(cluster, successor, "REPLICAOF", nowhere, REDIS_PORT)
         assert await on_n1.invoke(Operation("write", "k", 5)) == Fail(
             "READONLY You can't write against a read only replica.")
-        assert await stored(cluster, successor, "GET", "k") == "4"
+        assert await on_server(cluster, successor, "GET", "k") == "4"
         assert await on_n1.invoke(Operation("write", "k", 6)) == Fail(
             f"{cluster.host(successor)}:{REDIS_PORT}, which the sentinel names, is not a "
             "primary (its role is slave)")
-        await stored(cluster, successor, "REPLICAOF", "NO", "ONE")
+        await on_server(cluster, successor, "REPLICAOF", "NO", "ONE")
         for client in (kept, on_n1):
             await client.close()
     trio.run(scenario)
@@ -440,7 +441,7 @@ def test_redis_server_hangs_under_libfaketime(tmp_path: Path) -> None:
             async def answers() -> bool:
                 async def pong() -> bool:
                     try:
-                        return await call_once(host, REDIS_PORT, "PING") == "PONG"
+                        return bool(await call_once(host, REDIS_PORT, "PING") == "PONG")
                     except ConnectionFailed:
                         return False
                 with trio.move_on_after(3):
