@@ -1,7 +1,8 @@
 """Running one test: the single place that composes backend, clients, nemesis and checkers.
 
 The run is one trio nursery: the client workers, the nemesis, the live view. At the time limit
-the nemesis stops and everything is healed; the harness waits ``recovery_time`` while it samples
+the nemesis stops, everything is healed, and the harness waits until every node is ready and
+the cluster has settled (as the database says); then it waits ``recovery_time`` while it samples
 every replica's state, makes the final reads, writes the final state, and tears the cluster down
 — also on error, Ctrl-C or SIGTERM (unless ``leave_running``). Then the checkers decide, from the
 files on disk alone.
@@ -268,7 +269,9 @@ class Runner:
         crashed = await self._note_crashes()
         for node in crashed:  # so that the recovery and the final reads can go on
             await self.backend.restart(node)
-        await self.backend.wait_ready(crashed)
+        # Every node ready, and the cluster settled again (a failover may still be going on).
+        await self.backend.wait_ready([n for n in self.backend.members
+                                       if n not in self.backend.down])
         history.record("nemesis", "info", "heal", value={"fault": "all"})
 
     # -- after the test --

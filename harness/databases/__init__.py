@@ -33,6 +33,7 @@ from kvcheck.nemesis import KINDS
 BUILTIN = {
     "kvstore": "kvcheck.harness.databases.kvstore:KvStore",
     "etcd": "kvcheck.harness.databases.etcd:Etcd",
+    "redis": "kvcheck.harness.databases.redis:Redis",
 }
 
 #: Checkers that need a capability of the database, and what it is.

@@ -1,56 +1,64 @@
 """A cluster of any database adapter's real processes on this machine, for integration tests.
 
 :class:`LoopbackCluster` implements the :class:`~kvcheck.harness.databases.interface.Cluster`
-protocol the way the Docker backend does, without containers: node ``nI`` is reached at
-``127.A.B.I`` (Linux routes all of 127.0.0.0/8 to the loopback interface, so every node can
-listen on the database's usual ports; ``A.B`` is drawn per cluster, so clusters of concurrent
-tests, or a database already serving on 127.0.0.1, do not collide), and each of the adapter's
-:class:`~kvcheck.harness.databases.interface.Process` es runs as a subprocess, its output in
-``<root>/<node>/<process>.log``. Where the adapter names its :attr:`Database.data_dir` in an
+protocol as the Docker backend does, without containers. Node ``nI`` is reached at
+``127.A.B.I``: Linux routes all of 127.0.0.0/8 to the loopback interface, so every node listens
+on the database's usual ports, and ``A.B`` is drawn per cluster so that clusters of concurrent
+tests (or a server already on 127.0.0.1) do not collide. Each of the adapter's
+:class:`~kvcheck.harness.databases.interface.Process` es runs as a subprocess in a session of
+its own (a process group: a signal reaches the children it forks too), its output in
+``<root>/<node>/<process>.log``; wherever the adapter names :attr:`Database.data_dir` in an
 argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it.
 
 Faults act as the backend's do, on the processes marked ``faults``: :meth:`kill` (SIGKILL),
 :meth:`pause` and :meth:`resume` (SIGSTOP, SIGCONT); :meth:`start` starts a node again on its
-data. :meth:`close` kills everything; :meth:`leftovers` finds any process still running with the
-cluster's directory in its command line.
+data. :meth:`close` kills every process group the cluster started and waits for each;
+:meth:`leftovers` lists what still runs in those groups (found by group, since a program may
+rewrite its command line, as Redis does).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
 
 from kvcheck.harness.databases.interface import Database, Process
-from kvcheck.harness.spec import TestSpec, Workload
+from kvcheck.harness.spec import TestSpec
 
 
 class LoopbackCluster:
     """``size`` nodes of the database ``db`` (as ``--db`` names it) with ``options`` (its
-    defaults filled in), under ``root``."""
+    defaults filled in), under ``root``; ``settings`` are the test's (:class:`TestSpec`
+    fields, such as ``workload`` or ``op_timeout``)."""
 
-    def __init__(self, db: str, root: Path, size: int = 3, *, workload: Workload = "register",
-                 options: Mapping[str, str] | None = None) -> None:
+    def __init__(self, db: str, root: Path, size: int = 3, *,
+                 options: Mapping[str, str] | None = None, **settings: Any) -> None:
         self.root = root
-        quorum = min(2, size)
-        self.spec = TestSpec(name="loopback", db=db, db_options=tuple((options or {}).items()),
-                             nodes=size, n=min(3, size), w=quorum, r=quorum, nemesis=(),
-                             workload=workload)
-        self.options = dict(self.spec.db_options)
+        self.spec = TestSpec(**{"name": "loopback", "db": db,
+                                "db_options": tuple((options or {}).items()), "nodes": size,
+                                "n": min(3, size), "w": min(2, size), "r": min(2, size),
+                                "nemesis": (), **settings})
+        self.options: Mapping[str, str] = dict(self.spec.db_options)
         self.database: Database = self.spec.database
         self.run_id = f"loopback-{os.getpid()}-{random.randrange(1 << 32):08x}"
-        subnet = f"127.{random.randrange(1, 255)}.{random.randrange(0, 256)}"
+        subnet = f"127.{random.randrange(1, 255)}.{random.randrange(256)}"
         self._hosts = {node: f"{subnet}.{i}" for i, node in enumerate(self.spec.node_ids, 1)}
-        self._processes: dict[str, list[tuple[Process, subprocess.Popen[bytes]]]] = {}
+        self._running: dict[str, list[tuple[Process, subprocess.Popen[bytes]]]] = {}
+        self._groups: list[int] = []
         self._down: set[str] = set()
 
-    # -- the Cluster protocol ----------------------------------------------------------------
+    # -- the Cluster protocol --
 
     @property
     def members(self) -> Sequence[str]:
@@ -63,104 +71,143 @@ class LoopbackCluster:
     def host(self, node: str) -> str:
         return self._hosts[node]
 
-    # -- running and breaking nodes ----------------------------------------------------------
+    # -- running and breaking nodes --
 
     def start(self, *nodes: str) -> None:
-        """Start ``nodes`` (all of them if none are named) on their data directories. Raises
-        ``FileNotFoundError`` naming the Debian packages of the database's image when a
-        program is not installed."""
+        """Start the processes of ``nodes`` (every node if none is named) that do not run, on
+        their data. Fails the test, naming the Debian packages of the database's image, when
+        a program is not installed."""
         for node in nodes or self.members:
-            directory = self.root / node
-            (directory / "data").mkdir(parents=True, exist_ok=True)
-            started = []
-            for process in self.database.processes(node, self):
-                argv = [self._localize(node, arg) for arg in process.argv]
-                if shutil.which(argv[0]) is None:
-                    packages = " ".join(self.database.image.packages)
-                    raise FileNotFoundError(
-                        f"{argv[0]} is not installed: {self.database.name} needs the Debian "
-                        f"package(s) {packages} (apt-get install {packages})")
-                environment = {k: self._localize(node, v) for k, v in process.environment.items()}
-                with (directory / f"{process.name}.log").open("ab") as log:
-                    popen = subprocess.Popen(argv, env={**os.environ, **environment},
-                                             stdin=subprocess.DEVNULL, stdout=log,
-                                             stderr=subprocess.STDOUT, start_new_session=True)
-                started.append((process, popen))
-            running = [(p, popen) for p, popen in self._processes.get(node, [])
+            folder = self.root / node
+            (folder / "data").mkdir(parents=True, exist_ok=True)
+            running = [(p, popen) for p, popen in self._running.get(node, [])
                        if popen.poll() is None]
-            self._processes[node] = running + started
+            names = {p.name for p, _ in running}
+            for process in self.database.processes(node, self):
+                if process.name not in names:
+                    running.append((process, self._spawn(node, process)))
+            self._running[node] = running
             self._down.discard(node)
+
+    def _spawn(self, node: str, process: Process) -> subprocess.Popen[bytes]:
+        argv = [self._localize(node, arg) for arg in process.argv]
+        if shutil.which(argv[0]) is None:
+            pytest.fail(f"{argv[0]} is not installed{self._packages_hint()}")
+        environment = {k: self._localize(node, v) for k, v in process.environment.items()}
+        with (self.root / node / f"{process.name}.log").open("ab") as log:
+            popen = subprocess.Popen(argv, env={**os.environ, **environment},
+                                     cwd=self.root / node, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        self._groups.append(popen.pid)
+        return popen
+
+    def pids(self, node: str, *, faults: bool = True) -> list[int]:
+        """The running processes of ``node`` that undergo faults (or those that do not)."""
+        return [popen.pid for process, popen in self._running.get(node, [])
+                if process.faults == faults and popen.poll() is None]
 
     def kill(self, node: str) -> None:
         """SIGKILL the node's processes that undergo faults, and wait for them to die."""
-        for process, popen in self._processes.get(node, []):
+        for process, popen in self._running.get(node, []):
             if process.faults:
-                popen.send_signal(signal.SIGCONT)
-                popen.kill()
-                popen.wait()
+                self._end(popen)
         self._down.add(node)
 
     def pause(self, node: str) -> None:
+        """SIGSTOP the node's processes that undergo faults."""
         self._signal(node, signal.SIGSTOP)
 
     def resume(self, node: str) -> None:
+        """SIGCONT the node's processes that undergo faults."""
         self._signal(node, signal.SIGCONT)
 
     def close(self) -> None:
-        """Kill every process the cluster started, and wait for each."""
-        for started in self._processes.values():
-            for _, popen in started:
-                if popen.poll() is None:
-                    popen.send_signal(signal.SIGCONT)
-                    popen.kill()
-                popen.wait()
-        self._processes.clear()
+        """Kill every process the cluster started, and wait for each. Safe to repeat."""
+        for running in self._running.values():
+            for _, popen in running:
+                self._end(popen)
+        self._running.clear()
 
     def leftovers(self) -> list[str]:
-        """Processes still running with this cluster's directory in their command line."""
-        found = subprocess.run(["pgrep", "-a", "-f", "--", str(self.root)],
+        """What still runs in the process groups the cluster started (``pgrep -g``). Zombies
+        do not count: a child a killed server had forked (Redis forks to write its files) is
+        dead, and waits for init to reap it."""
+        if not self._groups:
+            return []
+        found = subprocess.run(["pgrep", "-a", "--runstates", "D,I,R,S,T,t",
+                                "-g", ",".join(map(str, self._groups))],
                                capture_output=True, text=True)
         return found.stdout.splitlines()
 
-    # -- waiting ----------------------------------------------------------------------------
+    # -- waiting --
 
-    async def wait_ready(self, limit: float = 30.0, nodes: Sequence[str] = ()) -> None:
-        """Wait until ``nodes`` (every running node if none are named) are ready and the
-        cluster has settled, as the backend does; fail with the logs of what is not, or at
-        once if a process exits."""
+    async def wait_ready(self, limit: float = 60.0, nodes: Sequence[str] = ()) -> None:
+        """Wait until ``nodes`` (every running node if none is named) are ready and the
+        cluster has settled, as the backend does; fail with the logs of what is not, or at once
+        if a process exits."""
         waiting = list(nodes) or [n for n in self.members if n not in self._down]
-        deadline = trio.current_time() + limit
-        while True:
-            self._check_alive()
-            ready = [await self.database.ready(n, self) for n in waiting]
-            if all(ready) and await self.database.settled(self):
-                return
-            if trio.current_time() > deadline:
-                late = [n for n, r in zip(waiting, ready, strict=True) if not r] or waiting
-                raise AssertionError(f"not ready after {limit} s: {', '.join(late)}\n"
-                                     + self._tails(late))
-            await trio.sleep(0.1)  # polling a condition under a deadline
+        with trio.move_on_after(limit):
+            while True:
+                self._check_alive()
+                ready = [await self.database.ready(n, self) for n in waiting]
+                if all(ready) and await self.database.settled(self):
+                    return
+                await trio.sleep(0.2)  # polling a condition under a deadline
+        late = [n for n, r in zip(waiting, ready, strict=True) if not r] or waiting
+        raise AssertionError(f"not ready after {limit} s: {', '.join(late)}\n"
+                             + self.tails(late))
 
-    def _check_alive(self) -> None:
-        for node, started in self._processes.items():
-            for process, popen in started:
-                if node not in self._down and popen.poll() is not None:
-                    raise AssertionError(f"{node}'s {process.name} exited with "
-                                         f"{popen.returncode}\n" + self._tails([node]))
-
-    def _tails(self, nodes: Sequence[str], lines: int = 15) -> str:
-        tails = []
-        for node in nodes:
+    def tails(self, nodes: Sequence[str] = (), lines: int = 20) -> str:
+        """The last lines of the logs of ``nodes`` (every node if none is named)."""
+        parts = []
+        for node in nodes or self.members:
             for log in sorted((self.root / node).glob("*.log")):
                 text = log.read_text(errors="replace").splitlines()[-lines:]
-                tails.append(f"--- {log}\n" + "\n".join(text))
-        return "\n".join(tails)
+                parts.append(f"--- {log}\n" + "\n".join(text))
+        return "\n".join(parts)
+
+    def _check_alive(self) -> None:
+        for node, running in self._running.items():
+            for process, popen in running:
+                if node not in self._down and popen.poll() is not None:
+                    # 127: the shell found no such program
+                    hint = self._packages_hint() if popen.returncode == 127 else ""
+                    raise AssertionError(f"{node}'s {process.name} exited with "
+                                         f"{popen.returncode}{hint}\n" + self.tails([node]))
+
+    def _packages_hint(self) -> str:
+        packages = " ".join(self.database.image.packages)
+        return (f": {self.database.name} needs the Debian packages {packages} "
+                f"(apt-get install {packages})")
 
     def _signal(self, node: str, signum: signal.Signals) -> None:
-        for process, popen in self._processes.get(node, []):
-            if process.faults:
-                popen.send_signal(signum)
+        for process, popen in self._running.get(node, []):
+            if process.faults and popen.poll() is None:
+                os.killpg(popen.pid, signum)
+
+    @staticmethod
+    def _end(popen: subprocess.Popen[bytes]) -> None:
+        """SIGKILL the process's whole group (a stopped process dies too) and reap it."""
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it ended in between
+                os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
 
     def _localize(self, node: str, text: str) -> str:
         return text.replace(self.database.data_dir, str(self.root / node / "data"))
 
+
+@contextmanager
+def loopback_cluster(db: str, root: Path, size: int = 3,
+                     **kwargs: Any) -> Iterator[LoopbackCluster]:
+    """A started :class:`LoopbackCluster`; on exit, every process it started is killed, and
+    the test fails if any is left."""
+    cluster = LoopbackCluster(db, root, size, **kwargs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+        left = cluster.leftovers()
+        assert not left, f"processes left behind: {left}"
