@@ -7,7 +7,8 @@ listen on the database's usual ports; ``A.B`` is drawn per cluster, so clusters 
 tests, or a database already serving on 127.0.0.1, do not collide), and each of the adapter's
 :class:`~kvcheck.harness.databases.interface.Process` es runs as a subprocess, its output in
 ``<root>/<node>/<process>.log``. Where the adapter names its :attr:`Database.data_dir` in an
-argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it.
+argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it; where
+it names a file of its image (:attr:`NodeImage.files`), a copy in ``<root>/image/`` does.
 
 Faults act as the backend's do, on the processes marked ``faults``: :meth:`kill` (SIGKILL),
 :meth:`pause` and :meth:`resume` (SIGSTOP, SIGCONT); :meth:`start` starts a node again on its
@@ -49,6 +50,8 @@ class LoopbackCluster:
         self._hosts = {node: f"{subnet}.{i}" for i, node in enumerate(self.spec.node_ids, 1)}
         self._processes: dict[str, list[tuple[Process, subprocess.Popen[bytes]]]] = {}
         self._down: set[str] = set()
+        self._files = {path: root / "image" / path.lstrip("/")
+                       for path in self.database.image.files}
 
     # -- the Cluster protocol ----------------------------------------------------------------
 
@@ -69,6 +72,9 @@ class LoopbackCluster:
         """Start ``nodes`` (all of them if none are named) on their data directories. Raises
         ``FileNotFoundError`` naming the Debian packages of the database's image when a
         program is not installed."""
+        for path, copy in self._files.items():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(self.database.image.files[path])
         for node in nodes or self.members:
             directory = self.root / node
             (directory / "data").mkdir(parents=True, exist_ok=True)
@@ -162,5 +168,7 @@ class LoopbackCluster:
                 popen.send_signal(signum)
 
     def _localize(self, node: str, text: str) -> str:
+        for path, copy in self._files.items():
+            text = text.replace(path, str(copy))
         return text.replace(self.database.data_dir, str(self.root / node / "data"))
 
