@@ -257,7 +257,8 @@ def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]
                  ) -> dict[str, Any]:
     """Per key of the final state: each node's replica in the last sample as a class letter
     (same letter, same versions, as the convergence checker compares them), and the checker's
-    judgement of the key from ``results.json`` (``None`` where it did not judge it)."""
+    judgement of the key from ``results.json`` (``None`` where it did not judge it). Nothing
+    when the database cannot report its replicas' states (no samples)."""
     path = run_dir / "final-state.json"
     if not path.exists():
         return {"nodes": [], "keys": []}
@@ -267,6 +268,8 @@ def _convergence(run_dir: Path, results: Mapping[str, Any], problems: list[str]
         problems.append(str(exc))
         return {"nodes": [], "keys": []}
     samples = state["samples"]
+    if not samples:
+        return {"nodes": [], "keys": []}
     last = samples[-1]["nodes"]
     replicas = state.get("replicas") or {}
     figures = (results.get("checkers", {}).get("convergence") or {}).get("figures") or {}

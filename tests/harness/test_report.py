@@ -138,3 +138,15 @@ def test_a_checker_the_database_could_not_serve_is_shown_with_the_reason(tmp_pat
     page = write_report(tmp_path).read_text()
     assert f"<tr><th>convergence</th><td>not run</td><td>-</td><td>{why}</td></tr>" in page
     assert "<th>db</th><td>etcd</td>" in page
+
+
+def test_a_run_without_replica_states_has_no_convergence_table(tmp_path: Path) -> None:
+    """A database without the replica-state capability samples nothing: final-state.json has
+    no samples, and the report is written all the same."""
+    (tmp_path / "test.json").write_text(json.dumps({"name": "t", "db": "mine"}))
+    (tmp_path / "results.json").write_text(json.dumps({"valid": True, "checkers": {}}))
+    (tmp_path / "final-state.json").write_text(json.dumps({
+        "format": "kvcheck-final-state", "version": 1, "samples": [], "replicas": {},
+        "crashed_nodes": []}))
+    assert report_data.load_run(tmp_path)["convergence"] == {"nodes": [], "keys": []}
+    assert write_report(tmp_path).exists()

@@ -8,7 +8,8 @@ tests (or a server already on 127.0.0.1) do not collide. Each of the adapter's
 :class:`~kvcheck.harness.databases.interface.Process` es runs as a subprocess in a session of
 its own (a process group: a signal reaches the children it forks too), its output in
 ``<root>/<node>/<process>.log``; wherever the adapter names :attr:`Database.data_dir` in an
-argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it.
+argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it, and
+where it names a file of its image (:attr:`NodeImage.files`), a copy in ``<root>/image/`` does.
 
 Faults act as the backend's do, on the processes marked ``faults``: :meth:`kill` (SIGKILL),
 :meth:`pause` and :meth:`resume` (SIGSTOP, SIGCONT); :meth:`start` starts a node again on its
@@ -57,6 +58,8 @@ class LoopbackCluster:
         self._running: dict[str, list[tuple[Process, subprocess.Popen[bytes]]]] = {}
         self._groups: list[int] = []
         self._down: set[str] = set()
+        self._files = {path: root / "image" / path.lstrip("/")
+                       for path in self.database.image.files}
 
     # -- the Cluster protocol --
 
@@ -77,6 +80,9 @@ class LoopbackCluster:
         """Start the processes of ``nodes`` (every node if none is named) that do not run, on
         their data. Fails the test, naming the Debian packages of the database's image, when
         a program is not installed."""
+        for path, copy in self._files.items():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(self.database.image.files[path])
         for node in nodes or self.members:
             folder = self.root / node
             (folder / "data").mkdir(parents=True, exist_ok=True)
@@ -195,6 +201,8 @@ class LoopbackCluster:
         popen.wait()
 
     def _localize(self, node: str, text: str) -> str:
+        for path, copy in self._files.items():
+            text = text.replace(path, str(copy))
         return text.replace(self.database.data_dir, str(self.root / node / "data"))
 
 
