@@ -58,7 +58,8 @@ def guarantee(config: TestConfig) -> str:
     if config.guarantee is not None:
         kind = ("read-your-latest-write" if config.promises_latest_reads
                 else "none (stale reads measured only)")
-        return f"{kind}: the test declares {config.guarantee} ({nwr})"
+        quorums = "" if config.n is None else f" ({nwr})"  # a store without quorums says none
+        return f"{kind}: the test declares {config.guarantee}{quorums}"
     if config.strict_quorum:
         return f"read-your-latest-write: W + R > N with strict quorums ({nwr})"
     if config.n is None or config.w is None or config.r is None:

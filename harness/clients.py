@@ -20,11 +20,11 @@ import trio
 from kvcheck.harness.databases import (
     Client,
     Completion,
-    DatabaseError,
     Fail,
     Info,
     Ok,
     Operation,
+    guard,
 )
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.workloads import Workload
@@ -67,12 +67,8 @@ async def perform(client: Client, op: Operation, history: HistoryWriter, process
     the completion type."""
     history.record(process, "invoke", op.f, op.key, op.value, node, final=final)
     completion: Completion = Info(f"no answer within {op_timeout:g} s")
-    try:
-        with trio.move_on_after(op_timeout):
-            completion = await client.invoke(op)
-    except Exception as exc:  # a bug of the adapter's, not an outcome of the operation
-        raise DatabaseError(f"the client of {node} raised {type(exc).__name__}: {exc} "
-                            f"running {op}") from exc
+    with guard(f"the client of {node}, running {op},"), trio.move_on_after(op_timeout):
+        completion = await client.invoke(op)
     match completion:
         case Ok(value):
             history.record(process, "ok", op.f, op.key, value, node, final=final)

@@ -34,7 +34,7 @@ import functools
 import logging
 import os
 import shlex
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import docker
@@ -44,7 +44,7 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 
 from kvcheck.harness.backend import BackendError
-from kvcheck.harness.databases import Database, DatabaseError, Process
+from kvcheck.harness.databases import Database, DatabaseError, Process, guard
 from kvcheck.harness.image import faketime_env
 from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import PacketFault, PacketSupport
@@ -85,7 +85,7 @@ class DockerCluster:
         self.joined: list[str] = []
         self.run_dir = run_dir
         self.labels = {LABEL: "1", RUN_LABEL: run_id}
-        self._clock = "clock" not in database.unsupported_faults
+        self._clock = "clock" in spec.nemesis  # processes run under libfaketime only then
         self._network: Network | None = None
         self._containers: dict[str, Container] = {}
         self._ips: dict[str, str] = {}
@@ -170,11 +170,8 @@ class DockerCluster:
     async def _start(self, node: str, join: str | None = None, *,
                      only_faulty: bool = False) -> None:
         """Start ``node``'s processes (a restart: only those faults apply to)."""
-        try:
+        with guard(f"processes({node!r})"):
             processes = self.database.processes(node, self, join)
-        except Exception as exc:  # an adapter's bug must not leave the cluster behind
-            raise DatabaseError(f"processes({node!r}) raised {type(exc).__name__}: "
-                                f"{exc}") from exc
         self._running[node] = processes
         for process in processes:
             if only_faulty and not process.faults:
@@ -184,9 +181,14 @@ class DockerCluster:
                 environment.update(faketime_env(FAKETIME_FILE))
             command = (f"echo $$ > {_pid_file(process)} && exec {shlex.join(process.argv)} "
                        f">> {MOUNT}/{process.name}.log 2>&1")
+            pid = self.node_dir(node) / f"{process.name}.pid"  # the same file, seen from here
+            pid.unlink(missing_ok=True)
             await trio.to_thread.run_sync(functools.partial(
                 self._containers[node].exec_run, ["sh", "-c", command], detach=True,
                 environment=environment))
+            with trio.move_on_after(10):  # so that a process that exits is told from one
+                while not pid.exists():   # that has not started yet
+                    await trio.sleep(0.01)
 
     async def wait_ready(self, nodes: Sequence[str], limit: float = READY_LIMIT) -> None:
         """Until each node is ready and the cluster has settled, as the database says.
@@ -196,22 +198,30 @@ class DockerCluster:
         what = "did not become ready"
         with trio.move_on_after(limit):
             for node in nodes:
-                while not await self._ask(f"ready({node!r})", self.database.ready(node, self)):
+                while not await self._ready(node):
+                    await self._check_running(nodes)
                     await trio.sleep(0.1)
             what = "became ready, but the cluster did not settle"
-            while not await self._ask("settled()", self.database.settled(self)):
+            while True:
+                with guard("settled()"):
+                    if await self.database.settled(self):
+                        return
                 await trio.sleep(0.1)
-            return
         tails = "\n".join(f"--- {n} ---\n{self._log_tails(n)}" for n in nodes)
         raise BackendError(f"nodes {', '.join(nodes)} {what} in {limit:.0f} s; their logs end "
                            f"with:\n{tails}")
 
-    async def _ask(self, call: str, answer: Awaitable[bool]) -> bool:
-        """The database's answer to ``call``; an adapter that raises is an error naming it."""
-        try:
-            return bool(await answer)
-        except Exception as exc:
-            raise DatabaseError(f"{call} raised {type(exc).__name__}: {exc}") from exc
+    async def _ready(self, node: str) -> bool:
+        with guard(f"ready({node!r})"):
+            return bool(await self.database.ready(node, self))
+
+    async def _check_running(self, nodes: Sequence[str]) -> None:
+        """Raise BackendError, with the logs, if a process of ``nodes`` that should be
+        running has exited (a bad flag, a missing program): waiting longer would not help."""
+        if stopped := [n for n in await self.crashed() if n in nodes]:
+            tails = "\n".join(f"--- {n} ---\n{self._log_tails(n)}" for n in stopped)
+            raise BackendError(f"a process of {', '.join(stopped)} exited while it was "
+                               f"starting; the logs end with:\n{tails}")
 
     def _log_tails(self, node: str, lines: int = 15) -> str:
         logs = sorted(self.node_dir(node).glob("*.log"))

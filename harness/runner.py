@@ -31,7 +31,7 @@ import trio
 
 from kvcheck.harness.backend import Backend, execute
 from kvcheck.harness.clients import Worker, perform, run_worker
-from kvcheck.harness.databases import Capability, Operation
+from kvcheck.harness.databases import Capability, Client, Operation, guard
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.workloads import make_workload
@@ -168,7 +168,7 @@ class Runner:
             for index in range(spec.workers):
                 node = nodes[index % len(nodes)]
                 nursery.start_soon(run_worker, Worker(index, node, spec.workers), self.workload,
-                                   partial(self.database.client, node, self.backend), history,
+                                   partial(self._client, node), history,
                                    spec.rate / spec.workers, until,
                                    random.Random(self.rng.randrange(2**32)), spec.op_timeout)
         self.progress.phase = "healing"
@@ -212,10 +212,17 @@ class Runner:
         """The node the database names as its primary, asked until it names one or ``limit``
         seconds pass (a failover may be under way)."""
         with trio.move_on_after(limit):
-            while (primary := await self.database.primary(self.backend)) is None:
+            while True:
+                with guard("primary()"):
+                    primary = await self.database.primary(self.backend)
+                if primary is not None:
+                    return primary
                 await trio.sleep(0.2)
-            return primary
         return None
+
+    def _client(self, node: str) -> Client:
+        with guard(f"client({node!r})"):
+            return self.database.client(node, self.backend)
 
     async def _start(self, fault: Fault, history: HistoryWriter) -> None:
         self._active = fault
@@ -302,7 +309,8 @@ class Runner:
         nodes: dict[str, _Stored | None] = {}
 
         async def one(node: str) -> None:
-            nodes[node] = await self.database.replica_state(node, keys, self.backend)
+            with guard(f"replica_state({node!r})"):
+                nodes[node] = await self.database.replica_state(node, keys, self.backend)
 
         at = int(history.elapsed() * 1e9)
         async with trio.open_nursery() as nursery:
@@ -314,7 +322,7 @@ class Runner:
         """Read every key through every node, recorded with ``"final": true``."""
 
         async def read_through(index: int, node: str) -> None:
-            client = self.database.client(node, self.backend)
+            client = self._client(node)
             try:
                 for key in self.workload.used_keys():
                     await perform(client, Operation("read", key), history,
@@ -333,14 +341,16 @@ class Runner:
         (where it can report replica states), and the nodes that crashed."""
         replicas: dict[str, list[str]] = {}
         if Capability.REPLICA_STATE in self.database.capabilities:
-            replicas = await self.database.replicas(self.workload.used_keys(), self.backend)
+            with guard("replicas()"):
+                replicas = await self.database.replicas(self.workload.used_keys(), self.backend)
         state = {"format": "kvcheck-final-state", "version": 1, "samples": samples,
                  "replicas": replicas, "crashed_nodes": self.crashed}
         (self.run_dir / "final-state.json").write_text(json.dumps(state) + "\n")
 
 
 def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """A nursery's group of one error as that error, so callers can catch it by type."""
+    """A nursery's group of errors of one type (one error, or the same failure in several
+    tasks, e.g. every client worker) as its first, so callers can catch it by type."""
     leaves: list[BaseException] = []
 
     def collect(error: BaseException) -> None:
@@ -351,7 +361,7 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
             leaves.append(error)
 
     collect(group)
-    return leaves[0] if len(leaves) == 1 else group
+    return leaves[0] if len({type(leaf) for leaf in leaves}) == 1 else group
 
 
 def _summary(description: dict[str, Any]) -> str:

@@ -195,7 +195,7 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     if runner.crashed:
         err.print(f"[bold red]kvcheck run:[/] the store crashed on "
                   f"{', '.join(sorted(set(runner.crashed)))} during the test (it exited by "
-                  f"itself; see nodes/<node>/kvstore.log in {run_dir}): invalid", highlight=False)
+                  f"itself; see nodes/<node>/<process>.log in {run_dir}): invalid", highlight=False)
         return Exit.INVALID, results, run_dir
     return Exit.of(results.valid), results, run_dir
 

@@ -8,9 +8,10 @@ adapter's :attr:`Database.options` and completed with their defaults (:func:`res
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from kvcheck.harness.databases.interface import (
     Capability,
@@ -56,6 +57,7 @@ __all__ = [
     "Option",
     "Process",
     "describe",
+    "guard",
     "load",
     "resolve_options",
 ]
@@ -91,6 +93,19 @@ def load(name: str) -> Database:
         raise DatabaseError(f"{target}() returned {type(database).__name__}, not a Database "
                             "with a name (kvcheck.harness.databases.Database)")
     return database
+
+
+@contextlib.contextmanager
+def guard(call: str) -> Iterator[None]:
+    """Run an adapter's ``call`` (named as it should read in an error, e.g. ``ready('n1')``):
+    whatever it raises, but :class:`DatabaseError` and cancellation, is its bug and becomes a
+    :class:`DatabaseError` that says so — the run stops with a clear error, never a traceback."""
+    try:
+        yield
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        raise DatabaseError(f"{call} raised {type(exc).__name__}: {exc}") from exc
 
 
 def resolve_options(database: Database, given: Mapping[str, str]) -> dict[str, str]:

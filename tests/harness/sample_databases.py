@@ -78,8 +78,32 @@ class ClientRaises(_Idle):
 
 
 class _RaisingClient:
+    def __init__(self, *_: object) -> None:
+        pass
+
     async def invoke(self, op: Operation) -> Completion:
         raise KeyError(op.f)
 
     async def close(self) -> None:
         pass
+
+
+class ExitsAtOnce(_Idle):
+    """Its nodes' program exits at once (a bad flag, say): the run must not wait for it."""
+
+    name = "exits-at-once"
+
+    def processes(self, node: str, cluster: Cluster, join: str | None = None) -> list[Process]:
+        return [Process("server", ("sh", "-c", "echo 'unknown flag --frobnicate' >&2; exit 2"))]
+
+    async def ready(self, node: str, cluster: Cluster) -> bool:
+        return False
+
+
+class ClientFactoryRaises(_Idle):
+    """Its client cannot even be made."""
+
+    name = "client-factory-raises"
+
+    def client(self, node: str, cluster: Cluster) -> Client:
+        return _RaisingClient(cluster.options["missing"])
