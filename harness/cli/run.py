@@ -179,7 +179,8 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
                   f"{run_dir}", highlight=False)
         return Exit.of_signal(exc.signum), None, run_dir
     except BackendError as exc:
-        err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+        err.print("[bold red]kvcheck run:[/] " + escape(f"--db {spec.db}: {exc}"),
+                  highlight=False)
         return Exit.CRASH, None, run_dir
     except DatabaseError as exc:
         err.print("[bold red]kvcheck run:[/] " + escape(
