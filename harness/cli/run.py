@@ -28,6 +28,7 @@ from kvcheck.harness.cli.options import (
     add_concurrency,
     add_database,
     add_histories,
+    positive_float,
 )
 from kvcheck.harness.databases import DatabaseError, describe
 from kvcheck.harness.docker_cluster import DockerCluster
@@ -82,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recovery-time", type=float, default=SPEC_DEFAULTS.recovery_time,
                    metavar="SECONDS", help="seconds to wait after healing before the final "
                    "reads (default: %(default)g)")
+    p.add_argument("--op-timeout", type=positive_float, default=SPEC_DEFAULTS.op_timeout,
+                   metavar="SECONDS", help="an operation not answered in this time is "
+                   "cancelled and recorded as indeterminate (info) (default: %(default)g)")
     p.add_argument("--expect", choices=GUARANTEES, default=SPEC_DEFAULTS.expect,
                    help="the guarantee to judge (default: derived from n, w, r and "
                    "--sloppy-quorum)")
@@ -112,7 +116,7 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
                                    if t.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
-        sloppy_quorum=args.sloppy_quorum, expect=args.expect,
+        sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
         leave_running=args.leave_running, **given)
 
 
