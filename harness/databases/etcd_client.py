@@ -163,7 +163,7 @@ class Gateway:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=self.timeout,
+                base_url=self.url, timeout=self.timeout, trust_env=False,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1))
         return self._http
 
