@@ -82,13 +82,45 @@ class LocalProcesses:
         self.close()
 
 
-def machine_cpu_seconds() -> tuple[float, float]:
-    """CPU seconds of the whole machine so far, summed over its cores: (busy, total), from
-    ``/proc/stat`` — busy is all but idle and I/O wait."""
-    jiffies = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    tick = os.sysconf("SC_CLK_TCK")
-    total = sum(jiffies[:8])  # guest time is counted in user time already
-    return (total - jiffies[3] - jiffies[4]) / tick, total / tick
+#: The flag of a kernel thread in ``/proc/<pid>/stat`` (``PF_KTHREAD``).
+KERNEL_THREAD = 0x00200000
+
+
+def machine_cpu() -> dict[int, tuple[str, float]]:
+    """Every process of the machine: what kind it is, and the CPU seconds it used so far
+    (:func:`cpu_used` compares two readings). The kinds: ``benchmark``, this process and its
+    children (the servers, the client processes); ``kernel_threads`` (such as the writeback
+    and filesystem workers that carry out the servers' writes and syncs, or anyone's);
+    ``other_processes``, the rest."""
+    found: dict[int, tuple[str, float]] = {}
+    ours = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it ended in between
+            continue
+        pid = int(entry.name)
+        if ours in (pid, int(fields[1])):
+            kind = "benchmark"
+        elif int(fields[6]) & KERNEL_THREAD:
+            kind = "kernel_threads"
+        else:
+            kind = "other_processes"
+        found[pid] = kind, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def cpu_used(before: dict[int, tuple[str, float]],
+             after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """The CPU seconds each kind of process used between two :func:`machine_cpu` readings.
+    A process that ended in between is missing what it used since the first (an
+    underestimate); one that started counts whole."""
+    used = {"benchmark": 0.0, "kernel_threads": 0.0, "other_processes": 0.0}
+    for pid, (kind, seconds) in after.items():
+        used[kind] += seconds - before.get(pid, (kind, 0.0))[1]
+    return used
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -52,7 +52,7 @@ import bench_etcd
 import bench_kvstore
 import trio
 from bench_load import KINDS, QUANTILES, ClientReport, Clients, latency_summary, preload, run_load
-from bench_processes import LocalProcesses, machine_cpu_seconds
+from bench_processes import LocalProcesses, cpu_used, machine_cpu
 
 #: Seconds between forking the client processes and the start of the measured window: time to
 #: start, connect and make one warm-up read.
@@ -109,16 +109,15 @@ def measure(database: str, args: argparse.Namespace, value: bytes) -> dict[str, 
         wait = run_load(side.clients, workers=args.clients, processes=args.client_processes,
                         keys=args.keys, value=value, start_at=start_at, end_at=end_at)
         time.sleep(max(0.0, start_at - time.monotonic()))
-        cpu_before, machine_before = servers.cpu_seconds(), machine_cpu_seconds()
+        cpu_before, machine_before = servers.cpu_seconds(), machine_cpu()
         counters_before = side.counters()
         time.sleep(max(0.0, end_at - time.monotonic()))
-        cpu_after, machine_after = servers.cpu_seconds(), machine_cpu_seconds()
+        cpu_after, machine_after = servers.cpu_seconds(), machine_cpu()
         counters_after = side.counters()
         reports = wait()
-    busy, total = (after - before for after, before in zip(machine_after, machine_before,
-                                                            strict=True))
     result = summarize(side.description, reports, args.seconds,
-                       [a - b for a, b in zip(cpu_after, cpu_before, strict=True)], busy / total)
+                       [a - b for a, b in zip(cpu_after, cpu_before, strict=True)],
+                       cpu_used(machine_before, machine_after))
     result["durability"].update(
         {f"{name}_during_window": [round(a - b) for a, b in
                                    zip(counters_after[name], counters_before[name], strict=True)]
@@ -129,9 +128,10 @@ def measure(database: str, args: argparse.Namespace, value: bytes) -> dict[str, 
 
 
 def summarize(description: dict[str, Any], reports: list[ClientReport], seconds: float,
-              server_cpu: list[float], machine_busy: float) -> dict[str, Any]:
+              server_cpu: list[float], machine: dict[str, float]) -> dict[str, Any]:
     """One database's figures from the client processes' reports, the CPU its servers used,
-    and the share of the machine's CPU every process used, over the window."""
+    and the CPU each kind of process on the machine used (:func:`cpu_used`), over the
+    window."""
     latencies = {kind: [v for r in reports for v in r.latencies[kind]] for kind in KINDS}
     errors = {kind: sum(r.errors[kind] for r in reports) for kind in KINDS}
     ops = sum(len(values) for values in latencies.values())
@@ -147,23 +147,23 @@ def summarize(description: dict[str, Any], reports: list[ClientReport], seconds:
         result[kind] = {"ops": len(latencies[kind]), "errors": errors[kind],
                         **latency_summary(latencies[kind])}
     result["all"] = latency_summary([v for values in latencies.values() for v in values])
-    ours = (sum(server_cpu) + sum(client_cpu)) / (seconds * (os.cpu_count() or 1))
+    capacity = seconds * (os.cpu_count() or 1)
+    others = machine["other_processes"] / capacity
     result["cpu"] = {
         "servers_s": [round(c, 2) for c in server_cpu],
         "clients_s": [round(c, 2) for c in client_cpu],
         "server_ms_per_op": _per_op(sum(server_cpu), ops),
         "client_ms_per_op": _per_op(sum(client_cpu), ops),
-        "machine_busy": round(machine_busy, 2),
-        "machine_busy_benchmark": round(ours, 2),
+        "machine_share": {kind: round(used / capacity, 2) for kind, used in machine.items()},
     }
     warnings = []
     busy = [c / seconds for c in client_cpu if c / seconds > BUSY_CLIENT]
     if busy:
         warnings.append(f"a client process used {max(busy):.0%} of a core: the clients may be "
                         "what limits the throughput (add --client-processes)")
-    if machine_busy - ours > BUSY_OTHERS:
-        warnings.append(f"other processes used {machine_busy - ours:.0%} of the machine's CPU "
-                        "during the window: the figures are disturbed")
+    if others > BUSY_OTHERS:
+        warnings.append(f"other processes used {others:.0%} of the machine's CPU during the "
+                        "window: the figures are disturbed")
     if warnings:
         result["warnings"] = warnings
     return result
