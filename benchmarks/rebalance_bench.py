@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import store_bench
+import bench_kvstore
 import trio
+from bench_load import preload, quantile
+from bench_processes import LocalProcesses
 
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.config import ClusterConfig
@@ -74,73 +74,62 @@ def measure(sim: Simulation, member: str, status: str,
 
 async def processes(keys: int) -> dict[str, object]:
     """The ``--processes`` measurement (see the module docstring)."""
-    with tempfile.TemporaryDirectory() as directory:
-        root = Path(directory)
-        cluster, ports = store_bench.start_cluster(root, "always")
-        newcomer: subprocess.Popen[bytes] | None = None
-        try:
-            await store_bench.wait_ready(ports)
-            await store_bench.preload(ports, keys, b"x" * 100)
-            port = store_bench.free_ports(1)[0]
-            writes: dict[str, list[float]] = {"ok": [], "failed": []}
+    with tempfile.TemporaryDirectory() as directory, LocalProcesses(Path(directory)) as servers:
+        ports = bench_kvstore.start_cluster(servers, "always")
+        await bench_kvstore.wait_ready(ports, servers)
+        await preload(bench_kvstore.KvStoreClients(tuple(ports)), keys, b"x" * 100)
+        port = bench_kvstore.free_ports(1)[0]
+        writes: dict[str, list[float]] = {"ok": [], "failed": []}
 
-            async def write(stop: trio.Event) -> None:
-                async with StoreClient("127.0.0.1", ports[0]) as client:
-                    i = 0
-                    while not stop.is_set():
-                        started = time.perf_counter()
-                        try:
-                            await client.put(f"during-{i}", b"y" * 100)
-                            writes["ok"].append(time.perf_counter() - started)
-                        except StoreError:
-                            writes["failed"].append(time.perf_counter() - started)
-                        i += 1
-                        await trio.sleep(0.01)  # pacing: about 100 writes a second
+        async def write(stop: trio.Event) -> None:
+            async with StoreClient("127.0.0.1", ports[0]) as client:
+                i = 0
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    try:
+                        await client.put(f"during-{i}", b"y" * 100)
+                        writes["ok"].append(time.perf_counter() - started)
+                    except StoreError:
+                        writes["failed"].append(time.perf_counter() - started)
+                    i += 1
+                    await trio.sleep(0.01)  # pacing: about 100 writes a second
 
-            async def change(start: Callable[[], Awaitable[None]], member: str,
-                             status: str, watch: list[int]) -> dict[str, object]:
-                writes["ok"].clear()
-                writes["failed"].clear()
-                stop = trio.Event()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(write, stop)
-                    began = time.monotonic()
-                    await start()
-                    await until_settled(watch, member, status)
-                    elapsed = time.monotonic() - began
-                    stop.set()
-                latencies = sorted(writes["ok"])
-                return {"wall_s": round(elapsed, 2), "writes_acked": len(latencies),
-                        "writes_failed": len(writes["failed"]),
-                        "write_p99_ms": round(1000 * store_bench.quantile(latencies, 0.99), 1)}
+        async def change(start: Callable[[], Awaitable[None]], member: str,
+                         status: str, watch: list[int]) -> dict[str, object]:
+            writes["ok"].clear()
+            writes["failed"].clear()
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write, stop)
+                began = time.monotonic()
+                await start()
+                await until_settled(watch, member, status)
+                elapsed = time.monotonic() - began
+                stop.set()
+            latencies = sorted(writes["ok"])
+            return {"wall_s": round(elapsed, 2), "writes_acked": len(latencies),
+                    "writes_failed": len(writes["failed"]),
+                    "write_p99_ms": round(1000 * quantile(latencies, 0.99), 1)}
 
-            log = (root / "n4.log").open("ab")
+        async def join() -> None:
+            servers.start("n4", [
+                sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n4", "--listen",
+                f"127.0.0.1:{port}", "--join", f"127.0.0.1:{ports[0]}", "--data-dir",
+                str(servers.root / "n4"), "--n", "3", "--w", "2", "--r", "2", "--fsync", "always",
+                "--log-level", "warning"])
 
-            async def join() -> None:
-                nonlocal newcomer
-                newcomer = subprocess.Popen(
-                    [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n4", "--listen",
-                     f"127.0.0.1:{port}", "--join", f"127.0.0.1:{ports[0]}", "--data-dir",
-                     str(root / "n4"), "--n", "3", "--w", "2", "--r", "2", "--fsync", "always",
-                     "--log-level", "warning"],
-                    stdout=log, stderr=log)
-
-            async def leave() -> None:
-                async with StoreClient("127.0.0.1", port) as client:
-                    await client.leave()
-
-            joined = await change(join, "n4", "normal", [*ports, port])
+        async def leave() -> None:
             async with StoreClient("127.0.0.1", port) as client:
-                counters = (await client.status())["node"]["counters"]
-            joined["keys_received"] = counters.get("stream_keys_received", 0)
-            joined["sources_failed"] = {why: counters.get(f"stream_sources_{why}", 0)
-                                        for why in ("refused", "unreachable", "silent")}
-            left = await change(leave, "n4", "left", ports)
-            return {"join": joined, "leave": left}
-        finally:
-            for process in [*cluster, *([newcomer] if newcomer else [])]:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+                await client.leave()
+
+        joined = await change(join, "n4", "normal", [*ports, port])
+        async with StoreClient("127.0.0.1", port) as client:
+            counters = (await client.status())["node"]["counters"]
+        joined["keys_received"] = counters.get("stream_keys_received", 0)
+        joined["sources_failed"] = {why: counters.get(f"stream_sources_{why}", 0)
+                                    for why in ("refused", "unreachable", "silent")}
+        left = await change(leave, "n4", "left", ports)
+        return {"join": joined, "leave": left}
 
 
 async def until_settled(ports: list[int], member: str, status: str) -> None:

@@ -1,193 +1,235 @@
-"""Throughput and latency of a local 3-node cluster; prints JSON.
+"""Throughput and latency of the reference store and of etcd, side by side; prints JSON.
 
-    python benchmarks/store_bench.py [--seconds 20] [--clients 32] [--fsync always]
+    python benchmarks/store_bench.py [--db kvstore|etcd|both] [--seconds 20] [--clients 32]
+        [--client-processes 1] [--fsync always] [--etcd-reads linearizable] [--etcd-client h11]
 
-Starts ``kvstore serve`` processes on 127.0.0.1 (N=3, W=2, R=2), preloads the keys, then runs
-``--clients`` concurrent clients — spread over ``--client-processes`` processes, each client
-bound to one node round-robin — issuing 50% gets and 50% puts of 100-byte values over 10,000
-keys for ``--seconds`` seconds. Puts carry the context of the client's last read of the key.
-Reports ops/s and latency quantiles per operation, and the CPU time each process used.
+Each database runs as a 3-node cluster of local processes (``--db both``: the reference store,
+then etcd, in one invocation, with the same parameters), gets the same load and the same
+durability, and is reported the same way:
+
+- Cluster: the reference store's ``kvstore serve`` with N=3, W=2, R=2 and ``--fsync``
+  (default ``always``: every replica syncs its commit log before it acknowledges a write;
+  :mod:`bench_kvstore`); etcd's members as kvcheck's etcd adapter starts them, which sync their
+  write-ahead log before a write is acknowledged — 3.4 cannot be told not to, and the report
+  shows the lines of ``etcd --help`` that mention fsync (none) and the syncs each member made
+  (:mod:`bench_etcd`). Data in a temporary directory; every server process is killed at the
+  end whatever happens, and the report lists any left behind (then the exit status is 1).
+- Load (:mod:`bench_load`): ``--keys`` keys (default 10,000) preloaded with ``--value-bytes``
+  (default 100) bytes, then ``--clients`` concurrent clients spread over ``--client-processes``
+  processes, each bound to one node round-robin, issue 50% reads and 50% writes of that value
+  over uniformly drawn keys, one after another, for ``--seconds``.
+- Clients: the lightest of each protocol, on the same HTTP/1.1 machinery (h11 over trio, one
+  keep-alive connection each): the store's own ``StoreClient``, and a small client of etcd's
+  JSON gateway (``--etcd-client httpx`` uses the etcd adapter's httpx client instead). Reads
+  of etcd are linearizable unless ``--etcd-reads serializable``. The clients run on the same
+  cores as the servers, so the report gives the CPU each side's clients and servers used per
+  operation, and warns when a client process was close to a full core (the clients, not the
+  database, would then set the pace: add ``--client-processes``).
+
+The JSON has, per database: the server's version and configuration, its durability, the client
+protocol and library, ops/s, errors (with the most frequent messages), p50/p99/p99.9 latency per
+operation and overall, and CPU seconds of every server and client process over the window;
+with ``--db both``, the ratios etcd / kvstore of ops/s, of each latency quantile and of CPU per
+operation.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
-import random
-import resource
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import bench_etcd
+import bench_kvstore
 import trio
+from bench_load import KINDS, QUANTILES, ClientReport, Clients, latency_summary, preload, run_load
+from bench_processes import LocalProcesses, cpu_used, machine_cpu
 
-from kvcheck.checkers.stats import nearest_rank
-from kvcheck.store.client import StoreClient, StoreError
+#: Seconds between forking the client processes and the start of the measured window: time to
+#: start, connect and make one warm-up read.
+WARMUP = 2.0
+#: A client process busier than this share of a core may be what limits the throughput.
+BUSY_CLIENT = 0.8
+#: Other processes busier than this share of the machine disturb the figures.
+BUSY_OTHERS = 0.05
 
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-def start_cluster(root: Path, fsync: str) -> tuple[list[subprocess.Popen[bytes]], list[int]]:
-    ports = free_ports(3)
-    ids = ["n1", "n2", "n3"]
-    processes = []
-    for node, port in zip(ids, ports, strict=True):
-        peers = ",".join(f"{p}=127.0.0.1:{q}" for p, q in zip(ids, ports, strict=True) if p != node)
-        log = (root / f"{node}.log").open("ab")
-        processes.append(subprocess.Popen(
-            [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
-             "--listen", f"127.0.0.1:{port}", "--peers", peers, "--data-dir", str(root / node),
-             "--n", "3", "--w", "2", "--r", "2", "--fsync", fsync, "--log-level", "warning"],
-            stdout=log, stderr=log))
-    return processes, ports
+DATABASES = ("kvstore", "etcd")
 
 
-async def wait_ready(ports: list[int]) -> None:
-    with trio.fail_after(30):
-        for port in ports:
-            while True:
-                try:
-                    async with StoreClient("127.0.0.1", port, timeout=1) as client:
-                        status = await client.status()
-                    if all(m["connected"] for m in status["membership"]):
-                        break
-                except StoreError:
-                    pass
-                await trio.sleep(0.05)
+@dataclass(frozen=True, slots=True)
+class Side:
+    """A database's cluster, started: its clients, what the report says of it, and counters
+    read at both ends of the window (their differences go into its ``durability``)."""
+
+    clients: Clients
+    description: dict[str, Any]
+    counters: Callable[[], dict[str, list[float]]]
 
 
-async def preload(ports: list[int], keys: int, value: bytes) -> None:
-    async def load(worker: int) -> None:
-        async with StoreClient("127.0.0.1", ports[worker % len(ports)]) as client:
-            for k in range(worker, keys, 16):
-                await client.put(f"key-{k}", value)
-
-    async with trio.open_nursery() as nursery:
-        for worker in range(16):
-            nursery.start_soon(load, worker)
+def start_kvstore(servers: LocalProcesses, args: argparse.Namespace) -> Side:
+    ports = bench_kvstore.start_cluster(servers, args.fsync)
+    trio.run(bench_kvstore.wait_ready, ports, servers)
+    return Side(bench_kvstore.KvStoreClients(tuple(ports)), bench_kvstore.describe(args.fsync),
+                dict)
 
 
-def client_process(ports: list[int], clients: range, keys: int, seconds: float,
-                   value: bytes, seed: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    latencies: dict[str, list[float]] = {"get": [], "put": []}
-    errors = {"get": 0, "put": 0}
-
-    async def worker(index: int) -> None:
-        rng = random.Random(seed * 1000 + index)
-        contexts: dict[str, str] = {}
-        async with StoreClient("127.0.0.1", ports[index % len(ports)]) as client:
-            while time.monotonic() < deadline:
-                key = f"key-{rng.randrange(keys)}"
-                kind = "get" if rng.random() < 0.5 else "put"
-                start = time.perf_counter()
-                try:
-                    if kind == "get":
-                        contexts[key] = (await client.get(key)).context
-                    else:
-                        await client.put(key, value, contexts.get(key, ""))
-                except StoreError:
-                    errors[kind] += 1
-                    continue
-                latencies[kind].append(time.perf_counter() - start)
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            for index in clients:
-                nursery.start_soon(worker, index)
-
-    deadline = time.monotonic() + seconds
-    trio.run(run)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    queue.put((latencies, errors, usage.ru_utime + usage.ru_stime))
+def start_etcd(servers: LocalProcesses, args: argparse.Namespace) -> Side:
+    cluster = bench_etcd.start_cluster(servers, args.etcd_reads)
+    trio.run(bench_etcd.wait_ready, cluster, servers)
+    clients = bench_etcd.EtcdClients(tuple(cluster.host(n) for n in cluster.members),
+                                     serializable=args.etcd_reads == "serializable",
+                                     library=args.etcd_client)
+    description = bench_etcd.describe(trio.run(bench_etcd.server_version, cluster),
+                                      args.etcd_reads, args.etcd_client, bench_etcd.fsync_flags())
+    return Side(clients, description,
+                lambda: {"wal_fsyncs": trio.run(bench_etcd.wal_fsyncs, cluster)})
 
 
-def quantile(sorted_values: list[float], q: float) -> float:
-    """The checkers' quantile (:func:`~kvcheck.checkers.stats.nearest_rank`); NaN if empty."""
-    return nearest_rank(sorted_values, q) if sorted_values else float("nan")
+START = {"kvstore": start_kvstore, "etcd": start_etcd}
+
+
+def measure(database: str, args: argparse.Namespace, value: bytes) -> dict[str, Any]:
+    """Run ``database``'s cluster under the load; return its part of the report."""
+    load_average = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix=f"{database}-bench-") as tmp, \
+            LocalProcesses(Path(tmp)) as servers:
+        side = START[database](servers, args)
+        trio.run(preload, side.clients, args.keys, value)
+        start_at = time.monotonic() + WARMUP
+        end_at = start_at + args.seconds
+        wait = run_load(side.clients, workers=args.clients, processes=args.client_processes,
+                        keys=args.keys, value=value, start_at=start_at, end_at=end_at)
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        cpu_before, machine_before = servers.cpu_seconds(), machine_cpu()
+        counters_before = side.counters()
+        time.sleep(max(0.0, end_at - time.monotonic()))
+        cpu_after, machine_after = servers.cpu_seconds(), machine_cpu()
+        counters_after = side.counters()
+        reports = wait()
+    result = summarize(side.description, reports, args.seconds,
+                       [a - b for a, b in zip(cpu_after, cpu_before, strict=True)],
+                       cpu_used(machine_before, machine_after))
+    result["durability"].update(
+        {f"{name}_during_window": [round(a - b) for a, b in
+                                   zip(counters_after[name], counters_before[name], strict=True)]
+         for name in counters_after})
+    result["load_average_before"] = [round(x, 2) for x in load_average]
+    result["leftover_processes"] = servers.leftovers
+    return result
+
+
+def summarize(description: dict[str, Any], reports: list[ClientReport], seconds: float,
+              server_cpu: list[float], machine: dict[str, float]) -> dict[str, Any]:
+    """One database's figures from the client processes' reports, the CPU its servers used,
+    and the CPU each kind of process on the machine used (:func:`cpu_used`), over the
+    window."""
+    latencies = {kind: [v for r in reports for v in r.latencies[kind]] for kind in KINDS}
+    errors = {kind: sum(r.errors[kind] for r in reports) for kind in KINDS}
+    ops = sum(len(values) for values in latencies.values())
+    client_cpu = [r.cpu_seconds for r in reports]
+    result: dict[str, Any] = {
+        **description, "seconds": seconds, "ops": ops, "ops_per_s": round(ops / seconds, 1),
+        "errors": sum(errors.values()),
+    }
+    messages = sum((r.messages for r in reports), Counter[str]())
+    if messages:
+        result["most_frequent_errors"] = dict(messages.most_common(3))
+    for kind in KINDS:
+        result[kind] = {"ops": len(latencies[kind]), "errors": errors[kind],
+                        **latency_summary(latencies[kind])}
+    result["all"] = latency_summary([v for values in latencies.values() for v in values])
+    capacity = seconds * (os.cpu_count() or 1)
+    others = machine["other_processes"] / capacity
+    result["cpu"] = {
+        "servers_s": [round(c, 2) for c in server_cpu],
+        "clients_s": [round(c, 2) for c in client_cpu],
+        "server_ms_per_op": _per_op(sum(server_cpu), ops),
+        "client_ms_per_op": _per_op(sum(client_cpu), ops),
+        "machine_share": {kind: round(used / capacity, 2) for kind, used in machine.items()},
+    }
+    warnings = []
+    busy = [c / seconds for c in client_cpu if c / seconds > BUSY_CLIENT]
+    if busy:
+        warnings.append(f"a client process used {max(busy):.0%} of a core: the clients may be "
+                        "what limits the throughput (add --client-processes)")
+    if others > BUSY_OTHERS:
+        warnings.append(f"other processes used {others:.0%} of the machine's CPU during the "
+                        "window: the figures are disturbed")
+    if warnings:
+        result["warnings"] = warnings
+    return result
+
+
+def _per_op(cpu_seconds: float, ops: int) -> float | None:
+    return round(1000 * cpu_seconds / ops, 3) if ops else None
+
+
+def ratios(kvstore: dict[str, Any], etcd: dict[str, Any]) -> dict[str, Any]:
+    """etcd's figures divided by the reference store's (None where one is missing)."""
+    def ratio(ours: float | None, theirs: float | None) -> float | None:
+        return round(theirs / ours, 3) if ours and theirs is not None else None
+
+    return {
+        "of": "etcd / kvstore",
+        "ops_per_s": ratio(kvstore["ops_per_s"], etcd["ops_per_s"]),
+        **{kind: {name: ratio(kvstore[kind][f"{name}_ms"], etcd[kind][f"{name}_ms"])
+                  for name in QUANTILES} for kind in (*KINDS, "all")},
+        **{f"{side}_cpu_per_op": ratio(kvstore["cpu"][f"{side}_ms_per_op"],
+                                       etcd["cpu"][f"{side}_ms_per_op"])
+           for side in ("server", "client")},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="kvstore", choices=[*DATABASES, "both"],
+                        help="the database to measure, or both, one after the other")
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--value-bytes", type=int, default=100)
-    parser.add_argument("--fsync", default="always", choices=["always", "interval", "never"])
+    parser.add_argument("--fsync", default="always", choices=["always", "interval", "never"],
+                        help="the reference store's fsync policy")
+    parser.add_argument("--etcd-reads", default="linearizable",
+                        choices=["linearizable", "serializable"])
+    parser.add_argument("--etcd-client", default="h11", choices=["h11", "httpx"],
+                        help="h11: a small client of etcd's JSON gateway, as light as the "
+                             "store's; httpx: the etcd adapter's own client")
     args = parser.parse_args()
-    value = os.urandom(args.value_bytes // 2).hex().encode()[: args.value_bytes]
-
-    with tempfile.TemporaryDirectory(prefix="kvstore-bench-") as tmp:
-        root = Path(tmp)
-        nodes, ports = start_cluster(root, args.fsync)
-        try:
-            trio.run(wait_ready, ports)
-            trio.run(preload, ports, args.keys, value)
-            queue: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-            share = -(-args.clients // args.client_processes)
-            workers = [
-                multiprocessing.Process(target=client_process, args=(
-                    ports, range(i * share, min(args.clients, (i + 1) * share)), args.keys,
-                    args.seconds, value, i, queue))
-                for i in range(args.client_processes)
-            ]
-            node_cpu_before = [_cpu_seconds(p.pid) for p in nodes]
-            started = time.monotonic()
-            for w in workers:
-                w.start()
-            results = [queue.get() for _ in workers]
-            elapsed = time.monotonic() - started
-            node_cpu = [_cpu_seconds(p.pid) - b for p, b in zip(nodes, node_cpu_before,
-                                                                 strict=True)]
-            for w in workers:
-                w.join()
-        finally:
-            for p in nodes:
-                p.send_signal(signal.SIGTERM)
-            for p in nodes:
-                p.wait(timeout=30)
-
-    report: dict[str, object] = {
-        "benchmark": "store", "nodes": 3, "n": 3, "w": 2, "r": 2, "fsync": args.fsync,
-        "clients": args.clients, "client_processes": args.client_processes, "keys": args.keys,
-        "value_bytes": args.value_bytes, "seconds": round(elapsed, 2), "cpus": os.cpu_count(),
-    }
-    total = 0
-    for kind in ("get", "put"):
-        values = sorted(v for latencies, _, _ in results for v in latencies[kind])
-        total += len(values)
-        report[kind] = {
-            "ops": len(values),
-            "errors": sum(errors[kind] for _, errors, _ in results),
-            "p50_ms": round(quantile(values, 0.50) * 1000, 3),
-            "p99_ms": round(quantile(values, 0.99) * 1000, 3),
-            "p999_ms": round(quantile(values, 0.999) * 1000, 3),
-        }
-    report["ops_per_s"] = round(total / elapsed, 1)
-    report["cpu_seconds"] = {
-        "nodes": [round(c, 2) for c in node_cpu],
-        "clients": [round(c, 2) for _, _, c in results],
-    }
+    if min(args.seconds, args.clients, args.client_processes, args.keys, args.value_bytes) <= 0:
+        parser.error("--seconds, --clients, --client-processes, --keys and --value-bytes "
+                     "must be positive")
+    # Interrupted (Ctrl-C, or SIGTERM: the same), the benchmark still kills its servers.
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
+    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    value = os.urandom(args.value_bytes // 2 + 1).hex().encode()[: args.value_bytes]
+    databases = DATABASES if args.db == "both" else (args.db,)
+    report: dict[str, Any] = {"benchmark": "store", "workload": {
+        "nodes": 3, "keys": args.keys, "value_bytes": args.value_bytes, "reads": 0.5,
+        "writes": 0.5, "clients": args.clients, "client_processes": args.client_processes,
+        "seconds": args.seconds, "cpus": os.cpu_count()}}
+    try:
+        for database in databases:
+            report[database] = measure(database, args, value)
+    except* KeyboardInterrupt:
+        sys.exit("store_bench: interrupted")
+    except* RuntimeError as failed:
+        sys.exit(f"store_bench: {failed.exceptions[0]}")
+    if args.db == "both":
+        report["ratios"] = ratios(report["kvstore"], report["etcd"])
     print(json.dumps(report, indent=2))
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if any(report[database]["leftover_processes"] for database in databases):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
