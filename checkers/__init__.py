@@ -30,12 +30,21 @@ from kvcheck.checkers.jepsen import read_jepsen_history
 from kvcheck.checkers.linearizable import KeyResult, check_linearizable
 from kvcheck.checkers.lost_writes import check_lost_writes
 from kvcheck.checkers.models import CAS_REGISTER, MODELS, REGISTER, Model, Siblings, get_model
-from kvcheck.checkers.result import Anomaly, CheckResult, Results, Verdict, combine, write_results
+from kvcheck.checkers.result import (
+    ANOMALY_KINDS,
+    Anomaly,
+    CheckResult,
+    Results,
+    Verdict,
+    combine,
+    write_results,
+)
 from kvcheck.checkers.stale_reads import check_stale_reads
 from kvcheck.checkers.stats import check_stats, nemesis_windows
 from kvcheck.checkers.suite import CHECKERS, check_history, check_run
 
 __all__ = [
+    "ANOMALY_KINDS",
     "CAS_REGISTER",
     "CHECKERS",
     "DEFAULT_CHECKERS",

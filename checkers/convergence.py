@@ -12,10 +12,12 @@ Two sources, either or both:
   recovery wait; they must all return the same value (siblings compared as sets).
 
 Invalid if a key diverged or final reads disagree; unknown if a replica could not be sampled
-(``null`` for its node in the last sample) or there is nothing to judge. Besides the counts,
-``figures["by_key"]`` gives each key's own judgement (the report shows it): ``replicas``
-(``converged``, ``diverged`` or ``undecided``, with ``converged_after_ms``) where there is a
-final state, ``final_reads`` (``agree`` or ``disagree``) where the key has final reads.
+(``null`` for its node in the last sample) or there is nothing to judge: no key that some
+replica holds and no final read that returned a value (empty replicas trivially agree).
+Besides the counts, ``figures["by_key"]`` gives each key's own judgement (the report shows
+it): ``replicas`` (``converged``, ``diverged`` or ``undecided``, with ``converged_after_ms``)
+where there is a final state, ``final_reads`` (``agree`` or ``disagree``) where the key has
+final reads.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def replica_holders(nodes: Mapping[str, Any], key: str,
     if holders is None:
         holders = [n for n, ks in nodes.items() if ks and key in ks]
     return holders
+
+
+#: What :func:`_canon_value` gives for a read of nothing (null, or no siblings).
+_NOTHING = "[]"
 
 
 def _canon_value(v: Any) -> str:
@@ -118,12 +124,18 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
         missing = {str(k): sorted(set(config.nodes) - {c.invoke.node for c in cs})
                    for k, cs in finals.items()}
         figures["final_reads_missing_nodes"] = {k: v for k, v in missing.items() if v}
-    if not verdicts:
-        figures["note"] = "no final state and no final reads: nothing to judge"
+    held = figures.get("keys_held", 0)
+    read_back = sum(1 for cs in finals.values()
+                    if any(_canon_value(c.value_out) != _NOTHING for c in cs))
+    basis = (f"{held:,} key(s) held by replicas, {read_back:,} key(s) read back by final reads"
+             + (f" through {len(config.nodes)} nodes" if config.nodes and finals else ""))
+    if not held and not read_back:
+        figures["note"] = basis = ("nothing to judge: no replica holds a key and no final read "
+                                   "returned a value")
         verdicts.append(Verdict.UNKNOWN)
     figures["anomalies_listed"] = len(anomalies)
     figures["by_key"] = per_key
-    return CheckResult("convergence", combine(verdicts), figures, tuple(anomalies))
+    return CheckResult("convergence", combine(verdicts), figures, tuple(anomalies), basis=basis)
 
 
 def heal_time(history: Sequence[Op]) -> int | None:
@@ -188,6 +200,9 @@ def _check_replicas(fs: Mapping[str, Any], heal: int | None, anomalies: list[Ano
         per_key[key] = {"replicas": "converged", "converged_after_ms": round(times[-1] / 1e6, 3)}
     figures.update({
         "keys": len(keys),
+        "keys_held": sum(1 for key in keys if any(
+            replica_versions(held.get(key)) != ABSENT
+            for held in samples[-1]["nodes"].values() if held)),
         "converged_keys": len(keys) - diverged - undecided,
         "diverged_keys": diverged,
         "undecided_keys": undecided,

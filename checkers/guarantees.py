@@ -8,6 +8,7 @@ whether a stale read is invalid (the stale-read and set checkers) all read them 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -16,20 +17,25 @@ class Guarantee:
     """A promise a test can hold a store to.
 
     ``latest_reads``: it promises read-your-latest-write (a read sees every write that completed
-    before it began), so stale reads are invalid rather than measured. ``checkers``: the
-    checkers it adds to the workload's defaults (:data:`DEFAULT_CHECKERS`).
+    before it began), so stale reads are invalid rather than measured. ``checkers``: for each
+    workload that can show whether the promise held, the checkers it adds to the workload's
+    defaults (:data:`DEFAULT_CHECKERS`); a workload not listed cannot show it.
     """
 
     name: str
     latest_reads: bool
-    checkers: tuple[str, ...]
+    checkers: Mapping[str, tuple[str, ...]]
 
 
 GUARANTEES: dict[str, Guarantee] = {g.name: g for g in (
-    Guarantee("linearizable", latest_reads=True, checkers=("linearizable",)),
-    Guarantee("no-stale-reads", latest_reads=True, checkers=("stale-reads",)),
-    Guarantee("no-lost-writes", latest_reads=False, checkers=("lost-writes",)),
-    Guarantee("eventual-convergence", latest_reads=False, checkers=()),
+    # The linearizability checker knows registers.
+    Guarantee("linearizable", latest_reads=True, checkers={"register": ("linearizable",)}),
+    # A stale set read misses an element an earlier read returned: lost-writes judges it.
+    Guarantee("no-stale-reads", latest_reads=True,
+              checkers={"register": ("stale-reads",), "set": ("lost-writes",)}),
+    # Registers overwrite: a write the next one replaced is not lost, and nothing tells.
+    Guarantee("no-lost-writes", latest_reads=False, checkers={"set": ("lost-writes",)}),
+    Guarantee("eventual-convergence", latest_reads=False, checkers={"register": (), "set": ()}),
 )}
 
 #: The checkers every run of a workload gets; a workload not listed gets ``stats`` only.
@@ -53,12 +59,23 @@ def derived_guarantee(n: int, w: int, r: int, sloppy_quorum: bool) -> str:
     return "eventual-convergence"
 
 
+def shown_by(guarantee: str) -> tuple[str, ...]:
+    """The workloads whose histories can show whether ``guarantee`` held. Raises ``KeyError``
+    for a guarantee not in :data:`GUARANTEES`."""
+    return tuple(GUARANTEES[guarantee].checkers)
+
+
 def default_checkers(workload: str, guarantee: str | None = None) -> tuple[str, ...]:
     """The checkers a test runs: its workload's defaults, then those its ``guarantee`` adds.
 
-    Raises ``KeyError`` for a guarantee not in :data:`GUARANTEES`.
+    Raises ``KeyError`` for a guarantee not in :data:`GUARANTEES`, ``ValueError`` for one the
+    workload cannot show (:func:`shown_by`).
     """
     names = DEFAULT_CHECKERS.get(workload, ("stats",))
     if guarantee is not None:
-        names += GUARANTEES[guarantee].checkers
+        added = GUARANTEES[guarantee].checkers.get(workload)
+        if added is None:
+            raise ValueError(f"the {workload} workload cannot show whether {guarantee} held "
+                             f"(the {' or '.join(shown_by(guarantee))} workload can)")
+        names += added
     return tuple(dict.fromkeys(names))

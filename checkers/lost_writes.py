@@ -15,7 +15,9 @@ Per key (one set per key), with ok reads ordered by history position:
   the invocation of the first read from which on every read (invoked after the add) contains
   it.
 
-Without final reads, lost elements cannot be told: the verdict is at best unknown.
+Without final reads, lost elements cannot be told, and without acknowledged adds nothing can
+be lost: either way the verdict is at best unknown (a key with acknowledged adds and no final
+read of it, too).
 """
 
 from __future__ import annotations
@@ -69,7 +71,15 @@ def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *
         "stable_latency_ms": ns_quantiles_ms(latencies),
         "anomalies_listed": len(anomalies),
     }
-    return CheckResult("lost-writes", combine(verdicts), figures, tuple(anomalies))
+    basis = (f"{totals['acknowledged']:,} acknowledged element(s) over {len(groups):,} key(s), "
+             f"{totals['final_reads']:,} final read(s), {totals['reads']:,} reads in all")
+    if not totals["acknowledged"]:
+        verdicts.append(Verdict.UNKNOWN)
+        basis = "no add was acknowledged: no write could have been lost"
+    elif not totals["final_reads"]:
+        verdicts.append(Verdict.UNKNOWN)
+        basis = "no final read succeeded: lost elements cannot be told"
+    return CheckResult("lost-writes", combine(verdicts), figures, tuple(anomalies), basis=basis)
 
 
 def _s(ns: int) -> str:

@@ -72,13 +72,28 @@ def combine(verdicts: Iterable[Verdict]) -> Verdict:
     return worst
 
 
+#: Every kind of anomaly the checkers report, and the checker that reports it
+#: (``docs/checkers.md``, "Anomalies", says what each means).
+ANOMALY_KINDS: Mapping[str, str] = {
+    "never-succeeded": "stats",
+    "nonlinearizable": "linearizable",
+    "stale-read": "stale-reads",
+    "lost": "lost-writes",
+    "unexpected": "lost-writes",
+    "stale": "lost-writes",
+    "diverged": "convergence",
+    "final-reads-disagree": "convergence",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Anomaly:
     """One way a promise was broken (or, for measured-only anomalies, bent).
 
-    ``kind`` is a short kebab-case name (``"stale-read"``, ``"lost"``, ``"nonlinearizable"``);
-    ``ops`` are the ``index`` values of the history lines that show it, ascending;
-    ``details`` holds JSON-able specifics.
+    ``kind`` is one of :data:`ANOMALY_KINDS` (``"stale-read"``, ``"lost"``, ...); ``ops`` are
+    the ``index`` values of the history lines that show it, ascending; ``details`` holds
+    JSON-able specifics. Raises ``ValueError`` for an unknown kind or an op that is not an
+    index.
     """
 
     kind: str
@@ -88,8 +103,9 @@ class Anomaly:
     details: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, str) or not self.kind:
-            raise ValueError("anomaly kind must be a non-empty string")
+        if self.kind not in ANOMALY_KINDS:
+            raise ValueError(f"not an anomaly kind: {self.kind!r} "
+                             f"(known: {', '.join(ANOMALY_KINDS)})")
         ops = tuple(sorted(set(self.ops)))
         if any(not isinstance(i, int) or isinstance(i, bool) for i in ops):
             raise ValueError(f"anomaly ops must be op indexes (ints), got {self.ops!r}")
@@ -108,13 +124,16 @@ class Anomaly:
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
-    """What one checker decided. ``error`` is set when the checker crashed (verdict UNKNOWN)."""
+    """What one checker decided. ``basis`` says in words what the verdict rests on (how much
+    of the history could have shown a violation) or, for UNKNOWN, why it could not decide;
+    ``error`` is set when the checker crashed (verdict UNKNOWN)."""
 
     checker: str
     valid: Verdict
     figures: Mapping[str, Any] = field(default_factory=dict)
     anomalies: tuple[Anomaly, ...] = ()
     error: str | None = None
+    basis: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.valid, Verdict):
@@ -137,6 +156,7 @@ class CheckResult:
         out: dict[str, Any] = {
             "checker": self.checker,
             "valid": self.valid.to_json(),
+            **({"basis": self.basis} if self.basis else {}),
             "figures": _jsonable(self.figures),
             "anomaly_counts": self.anomaly_counts,
             "anomalies": [a.to_json() for a in self.anomalies],

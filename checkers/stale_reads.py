@@ -13,7 +13,10 @@ Order is history position (as in :mod:`kvcheck.checkers.linearizable`); duration
 Verdict: where the test promises read-your-latest-write
 (:attr:`~kvcheck.checkers.history.TestConfig.promises_latest_reads`: its declared guarantee, else
 W + R > N with strict quorums) any stale read makes the result invalid; otherwise stale reads
-are measured and the result is valid. ``figures["guarantee"]`` says which applied.
+are measured and the result is valid. ``figures["guarantee"]`` says which applied. The
+evidence is the reads that *could* have been stale (``figures["reads_checked"]``): ok reads
+that began after some write of their key had completed. Where the promise applies and there
+is none, the result is unknown: nothing could have shown a stale read.
 """
 
 from __future__ import annotations
@@ -84,30 +87,45 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
         calls = pair_calls(history)
     groups = by_key(c for c in calls if c.type != FAIL and (c.f in _WRITES or c.f == "read"))
     anomalies: list[Anomaly] = []
-    reads = stale = 0
+    reads = checked = stale = 0
     behind: list[int] = []
     lags: list[int] = []
     for key, cs in groups.items():
-        r, s = _check_key(key, cs, anomalies, behind, lags, max_anomalies)
+        r, k, s = _check_key(key, cs, anomalies, behind, lags, max_anomalies)
         reads += r
+        checked += k
         stale += s
     strict = config.promises_latest_reads
-    valid = Verdict.INVALID if (strict and stale) else Verdict.VALID
+    keys = f"{len(groups):,} key{'s' if len(groups) != 1 else ''}"
+    if strict and stale:
+        valid = Verdict.INVALID
+        basis = f"{stale:,} of {checked:,} reads that could have been stale were, over {keys}"
+    elif strict and not checked:
+        valid = Verdict.UNKNOWN
+        basis = (f"no read could have been stale: of {reads:,} ok reads, none began after "
+                 "a write of its key had completed")
+    else:
+        valid = Verdict.VALID
+        basis = f"{checked:,} of {reads:,} reads could have been stale, over {keys}" + (
+            "" if strict else f"; {stale:,} were (measured, not judged)")
     figures = {
         "guarantee": guarantee(config),
         "enforced": strict,
         "reads": reads,
+        "reads_checked": checked,
         "stale_reads": stale,
         "stale_rate": round(stale / reads, 6) if reads else 0.0,
         "versions_behind": quantiles(behind),
         "since_newer_write_ms": ns_quantiles_ms(lags),
         "anomalies_listed": len(anomalies),
     }
-    return CheckResult("stale-reads", valid, figures, tuple(anomalies))
+    return CheckResult("stale-reads", valid, figures, tuple(anomalies), basis=basis)
 
 
 def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[int],
-               lags: list[int], max_anomalies: int) -> tuple[int, int]:
+               lags: list[int], max_anomalies: int) -> tuple[int, int, int]:
+    """Judge the reads of one key; return how many ok reads it has, how many of them could
+    have been stale, and how many were."""
     maxret: dict[Any, int] = {_EMPTY: _NEVER}
     last_writer: dict[Any, Call] = {}
     done: list[Call] = []  # ok writes
@@ -128,7 +146,7 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
     best: list[Call] = []  # best[j]: the write with the latest invocation among done[:j+1]
     for c in done:
         best.append(c if not best or c.inv_index > best[-1].inv_index else best[-1])
-    nreads = nstale = 0
+    nreads = nchecked = nstale = 0
     for c in cs:
         if c.f != "read" or c.type != OK:
             continue
@@ -142,6 +160,7 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
             m = max(maxret.get(v, _OPEN) for v in vals)
         except TypeError:
             continue  # unhashable value: not a register read
+        nchecked += 1
         if m >= newer.inv_index:
             continue
         nstale += 1
@@ -172,4 +191,4 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
                 details={"read": c.inv_index, "newer_write": newer.inv_index,
                          "versions_behind": len(missed), "since_newer_write_ns": lag,
                          "node": c.invoke.node}))
-    return nreads, nstale
+    return nreads, nchecked, nstale

@@ -1,8 +1,12 @@
 """Statistics of a history: counts, siblings, latencies, throughput, availability.
 
-Always ``valid``: statistics measure, they do not judge. Durations come from the ``time``
-fields (ns); "inside a nemesis window" is decided by history position (see
-:func:`nemesis_windows`).
+Statistics measure; they judge one thing only, as Jepsen's stats checker does: whether the
+test exercised the store at all. Every operation type (``f``) the clients invoked during the
+test (final reads aside) must have succeeded at least once, else the result is invalid with a
+``never-succeeded`` anomaly per type: a run in which, say, no write was ever acknowledged
+shows nothing about lost writes or stale reads, whatever the other checkers say. A history
+without client operations is unknown. Durations come from the ``time`` fields (ns); "inside a
+nemesis window" is decided by history position (see :func:`nemesis_windows`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
-from kvcheck.checkers.result import CheckResult, Verdict
+from kvcheck.checkers.result import Anomaly, CheckResult, Verdict
 
 #: The quantiles every checker and the report give, by name.
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
@@ -82,7 +86,8 @@ def nemesis_windows(ops: Sequence[Op]) -> list[dict[str, Any]]:
 
 def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
                 calls: Sequence[Call] | None = None) -> CheckResult:
-    """Counts per op kind, siblings, latency quantiles, throughput and availability.
+    """Counts per op kind, siblings, latency quantiles, throughput and availability; invalid
+    if an operation type never succeeded (module docstring).
 
     Siblings are counted for the register workload only (a register read returning a list of
     two or more values). Final reads are left out of latency, throughput and availability.
@@ -146,7 +151,27 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
             "max": max(sib_hist, default=0),
             "histogram": {str(k): v for k, v in sorted(sib_hist.items())},
         }
-    return CheckResult("stats", Verdict.VALID, figures)
+    return _judge(figures, [c for c in calls if not c.invoke.final])
+
+
+def _judge(figures: dict[str, Any], test_calls: Sequence[Call]) -> CheckResult:
+    """The verdict on whether every operation type the test invoked succeeded at least once."""
+    by_f: dict[str, list[Call]] = {}
+    for c in test_calls:
+        by_f.setdefault(c.f, []).append(c)
+    if not by_f:
+        return CheckResult("stats", Verdict.UNKNOWN, figures,
+                           basis="no client operation was invoked during the test")
+    anomalies = tuple(
+        Anomaly("never-succeeded", tuple(c.inv_index for c in cs[:20]),
+                f"none of the {len(cs)} {f} operation(s) succeeded", details={"f": f})
+        for f, cs in sorted(by_f.items()) if not any(c.type == OK for c in cs))
+    ok = sum(1 for c in test_calls if c.type == OK)
+    basis = (f"{ok:,} of {len(test_calls):,} operations succeeded, every type at least once "
+             f"({', '.join(sorted(by_f))})" if not anomalies else
+             f"{len(anomalies)} of {len(by_f)} operation types never succeeded")
+    return CheckResult("stats", Verdict.INVALID if anomalies else Verdict.VALID, figures,
+                       anomalies, basis=basis)
 
 
 def _availability(calls: Sequence[Call], windows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ never takes the others down.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import traceback
@@ -93,7 +94,7 @@ def check_history(ops: Sequence[Op], config: TestConfig, final_state: Mapping[st
             res = CheckResult(name, Verdict.UNKNOWN, {}, (), error=tb)
         figures = dict(res.figures)
         figures.setdefault("seconds", round(time.monotonic() - t0, 3))
-        results.append(CheckResult(res.checker, res.valid, figures, res.anomalies, res.error))
+        results.append(dataclasses.replace(res, figures=figures))
     return Results(tuple(results), {"ops": len(ops), "workload": config.workload})
 
 

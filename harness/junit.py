@@ -1,9 +1,11 @@
 """JUnit XML for CI systems: one ``<testsuite>`` per run, one ``<testcase>`` per checker.
 
-An invalid checker is a ``<failure>`` (its anomalies in words), an unknown one an ``<error>``;
-a known-unsafe run (a canary, see :mod:`kvcheck.harness.suite`) is one case that passes when the run
-was found invalid; a run that did not finish is one case, ``run``, in error. Text that XML 1.0
-cannot carry (control characters) is replaced by ``?``.
+An invalid checker is a ``<failure>`` (its anomalies in words), an unknown one an ``<error>``
+(with why), a store that crashed during the test one more failing case, ``store``;
+a known-unsafe run (a canary, :mod:`kvcheck.harness.canary`) is one case, ``canary: <anomaly>``,
+that passes only when the run was caught for the right reason (else a failure saying what
+happened instead); any other run that did not finish is one case, ``run``, in error. Text that
+XML 1.0 cannot carry (control characters) is replaced by ``?``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.checkers import Verdict
+from kvcheck.harness.canary import CanaryOutcome, judge_canary
 
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _LISTED = 20
@@ -23,14 +26,23 @@ _LISTED = 20
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """One run, as JUnit sees it: its results (``results.json``'s content), or None with the
-    exit code when it did not finish (no engine, a node would not start, interrupted)."""
+    """One run: its results (``results.json``'s content), or None when it did not finish (no
+    engine, a node would not start, interrupted); its exit code; the nodes that crashed during
+    it; and, for a canary, the anomaly it must produce."""
 
     name: str
     run_dir: Path
     results: Mapping[str, Any] | None
-    known_unsafe: bool = False
+    expect_anomaly: str | None = None
     exit_code: int = 0
+    crashed: tuple[str, ...] = ()
+
+    @property
+    def canary(self) -> CanaryOutcome | None:
+        """How the canary fared; None for a run that is not a canary."""
+        if self.expect_anomaly is None:
+            return None
+        return judge_canary(self.expect_anomaly, self.results, self.exit_code, self.crashed)
 
 
 def _clean(text: Any) -> str:
@@ -55,27 +67,37 @@ def _unfinished(record: RunRecord) -> ET.Element:
     return suite
 
 
+def _canary(record: RunRecord, outcome: CanaryOutcome) -> ET.Element:
+    suite = ET.Element("testsuite", name=_clean(record.name), tests="1",
+                       failures="0" if outcome.caught else "1", errors="0")
+    suite.set("hostname", _clean(record.run_dir))
+    case = ET.SubElement(suite, "testcase", name=_clean(f"canary: {record.expect_anomaly}"),
+                         classname=_clean(f"kvcheck.{record.name}"))
+    if not outcome.caught:
+        ET.SubElement(case, "failure", message=_clean(outcome.message)).text = _clean(
+            f"run directory: {record.run_dir}")
+    ET.SubElement(case, "system-out").text = _clean(
+        f"{outcome.message}\nrun directory: {record.run_dir}")
+    return suite
+
+
 def _suite(record: RunRecord) -> ET.Element:
+    outcome = record.canary
+    if outcome is not None:
+        return _canary(record, outcome)
     if record.results is None:
         return _unfinished(record)
     checkers = record.results.get("checkers", {})
     suite = ET.Element("testsuite", name=_clean(record.name))
     suite.set("hostname", _clean(record.run_dir))
     failures = errors = 0
-    cases = ([("known-unsafe canary", {"valid": record.results.get("valid")})]
-             if record.known_unsafe else list(checkers.items()))
+    cases = list(checkers.items())
     for name, check in cases:
         case = ET.SubElement(suite, "testcase", name=_clean(name),
                              classname=_clean(f"kvcheck.{record.name}"))
         case.set("time", str((check.get("figures") or {}).get("seconds", 0)))
         verdict = Verdict.read(check.get("valid"))
-        if record.known_unsafe:
-            if verdict is not Verdict.INVALID:
-                failures += 1
-                ET.SubElement(case, "failure", message=_clean(
-                    f"known-unsafe configuration was found {verdict.value}: the checkers no "
-                    "longer catch it")).text = _clean(record.run_dir)
-        elif verdict is Verdict.INVALID:
+        if verdict is Verdict.INVALID:
             failures += 1
             counts = ", ".join(f"{k}: {v}" for k, v in (check.get("anomaly_counts") or {}).items())
             ET.SubElement(case, "failure", message=_clean(
@@ -83,9 +105,17 @@ def _suite(record: RunRecord) -> ET.Element:
         elif verdict is Verdict.UNKNOWN:
             errors += 1
             ET.SubElement(case, "error", message=_clean(
-                f"{verdict.value}: {check.get('error') or 'the checker could not decide'}"))
+                f"{verdict.value}: "
+                f"{check.get('error') or check.get('basis') or 'the checker could not decide'}"))
         ET.SubElement(case, "system-out").text = _clean(f"run directory: {record.run_dir}")
-    suite.set("tests", str(len(cases)))
+    if record.crashed:
+        failures += 1
+        case = ET.SubElement(suite, "testcase", name="store",
+                             classname=_clean(f"kvcheck.{record.name}"))
+        ET.SubElement(case, "failure", message=_clean(
+            f"the store crashed on {', '.join(record.crashed)} during the test (it exited by "
+            "itself)")).text = _clean(f"run directory: {record.run_dir}")
+    suite.set("tests", str(len(cases) + bool(record.crashed)))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     return suite

@@ -84,12 +84,15 @@ def _checkers(results: Mapping[str, Any], test: Mapping[str, Any]) -> str:
         summary = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "-"
         error = check.get("error")
         rows.append(f"<tr><th>{_e(name)}</th><td>{_verdict(check.get('valid'))}</td>"
+                    f"<td>{_e(check.get('basis') or '-')}</td>"
                     f"<td>{_e(summary)}</td><td>{_e(_headline(name, check))}"
                     f"{f' <span class=error>{_e(error)}</span>' if error else ''}</td></tr>")
     skipped = test.get("skipped_checkers")
     for name, why in (skipped.items() if isinstance(skipped, dict) else ()):
-        rows.append(f"<tr><th>{_e(name)}</th><td>not run</td><td>-</td><td>{_e(why)}</td></tr>")
-    head = "<tr><th>checker</th><th>verdict</th><th>anomalies</th><th>figures</th></tr>"
+        rows.append(f"<tr><th>{_e(name)}</th><td>not run</td><td>-</td><td>-</td>"
+                    f"<td>{_e(why)}</td></tr>")
+    head = ("<tr><th>checker</th><th>verdict</th><th>rests on</th><th>anomalies</th>"
+            "<th>figures</th></tr>")
     return f"<table class=checkers>{head}{''.join(rows)}</table>"
 
 

@@ -23,7 +23,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kvcheck.checkers.guarantees import DEFAULT_CHECKERS, GUARANTEES, default_checkers
+from kvcheck.checkers.guarantees import DEFAULT_CHECKERS, GUARANTEES, default_checkers, shown_by
 from kvcheck.harness.databases import (
     CHECKER_NEEDS,
     Capability,
@@ -91,6 +91,9 @@ class TestSpec:
             raise SpecError(f"--versioning must be vclock or lww, not {self.versioning!r}")
         if self.expect and self.expect not in GUARANTEES:
             raise SpecError(f"--expect must be one of {', '.join(GUARANTEES)}")
+        if self.expect and self.workload not in shown_by(self.expect):
+            raise SpecError(f"--expect {self.expect} cannot be judged on the {self.workload} "
+                            f"workload: use --workload {' or '.join(shown_by(self.expect))}")
         try:
             kinds = parse_kinds(",".join(self.nemesis))
         except ValueError as exc:
@@ -108,6 +111,12 @@ class TestSpec:
             if kind in database.unsupported_faults:
                 raise SpecError(f"--nemesis {kind} is not supported for --db {self.db}: "
                                 f"{database.unsupported_faults[kind]}")
+        if not self.expect:
+            expected = database.guarantee(self)
+            if expected not in GUARANTEES or self.workload not in shown_by(expected):
+                raise SpecError(f"--db {self.db} expects {expected!r} of the {self.workload} "
+                                "workload, which cannot show it: declare what to judge with "
+                                f"--expect (one of {', '.join(GUARANTEES)})")
         if self.partition_topologies and "partition" not in kinds:
             raise SpecError("--partition-topologies needs the partition nemesis")
         try:

@@ -15,15 +15,18 @@ A suite file::
     workload = "set"
     versioning = "lww"
     nemesis = "clock"
-    known-unsafe = true   # must be found invalid: a canary for the checkers
+    known-unsafe = true        # a canary for the checkers: it must be caught,
+    expect-anomaly = "lost"    # and for this reason
 
 Keys are ``kvcheck run`` options without the dashes (``time-limit``, ``w``, ``expect``, ...);
 ``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum = false``); a table is
 one ``--key name=value`` per entry (``db-opt = { reads = "serializable" }``). A test
-*passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when it was found invalid
-(exit 1). The suite's exit code is the worst over its tests (:mod:`kvcheck.harness.exitcodes`):
-0 all passed, 1 a guarantee broke or a canary went quiet, 2 undecided, 255 a test could not
-run; an interrupt stops the suite (130 / 143).
+*passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when a checker found the
+anomaly it names in ``expect-anomaly`` (:mod:`kvcheck.harness.canary`: a crash or another
+anomaly does not count). The suite's exit code is the worst over its tests
+(:mod:`kvcheck.harness.exitcodes`): 0 all passed, 1 a guarantee broke or a canary was not
+caught for its reason, 2 undecided, 255 a test could not run; an interrupt stops the suite
+(130 / 143).
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kvcheck.checkers import ANOMALY_KINDS
 from kvcheck.harness.exitcodes import Exit, worst
+from kvcheck.harness.junit import RunRecord
 
-_OWN_KEYS = {"name", "known-unsafe"}
+_OWN_KEYS = {"name", "known-unsafe", "expect-anomaly"}
 
 
 class SuiteError(ValueError):
@@ -46,11 +51,16 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SuiteTest:
-    """One entry: its name, its ``kvcheck run`` arguments, and whether it must fail."""
+    """One entry: its name, its ``kvcheck run`` arguments, and, for a known-unsafe test, the
+    anomaly it must produce."""
 
     name: str
     argv: tuple[str, ...]
-    known_unsafe: bool = False
+    expect_anomaly: str | None = None
+
+    @property
+    def known_unsafe(self) -> bool:
+        return self.expect_anomaly is not None
 
 
 def _argv(options: Mapping[str, Any], where: str) -> list[str]:
@@ -100,17 +110,43 @@ def load_suite(path: Path, parse_run: Callable[[Sequence[str]], argparse.Namespa
             parse_run(argv)
         except SystemExit:
             raise SuiteError(f"{where}: invalid options {' '.join(argv)}") from None
-        tests.append(SuiteTest(name, tuple(argv), bool(entry.get("known-unsafe", False))))
+        tests.append(SuiteTest(name, tuple(argv), _expected_anomaly(entry, where)))
     return tests
 
 
-def passed(test: SuiteTest, code: int) -> bool:
-    """Whether ``test`` passed, given its ``kvcheck run`` exit code."""
-    return code == (Exit.INVALID if test.known_unsafe else Exit.VALID)
+def _expected_anomaly(entry: Mapping[str, Any], where: str) -> str | None:
+    """The anomaly a known-unsafe test must produce; None for any other test."""
+    unsafe, anomaly = entry.get("known-unsafe", False), entry.get("expect-anomaly")
+    kinds = ", ".join(ANOMALY_KINDS)
+    if not isinstance(unsafe, bool):
+        raise SuiteError(f"{where}: known-unsafe must be true or false")
+    if unsafe and anomaly is None:
+        raise SuiteError(f"{where}: a known-unsafe test must name the anomaly it must produce: "
+                         f"expect-anomaly = one of {kinds}")
+    if anomaly is not None and not unsafe:
+        raise SuiteError(f"{where}: expect-anomaly needs known-unsafe = true (only a canary "
+                         "expects an anomaly)")
+    if anomaly is not None and anomaly not in ANOMALY_KINDS:
+        raise SuiteError(f"{where}: expect-anomaly = {anomaly!r} is not an anomaly kind "
+                         f"(one of {kinds})")
+    return anomaly
 
 
-def suite_exit(tests: Sequence[SuiteTest], codes: Sequence[int]) -> Exit:
-    """The suite's exit code from its tests' run exit codes (module docstring): a test that
-    passed counts as valid, one that decided otherwise as invalid, and the worst code wins."""
-    return worst(Exit.VALID if passed(t, c) else Exit.INVALID if c in (Exit.VALID, Exit.INVALID)
-                 else c for t, c in zip(tests, codes, strict=True))
+def passed(record: RunRecord) -> bool:
+    """Whether the test of ``record`` passed: its guarantee held or, a canary, it was caught
+    for its reason."""
+    outcome = record.canary
+    return record.exit_code == Exit.VALID if outcome is None else outcome.caught
+
+
+def suite_exit(records: Sequence[RunRecord]) -> Exit:
+    """The suite's exit code from its tests' runs (module docstring): a run that passed counts
+    as valid, one that did not finish or was undecided keeps its code, any other as invalid;
+    the worst code wins."""
+    def code(record: RunRecord) -> int:
+        if passed(record):
+            return Exit.VALID
+        if record.results is None or record.exit_code == Exit.UNKNOWN:
+            return record.exit_code
+        return Exit.INVALID
+    return worst(code(r) for r in records)

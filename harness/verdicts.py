@@ -16,15 +16,17 @@ WORD = {v: v.value.upper() if v is Verdict.INVALID else v.value for v in Verdict
 
 
 def print_results(out: Console, results: Results) -> None:
-    """Each checker's verdict, anomaly counts and headline figures; up to five anomalies each."""
+    """Each checker's verdict, anomaly counts, headline figures and what its verdict rests on
+    (:attr:`~kvcheck.checkers.CheckResult.basis`); then up to five anomalies each."""
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
     table.add_column("checker")
     table.add_column("verdict")
     table.add_column("anomalies")
     table.add_column("notes")
+    table.add_column("rests on")
     for c in results.checks:
         table.add_row(c.checker, f"[{STYLE[c.valid]}]{WORD[c.valid]}[/]",
-                      escape(anomaly_summary(c)), escape(notes(c)))
+                      escape(anomaly_summary(c)), escape(notes(c)), escape(c.basis or "-"))
     out.print(table)
     for c in results.checks:
         for a in c.anomalies[:5]:

@@ -13,7 +13,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from kvcheck.checkers.history import Call, Op, by_key, pair_calls
+from kvcheck.checkers.history import OK, Call, Op, by_key, pair_calls
 from kvcheck.checkers.linearizable.calls import Prepared, prepare, witness_names
 from kvcheck.checkers.linearizable.search import OutOfBudget, search
 from kvcheck.checkers.linearizable.unique import NotApplicable, check_unique
@@ -26,6 +26,9 @@ from kvcheck.checkers.result import Anomaly, CheckResult, Verdict, combine
 PARALLEL_THRESHOLD = 5_000
 
 UNIQUE_VALUES, WGL = "unique-values", "wgl"
+#: The operations that observe a register's value when they succeed: the evidence a verdict
+#: rests on (a history whose writes were never observed is unknown, not valid).
+OBSERVING = ("read", "cas")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +194,8 @@ def check_linearizable(
                                       minimize))
     order = {k: i for i, (k, _) in enumerate(prepared)}
     results.sort(key=lambda r: order[r.key])
-    return _summarize(results, m, total, time.monotonic() - t0, workers)
+    observed = sum(1 for c in calls if c.type == OK and c.f in OBSERVING)
+    return _summarize(results, m, total, observed, time.monotonic() - t0, workers)
 
 
 def _check_in_pool(searches: list[tuple[Any, list[Prepared]]], workers: int, model_name: str,
@@ -213,8 +217,8 @@ def _check_in_pool(searches: list[tuple[Any, list[Prepared]]], workers: int, mod
     return results
 
 
-def _summarize(results: list[KeyResult], model: Model, total: int, seconds: float,
-               workers: int) -> CheckResult:
+def _summarize(results: list[KeyResult], model: Model, total: int, observed: int,
+               seconds: float, workers: int) -> CheckResult:
     anomalies = []
     unknown_keys = []
     algorithms: dict[str, int] = {}
@@ -239,4 +243,9 @@ def _summarize(results: list[KeyResult], model: Model, total: int, seconds: floa
         "seconds": round(seconds, 3),
         "slowest_key_seconds": round(max((r.seconds for r in results), default=0.0), 3),
     }
-    return CheckResult("linearizable", valid, figures, tuple(anomalies))
+    basis = (f"{total:,} calls over {len(results):,} key(s), {observed:,} of them reads or "
+             "compare-and-sets that succeeded")
+    if valid is Verdict.VALID and not observed:
+        valid = Verdict.UNKNOWN
+        basis = "no read or compare-and-set succeeded: no call observed the registers"
+    return CheckResult("linearizable", valid, figures, tuple(anomalies), basis=basis)

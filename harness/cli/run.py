@@ -131,9 +131,10 @@ def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def run_tests(args: argparse.Namespace, out: Console, err: Console,
-              known_unsafe: bool = False) -> tuple[Exit, list[RunRecord]]:
-    """Run the tests ``args`` describe; return the worst exit code and a record of each run
-    (none for bad arguments). An interrupt stops after the run it interrupted."""
+              expect_anomaly: str | None = None) -> tuple[Exit, list[RunRecord]]:
+    """Run the tests ``args`` describe (canaries that must produce ``expect_anomaly``, if
+    given); return the worst exit code and a record of each run (none for bad arguments). An
+    interrupt stops after the run it interrupted."""
     try:
         specs = [spec_from(args, i) for i in range(max(1, args.test_count))]
     except SpecError as exc:
@@ -154,22 +155,23 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
             line, style="dim", markup=False, highlight=False))
     except (EngineUnavailable, ImageError, PackageError) as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
-        return Exit.CRASH, [RunRecord(s.name, args.histories, None, known_unsafe, Exit.CRASH)
+        return Exit.CRASH, [RunRecord(s.name, args.histories, None, expect_anomaly, Exit.CRASH)
                             for s in specs]
-    codes, records = [], []
+    records = []
     for spec in specs:
-        code, results, run_dir = _run_one(spec, client, image, args.histories, out, err)
-        codes.append(code)
+        code, results, run_dir, crashed = _run_one(spec, client, image, args.histories, out,
+                                                   err)
         records.append(RunRecord(spec.name, run_dir, results.to_json() if results else None,
-                                 known_unsafe, code))
+                                 expect_anomaly, code, crashed))
         if code in (Exit.INTERRUPTED, Exit.TERMINATED):
             break
-    return worst(codes), records
+    return worst(r.exit_code for r in records), records
 
 
 def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Console,
-             err: Console) -> tuple[Exit, Results | None, Path]:
-    """Run one test; return its exit code, its results (None if it did not finish) and dir."""
+             err: Console) -> tuple[Exit, Results | None, Path, tuple[str, ...]]:
+    """Run one test; return its exit code, its results (None if it did not finish), its
+    directory and the nodes that crashed during it."""
     run_dir, run_id = new_run_dir(histories, spec.name)
     backend = DockerCluster(client, image, run_id, spec, spec.database, run_dir)
     runner = Runner(spec, backend, run_dir)
@@ -181,28 +183,29 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
     except Interrupted as exc:
         err.print(f"kvcheck run: {exc}; the cluster was torn down. The history so far is in "
                   f"{run_dir}", highlight=False)
-        return Exit.of_signal(exc.signum), None, run_dir
+        return Exit.of_signal(exc.signum), None, run_dir, ()
     except BackendError as exc:
         err.print("[bold red]kvcheck run:[/] " + escape(f"--db {spec.db}: {exc}"),
                   highlight=False)
-        return Exit.CRASH, None, run_dir
+        return Exit.CRASH, None, run_dir, ()
     except DatabaseError as exc:
         err.print("[bold red]kvcheck run:[/] " + escape(
             f"the adapter of --db {spec.db} failed: {exc}. The cluster was torn down."),
             highlight=False)
-        return Exit.CRASH, None, run_dir
+        return Exit.CRASH, None, run_dir, ()
     if spec.leave_running:
         hosts = ", ".join(f"{n}={backend.host(n)}" for n in backend.nodes)
         out.print(f"cluster left running ({hosts}); remove it with kvcheck cleanup")
     results = check_run(run_dir)
     write_report(run_dir)
     _summarise(out, spec, results, run_dir)
-    if runner.crashed:
-        err.print(f"[bold red]kvcheck run:[/] the store crashed on "
-                  f"{', '.join(sorted(set(runner.crashed)))} during the test (it exited by "
-                  f"itself; see nodes/<node>/<process>.log in {run_dir}): invalid", highlight=False)
-        return Exit.INVALID, results, run_dir
-    return Exit.of(results.valid), results, run_dir
+    crashed = tuple(sorted(set(runner.crashed)))
+    if crashed:
+        err.print(f"[bold red]kvcheck run:[/] the store crashed on {', '.join(crashed)} during "
+                  f"the test (it exited by itself; see nodes/<node>/<process>.log in "
+                  f"{run_dir}): invalid", highlight=False)
+        return Exit.INVALID, results, run_dir, crashed
+    return Exit.of(results.valid), results, run_dir, ()
 
 
 def _configuration(spec: TestSpec) -> str:

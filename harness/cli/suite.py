@@ -21,8 +21,9 @@ def register(commands: Any) -> None:
     """Add ``suite`` to the ``kvcheck`` subcommands ``commands``."""
     p = commands.add_parser("suite", help="run the named tests of a suite file one after another",
                             description="Run each [[test]] of a TOML suite file (docs/ci.md). "
-                            "A test passes when its guarantee held or, known-unsafe, when it "
-                            "was found invalid; the exit code is the worst of the tests' "
+                            "A test passes when its guarantee held or, known-unsafe, when a "
+                            "checker found the anomaly it expects; the exit code is the worst "
+                            "of the tests' "
                             "(docs/running.md).")
     p.add_argument("file", type=Path, metavar="FILE.toml")
     add_histories(p, "where run directories go (default: %(default)s)")
@@ -50,29 +51,29 @@ def _suite(args: argparse.Namespace, out: Console, err: Console) -> int:
     tests = [t for t in tests if not only or t.name in only]
     if args.list:
         for t in tests:
-            unsafe = "  # known-unsafe" if t.known_unsafe else ""
+            unsafe = f"  # known-unsafe: expect {t.expect_anomaly}" if t.known_unsafe else ""
             out.print(f"{t.name}: kvcheck run {' '.join(t.argv)}{unsafe}", markup=False,
                       highlight=False, soft_wrap=True)
         return Exit.OK
-    codes: list[int] = []
     records: list[RunRecord] = []
     for t in tests:
-        out.print(f"[bold]suite test {t.name}[/]"
-                  f"{' (known-unsafe: must be found invalid)' if t.known_unsafe else ''}",
-                  highlight=False)
+        out.print(f"[bold]suite test {t.name}[/]" + (
+            f" (known-unsafe: must be caught with {t.expect_anomaly})" if t.known_unsafe
+            else ""), highlight=False)
         code, found = run.run_tests(parse([*t.argv, "--histories", str(args.histories)]),
-                                    out, err, known_unsafe=t.known_unsafe)
-        codes.append(code)
-        records += found
+                                    out, err, expect_anomaly=t.expect_anomaly)
+        records += found or [RunRecord(t.name, args.histories, None, t.expect_anomaly, code)]
         if code in (Exit.INTERRUPTED, Exit.TERMINATED):
             break
-    ran = tests[:len(codes)]
     if args.junit:
         out.print(f"JUnit: {write_junit(args.junit, records)}", markup=False, highlight=False)
-    for t, outcome in zip(ran, codes, strict=True):
-        word = "[green]passed[/]" if passed(t, outcome) else "[bold red]FAILED[/]"
-        out.print(f"{word} {escape(t.name)} (exit {outcome})", highlight=False)
-    return suite_exit(ran, codes)
+    for record in records:
+        word = "[green]passed[/]" if passed(record) else "[bold red]FAILED[/]"
+        outcome = record.canary
+        how = f": {outcome.message}" if outcome else ""
+        out.print(f"{word} {escape(record.name)} (exit {record.exit_code}){escape(how)}",
+                  highlight=False, soft_wrap=True)
+    return suite_exit(records)
 
 
 def _run_parser() -> Callable[[Sequence[str]], argparse.Namespace]:

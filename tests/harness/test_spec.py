@@ -22,14 +22,26 @@ def test_the_guarantee_follows_the_quorums_unless_overridden() -> None:
 
 
 @pytest.mark.parametrize("sloppy", [False, True])
-@pytest.mark.parametrize("expect", ["", *GUARANTEES])
-def test_the_checkers_read_the_guarantee_the_run_expects(expect: str, sloppy: bool) -> None:
-    spec = TestSpec(expect=expect, sloppy_quorum=sloppy)
+@pytest.mark.parametrize(("expect", "workload"), [
+    (expect, workload) for expect in ("", *GUARANTEES) for workload in ("register", "set")
+    if not expect or workload in GUARANTEES[expect].checkers])
+def test_the_checkers_read_the_guarantee_the_run_expects(expect: str, workload: str,
+                                                         sloppy: bool) -> None:
+    spec = TestSpec(expect=expect, workload=workload, sloppy_quorum=sloppy)  # type: ignore[arg-type]
     config = TestConfig.from_json(spec.to_json())
     guarantee = GUARANTEES[config.expected or ""]
     assert guarantee.name == spec.guarantee
-    assert set(guarantee.checkers) <= set(spec.checkers) == set(config.checkers or ())
+    assert set(guarantee.checkers[workload]) <= set(spec.checkers) == set(config.checkers or ())
     assert config.promises_latest_reads is guarantee.latest_reads
+
+
+@pytest.mark.parametrize(("workload", "expect", "can"), [
+    ("register", "no-lost-writes", "set"), ("set", "linearizable", "register")])
+def test_a_guarantee_the_workload_cannot_show_is_refused(workload: str, expect: str,
+                                                         can: str) -> None:
+    with pytest.raises(SpecError, match=f"--expect {expect} cannot be judged on the {workload} "
+                                        f"workload: use --workload {can}"):
+        TestSpec(workload=workload, expect=expect)  # type: ignore[arg-type]
 
 
 def test_test_json_records_what_the_checkers_read() -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ nemesis = ["partition", "kill"]
 [[test]]
 name = "canary"
 known-unsafe = true
+expect-anomaly = "lost"
 versioning = "lww"
 time-limit = 5
 leave-running = false
@@ -44,7 +47,7 @@ def test_tests_start_from_the_defaults(tmp_path: Path) -> None:
     safe, canary = load_suite(tmp_path / "s.toml", parse_run)
     assert safe == SuiteTest("safe", ("--name", "safe", "--nodes", "3", "--time-limit", "20",
                                       "--nemesis", "partition,kill"))
-    assert canary.known_unsafe and canary.argv[-3:] == ("--versioning", "lww",
+    assert canary.expect_anomaly == "lost" and canary.argv[-3:] == ("--versioning", "lww",
                                                         "--no-leave-running")
     args = parse_run(canary.argv)
     assert (args.time_limit, args.leave_running, args.sloppy_quorum) == (5, False, False)
@@ -69,22 +72,55 @@ def test_bad_suites_are_refused(tmp_path: Path, text: str) -> None:
         load_suite(tmp_path / "s.toml", parse_run)
 
 
+@pytest.mark.parametrize(("entry", "message"), [
+    ("known-unsafe = true", "a known-unsafe test must name the anomaly it must produce: "
+                            "expect-anomaly = one of never-succeeded, nonlinearizable, "),
+    ('expect-anomaly = "lost"', "expect-anomaly needs known-unsafe = true"),
+    ('known-unsafe = true\nexpect-anomaly = "slow"',
+     "expect-anomaly = 'slow' is not an anomaly kind (one of never-succeeded, "),
+    ('known-unsafe = "yes"\nexpect-anomaly = "lost"', "known-unsafe must be true or false"),
+])
+def test_a_canary_must_name_a_known_anomaly(tmp_path: Path, entry: str, message: str) -> None:
+    (tmp_path / "s.toml").write_text(f"[[test]]\nname = 'c'\n{entry}\n")
+    with pytest.raises(SuiteError, match="test 1 \\(c\\): " + re.escape(message)):
+        load_suite(tmp_path / "s.toml", parse_run)
+
+
 def test_the_shipped_nightly_suite_is_valid() -> None:
     tests = load_suite(ROOT / "suites" / "nightly.toml", parse_run)
-    assert len(tests) >= 4 and any(t.known_unsafe for t in tests)
+    assert len(tests) >= 4
+    assert {t.expect_anomaly for t in tests if t.known_unsafe} == {"lost", "stale-read"}
 
 
-@pytest.mark.parametrize(("codes", "expected"), [
-    ([0, 1], 0),     # guarantee held, canary caught
-    ([1, 1], 1),     # a guarantee broke
-    ([0, 0], 1),     # the canary went quiet
-    ([2, 1], 2),     # undecided
-    ([255, 0], 255),  # could not run (worse than anything the checkers said)
-    ([0, 130], 130),
+def record(name: str, code: int, expect: str | None = None,
+           found: str | None = None) -> RunRecord:
+    """A run of test ``name`` that exited ``code`` (no results when it did not finish), in
+    which the lost-writes checker found ``found`` anomalies."""
+    counts = {found: 3} if found else {}
+    verdict = {0: True, 1: False, 2: "unknown"}.get(code)
+    results = None if verdict is None else {"valid": verdict, "checkers": {"lost-writes": {
+        "valid": False if found else verdict, "anomaly_counts": counts}}}
+    return RunRecord(name, Path(name), results, expect, code)
+
+
+@pytest.mark.parametrize(("safe", "canary", "expected"), [
+    ((0, None), (1, "lost"), 0),        # guarantee held, canary caught
+    ((1, "lost"), (1, "lost"), 1),      # a guarantee broke
+    ((0, None), (0, None), 1),          # the canary went quiet
+    ((0, None), (1, "unexpected"), 1),  # the canary was caught for another reason
+    ((2, None), (1, "lost"), 2),        # undecided
+    ((255, None), (0, None), 255),      # could not run (worse than anything checkers said)
+    ((0, None), (130, None), 130),
 ])
-def test_suite_exit_code(codes: list[int], expected: int) -> None:
-    tests = [SuiteTest("safe", ()), SuiteTest("canary", (), known_unsafe=True)]
-    assert suite_exit(tests, codes) == expected
+def test_suite_exit_code(safe: tuple[int, str | None], canary: tuple[int, str | None],
+                         expected: int) -> None:
+    assert suite_exit([record("safe", safe[0], None, safe[1]),
+                       record("canary", canary[0], "lost", canary[1])]) == expected
+
+
+def test_a_canary_whose_store_crashed_fails_the_suite() -> None:
+    crashed = dataclasses.replace(record("canary", 1, "lost", "lost"), crashed=("n2",))
+    assert suite_exit([crashed]) == 1
 
 
 def test_suite_runs_each_test_and_writes_junit(tmp_path: Path,
@@ -92,21 +128,21 @@ def test_suite_runs_each_test_and_writes_junit(tmp_path: Path,
     (tmp_path / "s.toml").write_text(SUITE)
     seen = []
 
-    def fake_run(args: argparse.Namespace, out: Any, err: Any, known_unsafe: bool = False
-                 ) -> tuple[int, list[RunRecord]]:
-        seen.append((args.name, args.versioning, args.histories, known_unsafe))
+    def fake_run(args: argparse.Namespace, out: Any, err: Any,
+                 expect_anomaly: str | None = None) -> tuple[int, list[RunRecord]]:
+        seen.append((args.name, args.versioning, args.histories, expect_anomaly))
         results = {"valid": True, "checkers": {"stats": {"valid": True}}}
-        return 0, [RunRecord(args.name, tmp_path, results, known_unsafe)]
+        return 0, [RunRecord(args.name, tmp_path, results, expect_anomaly)]
 
     monkeypatch.setattr(run, "run_tests", fake_run)
     junit = tmp_path / "junit.xml"
     code = main(["suite", str(tmp_path / "s.toml"), "--junit", str(junit),
                  "--histories", str(tmp_path / "h")])
     assert code == 1  # the canary was judged valid
-    assert seen == [("safe", "vclock", tmp_path / "h", False),
-                    ("canary", "lww", tmp_path / "h", True)]
+    assert seen == [("safe", "vclock", tmp_path / "h", None),
+                    ("canary", "lww", tmp_path / "h", "lost")]
     names = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
-    assert names == ["stats", "known-unsafe canary"]
+    assert names == ["stats", "canary: lost"]
     seen.clear()
     assert main(["suite", str(tmp_path / "s.toml"), "--only", "safe"]) == 0
     assert [s[0] for s in seen] == ["safe"]
