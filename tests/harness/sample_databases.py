@@ -1,6 +1,6 @@
 """Databases for the tests of the database contract (loaded by ``--db sample_databases:Name``):
-one that says little about itself, factories that break the contract, and adapters whose calls
-raise while a run goes on. None runs a real store.
+one that says little about itself, factories that break the contract, adapters whose calls
+raise while a run goes on, and one whose every request fails. None runs a real store.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from kvcheck.harness.databases import (
     Cluster,
     Completion,
     Database,
+    Fail,
     NodeImage,
     Operation,
     Option,
@@ -107,3 +108,20 @@ class ClientFactoryRaises(_Idle):
 
     def client(self, node: str, cluster: Cluster) -> Client:
         return _RaisingClient(cluster.options["missing"])
+
+
+class Refuses(_Idle):
+    """Its nodes start, and its client fails every request: the run must not come out valid."""
+
+    name = "refuses"
+
+    def client(self, node: str, cluster: Cluster) -> Client:
+        return _RefusingClient()
+
+
+class _RefusingClient:
+    async def invoke(self, op: Operation) -> Completion:
+        return Fail("refused")
+
+    async def close(self) -> None:
+        pass
