@@ -21,23 +21,15 @@ from kvcheck.checkers import Results, Verdict, check_run, read_test_config
 
 HISTORIES = Path(__file__).parent / "histories"
 
-PENDING_STATS = ("stats judges nothing yet: it is always valid until it needs every op type "
-                 "to have succeeded once (the 'a verdict needs evidence' change)")
-
 
 @dataclass(frozen=True, slots=True)
 class Objection:
-    """On ``<pair>-invalid``, ``checker`` is invalid with a ``kind`` anomaly naming ``ops``.
-
-    ``kind`` None: any anomaly (not named yet). ``pending``: why the objection may not be
-    raised yet (the test is then an expected failure that may pass).
-    """
+    """On ``<pair>-invalid``, ``checker`` is invalid with a ``kind`` anomaly naming ``ops``."""
 
     pair: str
     checker: str
-    kind: str | None
+    kind: str
     ops: tuple[int, ...] = ()
-    pending: str | None = None
 
 
 OBJECTIONS = (
@@ -54,7 +46,7 @@ OBJECTIONS = (
     Objection("vanished-element", "lost-writes", "stale", (4, 5, 6, 7)),
     Objection("diverged-replicas", "convergence", "diverged"),
     Objection("final-reads-disagree", "convergence", "final-reads-disagree", (7, 8, 9, 10)),
-    Objection("no-successful-write", "stats", None, pending=PENDING_STATS),
+    Objection("no-successful-write", "stats", "never-succeeded", (2,)),
 )
 
 PAIRS = sorted({o.pair for o in OBJECTIONS})
@@ -95,16 +87,11 @@ def test_valid_twin_is_accepted_by_every_checker(pair: str) -> None:
     assert {c.checker: c.valid for c in res.checks} == dict.fromkeys(listed, Verdict.VALID)
 
 
-def _objection_param(o: Objection) -> object:
-    marks = [pytest.mark.xfail(strict=False, reason=o.pending)] if o.pending else []
-    return pytest.param(o, id=f"{o.pair}:{o.checker}", marks=marks)
-
-
-@pytest.mark.parametrize("objection", [_objection_param(o) for o in OBJECTIONS])
+@pytest.mark.parametrize("objection", OBJECTIONS, ids=lambda o: f"{o.pair}:{o.checker}")
 def test_invalid_twin_is_rejected(objection: Objection) -> None:
     res = check(objection.pair, "invalid")[objection.checker]
     assert res.valid is Verdict.INVALID
-    found = res.anomalies_of(objection.kind) if objection.kind else list(res.anomalies)
+    found = res.anomalies_of(objection.kind)
     assert found, res.anomaly_counts
     named = {i for a in found for i in a.ops}
     assert set(objection.ops) <= named
@@ -112,11 +99,9 @@ def test_invalid_twin_is_rejected(objection: Objection) -> None:
 
 @pytest.mark.parametrize("pair", PAIRS)
 def test_only_the_right_checkers_object(pair: str) -> None:
-    must = {o.checker for o in OBJECTIONS if o.pair == pair and not o.pending}
-    may = {o.checker for o in OBJECTIONS if o.pair == pair and o.pending}
+    must = {o.checker for o in OBJECTIONS if o.pair == pair}
     res = check(pair, "invalid")
-    objecting = {c.checker for c in res.checks if c.valid is Verdict.INVALID}
-    assert must <= objecting <= must | may
+    assert {c.checker for c in res.checks if c.valid is Verdict.INVALID} == must
 
 
 def test_diverged_replica_is_named() -> None:
