@@ -1,4 +1,4 @@
-"""A small, strict reader for the subset of EDN that Jepsen histories use.
+"""A small, strict reader and writer for the subset of EDN that Jepsen histories use.
 
 Why not a library: the maintained PyPI reader (``edn_format``) is built on a PLY grammar and is
 slow on million-line histories; this reader is one recursive-descent pass over the text.
@@ -24,7 +24,8 @@ sets ``#{}``           ``frozenset``
                        ``#jepsen.history.Op{...}`` gives the map)
 =====================  ======================================================
 
-Errors raise :class:`EDNError` with the 1-based line and column.
+Errors raise :class:`EDNError` with the 1-based line and column. :func:`dumps` writes the
+same mapping back (a ``list`` too, as a vector; a ``set`` as a set), as Clojure's ``pr`` would.
 """
 
 from __future__ import annotations
@@ -297,12 +298,86 @@ def loads(text: str) -> Any:
 
 def loads_all(text: str) -> list[Any]:
     """Read every top-level EDN form in ``text``; raises :class:`EDNError`."""
-    r = _Reader(text)
-    out = []
-    while not r.at_end():
+    return _read_forms(_Reader(text), math.inf)
+
+
+def _read_forms(r: _Reader, count: float) -> list[Any]:
+    out: list[Any] = []
+    while len(out) < count and not r.at_end():
         if r.text.startswith("#_", r.pos):
             r.pos += 2
             r.read()
             continue
         out.append(r.read())
     return out
+
+
+def loads_some(text: str, count: int) -> tuple[list[Any], str]:
+    """Read up to ``count`` EDN forms from the start of ``text``.
+
+    Returns the forms read (fewer when ``text`` ends first) and the text after the last one,
+    unread. Raises :class:`EDNError` for a malformed form.
+    """
+    r = _Reader(text)
+    forms = _read_forms(r, count)
+    return forms, text[r.pos:]
+
+
+def is_keyword_name(name: str) -> bool:
+    """Whether ``:name`` reads back as the keyword ``name`` (no spaces, no leading digit...)."""
+    return bool(_SYMBOL.match(name)) and not name.endswith(":")
+
+
+_STRING_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def _string(s: str) -> str:
+    def escape(m: re.Match[str]) -> str:
+        c = m.group()
+        return _STRING_ESCAPES.get(c) or f"\\u{ord(c):04x}"
+    return '"' + _NEEDS_ESCAPE.sub(escape, s) + '"'
+
+
+def _float(x: float) -> str:
+    if math.isnan(x):
+        return "##NaN"
+    if math.isinf(x):
+        return "##Inf" if x > 0 else "##-Inf"
+    return repr(x)
+
+
+def dumps(value: Any) -> str:
+    """``value`` as EDN text on one line (the inverse of :func:`loads`, see the table above).
+
+    Maps are written ``{k v, k v}`` in their order, sets sorted (by value, else by text).
+    Raises ``TypeError`` for a value with no EDN form (an object, bytes).
+    """
+    if value is None:
+        return "nil"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, str):
+        return _string(value)
+    if isinstance(value, Keyword):
+        return ":" + value.name
+    if isinstance(value, Symbol):
+        return value.name
+    if isinstance(value, tuple | list):
+        return "[" + " ".join(dumps(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{dumps(k)} {dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, frozenset | set):
+        items = list(value)
+        try:
+            items.sort()
+        except TypeError:  # elements of several types
+            items.sort(key=dumps)
+        return "#{" + " ".join(dumps(v) for v in items) + "}"
+    raise TypeError(f"no EDN form for {type(value).__name__}: {value!r}")

@@ -1,15 +1,19 @@
 """Reading Jepsen histories into kvcheck ops.
 
-Three layouts are recognised, by the file's first character outside whitespace and ``;``
-comments:
+A path is a history file or a Jepsen run directory (whose history :mod:`.jepsen_store` finds,
+as it finds the runs of a test directory or of the whole ``store/``). Three layouts of a file
+are recognised, by its first character outside whitespace and ``;`` comments:
 
 * ``{`` -- EDN op maps, one per line, as in Jepsen's ``history.edn``
   (``{:type :invoke, :f :write, :value 3, :process 0, :time 123, :index 0}``); a map may also
   span lines. Tagged maps such as ``#jepsen.history.Op{...}`` read as maps.
 * ``[`` or ``(`` -- one EDN vector or list of op maps (as in Knossos' test data).
-* anything else -- a log: lines of the ``jepsen.util`` form
-  ``INFO  jepsen.util - 3<TAB>:ok<TAB>:cas<TAB>[3 0]`` (process, type, f, value and an optional
-  error, tab-separated); other log lines are ignored.
+* anything else -- text: ``jepsen.util``'s lines of process, type, f, value and an optional
+  error, as ``history.txt`` holds them (``3<TAB>:ok<TAB>:cas<TAB>[3 0]``) and ``jepsen.log``
+  logs them after ``jepsen.util -`` (Jepsen before 0.2) or ``jepsen.util:`` (since). Columns
+  may be separated by any whitespace, tabs or runs of spaces (a copied log has lost its tabs):
+  each of the first four is one EDN form, and the rest of the line is the error. Lines that do
+  not read ``PROCESS :TYPE ...`` (after the log prefix, if any) are ignored.
 
 Independent keys (``jepsen.independent``): when every client op's value is a ``[key value]``
 pair (and every ``cas`` value a ``[key [old new]]`` pair), ops are split by key. This is
@@ -22,16 +26,21 @@ values stay :class:`~kvcheck.checkers.edn.Keyword`.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from kvcheck.checkers.edn import EDNError, Keyword, Symbol, loads, loads_all
+from kvcheck.checkers.edn import EDNError, Keyword, Symbol, dumps, loads, loads_all, loads_some
 from kvcheck.checkers.history import NEMESIS, HistoryError, Op
+from kvcheck.checkers.jepsen_store import HISTORY_FILES, run_history
 
-_LOG_LINE = re.compile(r"jepsen\.util\s+-\s+(.*)$")
+# Where a jepsen.log line's op starts: after "jepsen.util - " (log4j) or "jepsen.util: " (logback).
+_LOG_PREFIX = re.compile(r"\bjepsen\.util(?::|\s+-)\s")
+# What an op line starts with: a process (an integer or a keyword), then a type.
+_OP_START = re.compile(r"[\s,]*(?:-?\d+|:[^\s,]+)[\s,]+:(?:invoke|ok|fail|info)(?:[\s,]|$)")
 
 
 def _name(x: Any) -> Any:
@@ -45,29 +54,13 @@ def _error_text(x: Any) -> str | None:
         return None
     if isinstance(x, str):
         return x
-    if isinstance(x, Keyword | Symbol):
-        return str(x)
-    return _edn_repr(x)
-
-
-def _edn_repr(x: Any) -> str:
-    if x is None:
-        return "nil"
-    if isinstance(x, bool):
-        return "true" if x else "false"
-    if isinstance(x, tuple):
-        return "[" + " ".join(_edn_repr(v) for v in x) + "]"
-    if isinstance(x, dict):
-        return "{" + ", ".join(f"{_edn_repr(k)} {_edn_repr(v)}" for k, v in x.items()) + "}"
-    if isinstance(x, str):
-        return '"' + x.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return str(x)
+    return dumps(x)
 
 
 def op_from_edn(m: Mapping[Any, Any], default_index: int) -> Op:
     """Build an :class:`Op` from a Jepsen op map; raises ``ValueError`` when malformed."""
     if not isinstance(m, Mapping):
-        raise ValueError(f"expected an op map, got {_edn_repr(m)}")
+        raise ValueError(f"expected an op map, got {dumps(m)}")
     fields = {_name(k): v for k, v in m.items()}
     for req in ("type", "f", "process"):
         if req not in fields:
@@ -77,10 +70,10 @@ def op_from_edn(m: Mapping[Any, Any], default_index: int) -> Op:
         if process != NEMESIS:
             raise ValueError(f"process must be an integer or :nemesis, got {process!r}")
     elif type(process) is not int:
-        raise ValueError(f"process must be an integer or :nemesis, got {_edn_repr(process)}")
+        raise ValueError(f"process must be an integer or :nemesis, got {dumps(process)}")
     f = _name(fields["f"])
     if not isinstance(f, str):
-        f = _edn_repr(f)
+        f = dumps(f)
     index = fields.get("index", default_index)
     t = fields.get("time", 0)
     extra = {k: v for k, v in fields.items()
@@ -94,70 +87,111 @@ def op_from_edn(m: Mapping[Any, Any], default_index: int) -> Op:
 
 
 def _parse_log_line(rest: str, index: int) -> Op:
-    parts = rest.split("\t")
-    if len(parts) < 3:
-        raise ValueError("expected process, type, f and value separated by tabs")
-    process = loads(parts[0])
-    typ = loads(parts[1])
-    f = loads(parts[2])
-    value = loads(parts[3]) if len(parts) > 3 and parts[3].strip() else None
-    error = "\t".join(parts[4:]).strip() or None if len(parts) > 4 else None
-    m = {"process": process, "type": typ, "f": f, "value": value, "index": index}
-    if error is not None:
-        m["error"] = error
+    """An op from ``rest``, the columns of a ``jepsen.util`` line; raises ``ValueError``."""
+    forms, error = loads_some(rest, 4)
+    if len(forms) < 3:
+        raise ValueError("expected process, type, f and value")
+    process, typ, f = forms[:3]
+    m = {"process": process, "type": typ, "f": f, "value": forms[3] if len(forms) > 3 else None,
+         "index": index}
+    if error.strip():
+        m["error"] = error.strip()
     return op_from_edn(m, index)
 
 
 def read_jepsen_history(path: str | os.PathLike[str], independent: str = "auto") -> list[Op]:
-    """Read a Jepsen history file (any layout above) into ops.
+    """Read a Jepsen history (any layout above, or a run directory's history) into ops.
 
     ``independent``: ``"auto"``, ``"yes"`` or ``"no"`` (see module docstring). Raises
-    :class:`HistoryError` naming the file and line for unreadable files, malformed EDN, op maps
-    that are not ops, and indexes that do not increase.
+    :class:`HistoryError` naming the file and line for unreadable, empty or binary files,
+    malformed EDN, op maps that are not ops, indexes that do not increase, and a directory
+    without a history; ``ValueError`` for another ``independent``.
     """
     if independent not in ("auto", "yes", "no"):
         raise ValueError(f"independent must be auto, yes or no, got {independent!r}")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise HistoryError(f"cannot read history: {e.strerror}", path) from None
-    except UnicodeDecodeError as e:
-        raise HistoryError(f"not UTF-8 text: {e.reason}", path) from None
+    p = Path(path)
+    if p.is_dir():
+        found = run_history(p)
+        if found is None:
+            raise HistoryError(f"not a Jepsen run directory (no {', '.join(HISTORY_FILES)})", p)
+        p = found
+    text = read_text(p)
     first = _first_significant(text)
     ops: list[Op] = []
     if not first:
-        raise HistoryError("empty history", path)
+        raise HistoryError("empty history", p)
     if first in "{#":
-        ops = _read_edn_lines(text, path)
+        ops = _read_edn_lines(text, p)
     elif first in "[(":
         try:
             forms = loads_all(text)
         except EDNError as e:
-            raise HistoryError(f"malformed EDN: {e.message}", path, e.line) from None
+            raise _malformed(e, p) from None
         if len(forms) != 1 or not isinstance(forms[0], tuple):
-            raise HistoryError("expected one vector or list of op maps", path)
+            raise HistoryError("expected one vector or list of op maps", p)
         for i, m in enumerate(forms[0]):
             try:
                 ops.append(op_from_edn(m, i))
             except ValueError as e:
-                raise HistoryError(f"op {i}: {e}", path) from None
+                raise HistoryError(f"op {i}: {e}", p) from None
     else:
-        for lineno, line in enumerate(text.splitlines(), 1):
-            mo = _LOG_LINE.search(line)
-            if mo is None:
-                continue
-            try:
-                ops.append(_parse_log_line(mo.group(1), len(ops)))
-            except (EDNError, ValueError) as e:
-                raise HistoryError(f"malformed jepsen.util line: {e}", path, lineno) from None
-        if not ops:
-            raise HistoryError("no jepsen.util op lines found", path)
+        ops = _read_text_lines(text, p)
     last = -1
     for op in ops:
         if op.index <= last:
-            raise HistoryError(f"op index {op.index} does not follow {last}", path)
+            raise HistoryError(f"op index {op.index} does not follow {last}", p)
         last = op.index
-    return _split_independent(ops, independent, path)
+    return _split_independent(ops, independent, p)
+
+
+def read_text(path: str | os.PathLike[str], limit: int | None = None) -> str:
+    """The file at ``path`` (or its first ``limit`` bytes) as text.
+
+    Raises :class:`HistoryError` naming the file (and the line) when it cannot be read, is not
+    UTF-8, or holds a NUL byte (binary data).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(-1 if limit is None else limit)
+    except OSError as e:
+        raise HistoryError(f"cannot read: {e.strerror}", path) from None
+    whole = limit is None or len(data) < limit  # else a character may be cut at the end
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=whole)
+    except UnicodeDecodeError as e:
+        raise HistoryError(f"not UTF-8 text: byte {data[e.start]:#04x} at offset {e.start} "
+                           "(a binary file?)", path, data.count(b"\n", 0, e.start) + 1) from None
+    nul = text.find("\0")
+    if nul >= 0:
+        raise HistoryError("binary data (a NUL byte), not text", path,
+                           text.count("\n", 0, nul) + 1)
+    return text
+
+
+def _read_text_lines(text: str, path: Path) -> list[Op]:
+    ops: list[Op] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        columns = _op_columns(line)
+        if columns is None:
+            continue
+        try:
+            ops.append(_parse_log_line(columns, len(ops)))
+        except (EDNError, ValueError) as e:
+            raise HistoryError(f"malformed jepsen.util line: {e}", path, lineno) from None
+    if not ops:
+        raise HistoryError("no jepsen.util op lines found (PROCESS :TYPE :F VALUE)", path)
+    return ops
+
+
+def _op_columns(line: str) -> str | None:
+    """The op's columns in a text line: the line (``history.txt``), what follows the log
+    prefix (``jepsen.log``), or ``None`` for a line without an op."""
+    if _OP_START.match(line):
+        return line
+    prefix = _LOG_PREFIX.search(line)
+    if prefix is not None and _OP_START.match(line, prefix.end()):
+        return line[prefix.end():]
+    return None
 
 
 def _first_significant(text: str) -> str:
@@ -178,7 +212,7 @@ def _read_edn_lines(text: str, path: str | os.PathLike[str]) -> list[Op]:
             m = loads(line)
         except EDNError as e:
             if "unclosed" not in e.message and "end of input" not in e.message:
-                raise HistoryError(f"malformed EDN: {e.message}", path, lineno) from None
+                raise _malformed(e, path, lineno) from None
             break  # a map spanning lines: read the whole text below
         try:
             ops.append(op_from_edn(m, len(ops)))
@@ -190,7 +224,7 @@ def _read_edn_lines(text: str, path: str | os.PathLike[str]) -> list[Op]:
     try:
         forms = loads_all(text)
     except EDNError as e:
-        raise HistoryError(f"malformed EDN: {e.message}", path, e.line) from None
+        raise _malformed(e, path) from None
     ops = []
     for i, m in enumerate(forms):
         try:
@@ -198,6 +232,13 @@ def _read_edn_lines(text: str, path: str | os.PathLike[str]) -> list[Op]:
         except ValueError as e:
             raise HistoryError(f"op {i}: {e}", path) from None
     return ops
+
+
+def _malformed(e: EDNError, path: str | os.PathLike[str], line: int | None = None
+               ) -> HistoryError:
+    # The reader says "unclosed" only when the text ends inside a form.
+    cut = " (the file ends inside it: cut short?)" if e.message.startswith("unclosed") else ""
+    return HistoryError(f"malformed EDN: {e.message}{cut}", path, line or e.line)
 
 
 def _is_pair(v: Any) -> bool:
@@ -223,7 +264,7 @@ def _split_independent(ops: list[Op], independent: str, path: str | os.PathLike[
             raise HistoryError(f"op {op.index}: expected a [key value] pair", path)
         k, v = op.value
         if not isinstance(k, str | int | tuple):
-            k = _edn_repr(k)
+            k = dumps(k)
         out.append(Op(op.index, op.time, op.process, op.type, op.f, k, v, op.node, op.error,
                       op.extra))
     return out

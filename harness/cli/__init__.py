@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from kvcheck import __version__
-from kvcheck.harness.cli import check, cleanup, cluster, image, report, run, serve, suite
+from kvcheck.harness.cli import check, cleanup, cluster, export, image, report, run, serve, suite
 from kvcheck.harness.exitcodes import Exit, describe
 from kvcheck.terminal import console
 
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, suite, check, report, serve, cluster, image, cleanup):
+    for command in (run, suite, check, export, report, serve, cluster, image, cleanup):
         command.register(commands)
     return parser
 

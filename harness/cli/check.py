@@ -1,14 +1,20 @@
 """``kvcheck check``: decide whether recorded histories are valid.
 
 Run directories and kvcheck history files get the checkers of their test (or ``--checkers``);
-Jepsen histories (``--format jepsen``) the linearizability checker. One line (and table) per
-input, or one JSON line with ``--json``; the exit code is the worst verdict.
+Jepsen histories the linearizability checker. A path is kvcheck's when it is a directory with
+``test.json`` or ``history.jsonl``, or a file of JSON lines; anything else is Jepsen's (unless
+``--format`` says): a history file, or a directory of Jepsen's store, which stands for every
+run in it (:mod:`kvcheck.checkers.jepsen_store`). One line (and table) per history, or one JSON
+line with ``--json``; the exit code is the worst verdict. An input that cannot be read (binary,
+not UTF-8, empty, malformed, or nothing recognisable in a directory) is *unknown*, with a
+one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +39,9 @@ from kvcheck.checkers import (
     read_test_config,
 )
 from kvcheck.checkers.edn import EDNError
+from kvcheck.checkers.jepsen import read_text
+from kvcheck.checkers.jepsen_store import HISTORY_FILES, jepsen_histories
+from kvcheck.checkers.suite import FINAL_STATE_FILE, HISTORY_FILE, TEST_FILE
 from kvcheck.harness.cli.options import positive_float
 from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
@@ -43,12 +52,17 @@ def register(commands: Any) -> None:
     """Add ``check`` to the ``kvcheck`` subcommands ``commands``."""
     p = commands.add_parser(
         "check", help="decide whether recorded histories are valid",
-        description="Check kvcheck run directories (test.json + history.jsonl), kvcheck "
-        "history files, or Jepsen histories (--format jepsen). Exit code: the worst verdict.")
+        description="Check kvcheck run directories (test.json + history.jsonl) and history "
+        "files, and Jepsen histories: history.edn, history.txt or jepsen.log files, or "
+        "directories of Jepsen's store/ (a run; a test or store/ itself: every run in it, "
+        "store/latest: the newest). The format is told from each path unless --format says. "
+        "Exit code: the worst verdict.")
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="run directories or history files")
-    p.add_argument("--format", choices=("kvcheck", "jepsen"), default="kvcheck",
-                   help="input format (default: %(default)s)")
+                   help="run directories or history files, kvcheck's or Jepsen's")
+    p.add_argument("--format", choices=("auto", "kvcheck", "jepsen"), default="auto",
+                   help="input format; auto: kvcheck's for a directory with test.json or "
+                   "history.jsonl and for a file of JSON lines, Jepsen's otherwise "
+                   "(default: %(default)s)")
     p.add_argument("--model", choices=sorted(MODELS), default=None,
                    help="linearizability model (default: cas-register for Jepsen histories "
                    "and kvcheck histories with compare-and-set, register otherwise)")
@@ -90,6 +104,15 @@ class _Checked:
     error: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class _Input:
+    """One history to check: its path, its format, or why it cannot be checked."""
+
+    path: str
+    format: str
+    error: str = ""
+
+
 def _check(args: argparse.Namespace, out: Console, err: Console) -> int:
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
@@ -98,16 +121,18 @@ def _check(args: argparse.Namespace, out: Console, err: Console) -> int:
         return Exit.USAGE
     limits = {"time_limit": args.time_limit, "memory_limit": int(args.memory_limit * 2**20)}
     verdicts = []
-    for path in args.paths:
+    for inp in [i for path in args.paths for i in _inputs(path, args.format)]:
         t0 = time.monotonic()
-        if args.format == "jepsen":
-            checked = _check_jepsen(path, args, limits)
+        if inp.error:
+            checked = _Checked(Verdict.UNKNOWN, 0, error=inp.error)
+        elif inp.format == "jepsen":
+            checked = _check_jepsen(inp.path, args, limits)
         else:
-            checked = _check_kvcheck(path, args, limits)
+            checked = _check_kvcheck(inp.path, args, limits)
         elapsed = round(time.monotonic() - t0, 3)
         verdicts.append(checked.verdict)
         if args.json:
-            line: dict[str, Any] = {"file": path, "valid": checked.verdict.to_json(),
+            line: dict[str, Any] = {"file": inp.path, "valid": checked.verdict.to_json(),
                                     "ops": checked.ops, "seconds": elapsed}
             if checked.error:
                 line["error"] = checked.error
@@ -116,8 +141,49 @@ def _check(args: argparse.Namespace, out: Console, err: Console) -> int:
                                     for c in checked.results.checks}
             print(json.dumps(line), flush=True)
         else:
-            _print_checked(out, err, path, checked, elapsed)
+            _print_checked(out, err, inp.path, checked, elapsed)
     return Exit.of(combine(verdicts))
+
+
+_HEAD_BYTES = 1 << 16  # enough to tell a file's format, and binary data at its start
+_JSON_OBJECT = re.compile(r'\s*\{\s*"')  # kvcheck's lines; a Jepsen op map reads {:
+
+
+def _inputs(path: str, fmt: str) -> list[_Input]:
+    """The histories ``path`` stands for, each with its format (``fmt``, or told from it)."""
+    p = Path(path)
+    try:
+        if p.is_dir():
+            return _dir_inputs(path, fmt)
+        head = read_text(p, _HEAD_BYTES)
+        if not head.strip():
+            raise HistoryError("empty file", p)
+        if fmt == "auto":
+            fmt = "kvcheck" if _JSON_OBJECT.match(head) else "jepsen"
+        return [_Input(path, fmt)]
+    except HistoryError as e:
+        return [_Input(path, fmt, str(e))]
+
+
+def _dir_inputs(path: str, fmt: str) -> list[_Input]:
+    """The histories in directory ``path``; raises :class:`HistoryError` when it holds none,
+    or when a kvcheck run's file starts with binary data."""
+    d = Path(path)
+    if fmt == "auto":
+        if not ((d / TEST_FILE).exists() or (d / HISTORY_FILE).exists()):
+            try:
+                return [_Input(str(h), "jepsen") for h in jepsen_histories(d)]
+            except HistoryError:
+                raise HistoryError(f"neither a kvcheck run ({TEST_FILE}, {HISTORY_FILE}) nor "
+                                   f"Jepsen histories ({', '.join(HISTORY_FILES)}) here or in "
+                                   "the two levels below", d) from None
+        fmt = "kvcheck"
+    if fmt == "jepsen":
+        return [_Input(str(h), "jepsen") for h in jepsen_histories(d)]
+    for name in (TEST_FILE, HISTORY_FILE, FINAL_STATE_FILE):
+        if (d / name).is_file():
+            read_text(d / name, _HEAD_BYTES)
+    return [_Input(path, "kvcheck")]
 
 
 def _check_jepsen(path: str, args: argparse.Namespace, limits: dict[str, Any]) -> _Checked:
@@ -147,6 +213,8 @@ def _check_kvcheck(path: str, args: argparse.Namespace, limits: dict[str, Any]) 
         return _Checked(Verdict.UNKNOWN, 0, error=str(e))
     except OSError as e:
         return _Checked(Verdict.UNKNOWN, 0, error=f"{path}: {e}")
+    except UnicodeDecodeError:  # binary data past the start that _inputs read
+        return _Checked(Verdict.UNKNOWN, 0, error=f"{path}: not UTF-8 text (a binary file?)")
     return _Checked(results.valid, results.meta.get("ops", 0), results)
 
 

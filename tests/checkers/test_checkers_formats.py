@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvcheck.checkers import (
     HistoryError,
@@ -22,7 +24,7 @@ from kvcheck.checkers import (
     read_test_config,
     write_history,
 )
-from kvcheck.checkers.edn import EDNError, loads, loads_all
+from kvcheck.checkers.edn import EDNError, dumps, is_keyword_name, loads, loads_all, loads_some
 
 # --- kvcheck JSONL ----------------------------------------------------------------------------
 
@@ -157,6 +159,42 @@ def test_edn_error_position() -> None:
     with pytest.raises(EDNError) as e:
         loads("[1\n 2 )")
     assert (e.value.line, e.value.column) == (2, 4)
+
+
+def test_edn_dumps_writes_what_clojure_prints() -> None:
+    value = {Keyword("a"): (1, -2.5, None, True, 'q"b\\n\n\x01é'), "k": frozenset({10, 2, 1}),
+             Keyword("s"): Symbol("foo/bar"), Keyword("inf"): -math.inf, Keyword("e"): ()}
+    text = dumps(value)
+    assert text == ('{:a [1 -2.5 nil true "q\\"b\\\\n\\n\\u0001é"], "k" #{1 2 10}, '
+                    ':s foo/bar, :inf ##-Inf, :e []}')
+    assert loads(text) == value
+    assert dumps([1, frozenset({"b", 2})]) == '[1 #{"b" 2}]'  # by text: types differ
+    with pytest.raises(TypeError, match="no EDN form"):
+        dumps(b"bytes")
+
+
+_KEYWORDS = st.builds(Keyword, st.from_regex(r"[a-z][a-z0-9.\-]*", fullmatch=True))
+_EDN_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | _KEYWORDS,
+    lambda inner: (st.lists(inner, max_size=4).map(tuple)
+                   | st.dictionaries(st.integers() | st.text(max_size=4) | _KEYWORDS, inner,
+                                     max_size=4)
+                   | st.frozensets(st.integers() | st.text(max_size=4), max_size=4)),
+    max_leaves=12)
+
+
+@given(_EDN_VALUES)
+def test_edn_reads_back_what_it_writes(value: object) -> None:
+    assert loads(dumps(value)) == value
+
+
+def test_edn_loads_some_reads_columns_and_leaves_the_rest() -> None:
+    assert loads_some("1 :ok [2 3]\tconnection refused", 3) == (
+        [1, Keyword("ok"), (2, 3)], "\tconnection refused")
+    assert loads_some("1 #_ 2 nil", 3) == ([1, None], "")
+    assert is_keyword_name("start-partition") and is_keyword_name("jepsen.history/op")
+    assert not any(map(is_keyword_name, ["", "two words", "9lives", "a:"]))
 
 
 # --- Jepsen histories -------------------------------------------------------------------------
