@@ -69,7 +69,9 @@ def test_text_lines_that_are_not_ops_are_skipped_and_malformed_ops_are_named(
 # --- Jepsen's store ----------------------------------------------------------------------------
 
 REGISTER_OK = ("{:index 0, :time 5, :type :invoke, :process 0, :f :write, :value 1}\n"
-               "{:index 1, :time 9, :type :ok, :process 0, :f :write, :value 1}\n")
+               "{:index 1, :time 9, :type :ok, :process 0, :f :write, :value 1}\n"
+               "{:index 2, :time 11, :type :invoke, :process 1, :f :read, :value nil}\n"
+               "{:index 3, :time 14, :type :ok, :process 1, :f :read, :value 1}\n")
 STALE_TXT = "0\t:invoke\t:write\t1\n0\t:ok\t:write\t1\n1\t:invoke\t:read\tnil\n1\t:ok\t:read\t0\n"
 
 
@@ -107,7 +109,7 @@ def test_store_paths_stand_for_their_runs(tmp_path: Path) -> None:
     assert jepsen_histories(store / "latest") == [store / "latest/history.txt"]
     assert jepsen_histories(reg / "latest" / "history.txt") == [
         reg / "latest" / "history.txt"]
-    assert len(read_jepsen_history(reg / "20240101T000000.000Z")) == 2
+    assert len(read_jepsen_history(reg / "20240101T000000.000Z")) == 4
     with pytest.raises(HistoryError, match="not a Jepsen run directory"):
         read_jepsen_history(store / "current")
     with pytest.raises(HistoryError, match="no Jepsen history"):
@@ -121,8 +123,8 @@ def test_check_reads_a_whole_store_without_being_told(
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(Path(x["file"]).relative_to(store).as_posix(), x["valid"], x["ops"])
             for x in lines] == [
-        ("crashy/20240103T000000.000Z/jepsen.log", True, 1),
-        ("register/20240101T000000.000Z/history.edn", True, 2),
+        ("crashy/20240103T000000.000Z/jepsen.log", "unknown", 1),  # a read never answered
+        ("register/20240101T000000.000Z/history.edn", True, 4),
         ("register/20240102T000000.000Z/history.txt", False, 4)]
     assert main(["check", "--format", "jepsen", str(store / "register" / "latest")]) == 1
     assert main(["check", str(store / "register" / "20240101T000000.000Z")]) == 0
