@@ -63,8 +63,8 @@ async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], C
 
 async def perform(client: Client, op: Operation, history: HistoryWriter, process: int,
                   node: str, op_timeout: float, *, final: bool = False) -> str:
-    """Invoke ``op``, record invocation and completion (``final`` marks a final read); return
-    the completion type."""
+    """Invoke ``op``, record invocation and completion (``final`` marks a final read; a
+    completion's ``detail`` becomes the line's ``error_detail``); return the completion type."""
     history.record(process, "invoke", op.f, op.key, op.value, node, final=final)
     completion: Completion = Info(f"no answer within {op_timeout:g} s")
     with guard(f"the client of {node}, running {op},"), trio.move_on_after(op_timeout):
@@ -73,9 +73,10 @@ async def perform(client: Client, op: Operation, history: HistoryWriter, process
         case Ok(value):
             history.record(process, "ok", op.f, op.key, value, node, final=final)
             return "ok"
-        case Fail(error) | Info(error):
+        case Fail(error, detail) | Info(error, detail):
             kind = "fail" if isinstance(completion, Fail) else "info"
-            history.record(process, kind, op.f, op.key, op.value, node, error=error, final=final)
+            history.record(process, kind, op.f, op.key, op.value, node, error=error,
+                           error_detail=detail, final=final)
             return kind
     raise TypeError(f"a client returned {completion!r}, not Ok, Fail or Info")
 

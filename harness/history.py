@@ -42,14 +42,17 @@ class HistoryWriter:
 
     def record(self, process: int | str, type_: str, f: str, key: Any = None,
                value: Any = None, node: str | None = None, error: str | None = None,
-               *, final: bool = False) -> dict[str, Any]:
-        """Write one op and return it as written; ``final`` marks a final read."""
+               *, error_detail: str | None = None, final: bool = False) -> dict[str, Any]:
+        """Write one op and return it as written; ``error_detail`` (the raw error behind
+        ``error``) and ``final`` (a final read) are written only when given."""
         op: dict[str, Any] = {
             "index": self.index, "time": time.monotonic_ns() - self._start,
             "process": process, "type": type_, "f": f, "key": key, "value": value, "node": node,
         }
         if error is not None:
             op["error"] = error
+        if error_detail is not None:
+            op["error_detail"] = error_detail
         if final:
             op["final"] = True
         self._file.write(json.dumps(op, separators=(",", ":")) + "\n")

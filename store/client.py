@@ -44,7 +44,8 @@ class Unavailable(StoreError):
 
 
 class ConnectionFailed(StoreError):
-    """The connection failed or the answer did not come in time."""
+    """The connection failed or the answer did not come in time. Raised from (its
+    ``__cause__`` is) the exception of the socket, of h11 or of the timeout."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,16 +157,16 @@ class StoreClient:
             try:
                 with trio.fail_after(self.timeout):
                     return await self._exchange(method, target, headers or [], body)
-            except trio.TooSlowError:
+            except trio.TooSlowError as exc:
                 await self.aclose()
                 raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
-                                       f"{self.timeout} s", applied) from None
+                                       f"{self.timeout} s", applied) from exc
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                     h11.ProtocolError) as exc:
                 await self.aclose()
                 sent = self._conn is not None and self._conn.our_state is not h11.IDLE
                 raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
-                                       applied if sent else "no") from None
+                                       applied if sent else "no") from exc
 
     async def _exchange(self, method: str, target: str, headers: list[tuple[str, str]],
                         body: bytes) -> tuple[int, dict[str, str], bytes]:

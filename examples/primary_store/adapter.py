@@ -29,6 +29,7 @@ from kvcheck.harness.databases import (
     Operation,
     Option,
     Process,
+    describe_error,
 )
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class PrimaryStoreClient:
     def __init__(self, host: str, timeout: float = TIMEOUT) -> None:
         self._http = httpx.AsyncClient(base_url=f"http://{host}:{PORT}", timeout=timeout,
                                        trust_env=False)  # no proxy: the nodes are local
+        self._timeout = timeout
 
     async def invoke(self, op: Operation) -> Completion:
         """Run ``op``; raises ``ValueError`` for an operation the store does not have."""
@@ -123,13 +125,19 @@ class PrimaryStoreClient:
         try:
             return completion_of(op, await self._http.send(request))
         except httpx.HTTPError as error:
-            return completion_of(op, error)
+            return completion_of(op, error, self._timeout)
 
     async def close(self) -> None:
         await self._http.aclose()
 
 
-def completion_of(op: Operation, answer: httpx.Response | httpx.HTTPError) -> Completion:
+#: The store's answers that say a backup could not get the primary's (``server.py``), in words.
+BACKUP_WORDS = {502: "the backup could not reach the primary",
+                504: "the primary did not answer the backup"}
+
+
+def completion_of(op: Operation, answer: httpx.Response | httpx.HTTPError,
+                  timeout: float = TIMEOUT) -> Completion:
     """How ``op`` ended, from the node's answer or the error that came instead: the one place
     that decides.
 
@@ -147,6 +155,10 @@ def completion_of(op: Operation, answer: httpx.Response | httpx.HTTPError) -> Co
     A read changes nothing, so a read without an answer is ``Fail``: forgetting it loses
     nothing. A write without an answer is ``Info``: when in doubt, ``Info`` — it costs the
     checkers some precision, a wrong ``Fail`` costs a false verdict.
+
+    Why, in words that group well (:func:`describe_error` for a connection's error, given the
+    client's ``timeout``; :data:`BACKUP_WORDS` or "HTTP <status>" for an answer), and the raw
+    error or answer as the detail.
     """
     if isinstance(answer, httpx.Response):
         status = answer.status_code
@@ -154,14 +166,13 @@ def completion_of(op: Operation, answer: httpx.Response | httpx.HTTPError) -> Co
             return Ok(None if status == 404 else decode(answer.text))
         if op.f == "write" and status == 204:
             return Ok(op.value)
-        error = f"HTTP {status} {answer.text}".strip()
+        error = BACKUP_WORDS.get(status, f"HTTP {status}")
+        detail = f"HTTP {status} {answer.text}".strip()
         sent = status != 502
-    elif isinstance(answer, httpx.ConnectError | httpx.ConnectTimeout):
-        error, sent = "could not connect", False
     else:
-        error = "timed out" if isinstance(answer, httpx.TimeoutException) else "connection lost"
-        sent = True
-    return Info(error) if sent and op.f == "write" else Fail(error)
+        error, detail = describe_error(answer, timeout)
+        sent = not isinstance(answer, httpx.ConnectError | httpx.ConnectTimeout)
+    return Info(error, detail) if sent and op.f == "write" else Fail(error, detail)
 
 
 def decode(text: str) -> int | str:

@@ -1,4 +1,5 @@
-"""Systems under test: the database and client contracts (:mod:`.interface`) and their loading.
+"""Systems under test: the database and client contracts (:mod:`.interface`), their loading, and
+client errors in plain words (:mod:`.errors`).
 
 ``--db NAME`` names a built-in adapter (:data:`BUILTIN`) or a user's own, as
 ``package.module:factory``: a callable without arguments (usually a :class:`Database` subclass)
@@ -13,6 +14,7 @@ import functools
 import importlib
 from collections.abc import Iterator, Mapping, Sequence
 
+from kvcheck.harness.databases.errors import describe_error, error_detail
 from kvcheck.harness.databases.interface import (
     Capability,
     Client,
@@ -57,6 +59,8 @@ __all__ = [
     "Option",
     "Process",
     "describe",
+    "describe_error",
+    "error_detail",
     "guard",
     "load",
     "resolve_options",

@@ -15,13 +15,12 @@ place: :func:`completion_of`.
 from __future__ import annotations
 
 import base64
-import errno
 import json
-from collections.abc import Iterator
 from typing import Any, Self
 
 import httpx
 
+from kvcheck.harness.databases.errors import describe_error
 from kvcheck.harness.databases.interface import Completion, Fail, Info, Ok, Operation
 
 #: The port a member serves clients (and the gateway) on.
@@ -43,6 +42,18 @@ NOT_APPLIED = (
 )
 #: gRPC's INVALID_ARGUMENT: a request etcd rejected as malformed, before doing anything.
 INVALID_ARGUMENT = 3
+#: Error answers that are not etcd's server errors but come from the gateway or Raft, in words.
+GATEWAY_WORDS = {
+    "context deadline exceeded": "etcd: timed out",
+    "context canceled": "etcd: cancelled",
+    "raft proposal dropped": "etcd: proposal dropped",
+}
+#: gRPC's status codes, which name an error answer that has no words of its own here.
+GRPC_CODES = dict(enumerate((
+    "ok", "cancelled", "unknown", "invalid argument", "deadline exceeded", "not found",
+    "already exists", "permission denied", "resource exhausted", "failed precondition",
+    "aborted", "out of range", "unimplemented", "internal", "unavailable", "data loss",
+    "unauthenticated")))
 
 
 class EtcdError(Exception):
@@ -55,8 +66,10 @@ class EtcdError(Exception):
         self.code = code
 
 
-def completion_of(error: httpx.HTTPError | EtcdError, mutating: bool) -> Fail | Info:
-    """How a request that ended in ``error`` completes — the one place that decides.
+def completion_of(error: httpx.HTTPError | EtcdError, mutating: bool,
+                  timeout: float | None = None) -> Fail | Info:
+    """How a request that ended in ``error`` completes — the one place that decides — in the
+    words of :func:`describe` (``timeout``: the seconds the client gave each phase).
 
     - It never left (the connection could not be made): ``Fail``.
     - A request that changes nothing (a read) is ``Fail`` whatever happened: recording it as
@@ -70,48 +83,36 @@ def completion_of(error: httpx.HTTPError | EtcdError, mutating: bool) -> Fail | 
       without telling the client; its own Go client retries a write only when it could not
       reach any endpoint at all.
     """
-    words = describe(error)
+    words, detail = describe(error, timeout)
     if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
-        return Fail(words)
+        return Fail(words, detail)
     if not mutating:
-        return Fail(words)
+        return Fail(words, detail)
     if isinstance(error, EtcdError) and (error.code == INVALID_ARGUMENT
                                          or error.message in NOT_APPLIED):
-        return Fail(words)
-    return Info(words)
+        return Fail(words, detail)
+    return Info(words, detail)
 
 
-def describe(error: httpx.HTTPError | EtcdError) -> str:
-    """``error`` in a few plain words, for the history."""
-    if isinstance(error, EtcdError):
-        message = error.message.removeprefix("etcdserver: ")
-        if message == "context deadline exceeded":
-            message = "timed out"
-        return f"etcd: {message}"
-    if isinstance(error, httpx.ConnectError):
-        refused = any(isinstance(e, OSError) and e.errno == errno.ECONNREFUSED
-                      for e in _causes(error))
-        return "connection refused" if refused else "could not connect"
-    if isinstance(error, httpx.ConnectTimeout | httpx.PoolTimeout):
-        return "could not connect: timed out"
-    if isinstance(error, httpx.TimeoutException):
-        return "timed out"
-    return "connection lost"
-
-
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and what caused it, through exception groups (trio reports each address it
-    tried to connect to in one)."""
-    pending, seen = [error], set()
-    while pending:
-        e = pending.pop()
-        if id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        pending.extend(c for c in (e.__cause__, e.__context__) if c is not None)
-        if isinstance(e, BaseExceptionGroup):
-            pending.extend(e.exceptions)
+def describe(error: httpx.HTTPError | EtcdError,
+             timeout: float | None = None) -> tuple[str, str]:
+    """``error`` as ``(words, detail)``, as :func:`describe_error` says it for the connection;
+    an error answer of etcd's in its own words, prefixed ``etcd:``. etcd's server errors
+    (``etcdserver: ...``) are fixed sentences and are kept ("etcd: request timed out", "etcd:
+    leader changed", "etcd: no leader"); the gateway's :data:`GATEWAY_WORDS` are put plainly,
+    and any other answer is named by its gRPC code ("etcd error: unavailable"), since its text
+    may hold addresses. The detail is etcd's message and code."""
+    if not isinstance(error, EtcdError):
+        return describe_error(error, timeout)
+    detail = f"{error.message} (gRPC code {error.code})" if error.code is not None \
+        else error.message
+    if error.message.startswith("etcdserver: "):
+        return "etcd: " + error.message.removeprefix("etcdserver: "), detail
+    if error.message in GATEWAY_WORDS:
+        return GATEWAY_WORDS[error.message], detail
+    if error.code is None:  # an answer that was not etcd's JSON: the message is kvcheck's
+        return error.message, detail
+    return f"etcd error: {GRPC_CODES.get(error.code, f'gRPC code {error.code}')}", detail
 
 
 # -- the gateway ---------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ class EtcdClient:
             if op.f == "add":
                 return await self._add(op.key, op.value)
         except (httpx.HTTPError, EtcdError) as error:
-            return completion_of(error, mutating=op.f != "read")
+            return completion_of(error, mutating=op.f != "read", timeout=self._gateway.timeout)
         raise ValueError(f"etcd client: unknown operation {op.f!r}")
 
     async def close(self) -> None:
@@ -250,7 +251,7 @@ class EtcdClient:
         try:
             answer = await self._gateway.call("kv/range", {"key": b64(key)})
         except (httpx.HTTPError, EtcdError) as error:
-            return completion_of(error, mutating=False)
+            return completion_of(error, mutating=False, timeout=self._gateway.timeout)
         kvs = answer.get("kvs", [])
         for _ in range(ADD_ATTEMPTS):
             elements = decode_set(kvs)

@@ -24,7 +24,9 @@ surely did not happen) or :class:`Info` (it may have happened: indeterminate). D
 the client's whole job, and the place where a database's error vocabulary is translated: a
 connection refused before the request was sent is ``Fail``; a timeout or a connection lost after
 a write was sent is ``Info``; an error the database documents as "not applied" is ``Fail``.
-When in doubt, ``Info`` — it costs the checkers some precision, never a false verdict. The
+When in doubt, ``Info`` — it costs the checkers some precision, never a false verdict. Why an
+operation failed is worded plainly and stably (no addresses, ports or object ids: errors are
+counted by their words), the raw error kept apart as ``detail`` (:mod:`.errors`). The
 harness adds one rule of its own: an operation that outlives ``op_timeout`` is cancelled and
 recorded as ``Info``, and the worker carries on with a new client (as a new process).
 
@@ -76,16 +78,22 @@ class Ok:
 
 @dataclass(frozen=True, slots=True)
 class Fail:
-    """The operation surely did not happen; ``error`` says why, in a short sentence."""
+    """The operation surely did not happen; ``error`` says why, in a short sentence of kvcheck's
+    own words (:func:`~kvcheck.harness.databases.errors.describe_error`); ``detail``, if
+    given, is the raw error (a library's exception, the database's answer) for debugging. Two
+    completions that say the same ``error`` are equal, whatever their ``detail``."""
 
     error: str
+    detail: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Info:
-    """The operation may or may not have happened; ``error`` says why it is not known."""
+    """The operation may or may not have happened; ``error`` says why it is not known, and
+    ``detail`` is the raw error, as for :class:`Fail`."""
 
     error: str
+    detail: str | None = field(default=None, compare=False)
 
 
 Completion = Ok | Fail | Info

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from kvcheck.checkers.guarantees import derived_guarantee
+from kvcheck.harness.databases.errors import describe_error
 from kvcheck.harness.databases.interface import (
     Capability,
     Cluster,
@@ -36,7 +37,13 @@ from kvcheck.harness.databases.interface import (
     Operation,
     Process,
 )
-from kvcheck.store.client import RequestRejected, StoreClient, StoreError
+from kvcheck.store.client import (
+    ConnectionFailed,
+    RequestRejected,
+    StoreClient,
+    StoreError,
+    Unavailable,
+)
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.datadir import record_from_json
 from kvcheck.store.placement import Placement
@@ -175,8 +182,7 @@ class KvStoreClient:
         try:
             return Ok(await self._apply(op))
         except StoreError as exc:
-            # The store says whether a failed write may have been applied (docs/store.md).
-            return Fail(str(exc)) if exc.applied == "no" else Info(str(exc))
+            return failure(exc, self._store.timeout)
 
     async def _apply(self, op: Operation) -> Any:
         match op.f, op.value:
@@ -201,6 +207,32 @@ class KvStoreClient:
 
     async def close(self) -> None:
         await self._store.aclose()
+
+
+def failure(error: StoreError, timeout: float) -> Fail | Info:
+    """How an operation that ended in ``error`` completes — the one place that decides.
+
+    ``Fail`` when the store's client says the request surely had no effect (``applied`` is
+    ``"no"``: a read, a request that never left, a write the node reports unapplied), else
+    ``Info`` (docs/store.md). The words: a broken connection or a timeout (``timeout``, the
+    client's) as :func:`describe_error` says them; the node's failure to gather its quorum as
+    the node says it, with its counts ("write quorum unreachable: 1 of 2 acknowledgements",
+    "read timed out: 1 of 2 replies"); a request it refused, "rejected by the node (HTTP
+    400)"; siblings it sent that do not decode, "malformed reply"; any other answer, "node
+    error (HTTP 500)". The raw error is the ``detail``, with the node's answer's status and
+    what it said of the write (``applied``).
+    """
+    words, detail = describe_error(error, timeout)
+    if error.status is not None:
+        detail = f"{detail} (HTTP {error.status}, applied: {error.applied})"
+    if isinstance(error, Unavailable):
+        words = str(error)
+    elif isinstance(error, RequestRejected):
+        words = f"rejected by the node (HTTP {error.status})"
+    elif not isinstance(error, ConnectionFailed):
+        words = "malformed reply" if error.status == 300 else f"node error (HTTP {error.status})"
+    completion = Fail if error.applied == "no" else Info
+    return completion(words, detail)
 
 
 def decode_int(raw: bytes | None) -> int | str | None:

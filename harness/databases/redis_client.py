@@ -35,6 +35,7 @@ from typing import Any
 
 import trio
 
+from kvcheck.harness.databases.errors import CLOSED_BEFORE_REPLY, describe_error, error_detail
 from kvcheck.harness.databases.interface import Completion, Fail, Info, Ok, Operation
 from kvcheck.harness.databases.redis_protocol import (
     Connection,
@@ -54,31 +55,43 @@ SENTINEL_PORT = 26379
 CAS_SCRIPT = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
               "redis.call('SET', KEYS[1], ARGV[2]) return 1 end return 0")
 
-#: Error replies with which Redis refuses a command before running it, so it had no effect.
-#: Redis 7.0 checks the first five in ``processCommand`` before calling the command (and again
-#: at a script's first write, before the write); ``WRONGTYPE`` is a command refusing a key of
-#: another type before touching it. The code is the reply's first word.
-REJECTED = frozenset({
-    "READONLY",    # a replica (or a demoted primary): "You can't write against a read only replica"
-    "NOREPLICAS",  # fewer good replicas than min-replicas-to-write
-    "MASTERDOWN",  # a replica whose link is down, with replica-serve-stale-data no
-    "LOADING",     # the server is loading its data set into memory
-    "MISCONF",     # the server cannot persist (an AOF write failed): writes are refused
-    "OOM",         # over maxmemory
-    "BUSY",        # a script is running too long
-    "WRONGTYPE",   # the key holds another type
-})
+#: Error replies with which Redis refuses a command before running it, so it had no effect, and
+#: their words. Redis 7.0 checks the first five in ``processCommand`` before calling the command
+#: (and again at a script's first write, before the write); ``WRONGTYPE`` is a command refusing
+#: a key of another type before touching it. The code is the reply's first word.
+REJECTED = {
+    # a replica (or a demoted primary): "You can't write against a read only replica"
+    "READONLY": "not the primary (READONLY)",
+    # fewer good replicas than min-replicas-to-write
+    "NOREPLICAS": "too few replicas to write (NOREPLICAS)",
+    # a replica whose link is down, with replica-serve-stale-data no
+    "MASTERDOWN": "the replica lost its primary (MASTERDOWN)",
+    "LOADING": "the server is loading its data (LOADING)",
+    # the server cannot persist (an AOF write failed): writes are refused
+    "MISCONF": "the server cannot persist (MISCONF)",
+    "OOM": "out of memory (OOM)",  # over maxmemory
+    "BUSY": "busy running a script (BUSY)",  # a script is running too long
+    "WRONGTYPE": "the key holds another type (WRONGTYPE)",
+}
 
 _WRITES = frozenset({"write", "cas", "add"})
 
 
 class NoPrimary(Exception):
-    """The sentinel names no primary, or the server it names is not one. Nothing was sent."""
+    """No primary to send the command to: the sentinel could not be asked, names none, or
+    names a server that is not one. Nothing was sent. ``words`` say which, plainly (the
+    message is the detail)."""
+
+    def __init__(self, words: str, detail: str) -> None:
+        super().__init__(detail)
+        self.words = words
 
 
-def failure(op: Operation, error: Exception, sent: bool) -> Fail | Info:
+def failure(op: Operation, error: Exception, sent: bool,
+            timeout: float | None = None) -> Fail | Info:
     """The error mapping: how ``op`` ended when it got ``error`` instead of a reply; ``sent``
-    says whether the command had left for the primary.
+    says whether the command had left for the primary, ``timeout`` is the seconds the client
+    gave it.
 
     - Nothing sent (no connection, the sentinel names no primary, the server named is not a
       primary, or the time ran out before that was settled): ``Fail`` — it cannot have run.
@@ -88,15 +101,34 @@ def failure(op: Operation, error: Exception, sent: bool) -> Fail | Info:
     - A write (SET, EVAL, SADD) sent and then lost (the connection broke, the time ran out) or
       answered by an error Redis does not document as a refusal: ``Info`` — the primary may
       have applied it.
+
+    The words are :func:`describe`'s, or for a timeout "timed out after N s" (the command
+    had left) or "timed out reaching the primary after N s" (it had not).
     """
     if isinstance(error, trio.TooSlowError):
-        reason = "no reply in time" if sent else "the primary could not be reached in time"
+        after = "" if timeout is None else f" after {timeout:g} s"
+        reason = f"timed out{after}" if sent else f"timed out reaching the primary{after}"
+        detail = error_detail(error)
     else:
-        reason = str(error)
+        reason, detail = describe(error)
     refused = isinstance(error, ErrorReply) and error.code in REJECTED
     if not sent or refused or op.f not in _WRITES:
-        return Fail(reason)
-    return Info(reason)
+        return Fail(reason, detail)
+    return Info(reason, detail)
+
+
+def describe(error: Exception) -> tuple[str, str]:
+    """``error`` as ``(words, detail)``: an error reply as :data:`REJECTED` words it (any other
+    as "Redis error <CODE>"); :class:`NoPrimary` in its own words; a connection that the
+    server closed before its reply as :data:`CLOSED_BEFORE_REPLY`; anything else as
+    :func:`describe_error` says it."""
+    if isinstance(error, ErrorReply):
+        return REJECTED.get(error.code, f"Redis error {error.code}"), str(error)
+    if isinstance(error, NoPrimary):
+        return error.words, str(error)
+    if isinstance(error, ConnectionLost) and error.__cause__ is None:
+        return CLOSED_BEFORE_REPLY, error_detail(error)
+    return describe_error(error)
 
 
 def command(op: Operation, workload: str) -> tuple[str | int, ...]:
@@ -169,7 +201,7 @@ class RedisClient:
         except (trio.TooSlowError, ConnectionFailed, ConnectionLost, NoPrimary,
                 ErrorReply) as exc:
             await self.close()
-            return failure(op, exc, sent)
+            return failure(op, exc, sent, self.timeout)
         except BaseException:
             await self.close()
             raise
@@ -182,13 +214,18 @@ class RedisClient:
 
     async def _primary(self) -> Connection:
         """The connection to the primary, made through the sentinel if there is none. Raises
-        :class:`NoPrimary`, or as :func:`call_once` does: nothing is sent to the primary."""
+        :class:`NoPrimary` (also when the sentinel cannot be asked), or as
+        :meth:`Connection.open` and :meth:`Connection.call` do: nothing is sent to the primary."""
         if self._connection is not None:
             return self._connection
-        named = await call_once(self.sentinel_host, SENTINEL_PORT,
-                                "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+        try:
+            named = await call_once(self.sentinel_host, SENTINEL_PORT,
+                                    "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER_NAME)
+        except (ConnectionFailed, ConnectionLost, ErrorReply) as exc:
+            said, detail = describe(exc)
+            raise NoPrimary(f"sentinel: {said}", detail) from exc
         if not (isinstance(named, list) and len(named) == 2):
-            raise NoPrimary("the sentinel knows no primary")
+            raise NoPrimary("no primary known", f"the sentinel knows no primary: {named!r}")
         host, port = named[0], int(named[1])
         connection = await Connection.open(host, port)
         try:
@@ -198,7 +235,7 @@ class RedisClient:
             raise
         if role[0] != "master":
             await connection.aclose()
-            raise NoPrimary(f"{host}:{port}, which the sentinel names, is not a primary "
-                            f"(its role is {role[0]})")
+            raise NoPrimary("not the primary", f"{host}:{port}, which the sentinel names, is "
+                            f"not a primary (its role is {role[0]})")
         self._connection = connection
         return connection

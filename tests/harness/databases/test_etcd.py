@@ -98,7 +98,9 @@ def test_the_error_mapping() -> None:
         assert isinstance(completion_of(error, mutating=False), Fail), error
     assert completion_of(refused, mutating=True) == Fail("connection refused")
     assert completion_of(maybe_applied[0], mutating=True) == Info("timed out")
-    assert completion_of(maybe_applied[1], mutating=True) == Info("connection lost")
+    assert completion_of(maybe_applied[0], mutating=True, timeout=2) == Info("timed out after 2 s")
+    assert completion_of(maybe_applied[1], mutating=True) == Info("malformed reply")
+    assert completion_of(maybe_applied[2], mutating=True) == Info("connection lost")
     assert completion_of(maybe_applied[3], mutating=True) == Info("etcd: request timed out")
     assert completion_of(maybe_applied[5], mutating=True) == Info("etcd: no leader")
     assert completion_of(maybe_applied[6], mutating=True) == Info("etcd: timed out")
@@ -240,8 +242,8 @@ def test_a_paused_member_times_out_and_the_client_leaves_nothing_open(
         assert connections_to(host, 2379) == 0
 
         short = EtcdClient(host, workload="register", timeout=0.5)  # its own timeout
-        assert await run(short, "write", "r1", 2) == Info("timed out")
-        assert await run(short, "read", "r1") == Fail("timed out")
+        assert await run(short, "write", "r1", 2) == Info("timed out after 0.5 s")
+        assert await run(short, "read", "r1") == Fail("timed out after 0.5 s")
         await short.close()
         assert connections_to(host, 2379) == 0
 
