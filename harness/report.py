@@ -1,9 +1,10 @@
 """A run's ``report.html``: one self-contained page made from the run directory's files alone.
 
 The text parts (configuration, verdicts, figures, anomalies in words, convergence, links) are
-rendered here, escaped; the charts (timeline, latency, throughput, each anomaly's key timeline)
-are drawn in the browser by the inline script of :mod:`kvcheck.harness.report_assets` from the
-data of :func:`kvcheck.harness.report_data.load_run`, embedded as JSON in a
+rendered here, escaped; the charts (fault lanes, timeline, latency, throughput, each anomaly's
+key timeline) are drawn in the browser by the inline script of
+:mod:`kvcheck.harness.report_assets` from the data of
+:func:`kvcheck.harness.report_data.load_run`, embedded as JSON in a
 ``<script type="application/json">`` block with ``<``, ``>`` and ``&`` written as ``\\u``
 escapes. The script only ever puts history text into the page with ``textContent``; a
 Content-Security-Policy forbids every fetch. So a key or value such as
@@ -20,7 +21,7 @@ from typing import Any
 
 from kvcheck.checkers import CheckResult, Verdict
 from kvcheck.harness.report_assets import SCRIPT, STYLE
-from kvcheck.harness.report_data import load_run, text
+from kvcheck.harness.report_data import load_run, share_text, text
 from kvcheck.harness.verdicts import notes
 
 _CONFIG = ("db", "db_options", "nodes", "n", "w", "r", "sloppy_quorum", "versioning",
@@ -152,6 +153,22 @@ def _links(links: list[str]) -> str:
                    for link in links)
 
 
+def _faults(data: Mapping[str, Any]) -> str:
+    """What the fault lanes show, and the stats checker's availability inside and outside them."""
+    if not data["windows"]:
+        return ""
+    figures = data["availability"]
+    shares = (" Availability (the share of the test's calls that succeeded, placed by when "
+              f"they were invoked): {_e(share_text(figures.get('overall')))} overall, "
+              f"{_e(share_text(figures.get('outside_faults')))} outside every fault window; "
+              "hover a window for its own (a call invoked while windows overlap counts in each)."
+              if figures else "")
+    return ("<p class=hint>Faults: one lane per kind, each window a bar from its start to its "
+            "stop or the heal, labelled with its targets; the charts shade the same windows in "
+            f"their lane's colour.{shares}</p>"
+            "<div id=faults class=chart></div>")
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The page for one run's data (as :func:`kvcheck.harness.report_data.load_run` returns it)."""
     test, results = data["test"], data["results"]
@@ -163,7 +180,7 @@ def render(data: Mapping[str, Any]) -> str:
             if sampled["drawn"] < sampled["total"] else f"{sampled['total']:,} calls.")
     problems = "".join(f"<p class=error>{_e(p)}</p>" for p in data["problems"])
     script_data = {k: data[k] for k in (
-        "duration", "windows", "calls", "buckets", "anomalies", "sampled")}
+        "duration", "windows", "faults", "calls", "buckets", "anomalies", "sampled")}
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
@@ -178,8 +195,8 @@ The verdict is about that guarantee; every checker's figures are shown either wa
 <section id=timeline-section><h2>Timeline</h2>
 <p class=hint>{note} Wheel to zoom, drag to pan, double-click to reset (all charts
 follow; the address names the window, e.g. <code>report.html#t=5-10</code>).
-Hover an operation for its details. Shaded bands are nemesis faults.</p>
-<div class=legend><span class=ok>ok</span><span class=fail>fail</span>
+Hover an operation or a fault for its details.</p>
+{_faults(data)}<div class=legend><span class=ok>ok</span><span class=fail>fail</span>
 <span class=info>info (indeterminate)</span></div>
 <div id=timeline class=chart></div></section>
 <section><h2>Latency</h2><div id=latency class=chart></div></section>

@@ -1,8 +1,8 @@
 """The report page's inline stylesheet and script (vanilla JS drawing SVG; no network).
 
-The script reads the ``kv-data`` JSON block and draws the timeline, the latency and throughput
-charts (sharing one zoomable time window) and each anomaly's key timeline. It puts text from
-the history into the page only through ``textContent``. When done it sets
+The script reads the ``kv-data`` JSON block and draws the fault lanes, the timeline, the latency
+and throughput charts (sharing one zoomable time window) and each anomaly's key timeline. It
+puts text from the history into the page only through ``textContent``. When done it sets
 ``document.body.dataset.rendered`` to the charts drawn and ``data-render-ms`` to the time since
 navigation started; an uncaught error is listed in ``data-errors`` (the browser tests read both).
 """
@@ -49,13 +49,14 @@ const D = JSON.parse(document.getElementById("kv-data").textContent);
 const NS = "http://www.w3.org/2000/svg";
 const TYPE = ["ok", "fail", "info"];
 const COLOUR = ["#2da44e", "#cf222e", "#d4a72c"];
-const FAULTS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#bc4c00", "#6e7781"];
+// By lane colour: partition, kill, pause, clock, packet, membership, any other kind.
+const FAULTS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#bc4c00", "#7d4e00", "#6e7781"];
 const LEFT = 70, RIGHT = 20, TOP = 24, BOTTOM = 24;
 const end = Math.max(D.duration, 1);
 const view = {t0: 0, t1: end};
 const charts = [];
 const tip = document.getElementById("tip");
-const faultNames = [...new Set(D.windows.map(w => w.fault))];
+const faultColour = w => FAULTS[D.faults[w.lane].colour];
 
 function el(tag, attrs, parent) {
   const e = document.createElementNS(NS, tag);
@@ -123,17 +124,29 @@ function chart(host, height, draw, bands) {
   c.render();
   return c;
 }
+// A window's left and right edge on chart c, within the plot; null when out of view.
+function extent(c, w) {
+  if (w.end < view.t0 || w.start > view.t1) return null;
+  const x0 = Math.max(c.x(w.start), LEFT - 1), x1 = Math.min(c.x(w.end), LEFT + c.plotW + 1);
+  return [x0, Math.max(x1, x0 + 2)];
+}
 function drawBands(c, g) {
-  D.windows.forEach(function (w, i) {
-    if (w.end < view.t0 || w.start > view.t1) return;
-    const k = faultNames.indexOf(w.fault);
-    const x0 = Math.max(c.x(w.start), LEFT - 1), x1 = Math.min(c.x(w.end), LEFT + c.plotW + 1);
-    el("rect", {x: x0, y: TOP, width: Math.max(x1 - x0, 2), height: c.plotH,
-      fill: FAULTS[k % FAULTS.length], "fill-opacity": 0.15, "pointer-events": "none",
-      class: "band"}, g);
-    label(g, x0 + 2, 10 + (k % 2) * 11, w.fault + (w.targets ? " " + w.targets : ""),
-      {fill: FAULTS[k % FAULTS.length], "data-w": i});
+  D.windows.forEach(function (w) {
+    const x = extent(c, w);
+    if (x) el("rect", {x: x[0], y: TOP, width: x[1] - x[0], height: c.plotH,
+      fill: faultColour(w), "fill-opacity": 0.1, "pointer-events": "none", class: "band"}, g);
   });
+}
+function windowLines(w) {
+  const lines = [w.fault + " on " + (w.targets || "-"),
+    seconds(w.start) + " → " + seconds(w.end) + "  (" + seconds(w.end - w.start) + ")"];
+  if (w.detail) lines.push(w.detail);
+  if (w.availability) lines.push("availability: " + w.availability + " invoked in it");
+  const during = D.windows.filter(o => o !== w && o.start < w.end && o.end > w.start);
+  if (during.length) {
+    lines.push("overlaps: " + during.map(o => o.fault + " " + (o.targets || "-")).join("; "));
+  }
+  return lines;
 }
 // The shared time window; the URL's #t=<from>-<to> (seconds) names it, so it can be linked.
 function clampView(t0, t1) {
@@ -175,12 +188,33 @@ function zoomable(c) {
     const t = ev.target;
     if (t.dataset && t.dataset.c !== undefined) showTip(ev, callLines(+t.dataset.c));
     else if (t.dataset && t.dataset.w !== undefined) {
-      const w = D.windows[+t.dataset.w];
-      showTip(ev, [w.fault + " on " + (w.targets || "-"),
-        seconds(w.start) + " → " + seconds(w.end), w.detail]);
+      showTip(ev, windowLines(D.windows[+t.dataset.w]));
     } else tip.hidden = true;
   });
   c.svg.addEventListener("mouseleave", () => { tip.hidden = true; });
+}
+
+// One lane per fault kind, each window a bar labelled with its targets (cut to fit), so windows
+// of different kinds that overlap in time stay apart.
+function drawFaults(host) {
+  const row = 18;
+  return chart(host, TOP + BOTTOM + D.faults.length * row, function (c, g) {
+    D.windows.forEach(function (w, i) {
+      const x = extent(c, w), y = TOP + w.lane * row;
+      if (!x) return;
+      el("rect", {x: x[0], y: y + 1, width: x[1] - x[0], height: row - 2, rx: 2,
+        fill: faultColour(w), class: "window", "data-fault": w.fault, "data-w": i}, g);
+      const room = Math.floor((x[1] - x[0] - 6) / 6.5);
+      if (w.targets && room >= 2) {
+        label(g, x[0] + 3, y + row - 5, w.targets.length > room
+          ? w.targets.slice(0, room - 1) + "…" : w.targets,
+          {fill: "#fff", "pointer-events": "none"});
+      }
+    });
+    D.faults.forEach((f, k) => label(c.svg, 4, TOP + k * row + row - 5,
+      f.fault.length > 11 ? f.fault.slice(0, 10) + "…" : f.fault,
+      {fill: FAULTS[f.colour], "font-weight": 600, class: "lane"}));
+  }, false);
 }
 
 function drawTimeline(host) {
@@ -297,6 +331,9 @@ function drawKeyline(host, a) {
 }
 
 const rendered = [];
+if (D.windows.length) {
+  drawFaults(document.getElementById("faults")); rendered.push("faults");
+}
 if (D.calls.t0.length) {
   drawTimeline(document.getElementById("timeline")); rendered.push("timeline");
   drawLatency(document.getElementById("latency")); rendered.push("latency");

@@ -2,8 +2,9 @@
 
 :func:`load_run` reads ``test.json``, ``results.json``, ``history.jsonl`` and ``final-state.json``
 and returns one JSON-able dict (the page's data): calls to draw, per-bucket latency quantiles and
-throughput, nemesis windows, anomalies with the calls of their key around them, and each key's
-replicas per node. Times are milliseconds since the test started.
+throughput, nemesis windows (each in its fault kind's lane, with its availability), anomalies with
+the calls of their key around them, and each key's replicas per node. Times are milliseconds
+since the test started.
 
 What a checker decides -- verdicts, anomalies, their counts, figures, whether and when a key
 converged -- is read from ``results.json``, never worked out again here; the history and the
@@ -35,6 +36,7 @@ from kvcheck.checkers import (
 from kvcheck.checkers.convergence import ABSENT, replica_holders, replica_versions
 from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK
 from kvcheck.checkers.stats import ns_quantiles_ms
+from kvcheck.terminal import count, percent
 
 MAX_DRAWN = 10_000
 MAX_ANOMALIES = 50
@@ -44,6 +46,9 @@ MAX_TEXT = 200
 #: Completion types, in the order the page's script numbers them.
 TYPES = (OK, FAIL, INFO)
 FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
+#: The fault kinds in the order of the page's fault lanes (and of their colours); any other kind
+#: follows them, in alphabetical order, in a grey lane.
+FAULT_ORDER = ("partition", "kill", "pause", "clock", "packet", "membership")
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
@@ -66,8 +71,13 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     end_ns = max((op.time for op in ops), default=0)
     data["duration"] = _ms(end_ns)
     starts = {op.index: op.value for op in ops if op.process == NEMESIS}
-    data["windows"] = [_window(w, starts.get(w["start_index"]), end_ns)
+    data["availability"] = _availability(results)
+    shares = {(text(w.get("fault")), w.get("start_ns")): w
+              for w in data["availability"].get("windows") or [] if isinstance(w, Mapping)}
+    data["windows"] = [_window(w, starts.get(w["start_index"]), end_ns,
+                               shares.get((text(w["fault"]), w["start_ns"])))
                        for w in nemesis_windows(ops)]
+    data["faults"] = _lanes(data["windows"])
     anomalies = _anomalies(results)
     by_index = {}
     for i, c in enumerate(calls):
@@ -113,15 +123,50 @@ def _targets(targets: Any) -> str:
     return "" if targets is None else text(targets)
 
 
-def _window(w: Mapping[str, Any], value: Any, end_ns: int) -> dict[str, Any]:
-    """A fault window for the page: its label, and the start event's other fields as text."""
+def _availability(results: Mapping[str, Any]) -> dict[str, Any]:
+    """The stats checker's availability figures (``overall``, ``outside_faults``, ``windows``);
+    empty when it did not run."""
+    figures = (results.get("checkers", {}).get("stats") or {}).get("figures") or {}
+    availability = figures.get("availability")
+    return availability if isinstance(availability, dict) else {}
+
+
+def _window(w: Mapping[str, Any], value: Any, end_ns: int,
+            share: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A fault window for the page: its label, the start event's other fields as text, and the
+    stats checker's availability figure for it in words (``share``; ``None`` when none)."""
     extra = {k: v for k, v in value.items() if k not in ("fault", "targets")} if isinstance(
         value, Mapping) else {}
     components = extra.get("components")
     targets = (" | ".join(_targets(c) for c in components)
                if isinstance(components, list | tuple) else _targets(w["targets"]))
     return {"fault": text(w["fault"]), "targets": targets, "detail": text(extra) if extra else "",
-            "start": _ms(w["start_ns"]), "end": _ms(w["end_ns"] or end_ns)}
+            "start": _ms(w["start_ns"]), "end": _ms(w["end_ns"] or end_ns),
+            "availability": share_text(share) if share is not None else ""}
+
+
+def share_text(share: Any) -> str:
+    """A stats availability figure in words: ``50.0 % of 12 calls``; ``-`` when malformed."""
+    if not isinstance(share, Mapping):
+        return "-"
+    calls, fraction = share.get("calls"), share.get("availability")
+    if calls == 0:
+        return "no calls"
+    if not isinstance(calls, int) or not isinstance(fraction, int | float):
+        return "-"
+    return f"{percent(fraction)} of {count(calls)} calls"
+
+
+def _lanes(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fault lanes, one per kind present in :data:`FAULT_ORDER`'s order, each with its
+    colour (the kind's place in that order; any other kind gets the next, grey); sets each
+    window's ``lane``."""
+    kinds = sorted({w["fault"] for w in windows}, key=lambda k: (
+        FAULT_ORDER.index(k) if k in FAULT_ORDER else len(FAULT_ORDER), k))
+    for w in windows:
+        w["lane"] = kinds.index(w["fault"])
+    return [{"fault": k, "colour": FAULT_ORDER.index(k) if k in FAULT_ORDER
+             else len(FAULT_ORDER)} for k in kinds]
 
 
 def _sample(calls: Sequence[Call], marked: set[int]) -> list[int]:

@@ -4,7 +4,8 @@
 :func:`kvcheck.checkers.write_history`), ``final-state.json`` and a node log, checks it with the
 real checkers (``check_run``) and writes the report. The history has a partition window, a failed
 and an indeterminate call, a stale read (so the run is invalid under its no-stale-reads guarantee),
-a key that diverged, and hostile text in keys, values, errors and node names.
+a key that diverged, and hostile text in keys, values, errors and node names. With ``overlaps``
+faults of other kinds overlap it and each other (:data:`OVERLAPS`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from kvcheck.harness.report import write_report
 SCRIPT = "<script>alert(1)</script>"
 IMG = '"><img src=x onerror=alert(2)>'
 MS = 1_000_000
+#: With ``make_run(overlaps=True)``: in which rounds a fault starts and stops (``None``: the
+#: heal stops it). Kill overlaps the partition (rounds 10 to 20), a clock strobe lies inside a
+#: pause, and kill strikes twice.
+OVERLAPS = (("kill", ["n2"], 15, 25), ("pause", ["n1"], 28, None),
+            ("clock", ["n2", IMG], 30, 33), ("kill", ["n1"], 35, 38))
 
 
 class _History:
@@ -37,10 +43,12 @@ class _History:
         self.add(t1, process, type_, f, key, ret, node, error, **extra)
 
 
-def make_run(run_dir: Path, *, stale: bool = True, rounds: int = 40) -> Path:
+def make_run(run_dir: Path, *, stale: bool = True, rounds: int = 40,
+             overlaps: bool = False) -> Path:
     """Write a register run into ``run_dir`` (created), check it, write its report.
 
-    With ``stale`` one read returns an overwritten value: the run is invalid.
+    With ``stale`` one read returns an overwritten value: the run is invalid. With ``overlaps``
+    the faults of :data:`OVERLAPS` join the partition.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     nodes = ["n1", "n2", IMG]
@@ -59,6 +67,15 @@ def make_run(run_dir: Path, *, stale: bool = True, rounds: int = 40) -> Path:
                          "components": [["n1"], ["n2", IMG]]})
         if i == 20:
             h.add(t, "nemesis", "info", "stop", value={"fault": "partition"})
+        for fault, targets, start, stop in OVERLAPS if overlaps else ():
+            if i == start:
+                h.add(t, "nemesis", "invoke", f"start-{fault}",
+                      value={"fault": fault, "targets": targets})
+                h.add(t, "nemesis", "info", f"start-{fault}",
+                      value={"fault": fault, "targets": targets})
+            if i == stop:
+                h.add(t, "nemesis", "info", f"stop-{fault}",
+                      value={"fault": fault, "targets": targets})
     h.call(t, t + 2, 0, "write", "k1", 9001, None, "n1", type_="fail", error=IMG)
     h.call(t + 1, t + 1000, 1, "write", SCRIPT, 9002, None, "n2", type_="info",
            error=SCRIPT)
@@ -71,8 +88,9 @@ def make_run(run_dir: Path, *, stale: bool = True, rounds: int = 40) -> Path:
             h.call(final, final + 1, 1000 + n, "read", key, None, value, node, final=True)
             final += 2
     write_history(run_dir / "history.jsonl", h.ops)
+    nemesis = ["partition", *dict.fromkeys(f for f, *_ in OVERLAPS)] if overlaps else ["partition"]
     test = {"name": "synthetic", "workload": "register", "nodes": nodes, "n": 3, "w": 2,
-            "r": 2, "versioning": "vector-clock", "nemesis": ["partition"], "seed": 7,
+            "r": 2, "versioning": "vector-clock", "nemesis": nemesis, "seed": 7,
             "concurrency": 4, "guarantee": "no-stale-reads"}
     (run_dir / "test.json").write_text(json.dumps(test))
     versions = {"k1": {"versions": [{"value": (rounds - 1) * 10}]},

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from report_runs import IMG, SCRIPT, make_run
+from report_runs import IMG, MS, SCRIPT, make_run
 
-from kvcheck.checkers import Op, check_stats, pair_calls
+from kvcheck.checkers import Op, check_stats, pair_calls, read_history
 from kvcheck.harness import report_data
 from kvcheck.harness.cli import main
 from kvcheck.harness.report import render, write_report
@@ -57,6 +57,52 @@ def test_report_shows_verdicts_anomalies_convergence_and_links(tmp_path: Path) -
     data = data_block(page)
     stale = next(a for a in data["anomalies"] if a["kind"] == "stale-read")
     assert sum(c["marked"] for c in stale["calls"]) == 3  # the read, 380 and 390 writes
+
+
+def test_overlapping_faults_each_have_their_kinds_lane(tmp_path: Path) -> None:
+    data = data_block(make_run(tmp_path / "run", overlaps=True).read_text())
+    assert data["faults"] == [{"fault": "partition", "colour": 0}, {"fault": "kill", "colour": 1},
+                              {"fault": "pause", "colour": 2}, {"fault": "clock", "colour": 3}]
+    assert [(w["fault"], w["lane"], w["targets"], w["start"], w["end"])
+            for w in data["windows"]] == [
+        ("partition", 0, f"n1 | n2,{IMG}", 111.0, 211.0),  # kill n2 overlaps its end
+        ("kill", 1, "n2", 161.0, 261.0),
+        ("pause", 2, "n1", 291.0, 2401.0),  # closed by the heal
+        ("clock", 3, f"n2,{IMG}", 311.0, 341.0),  # inside the pause
+        ("kill", 1, "n1", 361.0, 391.0)]
+    assert data["windows"][0]["availability"] == "100.0 % of 40 calls"
+
+
+def test_one_kind_of_fault_is_one_lane(tmp_path: Path) -> None:
+    data = data_block(make_run(tmp_path / "run").read_text())
+    assert data["faults"] == [{"fault": "partition", "colour": 0}]
+    assert [w["lane"] for w in data["windows"]] == [0]
+
+
+def test_kinds_beyond_the_known_ones_follow_them_in_grey() -> None:
+    windows = [{"fault": f} for f in ("zap", "clock", "bitflip", "partition")]
+    assert report_data._lanes(windows) == [
+        {"fault": "partition", "colour": 0}, {"fault": "clock", "colour": 3},
+        {"fault": "bitflip", "colour": 6}, {"fault": "zap", "colour": 6}]
+    assert [w["lane"] for w in windows] == [3, 1, 2, 0]
+
+
+def test_availability_outside_faults_counts_a_call_in_overlapping_windows_once(
+        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    page = make_run(run, overlaps=True).read_text()
+    windows = [(w["start"] * MS, w["end"] * MS) for w in data_block(page)["windows"]]
+    calls = [c for c in pair_calls(read_history(run / "history.jsonl")) if not c.invoke.final]
+    outside = [c for c in calls if not any(t0 <= c.invoke.time < t1 for t0, t1 in windows)]
+    stats = json.loads((run / "results.json").read_text())["checkers"]["stats"]["figures"]
+    availability = stats["availability"]
+    assert availability["overall"]["calls"] == len(calls) == 163
+    assert availability["outside_faults"] == {"calls": len(outside), "ok": len(outside),
+                                              "availability": 1.0}
+    assert len(outside) == 56  # 163 less 60 under partition or kill, less 47 under the pause
+    # Each window counts the calls invoked in it, overlaps included.
+    assert [w["calls"] for w in availability["windows"]] == [40, 40, 47, 12, 12]
+    assert "98.8 % of 163 calls overall, 100.0 % of 56 calls outside every fault window" in page
 
 
 def test_big_histories_are_sampled_and_say_so(tmp_path: Path, monkeypatch: Any) -> None:
@@ -136,7 +182,8 @@ def test_a_checker_the_database_could_not_serve_is_shown_with_the_reason(tmp_pat
         "skipped_checkers": {"convergence": why}}))
     (tmp_path / "results.json").write_text(json.dumps({"valid": True, "checkers": {}}))
     page = write_report(tmp_path).read_text()
-    assert f"<tr><th>convergence</th><td>not run</td><td>-</td><td>{why}</td></tr>" in page
+    assert (f"<tr><th>convergence</th><td>not run</td><td>-</td><td>-</td><td>{why}</td></tr>"
+            in page)
     assert "<th>db</th><td>etcd</td>" in page
 
 
