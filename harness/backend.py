@@ -108,10 +108,11 @@ async def execute(backend: Backend, action: Action) -> None:
         case KillNodes(nodes):
             for node in nodes:
                 await backend.kill(node)
-        case RestartNodes(nodes):
+        case RestartNodes(nodes, wait):
             for node in nodes:
                 await backend.restart(node)
-            await backend.wait_ready(nodes)
+            if wait:
+                await backend.wait_ready(nodes)
         case PauseNodes(nodes):
             for node in nodes:
                 await backend.pause(node)

@@ -32,10 +32,11 @@ import trio
 from kvcheck.harness.backend import Backend, execute
 from kvcheck.harness.clients import Worker, perform, run_worker
 from kvcheck.harness.databases import Capability, Client, Operation, guard
+from kvcheck.harness.faults import FaultRunner
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.workloads import make_workload
-from kvcheck.nemesis import HEAL_ALL, Fault, Nemesis, StrobeClocks, parse_kinds
+from kvcheck.nemesis import HEAL_ALL, Nemesis, parse_kinds, write_schedule
 
 #: Process ids of the final readers start here (workers never get this far).
 FINAL_PROCESS_BASE = 1_000_000
@@ -112,12 +113,7 @@ class Runner:
         self.rng = random.Random(spec.seed)
         self.workload = make_workload(spec.workload,
                                       cas=Capability.CAS in self.database.capabilities)
-        self._active: Fault | None = None
         self._signal: int | None = None
-        self._background: trio.Nursery | None = None  # the nemesis's own tasks (strobes)
-        self._strobe: trio.CancelScope | None = None
-        self._killed: set[str] = set()
-        self._paused: set[str] = set()
         #: Nodes whose store exited by itself during the run: a defect of the store.
         self.crashed: list[str] = []
 
@@ -160,10 +156,9 @@ class Runner:
         history.start_clock()
         self.progress.phase = "running"
         until = trio.current_time() + spec.time_limit
+        faults = self._fault_runner(history)
         async with trio.open_nursery() as nursery:
-            nemesis = self._nemesis()
-            if nemesis is not None:
-                nursery.start_soon(self._run_nemesis, nemesis, history, until)
+            nursery.start_soon(faults.run, until)
             nodes = self.backend.nodes
             for index in range(spec.workers):
                 node = nodes[index % len(nodes)]
@@ -172,7 +167,8 @@ class Runner:
                                    spec.rate / spec.workers, until,
                                    random.Random(self.rng.randrange(2**32)), spec.op_timeout)
         self.progress.phase = "healing"
-        await self._heal(history)
+        await self._heal(history, faults)
+        write_schedule(self.run_dir / "schedule.json", faults.mode, faults.record)
         self.progress.phase = "recovering"
         samples = await self._recover(history)
         self.progress.phase = "final reads"
@@ -184,95 +180,30 @@ class Runner:
 
     # -- the nemesis --
 
-    def _nemesis(self) -> Nemesis | None:
-        kinds = parse_kinds(",".join(self.spec.nemesis))
-        if not kinds:
-            return None
-        return Nemesis(kinds, self.backend.nodes, random.Random(self.rng.randrange(2**32)),
-                       hold=self.spec.nemesis_interval, packets=self.backend.packet_support(),
-                       spare=f"n{len(self.backend.nodes) + 1}", replicas=self.spec.n,
-                       topologies=self.spec.partition_topologies,
-                       primaries=Capability.PRIMARY in self.database.capabilities)
-
-    async def _run_nemesis(self, nemesis: Nemesis, history: HistoryWriter, until: float) -> None:
-        interval = self.spec.nemesis_interval
-        async with trio.open_nursery() as self._background:
-            while True:
-                calm_until = trio.current_time() + interval * self.rng.uniform(0.5, 1.5)
-                if calm_until + 1 >= until:
-                    return
-                await trio.sleep_until(calm_until)
-                primary = await self._primary() if nemesis.wants_primary else None
-                fault = nemesis.next_fault(primary)
-                await self._start(fault, history)
-                await trio.sleep_until(min(until, calm_until + interval))
-                await self._stop(fault, history)
-
-    async def _primary(self, limit: float = 3.0) -> str | None:
-        """The node the database names as its primary, asked until it names one or ``limit``
-        seconds pass (a failover may be under way)."""
-        with trio.move_on_after(limit):
-            while True:
-                with guard("primary()"):
-                    primary = await self.database.primary(self.backend)
-                if primary is not None:
-                    return primary
-                await trio.sleep(0.2)
-        return None
+    def _fault_runner(self, history: HistoryWriter) -> FaultRunner:
+        spec = self.spec
+        rng = random.Random(self.rng.randrange(2**32))
+        kinds = parse_kinds(",".join(spec.nemesis))
+        nemesis = None if spec.schedule or not kinds else Nemesis(
+            kinds, self.backend.nodes, random.Random(rng.randrange(2**32)),
+            hold=spec.nemesis_interval, packets=self.backend.packet_support(),
+            spare=spec.spare_node, replicas=spec.n, topologies=spec.partition_topologies,
+            primaries=Capability.PRIMARY in self.database.capabilities)
+        mode = "schedule" if spec.schedule else spec.nemesis_mode
+        return FaultRunner(self.backend, history, mode=mode,
+                           interval=spec.nemesis_interval, rng=rng, nemesis=nemesis,
+                           schedule=spec.schedule, shown=self.progress.faults)
 
     def _client(self, node: str) -> Client:
         with guard(f"client({node!r})"):
             return self.database.client(node, self.backend)
 
-    async def _start(self, fault: Fault, history: HistoryWriter) -> None:
-        self._active = fault
-        description = fault.describe()
-        history.record("nemesis", "invoke", f"start-{fault.kind}", value=description)
-        self.progress.faults = [_summary(description)]
-        for action in fault.start:
-            if isinstance(action, StrobeClocks) and self._background is not None:
-                self._strobe = trio.CancelScope()  # strobes on until the fault stops
-                self._background.start_soon(self._run_cancellable, action, self._strobe)
-            else:
-                await execute(self.backend, action)
-        if fault.kind == "kill":
-            self._killed |= set(fault.targets)
-        elif fault.kind == "pause":
-            self._paused |= set(fault.targets)
-        history.record("nemesis", "info", f"start-{fault.kind}", value=description)
-
-    async def _stop(self, fault: Fault, history: HistoryWriter) -> None:
-        value = {"fault": fault.kind, "targets": list(fault.targets)}
-        history.record("nemesis", "invoke", f"stop-{fault.kind}", value=value)
-        if self._strobe is not None:
-            self._strobe.cancel()  # it writes no offset after this: its next await raises
-            self._strobe = None
-        for action in fault.stop:
-            await execute(self.backend, action)
-        self._killed -= set(fault.targets) if fault.kind == "kill" else set()
-        self._paused -= set(fault.targets) if fault.kind == "pause" else set()
-        self._active = None
-        self.progress.faults = []
-        history.record("nemesis", "info", f"stop-{fault.kind}", value=value)
-
-    async def _run_cancellable(self, action: StrobeClocks, scope: trio.CancelScope) -> None:
-        with scope:
-            await execute(self.backend, action)
-
-    async def _heal(self, history: HistoryWriter) -> None:
-        """Stop the fault in progress, then heal everything any fault could have done."""
-        if self._active is not None:
-            await self._stop(self._active, history)
+    async def _heal(self, history: HistoryWriter, faults: FaultRunner) -> None:
+        """Stop the faults still on, then heal everything any fault could have done."""
+        await faults.stop_all()
         history.record("nemesis", "invoke", "heal", value={"fault": "all"})
-        for node in sorted(self._paused):
-            await self.backend.resume(node)
-        for node in sorted(self._killed):
-            await self.backend.restart(node)
-        await self.backend.wait_ready(sorted(self._killed))
         for action in HEAL_ALL:
             await execute(self.backend, action)
-        self._paused.clear()
-        self._killed.clear()
         crashed = await self._note_crashes()
         for node in crashed:  # so that the recovery and the final reads can go on
             await self.backend.restart(node)
@@ -362,10 +293,3 @@ def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
     collect(group)
     return leaves[0] if len({type(leaf) for leaf in leaves}) == 1 else group
-
-
-def _summary(description: dict[str, Any]) -> str:
-    text = f"{description['fault']} {','.join(description.get('targets', []))}"
-    if "topology" in description:
-        text += f" ({description['topology']})"
-    return text

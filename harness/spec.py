@@ -32,7 +32,7 @@ from kvcheck.harness.databases import (
     load,
     resolve_options,
 )
-from kvcheck.nemesis import NemesisError, parse_kinds
+from kvcheck.nemesis import NemesisError, Planned, check_nodes, parse_kinds
 from kvcheck.nemesis.plan import usable_topologies
 from kvcheck.store.cli.settings import as_flags
 
@@ -60,7 +60,12 @@ class TestSpec:
     rate: float = 100.0
     time_limit: float = 60.0
     workload: Workload = "register"
+    #: The fault kinds drawn; with a ``schedule``, the kinds it holds.
     nemesis: tuple[str, ...] = ("partition",)
+    #: ``overlap``: each kind on its own timeline; ``turns``: one fault at a time.
+    nemesis_mode: Literal["overlap", "turns"] = "overlap"
+    #: Faults to run instead of drawing them (``--schedule``); empty: drawn.
+    schedule: tuple[Planned, ...] = ()
     #: The partition topologies drawn from; empty: every one the nodes and database allow.
     partition_topologies: tuple[str, ...] = ()
     nemesis_interval: float = 10.0
@@ -94,8 +99,14 @@ class TestSpec:
         if self.expect and self.workload not in shown_by(self.expect):
             raise SpecError(f"--expect {self.expect} cannot be judged on the {self.workload} "
                             f"workload: use --workload {' or '.join(shown_by(self.expect))}")
+        if self.nemesis_mode not in ("overlap", "turns"):
+            raise SpecError(f"--nemesis-mode must be overlap or turns, not {self.nemesis_mode!r}")
+        if self.schedule:
+            object.__setattr__(self, "nemesis", tuple(dict.fromkeys(
+                f.kind for f in self.schedule)))
         try:
             kinds = parse_kinds(",".join(self.nemesis))
+            check_nodes(self.schedule, self.node_ids, self.spare_node)
         except ValueError as exc:
             raise SpecError(str(exc)) from None
         if self.nodes < 2 and {"partition", "packet"} & set(kinds):
@@ -138,6 +149,11 @@ class TestSpec:
     def node_ids(self) -> list[str]:
         return [f"n{i}" for i in range(1, self.nodes + 1)]
 
+    @property
+    def spare_node(self) -> str:
+        """The node a membership fault adds: not a member when the test starts."""
+        return f"n{self.nodes + 1}"
+
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
         return as_flags({"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
@@ -173,6 +189,7 @@ class TestSpec:
             **self.database.describe(self),
             "db_options": dict(self.db_options),
             "nemesis": list(self.nemesis),
+            "schedule": [f.to_json() for f in self.schedule],
             "partition_topologies": list(self.partition_topologies),
             "nodes": self.node_ids,
             "node_count": self.nodes,

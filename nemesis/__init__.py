@@ -1,6 +1,8 @@
-"""Faults: what to break, when, and how to heal it — as plans that cluster backends execute."""
+"""Faults: what to break, when, and how to heal it — as data (:mod:`.schedule`), drawn at random
+(:mod:`.plan`) or written by hand, made into actions (:mod:`.actions`) that cluster backends
+execute."""
 
-from kvcheck.nemesis.plan import (
+from kvcheck.nemesis.actions import (
     HEAL_ALL,
     KINDS,
     Action,
@@ -11,7 +13,6 @@ from kvcheck.nemesis.plan import (
     JoinNode,
     KillNodes,
     LeaveNode,
-    Nemesis,
     NemesisError,
     PacketFault,
     PacketSupport,
@@ -21,7 +22,15 @@ from kvcheck.nemesis.plan import (
     ResumeNodes,
     SetClocks,
     StrobeClocks,
-    parse_kinds,
+)
+from kvcheck.nemesis.plan import Nemesis, parse_kinds, usable_topologies
+from kvcheck.nemesis.schedule import (
+    Planned,
+    check_nodes,
+    fault_of,
+    planned_from_json,
+    read_schedule,
+    write_schedule,
 )
 from kvcheck.nemesis.topology import TOPOLOGIES, Link, Partition
 
@@ -44,10 +53,17 @@ __all__ = [
     "PacketSupport",
     "Partition",
     "PauseNodes",
+    "Planned",
     "ResetClocks",
     "RestartNodes",
     "ResumeNodes",
     "SetClocks",
     "StrobeClocks",
+    "check_nodes",
+    "fault_of",
     "parse_kinds",
+    "planned_from_json",
+    "read_schedule",
+    "usable_topologies",
+    "write_schedule",
 ]

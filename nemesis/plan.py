@@ -1,9 +1,8 @@
-"""Faults as plans: what to break, on which nodes, and how to heal it.
-
-A :class:`Fault` is data: the actions that start it, the actions that stop it, and a description
-for the history. A cluster backend executes actions; nothing here touches a node. The
-:class:`Nemesis` draws faults of the kinds a test asked for, from a seeded random generator, so
-the same seed draws the same faults.
+"""Drawing faults: the :class:`Nemesis` draws faults of the kinds a test asked for, from seeded
+random generators (one per kind), so the same seed draws the same faults, whatever the order in
+which overlapping kinds draw them. A drawn fault is its data (kind, targets, parameters:
+:class:`~kvcheck.nemesis.schedule.Planned`) made into actions by
+:func:`~kvcheck.nemesis.schedule.fault_of`, exactly as a fault written in a schedule is.
 
 Kinds (``docs/nemesis.md`` says how each is done and what it proves):
 
@@ -24,140 +23,12 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from kvcheck.nemesis.topology import MIN_NODES, PRIMARY_TOPOLOGIES, TOPOLOGIES, Link
-
-KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
-
-
-# -- actions ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CutLinks:
-    """Drop every packet from ``src`` to ``dst`` for each pair."""
-
-    links: frozenset[Link]
-
-
-@dataclass(frozen=True, slots=True)
-class HealLinks:
-    """Remove every cut this nemesis made."""
-
-
-@dataclass(frozen=True, slots=True)
-class KillNodes:
-    nodes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RestartNodes:
-    nodes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PauseNodes:
-    nodes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeNodes:
-    nodes: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SetClocks:
-    """Set each node's wall-clock offset, in seconds (monotonic clocks stay true)."""
-
-    offsets: Mapping[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class StrobeClocks:
-    """Flip the nodes' clocks between +``delta`` and 0 every ``period`` s for ``duration`` s."""
-
-    nodes: tuple[str, ...]
-    delta: float
-    period: float
-    duration: float
-
-
-@dataclass(frozen=True, slots=True)
-class ResetClocks:
-    """Every node's offset back to zero."""
-
-
-@dataclass(frozen=True, slots=True)
-class PacketFault:
-    """Degrade packets leaving ``nodes``. Each field set asks for one effect."""
-
-    nodes: tuple[str, ...]
-    delay_ms: float = 0.0
-    jitter_ms: float = 0.0
-    loss: float = 0.0
-    duplicate: float = 0.0
-    reorder: float = 0.0
-    rate_kbit: int = 0
-
-    @property
-    def effects(self) -> frozenset[str]:
-        names = {"delay": self.delay_ms, "loss": self.loss, "duplicate": self.duplicate,
-                 "reorder": self.reorder, "rate": self.rate_kbit}
-        return frozenset(name for name, amount in names.items() if amount)
-
-
-@dataclass(frozen=True, slots=True)
-class ClearPackets:
-    """Remove every packet fault this nemesis added."""
-
-
-@dataclass(frozen=True, slots=True)
-class JoinNode:
-    """Start ``node`` on an empty disk and have it join the cluster through member ``via``."""
-
-    node: str
-    via: str
-
-
-@dataclass(frozen=True, slots=True)
-class LeaveNode:
-    """Decommission ``node``: wait until its data has moved and it has left, then stop it."""
-
-    node: str
-
-
-Action = (
-    CutLinks | HealLinks | KillNodes | RestartNodes | PauseNodes | ResumeNodes | SetClocks
-    | StrobeClocks | ResetClocks | PacketFault | ClearPackets | JoinNode | LeaveNode
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """One fault: ``start`` breaks, ``stop`` heals; ``detail`` goes into the history."""
-
-    kind: str
-    targets: tuple[str, ...]
-    start: tuple[Action, ...]
-    stop: tuple[Action, ...]
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> dict[str, Any]:
-        return {"fault": self.kind, "targets": list(self.targets), **self.detail}
-
-
-#: Actions that heal everything any fault can do: run at the end of every test.
-HEAL_ALL: tuple[Action, ...] = (HealLinks(), ClearPackets(), ResetClocks())
-
-
-# -- the nemesis ------------------------------------------------------------------------------
-
-
-class NemesisError(ValueError):
-    """A nemesis that cannot be built as asked (unknown kind, too few nodes, ...)."""
+from kvcheck.nemesis.actions import KINDS, Fault, NemesisError, PacketSupport
+from kvcheck.nemesis.schedule import PACKET_FIELDS, Planned, fault_of
+from kvcheck.nemesis.topology import MIN_NODES, PRIMARY_TOPOLOGIES, TOPOLOGIES
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
@@ -173,16 +44,9 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
-@dataclass(frozen=True, slots=True)
-class PacketSupport:
-    """Which packet effects a backend can produce, and why not the others."""
-
-    effects: frozenset[str]
-    missing_reason: str = ""
-
-
 class Nemesis:
-    """Draws faults of ``kinds`` for ``nodes``, round-robin over the kinds.
+    """Draws faults of ``kinds`` for ``nodes``: of a kind asked for (:meth:`draw`), or of each
+    kind in turn (:meth:`next_fault`).
 
     ``hold`` is how long a fault lasts (strobes use it as their duration). ``spare`` names a
     node that is not a member, for membership faults to add; ``replicas`` is N, which a
@@ -198,7 +62,7 @@ class Nemesis:
                  primaries: bool = False) -> None:
         self.kinds = tuple(kinds)
         self.nodes = list(nodes)
-        self.rng = rng
+        self.rngs = {kind: random.Random(rng.randrange(2**32)) for kind in self.kinds}
         self.hold = hold
         self.packets = packets or PacketSupport(frozenset())
         self.spare = spare
@@ -214,93 +78,98 @@ class Nemesis:
         if len(self.nodes) < 2 and set(self.kinds) & {"partition", "packet"}:
             raise NemesisError("partition and packet faults need at least 2 nodes")
 
+    def wants_primary(self, kind: str) -> bool:
+        """Whether a fault of ``kind`` may be built around the current primary: pass it to
+        :meth:`draw`."""
+        return kind == "partition" and any(t in PRIMARY_TOPOLOGIES for t in self.topologies)
+
     @property
-    def wants_primary(self) -> bool:
-        """Whether the next fault may be built around the current primary: pass it to
-        :meth:`next_fault`."""
-        return (self.kinds[self._turn % len(self.kinds)] == "partition"
-                and any(t in PRIMARY_TOPOLOGIES for t in self.topologies))
+    def next_kind(self) -> str:
+        """The kind :meth:`next_fault` draws next."""
+        return self.kinds[self._turn % len(self.kinds)]
 
     def next_fault(self, primary: str | None = None) -> Fault:
-        """The next fault. ``primary``: the node that leads now, if known (a partition that
-        would isolate it isolates one random node instead when it is not, and says so)."""
-        kind = self.kinds[self._turn % len(self.kinds)]
+        """A fault of the next kind in turn (see :meth:`draw`)."""
+        kind = self.next_kind
         self._turn += 1
+        return self.draw(kind, primary)
+
+    def draw(self, kind: str, primary: str | None = None) -> Fault:
+        """A fault of ``kind``, lasting ``hold``. ``primary``: the node that leads now, if
+        known (a partition that would isolate it isolates one random node instead when it is
+        not, and says so)."""
+        rng = self.rngs[kind]
         if kind == "partition":
-            return self._partition(primary)
-        draw: Callable[[], Fault] = getattr(self, "_" + kind)
-        return draw()
+            targets, params = self._partition(rng, primary)
+        else:
+            draw: Callable[[random.Random], tuple[tuple[str, ...], dict[str, Any]]] = getattr(
+                self, "_" + kind)
+            targets, params = draw(rng)
+        return fault_of(Planned(0.0, self.hold, kind, targets, params))
 
-    def _membership(self) -> Fault:
-        shrink = len(self.nodes) > self.replicas and (not self.spare or self.rng.random() < 0.5)
+    def _membership(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        shrink = len(self.nodes) > self.replicas and (not self.spare or rng.random() < 0.5)
         if shrink:
-            node = self.rng.choice(self.nodes)
-            via = self.rng.choice([n for n in self.nodes if n != node])
-            return Fault("membership", (node,), (LeaveNode(node),), (JoinNode(node, via),),
-                         {"change": "leave, then join again"})
-        via = self.rng.choice(self.nodes)
-        return Fault("membership", (self.spare,), (JoinNode(self.spare, via),),
-                     (LeaveNode(self.spare),), {"change": "join, then leave", "via": via})
+            node = rng.choice(self.nodes)
+            via = rng.choice([n for n in self.nodes if n != node])
+            return (node,), {"change": "leave", "via": via}
+        return (self.spare,), {"change": "join", "via": rng.choice(self.nodes)}
 
-    def _minority(self) -> tuple[str, ...]:
-        size = self.rng.randint(1, max(1, (len(self.nodes) - 1) // 2))
-        return tuple(sorted(self.rng.sample(self.nodes, size)))
+    def _minority(self, rng: random.Random) -> tuple[str, ...]:
+        size = rng.randint(1, max(1, (len(self.nodes) - 1) // 2))
+        return tuple(sorted(rng.sample(self.nodes, size)))
 
-    def _partition(self, primary: str | None) -> Fault:
-        name = self.rng.choice(self.topologies)
+    def _partition(self, rng: random.Random, primary: str | None
+                   ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        name = rng.choice(self.topologies)
         detail: dict[str, Any] = {}
         if name in PRIMARY_TOPOLOGIES:
             if primary in self.nodes:
-                partition = PRIMARY_TOPOLOGIES[name](self.nodes, self.rng, primary)
+                partition = PRIMARY_TOPOLOGIES[name](self.nodes, rng, primary)
                 detail["primary"] = primary
             else:
-                partition = TOPOLOGIES["isolate-one"](self.nodes, self.rng)
+                partition = TOPOLOGIES["isolate-one"](self.nodes, rng)
                 detail["instead_of"] = f"{name}: no primary was known"
         else:
-            partition = TOPOLOGIES[name](self.nodes, self.rng)
+            partition = TOPOLOGIES[name](self.nodes, rng)
         involved = tuple(sorted({a for a, _ in partition.cut}))
-        return Fault("partition", involved, (CutLinks(partition.cut),), (HealLinks(),),
-                     {**partition.describe(), **detail})
+        return involved, {**partition.describe(), **detail}
 
-    def _kill(self) -> Fault:
-        nodes = self._minority()
-        return Fault("kill", nodes, (KillNodes(nodes),), (RestartNodes(nodes),))
+    def _kill(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        return self._minority(rng), {}
 
-    def _pause(self) -> Fault:
-        nodes = self._minority()
-        return Fault("pause", nodes, (PauseNodes(nodes),), (ResumeNodes(nodes),))
+    def _pause(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        return self._minority(rng), {}
 
-    def _clock(self) -> Fault:
-        nodes = self._minority()
-        if self.rng.random() < 0.5:
-            offsets = {node: self._skew() for node in nodes}
-            return Fault("clock", nodes, (SetClocks(offsets),), (ResetClocks(),),
-                         {"mode": "bump", "offsets": offsets})
-        delta = abs(self._skew())
-        period = self.rng.uniform(0.01, 0.2)
-        strobe = StrobeClocks(nodes, delta, period, self.hold)
-        return Fault("clock", nodes, (strobe,), (ResetClocks(),),
-                     {"mode": "strobe", "delta": delta, "period": period})
+    def _clock(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        nodes = self._minority(rng)
+        if rng.random() < 0.5:
+            return nodes, {"mode": "bump",
+                           "offset_ms": {node: _skew_ms(rng) for node in nodes}}
+        delta = abs(_skew_ms(rng))
+        period = round(rng.uniform(10, 200), 1)
+        return nodes, {"mode": "strobe", "strobe": {"delta_ms": delta, "period_ms": period}}
 
-    def _skew(self) -> float:
-        """A wall-clock offset from 10 ms to 2 minutes, log-uniform, either sign."""
-        magnitude = math.exp(self.rng.uniform(math.log(0.01), math.log(120)))
-        return round(magnitude if self.rng.random() < 0.5 else -magnitude, 3)
+    def _packet(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        nodes = self._minority(rng)
+        effect = rng.choice(sorted(self.packets.effects))
+        draws: dict[str, Callable[[], dict[str, float]]] = {
+            "delay": lambda: {"delay_ms": round(rng.uniform(50, 500), 1),
+                              "jitter_ms": round(rng.uniform(0, 50), 1)},
+            "loss": lambda: {"loss": round(rng.uniform(0.1, 0.5), 3)},
+            "duplicate": lambda: {"duplicate": round(rng.uniform(0.1, 0.5), 3)},
+            "reorder": lambda: {"delay_ms": 50, "reorder": round(rng.uniform(0.1, 0.5), 3)},
+            "rate": lambda: {"rate_kbit": rng.choice([64, 256, 1024])},
+        }
+        amounts = draws[effect]()
+        assert set(amounts) <= set(PACKET_FIELDS)
+        return nodes, {"effect": effect, **amounts}
 
-    def _packet(self) -> Fault:
-        nodes = self._minority()
-        effect = self.rng.choice(sorted(self.packets.effects))
-        fault = {
-            "delay": lambda: PacketFault(nodes, delay_ms=self.rng.uniform(50, 500),
-                                         jitter_ms=self.rng.uniform(0, 50)),
-            "loss": lambda: PacketFault(nodes, loss=round(self.rng.uniform(0.1, 0.5), 3)),
-            "duplicate": lambda: PacketFault(nodes, duplicate=round(self.rng.uniform(0.1, 0.5), 3)),
-            "reorder": lambda: PacketFault(nodes, delay_ms=50, reorder=round(
-                self.rng.uniform(0.1, 0.5), 3)),
-            "rate": lambda: PacketFault(nodes, rate_kbit=self.rng.choice([64, 256, 1024])),
-        }[effect]()
-        detail = {"effect": effect, **{k: v for k, v in _packet_detail(fault).items() if v}}
-        return Fault("packet", nodes, (fault,), (ClearPackets(),), detail)
+
+def _skew_ms(rng: random.Random) -> float:
+    """A wall-clock offset from 10 ms to 2 minutes, in ms, log-uniform, either sign."""
+    magnitude = math.exp(rng.uniform(math.log(10), math.log(120_000)))
+    return round(magnitude if rng.random() < 0.5 else -magnitude)
 
 
 def usable_topologies(nodes: int, wanted: Sequence[str] = (),
@@ -327,9 +196,3 @@ def usable_topologies(nodes: int, wanted: Sequence[str] = (),
         return tuple(dict.fromkeys(wanted))
     return tuple(t for t in known if nodes >= MIN_NODES.get(t, 2)
                  and (primaries or t not in PRIMARY_TOPOLOGIES))
-
-
-def _packet_detail(fault: PacketFault) -> dict[str, Any]:
-    return {"delay_ms": round(fault.delay_ms, 1), "jitter_ms": round(fault.jitter_ms, 1),
-            "loss": fault.loss, "duplicate": fault.duplicate, "reorder": fault.reorder,
-            "rate_kbit": fault.rate_kbit}

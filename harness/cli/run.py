@@ -41,6 +41,7 @@ from kvcheck.harness.report import write_report
 from kvcheck.harness.runner import Interrupted, Progress, Runner, new_run_dir
 from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
+from kvcheck.nemesis import NemesisError, read_schedule
 from kvcheck.terminal import count, seconds
 
 
@@ -69,9 +70,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", choices=get_args(Workload), default=SPEC_DEFAULTS.workload,
                    help="register: reads and unique writes; set: adds by read-modify-write "
                    "(default: %(default)s)")
-    p.add_argument("--nemesis", default=",".join(SPEC_DEFAULTS.nemesis),
+    p.add_argument("--nemesis", default=None,
                    help="comma list of partition, kill, pause, clock, packet, membership; "
-                   "or none (default: %(default)s)")
+                   f"or none (default: {','.join(SPEC_DEFAULTS.nemesis)})")
+    p.add_argument("--nemesis-mode", choices=("overlap", "turns"),
+                   default=SPEC_DEFAULTS.nemesis_mode,
+                   help="overlap: each kind starts and stops on its own timeline, so faults of "
+                   "different kinds overlap; turns: one fault at a time (default: %(default)s)")
+    p.add_argument("--schedule", type=Path, metavar="FILE",
+                   help="run exactly the faults of this schedule (a schedule.json, written by "
+                   "every run, or by hand: docs/nemesis.md) instead of drawing them")
     p.add_argument("--partition-topologies", default="", metavar="A,B",
                    help="the partition topologies to draw from: halves, random-halves, "
                    "isolate-one, majorities-ring, bridge, and isolate-primary (the primary, "
@@ -108,10 +116,21 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
         given["seed"] = args.seed + index
     if args.concurrency is not None:
         given["concurrency"] = args.concurrency.workers(args.nodes)
+    nemesis = SPEC_DEFAULTS.nemesis
+    if args.schedule is not None:
+        if args.nemesis is not None:
+            raise SpecError("--nemesis and --schedule exclude each other: a schedule names "
+                            "its faults' kinds")
+        try:
+            given["schedule"] = read_schedule(args.schedule)
+        except NemesisError as exc:
+            raise SpecError(f"--schedule: {exc}") from None
+    elif args.nemesis is not None:
+        nemesis = tuple(k.strip() for k in args.nemesis.split(",") if k.strip())
     return TestSpec(
         name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=args.nodes,
         rate=args.rate, time_limit=args.time_limit, workload=args.workload,
-        nemesis=tuple(k.strip() for k in args.nemesis.split(",") if k.strip()),
+        nemesis=nemesis, nemesis_mode=args.nemesis_mode,
         partition_topologies=tuple(t.strip() for t in args.partition_topologies.split(",")
                                    if t.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,

@@ -106,7 +106,7 @@ def test_partitions_draw_only_the_topologies_asked_for_and_isolate_the_primary()
     nodes = ["n1", "n2", "n3", "n4", "n5"]
     nemesis = Nemesis(["partition"], nodes, random.Random(3), hold=1.0,
                       topologies=["isolate-primary"], primaries=True)
-    assert nemesis.wants_primary
+    assert nemesis.wants_primary("partition")
     for primary in ("n2", "n4", "n5"):
         fault = nemesis.next_fault(primary)
         assert (fault.detail["topology"], fault.detail["primary"]) == ("isolate-primary",
@@ -117,7 +117,7 @@ def test_partitions_draw_only_the_topologies_asked_for_and_isolate_the_primary()
     assert unknown.detail["instead_of"] == "isolate-primary: no primary was known"
     halves = Nemesis(["partition"], nodes, random.Random(3), hold=1.0,
                      topologies=["halves", "bridge"])
-    assert not halves.wants_primary
+    assert not halves.wants_primary("partition")
     assert {halves.next_fault().detail["topology"] for _ in range(20)} == {"halves", "bridge"}
 
 

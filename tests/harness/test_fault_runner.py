@@ -1,0 +1,162 @@
+"""The fault runner's timelines and combination rules, in virtual time (trio's MockClock), on a
+backend that only records what it is asked to do. (Real containers: test_overlap_run.py.)"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from kvcheck.harness.databases import load
+from kvcheck.harness.faults import FaultRunner
+from kvcheck.harness.history import HistoryWriter
+from kvcheck.nemesis import Nemesis, PacketFault, PacketSupport, Planned
+from kvcheck.nemesis.topology import Link
+
+NODES = ["n1", "n2", "n3", "n4", "n5"]
+
+
+class Recorder:
+    """A backend that does nothing but note each call (and the virtual time of it)."""
+
+    def __init__(self) -> None:
+        self.nodes = list(NODES)
+        self.database = load("kvstore")
+        self.calls: list[tuple[float, str, Any]] = []
+
+    def _note(self, name: str, arg: Any = None) -> None:
+        self.calls.append((trio.current_time(), name, arg))
+
+    async def kill(self, node: str) -> None:
+        self._note("kill", node)
+
+    async def restart(self, node: str) -> None:
+        self._note("restart", node)
+
+    async def wait_ready(self, nodes: Sequence[str]) -> None:
+        self._note("wait_ready", tuple(nodes))
+
+    async def pause(self, node: str) -> None:
+        self._note("pause", node)
+
+    async def resume(self, node: str) -> None:
+        self._note("resume", node)
+
+    async def cut(self, links: frozenset[Link]) -> None:
+        self._note("cut", links)
+
+    async def heal(self) -> None:
+        self._note("heal")
+
+    async def set_clock(self, offsets: Mapping[str, float]) -> None:
+        self._note("set_clock", dict(offsets))
+
+    def packet_support(self) -> PacketSupport:
+        return PacketSupport(frozenset({"loss"}))
+
+    async def packet_fault(self, fault: PacketFault) -> None:
+        self._note("packet_fault", fault)
+
+    async def clear_packets(self) -> None:
+        self._note("clear_packets")
+
+    async def join(self, node: str, via: str) -> None:
+        self._note("join", node)
+
+    async def leave(self, node: str) -> None:
+        self._note("leave", node)
+
+
+def run(tmp_path: Path, *, until: float = 60, mode: str = "overlap",
+        kinds: Sequence[str] = ("partition", "kill"), seed: int = 1,
+        schedule: Sequence[Planned] = ()) -> tuple[FaultRunner, Recorder]:
+    backend = Recorder()
+    history = HistoryWriter(tmp_path / f"history-{seed}-{mode}.jsonl")
+    rng = random.Random(seed)
+    nemesis = Nemesis(kinds, NODES, random.Random(rng.randrange(2**32)), hold=5,
+                      packets=backend.packet_support(), spare="n6", replicas=3)
+    runner = FaultRunner(backend, history, mode=mode, interval=5, rng=rng,  # type: ignore[arg-type]
+                         nemesis=None if schedule else nemesis, schedule=schedule)
+
+    async def main() -> None:
+        await runner.run(trio.current_time() + until)
+        await runner.stop_all()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    history.close()
+    return runner, backend
+
+
+def overlapping(faults: Sequence[Planned]) -> bool:
+    return any(a.at < b.at < a.end or b.at < a.at < b.end
+               for i, a in enumerate(faults) for b in faults[i + 1:])
+
+
+def test_in_overlap_mode_each_kind_keeps_its_own_timeline(tmp_path: Path) -> None:
+    runs = [run(tmp_path, seed=seed)[0].record for seed in range(1, 6)]
+    for record in runs:
+        assert {f.kind for f in record} == {"partition", "kill"}
+        for kind in ("partition", "kill"):
+            assert not overlapping([f for f in record if f.kind == kind])
+    assert sum(overlapping(record) for record in runs) >= 3  # kinds overlap, as a rule
+    assert run(tmp_path, seed=3)[0].record == runs[2]  # the same seed, the same schedule
+
+
+def test_in_turns_mode_faults_never_overlap(tmp_path: Path) -> None:
+    for seed in range(1, 6):
+        record = run(tmp_path, mode="turns", seed=seed)[0].record
+        assert len(record) >= 4 and not overlapping(record)
+        assert [f.kind for f in record][:2] == ["partition", "kill"]  # in turn
+
+
+def test_a_paused_node_that_is_killed_is_not_resumed(tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
+        Planned(1, 10, "pause", ("n1", "n2")), Planned(3, 4, "kill", ("n2",))))
+    kill = next(f for f in runner.record if f.kind == "kill")
+    assert kill.params == {"was_paused": ["n2"]}
+    assert [(name, arg) for _, name, arg in backend.calls if name in ("resume", "restart")] \
+        == [("restart", "n2"), ("resume", "n1")]
+
+
+def test_a_pause_leaves_out_killed_nodes(tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
+        Planned(1, 10, "kill", ("n1",)), Planned(3, 2, "pause", ("n1", "n2"))))
+    pause = next(f for f in runner.record if f.kind == "pause")
+    assert pause.targets == ("n2",) and pause.params == {"left_out_killed": ["n1"]}
+    assert [arg for _, name, arg in backend.calls if name == "pause"] == ["n2"]
+
+
+def test_a_node_restarted_inside_a_partition_is_not_waited_for(tmp_path: Path) -> None:
+    _, backend = run(tmp_path, schedule=(
+        Planned(1, 10, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),
+        Planned(2, 3, "kill", ("n1",)), Planned(13, 2, "kill", ("n2",))))
+    waits = [(at, arg) for at, name, arg in backend.calls if name == "wait_ready"]
+    assert waits == [(15, ("n2",))]  # the second kill, with nothing else on
+
+
+def test_membership_changes_do_not_overlap_other_faults(tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
+        Planned(1, 5, "kill", ("n1",)),
+        Planned(2, 5, "membership", ("n6",), {"change": "join", "via": "n2"}),
+        Planned(8, 5, "membership", ("n6",), {"change": "join", "via": "n2"}),
+        Planned(9, 2, "pause", ("n3",))))
+    skipped = [(f.kind, f.at, f.skipped) for f in runner.record if f.skipped]
+    assert skipped == [
+        ("membership", 2, "a membership change needs every member reachable, and kill is on"),
+        ("pause", 9, "a membership change is going on")]
+    assert [arg for _, name, arg in backend.calls if name in ("join", "leave")] == ["n6", "n6"]
+    events = (runner.history.path.read_text())
+    assert '"f":"skip-membership"' in events and '"f":"skip-pause"' in events
+
+
+def test_scheduled_faults_start_when_they_say(tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, until=20, schedule=(
+        Planned(5, 4, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),
+        Planned(30, 2, "kill", ("n2",))))
+    assert [(at, name) for at, name, _ in backend.calls] == [(5, "cut"), (9, "heal")]
+    assert [(f.kind, f.at, f.duration, f.skipped) for f in runner.record] == [
+        ("kill", 30, 2, "it starts after the clients stop"), ("partition", 5, 4, "")]
