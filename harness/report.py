@@ -25,8 +25,8 @@ from kvcheck.harness.report_data import load_run, share_text, text
 from kvcheck.harness.verdicts import notes
 
 _CONFIG = ("db", "db_options", "nodes", "n", "w", "r", "sloppy_quorum", "versioning",
-           "workload", "nemesis", "nemesis_interval", "seed", "time_limit", "rate",
-           "concurrency", "recovery_time", "backend")
+           "workload", "nemesis", "nemesis_mode", "nemesis_interval", "seed", "time_limit",
+           "rate", "concurrency", "recovery_time", "backend")
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src data:; base-uri 'none'; form-action 'none'")
 

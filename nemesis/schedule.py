@@ -246,7 +246,8 @@ def _nodes_in(params: Mapping[str, Any]) -> set[str]:
 
 
 def write_schedule(path: Path, mode: str, faults: Sequence[Planned]) -> None:
-    """Write ``schedule.json``: the faults a run applied (and those it skipped, with why)."""
+    """Write ``schedule.json``: the faults a run applied (and those it skipped, with why), in
+    the order they started."""
     doc = {"format": SCHEDULE_FORMAT, "version": SCHEDULE_VERSION, "mode": mode,
-           "faults": [f.to_json() for f in faults]}
+           "faults": [f.to_json() for f in sorted(faults, key=lambda f: f.at)]}
     path.write_text(json.dumps(doc, indent=1) + "\n")

@@ -106,24 +106,73 @@ def test_a_paused_node_does_not_answer_until_resumed(cluster: DockerCluster) -> 
     trio.run(scenario)
 
 
-def test_a_skewed_nodes_wall_clock_is_off_by_the_offset(cluster: DockerCluster) -> None:
-    async def skew_of(node: str) -> float:
-        before = time.time()
-        reported = (await status(cluster, node))["wall_clock_ms"] / 1000
-        return reported - (before + time.time()) / 2
+async def skew_of(cluster: DockerCluster, node: str) -> float:
+    """How far ``node``'s wall clock, as its store reports it, is from the host's (s)."""
+    before = time.time()
+    reported = (await status(cluster, node))["wall_clock_ms"] / 1000
+    return reported - (before + time.time()) / 2
 
+
+def test_a_skewed_nodes_wall_clock_is_off_by_the_offset(cluster: DockerCluster) -> None:
     async def scenario() -> None:
         await cluster.set_clock({"n2": 3600.0})
         try:
-            assert abs(await skew_of("n2") - 3600) < 5
-            assert abs(await skew_of("n1")) < 5
+            assert abs(await skew_of(cluster, "n2") - 3600) < 5
+            assert abs(await skew_of(cluster, "n1")) < 5
             await cluster.set_clock({"n2": -30.0})
-            assert abs(await skew_of("n2") + 30) < 5
+            assert abs(await skew_of(cluster, "n2") + 30) < 5
         finally:
             await cluster.set_clock(dict.fromkeys(NODES, 0.0))
-        assert abs(await skew_of("n2")) < 5
+        assert abs(await skew_of(cluster, "n2")) < 5
 
     trio.run(scenario)
+
+
+# -- faults that overlap: healing one kind never undoes another --
+
+
+def test_a_node_restarted_inside_a_clock_fault_keeps_its_offset(cluster: DockerCluster) -> None:
+    async def scenario() -> None:
+        await cluster.set_clock({"n3": 3600.0})
+        try:
+            await cluster.kill("n3")
+            await cluster.restart("n3")
+            await cluster.wait_ready(["n3"])
+            assert abs(await skew_of(cluster, "n3") - 3600) < 5
+        finally:
+            await cluster.set_clock(dict.fromkeys(NODES, 0.0))
+
+    trio.run(scenario)
+
+
+def test_a_paused_node_can_be_killed_and_comes_back_running(cluster: DockerCluster) -> None:
+    async def scenario() -> None:
+        before = store_pid(cluster, "n2")
+        await cluster.pause("n2")
+        await cluster.kill("n2")  # returns once the stopped process is gone
+        await cluster.restart("n2")
+        await cluster.wait_ready(["n2"])
+        assert store_pid(cluster, "n2") != before
+        assert (await status(cluster, "n2"))["node_id"] == "n2"
+
+    trio.run(scenario)
+
+
+def test_healing_a_partition_leaves_packet_loss_alone_and_the_reverse(
+        cluster: DockerCluster) -> None:
+    trio.run(cluster.packet_fault, PacketFault(("n1",), loss=0.9))
+    try:
+        trio.run(execute, cluster, CutLinks(frozenset({("n2", "n3"), ("n3", "n2")})))
+        trio.run(execute, cluster, HealLinks())
+        assert connects(cluster, "n2", "n3") == 1
+        assert connects(cluster, "n2", "n1", tries=20, timeout=0.3) < 20  # still lossy
+        trio.run(execute, cluster, CutLinks(frozenset({("n2", "n3"), ("n3", "n2")})))
+        trio.run(cluster.clear_packets)
+        assert connects(cluster, "n2", "n3") == 0  # still cut
+        assert connects(cluster, "n2", "n1", tries=20, timeout=1.0) == 20
+    finally:
+        trio.run(cluster.clear_packets)
+        trio.run(execute, cluster, HealLinks())
 
 
 def test_injected_loss_shows_as_lost_probes_and_clears(cluster: DockerCluster) -> None:

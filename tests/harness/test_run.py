@@ -100,7 +100,7 @@ def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Pat
 
 def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
         tmp_path: Path) -> None:
-    """Seed 3 draws: n4 leaves (and joins again), then spare n5 joins (and leaves)."""
+    """Seed 3 draws a member leaving (and joining again) and spare n5 joining (and leaving)."""
     run = kvcheck("run", "--nodes", "4", "--rate", "60", "--time-limit", "14",
                   "--nemesis-interval", "3", "--recovery-time", "3", "--nemesis", "membership",
                   "--no-sloppy-quorum", "--name", "membership", "--seed", "3",
@@ -110,7 +110,7 @@ def test_members_leave_and_join_during_a_run_and_no_acknowledged_write_is_lost(
     history = [json.loads(line) for line in (run_dir / "history.jsonl").open()][1:]
     changes = [op["value"]["change"] for op in history
                if op["f"] == "start-membership" and op["type"] == "info"]
-    assert {"leave, then join again", "join, then leave"} <= set(changes), changes
+    assert {"leave", "join"} <= set(changes), changes
     assert all(results_of(run_dir).values())
     n5 = (run_dir / "nodes" / "n5" / "kvstore.log").read_text()
     assert "serving on" in n5
