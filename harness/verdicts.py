@@ -51,7 +51,8 @@ def notes(c: CheckResult) -> str:
         return f"crashed: {c.error}"
     f = c.figures
     if c.checker == "linearizable":
-        return (f"{count(f.get('keys'))} keys, {count(f.get('calls'))} calls, "
+        keys = f.get("keys")
+        return (f"{count(keys)} key{'' if keys == 1 else 's'}, {count(f.get('calls'))} calls, "
                 f"{seconds(f.get('seconds'))}")
     if c.checker == "stale-reads":
         return (f"{count(f.get('stale_reads'))}/{count(f.get('reads'))} stale; "
