@@ -86,16 +86,38 @@ def op_from_edn(m: Mapping[Any, Any], default_index: int) -> Op:
               error=_error_text(fields.get("error")), extra=extra)
 
 
+# The common shape of a jepsen.util op line -- a process, a type, a plain :f keyword and a value
+# that is nil, an integer or a pair of them, nothing after -- read without the EDN reader, which
+# reads every other line. Both read a line of this shape as the same op.
+_INT = r"(?:0|-?[1-9][0-9]*)"
+_PLAIN_VALUE = rf"nil|{_INT}|\[[\s,]*(?:nil|{_INT})[\s,]+(?:nil|{_INT})[\s,]*\]"
+_PLAIN_OP = re.compile(rf"[\s,]*(0|[1-9][0-9]*|:nemesis)[\s,]+:(invoke|ok|fail|info)[\s,]+"
+                       rf":([A-Za-z][A-Za-z0-9_*+!?<>=.-]*)(?:[\s,]+({_PLAIN_VALUE}))?[\s,]*")
+_PLAIN_ATOM = re.compile(rf"nil|{_INT}")
+
+
 def _parse_log_line(rest: str, index: int) -> Op:
     """An op from ``rest``, the columns of a ``jepsen.util`` line; raises ``ValueError``."""
+    plain = _PLAIN_OP.fullmatch(rest)
+    if plain is None:
+        return _parse_edn_columns(rest, index)
+    process, typ, f, text = plain.groups()
+    atoms = tuple(None if a == "nil" else int(a) for a in _PLAIN_ATOM.findall(text or "nil"))
+    return Op(index=index, time=0, process=NEMESIS if process == ":nemesis" else int(process),
+              type=typ, f=f, value=atoms if text and text.startswith("[") else atoms[0])
+
+
+def _parse_edn_columns(rest: str, index: int) -> Op:
+    """:func:`_parse_log_line` for any line: its columns read as EDN forms."""
     forms, error = loads_some(rest, 4)
     if len(forms) < 3:
         raise ValueError("expected process, type, f and value")
     process, typ, f = forms[:3]
     m = {"process": process, "type": typ, "f": f, "value": forms[3] if len(forms) > 3 else None,
          "index": index}
-    if error.strip():
-        m["error"] = error.strip()
+    error = error.strip(" \t\r\n,")  # commas are whitespace in EDN
+    if error:
+        m["error"] = error
     return op_from_edn(m, index)
 
 

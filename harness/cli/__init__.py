@@ -2,23 +2,28 @@
 
 Each command module has ``register(commands)``, which adds its parser with a ``handler``: a
 function of the parsed arguments and the output and error consoles that returns the exit code
-(:mod:`kvcheck.harness.exitcodes`, the one table of every command).
+(:mod:`kvcheck.harness.exitcodes`, the one table of every command). A command line naming a
+command loads that command's module alone: ``kvcheck check`` starts without the Docker SDK,
+trio or networkx.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
 from kvcheck import __version__
-from kvcheck.harness.cli import check, cleanup, cluster, export, image, report, run, serve, suite
 from kvcheck.harness.exitcodes import Exit, describe
 from kvcheck.terminal import console
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: The commands, in the order ``--help`` lists them; each is the module of that name here.
+COMMANDS = ("run", "suite", "check", "export", "report", "serve", "cluster", "image", "cleanup")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,15 +34,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(Exit.USAGE, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``kvcheck`` parser with every command registered."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``kvcheck`` parser with every command registered, or the command ``only``."""
     parser = _Parser(prog="kvcheck", description="Jepsen-style verification of key-value "
                      "stores: run tests, check histories.", epilog=describe(),
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, suite, check, export, report, serve, cluster, image, cleanup):
-        command.register(commands)
+    for name in COMMANDS if only is None else (only,):
+        importlib.import_module(f"kvcheck.harness.cli.{name}").register(commands)
     return parser
 
 
@@ -45,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kvcheck`` console script; returns the exit code."""
     out = console()
     err = console(stderr=True)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named if named in COMMANDS else None).parse_args(argv)
     except SystemExit as e:  # --help exits 0; errors already exit 254
         return int(e.code or 0)
     try:

@@ -42,7 +42,7 @@ from kvcheck.checkers.edn import EDNError
 from kvcheck.checkers.jepsen import read_text
 from kvcheck.checkers.jepsen_store import HISTORY_FILES, jepsen_histories
 from kvcheck.checkers.suite import FINAL_STATE_FILE, HISTORY_FILE, TEST_FILE
-from kvcheck.harness.cli.options import positive_float
+from kvcheck.harness.cli.values import positive_float
 from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
 from kvcheck.terminal import count, seconds

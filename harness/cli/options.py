@@ -124,14 +124,3 @@ def add_concurrency(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=Concurrency.parse, default=None, metavar="N|Nn",
                         help="client workers: a number (8), or Nn for N per node (3n); "
                         "default: two per node")
-
-
-def positive_float(text: str) -> float:
-    """A number above zero. Raises argparse.ArgumentTypeError otherwise."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value

@@ -28,8 +28,8 @@ from kvcheck.harness.cli.options import (
     add_concurrency,
     add_database,
     add_histories,
-    positive_float,
 )
+from kvcheck.harness.cli.values import positive_float
 from kvcheck.harness.databases import DatabaseError, describe
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import EngineUnavailable, connect

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kvcheck.checkers import HistoryError, read_jepsen_history
 from kvcheck.checkers.edn import Keyword
+from kvcheck.checkers.jepsen import _parse_edn_columns, _parse_log_line
 from kvcheck.checkers.jepsen_store import jepsen_histories
 from kvcheck.harness.cli import main
 
@@ -64,6 +67,36 @@ def test_text_lines_that_are_not_ops_are_skipped_and_malformed_ops_are_named(
     with pytest.raises(HistoryError, match=r"malformed jepsen\.util line") as e:
         read_jepsen_history(p)
     assert e.value.line == 2
+
+
+SEPARATOR = st.sampled_from([" ", "\t", "  ", " \t ", ", ", ","])
+ATOM = st.one_of(st.just("nil"), st.integers(-10**12, 10**12).map(str))
+COLUMN = st.one_of(
+    ATOM, st.tuples(ATOM, ATOM).map(lambda pair: f"[{pair[0]} {pair[1]}]"),
+    st.sampled_from([":timed-out", '"a string"', "[1 [2 3]]", "{:a 1}", "#{1}", "1.5", "-0",
+                     ":ns/kw", "007", "[nil]", "[1 2 3]"]))
+
+
+@given(process=st.one_of(st.integers(0, 10**6).map(str), st.just(":nemesis")),
+       kind=st.sampled_from([":invoke", ":ok", ":fail", ":info"]),
+       f=st.sampled_from([":read", ":write", ":cas", ":add", ":start", ":a.b-c?", ":ns/op"]),
+       value=st.one_of(st.none(), COLUMN), error=st.sampled_from(["", ":timed-out", "oops"]),
+       separators=st.lists(SEPARATOR, min_size=5, max_size=5))
+def test_a_plain_line_reads_as_the_edn_reader_reads_it(
+        process: str, kind: str, f: str, value: str | None, error: str,
+        separators: list[str]) -> None:
+    """The fast path for the common shape of line gives the op the EDN reader gives."""
+    columns = [process, kind, f] + ([value] if value is not None else []) \
+        + ([error] if error and value is not None else [])
+    line = separators[0] + "".join(c + sep for c, sep in zip(columns, separators[1:],
+                                                             strict=False)).rstrip()
+    try:
+        expected = _parse_edn_columns(line, 7)
+    except ValueError as e:  # EDNError too: the fast path must refuse the same way
+        with pytest.raises(type(e)):
+            _parse_log_line(line, 7)
+        return
+    assert _parse_log_line(line, 7) == expected
 
 
 # --- Jepsen's store ----------------------------------------------------------------------------

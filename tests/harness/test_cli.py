@@ -191,3 +191,14 @@ def test_the_progress_line_counts_and_times_like_a_person(tmp_path: Path) -> Non
     assert run.progress_line(progress, 142.7) == \
         "running · 42 s · ok 12,345 fail 6 info 0 · faults: partition n1"
     assert run.progress_line(progress, 225.0).startswith("running · 2 min 05 s · ")
+
+
+def test_kvcheck_check_loads_nothing_of_the_harness_it_does_not_use() -> None:
+    """Checking a history starts without the Docker SDK, trio, httpx or networkx."""
+    script = ("import sys\nfrom kvcheck.harness.cli import main\n"
+              "code = main(['check', '--help'])\n"
+              "print(code, sorted(m for m in ('docker', 'trio', 'httpx', 'networkx') "
+              "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout + result.stderr
