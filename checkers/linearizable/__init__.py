@@ -45,12 +45,13 @@ Two algorithms.
 Witnesses. A non-linearizable key names a small set of calls that on their own have no
 linearization. The unique-value algorithm names the (at most six) calls that fix the two
 clashing zones. After a search, the witness is the smallest failing *window*: the shortest
-failing prefix, cut from the left at the latest point before which every determinate call
-completed (so none of them can be linearized inside the window, which starts from an unknown
-state; earlier indeterminate calls stay in it, still optional), then stripped one by one of
-reads, of cas ops that change nothing and of writes nobody observes while it stays
-non-linearizable. Each step only ever keeps a sub-history that is non-linearizable on its own
-and whose non-linearizability implies the whole history's.
+failing prefix (it ends at the latest completion the search ever had to reach next: every
+shorter prefix was linearized on the way), cut from the left at the latest point before which
+every determinate call completed (so none of them can be linearized inside the window, which
+starts from an unknown state; earlier indeterminate calls stay in it, still optional), then
+stripped one by one of reads, of cas ops that change nothing and of writes nobody observes
+while it stays non-linearizable. Each step only ever keeps a sub-history that is
+non-linearizable on its own and whose non-linearizability implies the whole history's.
 
 Modules, in the order a call goes through them: :mod:`~.calls` (one key's calls prepared for
 the algorithms), :mod:`~.unique` (the unique-value algorithm), :mod:`~.search` (Wing & Gong /

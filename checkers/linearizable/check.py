@@ -51,13 +51,15 @@ class KeyResult:
 class _Decision:
     """Whether one key's calls are linearizable, and by which algorithm. ``witness`` holds
     positions in the calls: the unique-value algorithm's clashing clusters (a search names
-    none: its witness is minimised afterwards)."""
+    none: its witness is minimised afterwards, from the shortest failing prefix, which ends
+    at the completion position ``failing_prefix_end`` where the search knows it)."""
 
     linearizable: bool
     algorithm: str
     witness: tuple[int, ...] = ()
     message: str = ""
     configurations: int = 0
+    failing_prefix_end: int | None = None
 
 
 def _decide_unique(ops: Sequence[Prepared], init: Any) -> _Decision:
@@ -76,9 +78,9 @@ def _decide(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
         return _decide_unique(ops, init)
     except NotApplicable:
         pass
-    ok, configurations = search(ops, model, init, deadline, memory_limit)
+    ok, configurations, frontier = search(ops, model, init, deadline, memory_limit)
     return _Decision(ok, WGL, message="" if ok else "no linearization exists",
-                     configurations=configurations)
+                     configurations=configurations, failing_prefix_end=frontier)
 
 
 def _key_result(key: Any, ops: Sequence[Prepared], decision: _Decision, seconds: float,
@@ -126,7 +128,8 @@ def check_key(key: Any, ops: Sequence[Prepared], model: Model | str, time_limit:
             except OutOfBudget:
                 return False
 
-        witness, from_any = failing_window(ops, model.init, fails, window_deadline)
+        witness, from_any = failing_window(ops, model.init, fails, window_deadline,
+                                           decision.failing_prefix_end)
     else:
         witness = ops
     return _key_result(key, ops, decision, time.monotonic() - t0, witness, from_any)

@@ -25,16 +25,19 @@ class OutOfBudget(Exception):
 
 
 def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
-           memory_limit: int) -> tuple[bool, int]:
+           memory_limit: int) -> tuple[bool, int, int]:
     """Search for a linearization of ``ops`` from state ``init``.
 
-    Returns ``(found, configurations explored)``. Raises :class:`OutOfBudget` past
-    ``deadline`` (``time.monotonic()``) or when the memo table's estimated size passes
-    ``memory_limit`` bytes.
+    Returns ``(found, configurations explored, frontier)``. When none is found, ``frontier`` is
+    the latest completion position the search ever had to reach next — every configuration
+    stopped at or before it — so the history up to that completion is the shortest prefix with
+    no linearization (what Knossos and Porcupine call the longest linearizable prefix, plus
+    one). Raises :class:`OutOfBudget` past ``deadline`` (``time.monotonic()``) or when the memo
+    table's estimated size passes ``memory_limit`` bytes.
     """
     n = len(ops)
     if n == 0:
-        return True, 0
+        return True, 0, INF
     step = model.step
     events = []
     for i, op in enumerate(ops):
@@ -90,6 +93,7 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
     # eager search would linearize needlessly.
     phase = False
     steps = 0
+    frontier = 0  # node of the latest return any configuration had to pass next
     while True:
         steps += 1
         if steps & 0xFFF == 1:  # the first step too: a spent budget is never ignored
@@ -141,12 +145,13 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
         elif not phase:
             if entry == tail or indeterminate[entry]:
                 # Every determinate call is linearized; the rest may never have happened.
-                return True, entries
+                return True, entries, INF
+            frontier = max(frontier, entry)
             phase = True
             entry = nxt[0]
         else:
             if not stack:
-                return False, entries
+                return False, entries, events[frontier - 1][0]
             i, state = stack.pop()
             if info[i]:
                 sset &= ~bit[i]

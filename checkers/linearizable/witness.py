@@ -22,15 +22,18 @@ MINIMIZE_LIMIT = 64
 Oracle = Callable[[Sequence[Prepared], Any], bool]
 
 
-def failing_window(ops: Sequence[Prepared], init: Any, fails: Oracle,
-             deadline: float) -> tuple[list[Prepared], bool]:
+def failing_window(ops: Sequence[Prepared], init: Any, fails: Oracle, deadline: float,
+                   prefix_end: int | None = None) -> tuple[list[Prepared], bool]:
     """A small non-linearizable sub-history of the non-linearizable ``ops`` (from ``init``).
 
-    Returns ``(window, from_any_state)``: the window fails on its own from ``init`` when it
-    starts at the first call, else (``from_any_state``) from any state. Stops refining when
-    ``deadline`` (``time.monotonic()``) passes, returning the best window found so far.
+    ``prefix_end``: the completion position that ends the shortest failing prefix, where the
+    caller knows it (the search does); else it is searched for. Returns ``(window,
+    from_any_state)``: the window fails on its own from ``init`` when it starts at the first
+    call, else (``from_any_state``) from any state. Stops refining when ``deadline``
+    (``time.monotonic()``) passes, returning the best window found so far.
     """
-    ops = _shortest_failing_prefix(sorted(ops), init, fails, deadline)
+    ops = (_prefix(sorted(ops), prefix_end + 1) if prefix_end is not None
+           else _shortest_failing_prefix(sorted(ops), init, fails, deadline))
     window, from_any = _latest_failing_cut(ops, fails, deadline)
     if len(window) <= MINIMIZE_LIMIT:
         window = _strip(window, FREE if from_any else init, fails, deadline)

@@ -14,6 +14,7 @@ from kvcheck.checkers.history import Call, Op, pair_calls
 from kvcheck.checkers.linearizable import check_key, check_linearizable, prepare
 from kvcheck.checkers.linearizable.search import search
 from kvcheck.checkers.linearizable.unique import NotApplicable, check_unique
+from kvcheck.checkers.linearizable.witness import _prefix, _shortest_failing_prefix
 from kvcheck.checkers.models import CAS_REGISTER, FREE, REGISTER
 from kvcheck.checkers.result import Verdict
 
@@ -267,7 +268,7 @@ def test_window_of_long_invalid_history_is_small_and_non_linearizable() -> None:
 def _key_verdicts(ops: list[Op], model: Any, sibling_reads: bool = False) -> tuple[bool, bool]:
     calls = pair_calls(ops)
     prepared = prepare(calls, model, sibling_reads)
-    wgl_ok, _ = search(prepared, model, model.init, float("inf"), 1 << 30)
+    wgl_ok, _, _ = search(prepared, model, model.init, float("inf"), 1 << 30)
     ref = reference(calls, sibling_reads=sibling_reads)
     return wgl_ok, ref
 
@@ -278,7 +279,7 @@ def test_unique_value_algorithm_and_wgl_agree_with_reference(ops: list[Op]) -> N
     calls = pair_calls(ops)
     prepared = prepare(calls, REGISTER)
     fast_ok, wit, _ = check_unique(prepared, None)
-    wgl_ok, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
+    wgl_ok, _, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
     ref = reference(calls)
     assert fast_ok == ref
     assert wgl_ok == ref
@@ -364,7 +365,7 @@ def test_free_initial_state_binds_on_first_read() -> None:
 def test_unique_value_algorithm_agrees_with_wgl_on_larger_histories(ops: list[Op]) -> None:
     prepared = prepare(pair_calls(ops), REGISTER)
     fast_ok, wit, _ = check_unique(prepared, None)
-    wgl_ok, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
+    wgl_ok, _, _ = search(prepared, REGISTER, None, float("inf"), 1 << 30)
     assert fast_ok == wgl_ok
     if not fast_ok:
         # the named clusters alone are already non-linearizable
@@ -387,3 +388,20 @@ def test_a_window_from_any_state_may_start_in_a_value_written_later() -> None:
     assert res.valid is Verdict.INVALID
     sub = witness_calls(calls, res.witness)
     assert not reference(sub, init="any") and 7 in res.witness
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(register_histories(cas=True, unique=False, max_calls=10))
+def test_the_search_frontier_ends_the_shortest_failing_prefix(ops: list[Op]) -> None:
+    """Where the search gave up is where the shortest failing prefix ends: the same prefix a
+    binary search over every completion finds, one search instead of many."""
+    prepared = sorted(prepare(pair_calls(ops), CAS_REGISTER))
+    found, _, frontier = search(prepared, CAS_REGISTER, None, float("inf"), 1 << 30)
+    if found:
+        return
+
+    def fails(calls: Any, init: Any) -> bool:
+        return not search(calls, CAS_REGISTER, init, float("inf"), 1 << 30)[0]
+
+    assert _prefix(prepared, frontier + 1) == _shortest_failing_prefix(
+        prepared, None, fails, float("inf"))
