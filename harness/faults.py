@@ -74,9 +74,9 @@ class FaultRunner:
             elif self.nemesis is not None and self.mode == "overlap":
                 for kind in self.nemesis.kinds:
                     self._background.start_soon(
-                        self._timeline, kind, random.Random(self.rng.randrange(2**32)), until)
+                        self._drawn, random.Random(self.rng.randrange(2**32)), until, kind)
             elif self.nemesis is not None:
-                self._background.start_soon(self._turns, until)
+                self._background.start_soon(self._drawn, self.rng, until, None)
 
     async def stop_all(self) -> None:
         """Stop every fault still on, the latest first."""
@@ -95,28 +95,19 @@ class FaultRunner:
             await trio.sleep_until(min(until, start + planned.duration))
             await self._stop(planned.kind)
 
-    async def _timeline(self, kind: str, rng: random.Random, until: float) -> None:
+    async def _drawn(self, rng: random.Random, until: float, kind: str | None) -> None:
+        """Draw faults and hold each for an interval after a calm, until ``until``: of
+        ``kind`` (its own timeline), or of each kind in turn (``None``)."""
         assert self.nemesis is not None
         while True:
             calm_until = trio.current_time() + self.interval * rng.uniform(0.5, 1.5)
             if calm_until + 1 >= until:
                 return
             await trio.sleep_until(calm_until)
-            if await self._draw_and_start(kind):
+            drawn = kind or self.nemesis.next_kind
+            if await self._draw_and_start(drawn, in_turn=kind is None):
                 await trio.sleep_until(min(until, calm_until + self.interval))
-                await self._stop(kind)
-
-    async def _turns(self, until: float) -> None:
-        assert self.nemesis is not None
-        while True:
-            calm_until = trio.current_time() + self.interval * self.rng.uniform(0.5, 1.5)
-            if calm_until + 1 >= until:
-                return
-            await trio.sleep_until(calm_until)
-            kind = self.nemesis.next_kind
-            if await self._draw_and_start(kind, in_turn=True):
-                await trio.sleep_until(min(until, calm_until + self.interval))
-                await self._stop(kind)
+                await self._stop(drawn)
 
     async def _draw_and_start(self, kind: str, in_turn: bool = False) -> bool:
         """Draw a fault of ``kind`` (``in_turn``: the kind whose turn it is) and start it."""
