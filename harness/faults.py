@@ -9,15 +9,17 @@ Where the schedule comes from (``docs/nemesis.md``):
 * ``turns``: one fault at a time, the kinds in turn, each after a calm;
 * a schedule given (``kvcheck run --schedule FILE``): exactly its faults, at their times.
 
-Overlaps are sound. Healing one kind never undoes another: a partition heal flushes only the
-partition's rules, packet faults live in their own queueing discipline, a restarted node keeps
-its clock offset (it lives in a file libfaketime reads). A killed node that was paused is
-killed (recorded as ``was_paused``), and the pause no longer resumes it; a pause leaves out the
-nodes that are killed. A node restarted while another fault is on is not waited for (a partition
-may keep it from ever looking ready); the final heal waits for every node. A membership change
-needs every member reachable to finish in bounded time: it is skipped while another fault is
-on, and other faults are skipped while it is going on. A skipped fault is recorded, with why,
-in ``schedule.json`` and as a ``skip-<kind>`` event in the history.
+Overlaps are sound. Faults overlap in time, but their starts and stops take turns (a node is
+never resumed while it is being killed). Healing one kind never undoes another: a partition
+heal flushes only the partition's rules, packet faults live in their own queueing discipline,
+a restarted node keeps its clock offset (it lives in a file libfaketime reads). A killed node
+that was paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a
+pause leaves out the nodes that are killed. A node restarted while another fault is on is not
+waited for (a partition may keep it from ever looking ready); the final heal waits for every
+node. A membership change needs every member reachable to finish in bounded time: it is
+skipped while another fault is on, and other faults are skipped while it is going on. A
+skipped fault is recorded, with why, in ``schedule.json`` and as a ``skip-<kind>`` event in
+the history.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ class FaultRunner:
         self.killed: set[str] = set()
         self.paused: set[str] = set()
         self._active: dict[str, tuple[Planned, Fault]] = {}
+        # Faults overlap in time, but their starts and stops take turns: a node is never
+        # resumed while it is being killed, nor paused while it is being restarted.
+        self._transition = trio.Lock()
         self._strobe: trio.CancelScope | None = None
         self._background: trio.Nursery | None = None
         self._started = 0.0
@@ -121,7 +126,11 @@ class FaultRunner:
 
     async def _start(self, planned: Planned, fault: Fault) -> bool:
         """Start ``fault`` unless it cannot be combined with those on (then record why);
-        return whether it started."""
+        return whether it started. One fault starts or stops at a time."""
+        async with self._transition:
+            return await self._start_now(planned, fault)
+
+    async def _start_now(self, planned: Planned, fault: Fault) -> bool:
         admitted = self._admit(planned)
         if isinstance(admitted, str):
             self._skip(planned, admitted)
@@ -167,6 +176,11 @@ class FaultRunner:
         return planned
 
     async def _stop(self, kind: str) -> None:
+        """Stop the fault of ``kind`` that is on. One fault starts or stops at a time."""
+        async with self._transition:
+            await self._stop_now(kind)
+
+    async def _stop_now(self, kind: str) -> None:
         planned, fault = self._active[kind]
         value = {"fault": kind, "targets": list(fault.targets)}
         self.history.record("nemesis", "invoke", f"stop-{kind}", value=value)
