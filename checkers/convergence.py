@@ -105,9 +105,10 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
                                             max_anomalies))
     finals = by_key(c for c in calls if c.type == OK and c.f == "read"
                     and (c.invoke.final or c.complete.final))  # type: ignore[union-attr]
-    disagree = 0
+    disagree = read_back = 0
     for key, cs in finals.items():
         vals = {_canon_value(c.value_out) for c in cs}
+        read_back += bool(vals - {_NOTHING})
         per_key.setdefault(str(key), {})["final_reads"] = "agree" if len(vals) == 1 else "disagree"
         if len(vals) > 1:
             disagree += 1
@@ -125,8 +126,6 @@ def check_convergence(history: Sequence[Op], config: TestConfig | None = None,
                    for k, cs in finals.items()}
         figures["final_reads_missing_nodes"] = {k: v for k, v in missing.items() if v}
     held = figures.get("keys_held", 0)
-    read_back = sum(1 for cs in finals.values()
-                    if any(_canon_value(c.value_out) != _NOTHING for c in cs))
     basis = (f"{held:,} key(s) held by replicas, {read_back:,} key(s) read back by final reads"
              + (f" through {len(config.nodes)} nodes" if config.nodes and finals else ""))
     if not held and not read_back:

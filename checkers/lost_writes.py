@@ -71,14 +71,16 @@ def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *
         "stable_latency_ms": ns_quantiles_ms(latencies),
         "anomalies_listed": len(anomalies),
     }
-    basis = (f"{totals['acknowledged']:,} acknowledged element(s) over {len(groups):,} key(s), "
-             f"{totals['final_reads']:,} final read(s), {totals['reads']:,} reads in all")
     if not totals["acknowledged"]:
         verdicts.append(Verdict.UNKNOWN)
         basis = "no add was acknowledged: no write could have been lost"
     elif not totals["final_reads"]:
         verdicts.append(Verdict.UNKNOWN)
         basis = "no final read succeeded: lost elements cannot be told"
+    else:
+        basis = (f"{totals['acknowledged']:,} acknowledged element(s) over {len(groups):,} "
+                 f"key(s), {totals['final_reads']:,} final read(s), {totals['reads']:,} reads "
+                 "in all")
     return CheckResult("lost-writes", combine(verdicts), figures, tuple(anomalies), basis=basis)
 
 

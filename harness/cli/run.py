@@ -109,11 +109,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write a JUnit XML file: one test case per checker")
 
 
-def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
-    """The spec for the ``index``-th test of this command. Raises SpecError."""
+def specs_from(args: argparse.Namespace) -> list[TestSpec]:
+    """The specs of this command's tests: ``--test-count`` of them, seeds SEED, SEED+1, ...
+    (each drawn at random without ``--seed``). Raises SpecError."""
     given: dict[str, Any] = {}
-    if args.seed is not None:
-        given["seed"] = args.seed + index
     if args.concurrency is not None:
         given["concurrency"] = args.concurrency.workers(args.nodes)
     nemesis = SPEC_DEFAULTS.nemesis
@@ -127,7 +126,7 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
             raise SpecError(f"--schedule: {exc}") from None
     elif args.nemesis is not None:
         nemesis = tuple(k.strip() for k in args.nemesis.split(",") if k.strip())
-    return TestSpec(
+    given.update(
         name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=args.nodes,
         rate=args.rate, time_limit=args.time_limit, workload=args.workload,
         nemesis=nemesis, nemesis_mode=args.nemesis_mode,
@@ -136,7 +135,9 @@ def spec_from(args: argparse.Namespace, index: int = 0) -> TestSpec:
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
-        leave_running=args.leave_running, **given)
+        leave_running=args.leave_running)
+    return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
+            for i in range(max(1, args.test_count))]
 
 
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -155,7 +156,7 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
     given); return the worst exit code and a record of each run (none for bad arguments). An
     interrupt stops after the run it interrupted."""
     try:
-        specs = [spec_from(args, i) for i in range(max(1, args.test_count))]
+        specs = specs_from(args)
     except SpecError as exc:
         err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
         return Exit.USAGE, []

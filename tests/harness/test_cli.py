@@ -37,11 +37,11 @@ def parse(*argv: str) -> argparse.Namespace:
     ([], 10), (["--concurrency", "2n"], 10), (["--concurrency", "3n"], 15),
     (["--concurrency", "7"], 7), (["--concurrency", "1n", "--nodes", "3"], 3)])
 def test_concurrency_is_a_number_or_so_many_per_node(argv: list[str], workers: int) -> None:
-    assert run.spec_from(parse("run", "--nodes", "5", *argv)).workers == workers
+    assert run.specs_from(parse("run", "--nodes", "5", *argv))[0].workers == workers
 
 
 def test_a_per_node_concurrency_is_recorded_as_the_workers_it_made() -> None:
-    spec = run.spec_from(parse("run", "--nodes", "4", "--concurrency", "3n"))
+    spec = run.specs_from(parse("run", "--nodes", "4", "--concurrency", "3n"))[0]
     assert spec.to_json()["concurrency"] == 12
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from leftovers import leftovers
-from polling import wait_until
+from polling import faults_on, wait_until
 
 from kvcheck.checkers import read_history
 
@@ -82,22 +82,6 @@ def test_a_clock_strobe_over_a_pause_keeps_the_guarantee(tmp_path: Path) -> None
     assert leftovers(tmp_path / "h") == []
 
 
-def both_on(history: Path) -> bool:
-    """Whether a partition and a kill have both started (and not stopped)."""
-    if not history.exists():
-        return False
-    on: set[str] = set()
-    for line in history.read_text().splitlines()[1:]:
-        try:
-            op = json.loads(line)
-        except ValueError:  # the line being written
-            continue
-        if op["process"] == "nemesis" and op["type"] == "info":
-            kind = op["f"].partition("-")[2]
-            (on.add if op["f"].startswith("start-") else on.discard)(kind)
-    return {"partition", "kill"} <= on
-
-
 def test_sigint_during_two_overlapping_faults_leaves_nothing_behind(tmp_path: Path) -> None:
     schedule = write_schedule(
         tmp_path / "scenario.json",
@@ -110,7 +94,8 @@ def test_sigint_during_two_overlapping_faults_leaves_nothing_behind(tmp_path: Pa
          str(schedule), "--name", "interrupted", "--histories", str(histories)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: both_on(histories / "latest" / "history.jsonl"), process, 120,
+        history = histories / "latest" / "history.jsonl"
+        wait_until(lambda: {"partition", "kill"} <= faults_on(history), process, 120,
                    "the partition and the kill never were on together")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from leftovers import leftovers, run_ids
-from polling import wait_until
+from polling import faults_on, wait_until
 
 from kvcheck.harness.docker_cluster import RUN_LABEL
 from kvcheck.harness.engine import connect
@@ -24,19 +24,6 @@ SHORT = ["--nodes", "3", "--rate", "40", "--time-limit", "12", "--nemesis-interv
 def kvcheck(*args: str, histories: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "kvcheck", *args, "--histories", str(histories)],
                           capture_output=True, text=True, timeout=timeout)
-
-
-def partition_in_effect(history: Path) -> bool:
-    if not history.exists():
-        return False
-    for line in history.read_text().splitlines()[1:]:
-        try:
-            op = json.loads(line)
-        except ValueError:  # the line being written
-            continue
-        if op["f"] == "start-partition" and op["type"] == "info":
-            return True
-    return False
 
 
 def assert_no_store_crashed(run_dir: Path) -> None:
@@ -86,7 +73,8 @@ def test_sigint_in_the_middle_of_a_partition_leaves_nothing_behind(tmp_path: Pat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         history = tmp_path / "latest" / "history.jsonl"
-        wait_until(lambda: partition_in_effect(history), process, 120, "no partition started")
+        wait_until(lambda: "partition" in faults_on(history), process, 120,
+                   "no partition started")
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=120)
     finally:
