@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,17 +16,19 @@ FORMAT_HEADER = {"format": "kvcheck-history", "version": 1}
 
 
 class HistoryWriter:
-    """Appends ops to ``path``. ``time`` is ns since :meth:`start_clock` (or creation);
-    ``index`` counts from 0.
+    """Appends ops to ``path``. ``time`` is ns since :meth:`start_clock` (or creation), read
+    from ``clock`` (seconds: the monotonic clock, or a run's trio clock); ``index`` counts
+    from 0.
 
     Not thread-safe: one trio task at a time writes (trio runs tasks one at a time anyway).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._file: IO[str] = path.open("w", encoding="utf-8")
         self._file.write(json.dumps(FORMAT_HEADER) + "\n")
-        self._start = time.monotonic_ns()
+        self._clock = clock
+        self._start = clock()
         self.index = 0
         self.counts = {"invoke": 0, "ok": 0, "fail": 0, "info": 0}
 
@@ -34,11 +37,11 @@ class HistoryWriter:
         Raises RuntimeError once an op has been recorded."""
         if self.index:
             raise RuntimeError("the history clock starts before the first op")
-        self._start = time.monotonic_ns()
+        self._start = self._clock()
 
     def elapsed(self) -> float:
         """Seconds since the history began."""
-        return (time.monotonic_ns() - self._start) / 1e9
+        return self._clock() - self._start
 
     def record(self, process: int | str, type_: str, f: str, key: Any = None,
                value: Any = None, node: str | None = None, error: str | None = None,
@@ -46,7 +49,7 @@ class HistoryWriter:
         """Write one op and return it as written; ``error_detail`` (the raw error behind
         ``error``) and ``final`` (a final read) are written only when given."""
         op: dict[str, Any] = {
-            "index": self.index, "time": time.monotonic_ns() - self._start,
+            "index": self.index, "time": round((self._clock() - self._start) * 1e9),
             "process": process, "type": type_, "f": f, "key": key, "value": value, "node": node,
         }
         if error is not None:

@@ -122,7 +122,7 @@ class Runner:
         on SIGINT/SIGTERM and whatever the backend raises, after tearing down."""
         test = {**self.spec.to_json(), "run_id": self.backend.run_id}
         (self.run_dir / "test.json").write_text(json.dumps(test, indent=2) + "\n")
-        history = HistoryWriter(self.run_dir / "history.jsonl")
+        history = HistoryWriter(self.run_dir / "history.jsonl", clock=trio.current_time)
         self.progress.history = history
         try:
             async with trio.open_nursery() as outer:

@@ -80,6 +80,8 @@ class TestSpec:
     leave_running: bool = False
     request_timeout_ms: int = 1000
     op_timeout: float = 5.0
+    #: ``docker``: a container per node; ``sim``: the reference store simulated, in virtual time.
+    backend: Literal["docker", "sim"] = "docker"
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -99,6 +101,14 @@ class TestSpec:
         if self.expect and self.workload not in shown_by(self.expect):
             raise SpecError(f"--expect {self.expect} cannot be judged on the {self.workload} "
                             f"workload: use --workload {' or '.join(shown_by(self.expect))}")
+        if self.backend not in ("docker", "sim"):
+            raise SpecError(f"--backend must be docker or sim, not {self.backend!r}")
+        if self.backend == "sim" and self.db != "kvstore":
+            raise SpecError("--backend sim runs the reference store only (--db kvstore); "
+                            f"run --db {self.db} with --backend docker")
+        if self.backend == "sim" and self.leave_running:
+            raise SpecError("--leave-running needs --backend docker: a simulated cluster "
+                            "lives only as long as its run")
         if self.nemesis_mode not in ("overlap", "turns"):
             raise SpecError(f"--nemesis-mode must be overlap or turns, not {self.nemesis_mode!r}")
         if self.schedule:
@@ -154,11 +164,14 @@ class TestSpec:
         """The node a membership fault adds: not a member when the test starts."""
         return f"n{self.nodes + 1}"
 
+    def store_settings(self) -> dict[str, Any]:
+        """The cluster settings of the reference store the test sets (ClusterConfig fields)."""
+        return {"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
+                "sloppy_quorum": self.sloppy_quorum, "request_timeout_ms": self.request_timeout_ms}
+
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
-        return as_flags({"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
-                         "sloppy_quorum": self.sloppy_quorum,
-                         "request_timeout_ms": self.request_timeout_ms})
+        return as_flags(self.store_settings())
 
     @property
     def guarantee(self) -> str:
@@ -197,7 +210,7 @@ class TestSpec:
             "guarantee": self.guarantee,
             "checkers": list(self.checkers),
             "skipped_checkers": self.skipped_checkers,
-            "backend": "docker",
+            "backend": self.backend,
         }
 
 

@@ -2,19 +2,24 @@
 
 The second driver of :class:`~kvcheck.store.node.Node` (the trio server is the first). One seeded
 random generator decides every message delay and loss, so the same seed gives the same history, byte
-for byte, and a test needs neither sockets nor sleeps.
+for byte, and a test needs neither sockets nor sleeps. ``docs/sim.md`` lists what it models and
+how the real cluster differs:
 
-What it models, and how the real cluster behaves in the same case:
-
-- links: a message takes a random delay in ``latency``; ``loss`` drops a share of them; a cut
-  link (:meth:`Simulation.cut`) drops everything, silently — as iptables DROP does;
+- links: each node sends to each peer over one link of its own, as the server does over one TCP
+  connection: a message takes a random delay in ``latency`` and never overtakes an earlier one on
+  the same link; a cut link (:meth:`Simulation.cut`) drops everything, silently — as iptables
+  DROP does; ``loss`` drops a share of all messages outright (for unit tests of timeouts: TCP
+  would retransmit them — :meth:`Simulation.degrade` models packet faults as TCP sees them);
 - crash: the node's volatile state (requests in flight, timers, its membership view) is gone,
   its storage and hints (the disk) stay; messages sent to it fail at once as *undeliverable* —
-  as a refused TCP connect does;
+  as a refused TCP connect does — and after its restart, until each peer's link to it has
+  reconnected (at the peer's next retry, at most a second away, as the server backs off);
 - pause: the node handles nothing until resumed, then everything that arrived meanwhile — as
   SIGSTOP does;
 - clocks: each node's wall clock is virtual time plus its own offset; monotonic time is not
-  skewed — as with libfaketime in the containers.
+  skewed — as with libfaketime in the containers;
+- a bug: an exception the node logic raises crashes that node (as it would stop the server),
+  and is kept in :attr:`Simulation.failures`.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from __future__ import annotations
 import functools
 import heapq
 import random
-from collections.abc import Iterable
+import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.hints import Hints
+from kvcheck.store.messages import Message, encode_frame
 from kvcheck.store.node import (
     Action,
     CancelTimer,
@@ -53,8 +60,26 @@ from kvcheck.store.versions import Clock
 
 #: Wall-clock time (ms) at virtual time zero.
 EPOCH_MS = 1_700_000_000_000
+#: The most a peer's link waits between two attempts to reconnect (the server's backoff).
+MAX_RECONNECT_S = 1.0
+#: TCP's first retransmission timeout: what a lost packet costs a message.
+RETRANSMIT_S = 0.2
 
 State = Literal["up", "crashed", "paused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Degradation:
+    """Packet faults on the links leaving a node, as TCP shows them to the node: ``delay`` and
+    ``jitter`` (seconds) add to every message; a ``loss`` share of packets costs a message a
+    retransmission (:data:`RETRANSMIT_S`, doubling while it is lost again); ``rate_kbit``
+    queues messages behind each other at that bandwidth. Duplicated and reordered packets TCP
+    hides entirely."""
+
+    delay: float = 0.0
+    jitter: float = 0.0
+    loss: float = 0.0
+    rate_kbit: int = 0
 
 
 @dataclass(slots=True)
@@ -73,8 +98,9 @@ class SimNode:
 class Simulation:
     """A cluster of nodes in one process, in virtual time.
 
-    Client requests return a request id; :attr:`responses` maps it to ``(time, response)`` once
-    answered. Every event handled is appended to :attr:`trace` as a line of text.
+    Client requests return a request id; their answers go to ``answered(request, response)``
+    if given, else to :attr:`responses` (request id → ``(time, response)``). With ``trace``,
+    every event handled is appended to :attr:`trace` as a line of text.
     """
 
     def __init__(
@@ -86,6 +112,8 @@ class Simulation:
         latency: tuple[float, float] = (0.0005, 0.002),
         loss: float = 0.0,
         zones: dict[str, str] | None = None,
+        trace: bool = True,
+        answered: Callable[[int, Response], None] | None = None,
     ) -> None:
         self.cluster = cluster or ClusterConfig()
         self.random = random.Random(seed)
@@ -104,28 +132,46 @@ class Simulation:
         self.cut_links: set[tuple[str, str]] = set()
         self.responses: dict[int, tuple[float, Response]] = {}
         self.trace: list[str] = []
+        #: (node, traceback) for each exception the node logic raised (it crashed the node).
+        self.failures: list[tuple[str, str]] = []
+        self._tracing = trace
+        self._answered = answered
         self._queue: list[tuple[float, int, str, Event]] = []
         self._seq = 0
         self._next_request = 0
+        self._arrival: dict[tuple[str, str], float] = {}  # the last arrival on each link
+        self._reconnect: dict[tuple[str, str], float] = {}  # link down until then
+        self._crashed_at: dict[str, float] = {}
+        self._degraded: dict[str, Degradation] = {}
+        self._busy_until: dict[str, float] = {}  # a rate-limited node's link is busy until
         self.nodes = {n: self._boot(n, MemoryStorage(), Hints(), 1, self.configured)
                       for n in self.ring.members}
-        for node in self.nodes.values():
-            self._apply(node, node.logic.start(self._now(node)))
+        for node in list(self.nodes.values()):
+            self._start(node)
 
     # -- clients --
 
     def put(self, via: str, key: bytes, value: bytes | None, context: Clock | None = None,
             w: int | None = None) -> int:
         """Submit a put (a delete if ``value`` is None) to node ``via``; returns its request id."""
-        request = self._request()
-        self._schedule(0.0, via, ClientPut(request, key, value, context or {}, w))
+        request = self.new_request()
+        self.submit(via, ClientPut(request, key, value, context or {}, w))
         return request
 
     def get(self, via: str, key: bytes, r: int | None = None) -> int:
         """Submit a get to node ``via``; returns its request id."""
-        request = self._request()
-        self._schedule(0.0, via, ClientGet(request, key, r))
+        request = self.new_request()
+        self.submit(via, ClientGet(request, key, r))
         return request
+
+    def new_request(self) -> int:
+        """A request id no other request of this simulation has."""
+        self._next_request += 1
+        return self._next_request
+
+    def submit(self, via: str, event: ClientGet | ClientPut) -> None:
+        """Hand a client's request to node ``via`` now (a crashed node never answers it)."""
+        self._schedule(0.0, via, event)
 
     def wait_for(self, request: int, limit: float = 60.0) -> Response:
         """Run until ``request`` is answered; raises TimeoutError after ``limit`` virtual s."""
@@ -145,11 +191,21 @@ class Simulation:
     def heal(self) -> None:
         self.cut_links.clear()
 
+    def degrade(self, node_id: str, degradation: Degradation) -> None:
+        """Degrade the links leaving ``node_id`` (see :class:`Degradation`)."""
+        self._degraded[node_id] = degradation
+
+    def restore(self) -> None:
+        """Remove every degradation."""
+        self._degraded.clear()
+        self._busy_until.clear()
+
     def crash(self, node_id: str) -> None:
         """Stop the node; it loses everything but its disk."""
         node = self.nodes[node_id]
         node.state, node.timers, node.deferred = "crashed", {}, []
-        self.trace.append(f"{self.now:.6f} {node_id} crash")
+        self._crashed_at[node_id] = self.now
+        self._note(f"{node_id} crash")
 
     def restart(self, node_id: str) -> None:
         """Start a crashed node again on the same disk."""
@@ -158,10 +214,7 @@ class Simulation:
             raise ValueError(f"{node_id} is {old.state}, not crashed")
         node = self._boot(node_id, old.disk, old.hints, old.generation + 1,
                           old.logic.placement)
-        node.clock_offset = old.clock_offset
-        self.nodes[node_id] = node
-        self.trace.append(f"{self.now:.6f} {node_id} restart")
-        self._apply(node, node.logic.start(self._now(node)))
+        self._replace(old, node, "restart")
 
     def wipe(self, node_id: str) -> None:
         """Crash the node and start it again on an empty disk, as a new actor (a replaced
@@ -170,10 +223,7 @@ class Simulation:
         old = self.nodes[node_id]
         node = self._boot(node_id, MemoryStorage(), Hints(), old.generation + 1,
                           self.configured, actor=f"{node_id}.wiped{old.generation + 1}")
-        node.clock_offset = old.clock_offset
-        self.nodes[node_id] = node
-        self.trace.append(f"{self.now:.6f} {node_id} wipe")
-        self._apply(node, node.logic.start(self._now(node)))
+        self._replace(old, node, "wipe")
 
     # -- membership --
 
@@ -183,13 +233,13 @@ class Simulation:
         placement = self.nodes[via].logic.placement.joined(node_id, node_id, zone, 1)
         node = self._boot(node_id, MemoryStorage(), Hints(), 1, placement)
         self.nodes[node_id] = node
-        self.trace.append(f"{self.now:.6f} {node_id} join via {via}")
-        self._apply(node, node.logic.start(self._now(node)))
+        self._note(f"{node_id} join via {via}")
+        self._start(node)
 
     def leave(self, node_id: str) -> Refused | None:
         """Ask a node to decommission itself; returns why it refuses, or None."""
         node = self.nodes[node_id]
-        self.trace.append(f"{self.now:.6f} {node_id} leave")
+        self._note(f"{node_id} leave")
         return node.logic.leave(self._now(node))
 
     def fire(self, node_id: str, timer: Timer) -> None:
@@ -210,6 +260,12 @@ class Simulation:
         """Set the node's wall-clock offset (monotonic time stays true)."""
         self.nodes[node_id].clock_offset = seconds
 
+    def connected(self, node_id: str) -> bool:
+        """Whether the node is up and every peer's link to it is back (after a restart, each
+        peer reconnects at its next attempt): what a readiness check waits for."""
+        return self.nodes[node_id].state == "up" and all(
+            self._reconnect.get((peer, node_id), 0.0) <= self.now for peer in self.nodes)
+
     # -- running --
 
     def step(self) -> bool:
@@ -226,12 +282,19 @@ class Simulation:
         self._deliver(node, event)
         return True
 
-    def run_for(self, seconds: float) -> None:
-        """Handle every event due in the next ``seconds`` of virtual time."""
-        until = self.now + seconds
+    def next_time(self) -> float | None:
+        """When the next event is due, if any is."""
+        return self._queue[0][0] if self._queue else None
+
+    def run_until(self, until: float) -> None:
+        """Handle every event due by virtual time ``until``; then it is ``until``."""
         while self._queue and self._queue[0][0] <= until:
             self.step()
-        self.now = until
+        self.now = max(self.now, until)
+
+    def run_for(self, seconds: float) -> None:
+        """Handle every event due in the next ``seconds`` of virtual time."""
+        self.run_until(self.now + seconds)
 
     # -- internals --
 
@@ -241,12 +304,33 @@ class Simulation:
                      generation, hints)
         return SimNode(node_id, disk, hints, logic, generation=generation)
 
+    def _replace(self, old: SimNode, node: SimNode, what: str) -> None:
+        """``node`` takes the place of crashed ``old``; each peer's link to it comes back at
+        that peer's next attempt to reconnect (its backoff grows while the node is down)."""
+        node.clock_offset = old.clock_offset
+        self.nodes[node.node_id] = node
+        down_for = self.now - self._crashed_at.get(node.node_id, self.now)
+        for peer in self.nodes:
+            if peer != node.node_id:
+                self._reconnect[(peer, node.node_id)] = self.now + self.random.uniform(
+                    0.0, min(MAX_RECONNECT_S, down_for))
+        self._note(f"{node.node_id} {what}")
+        self._start(node)
+
+    def _start(self, node: SimNode) -> None:
+        try:
+            actions = node.logic.start(self._now(node))
+        except Exception:  # a bug in the node logic stops the node, as it would the server
+            self._fail(node)
+            return
+        self._apply(node, actions)
+
     def _now(self, node: SimNode) -> Now:
         return Now(self.now, EPOCH_MS + round((self.now + node.clock_offset) * 1000))
 
-    def _request(self) -> int:
-        self._next_request += 1
-        return self._next_request
+    def _note(self, what: str) -> None:
+        if self._tracing:
+            self.trace.append(f"{self.now:.6f} {what}")
 
     def _schedule(self, delay: float, node_id: str, event: Event) -> None:
         self._seq += 1
@@ -258,31 +342,61 @@ class Simulation:
         if node.state == "paused":
             node.deferred.append(event)
             return
-        self.trace.append(f"{self.now:.6f} {node.node_id} {event!r}")
-        self._apply(node, node.logic.handle(event, self._now(node)))
+        if self._tracing:
+            self.trace.append(f"{self.now:.6f} {node.node_id} {event!r}")
+        try:
+            actions = node.logic.handle(event, self._now(node))
+        except Exception:
+            self._fail(node)
+            return
+        self._apply(node, actions)
+
+    def _fail(self, node: SimNode) -> None:
+        self.failures.append((node.node_id, traceback.format_exc()))
+        self.crash(node.node_id)
 
     def _apply(self, node: SimNode, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case Send(peer, message):
-                    target = self.nodes[peer]
-                    if target.state == "crashed":
-                        self._schedule(0.0, node.node_id, Undeliverable(peer, message))
-                    elif (node.node_id, peer) in self.cut_links or (
-                        self.loss and self.random.random() < self.loss
-                    ):
-                        continue
-                    else:
-                        delay = self.random.uniform(*self.latency)
-                        self._schedule(delay, peer, Received(node.node_id, message))
+                    self._send(node.node_id, peer, message)
                 case Respond(request, response):
-                    self.responses[request] = (self.now, response)
+                    if self._answered is not None:
+                        self._answered(request, response)
+                    else:
+                        self.responses[request] = (self.now, response)
                 case StartTimer(timer, delay):
                     self._schedule(delay, node.node_id, TimerFired(timer))
                     node.timers[timer] = self._seq
                 case CancelTimer(timer):
                     node.timers.pop(timer, None)
 
+    def _send(self, source: str, peer: str, message: Message) -> None:
+        link = (source, peer)
+        if self.nodes[peer].state == "crashed" or self._reconnect.get(link, 0.0) > self.now:
+            self._schedule(0.0, source, Undeliverable(peer, message))
+            return
+        if link in self.cut_links or (self.loss and self.random.random() < self.loss):
+            return
+        at = self.now + self.random.uniform(*self.latency)
+        if (degraded := self._degraded.get(source)) is not None:
+            at = self._degrade(source, degraded, message, at)
+        at = max(at, self._arrival.get(link, 0.0))  # one connection: in order
+        self._arrival[link] = at
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, peer, Received(source, message)))
+
+    def _degrade(self, source: str, degraded: Degradation, message: Message, at: float) -> float:
+        at += degraded.delay + self.random.uniform(0.0, degraded.jitter)
+        timeout = RETRANSMIT_S
+        while degraded.loss and self.random.random() < degraded.loss:
+            at, timeout = at + timeout, timeout * 2
+        if degraded.rate_kbit:
+            start = max(self.now, self._busy_until.get(source, 0.0))
+            done = start + len(encode_frame(message)) * 8 / (degraded.rate_kbit * 1000)
+            self._busy_until[source] = done
+            at += done - self.now
+        return at
 
 
 @functools.lru_cache(maxsize=16)

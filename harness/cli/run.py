@@ -19,7 +19,7 @@ from rich.live import Live
 from rich.markup import escape
 
 from kvcheck.checkers import Results, check_run
-from kvcheck.harness.backend import BackendError
+from kvcheck.harness.backend import Backend, BackendError
 from kvcheck.harness.base_image import ImageError
 from kvcheck.harness.cli.options import (
     FOR_TESTS,
@@ -39,8 +39,10 @@ from kvcheck.harness.junit import RunRecord, write_junit
 from kvcheck.harness.package import PackageError
 from kvcheck.harness.report import write_report
 from kvcheck.harness.runner import Interrupted, Progress, Runner, new_run_dir
+from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
+from kvcheck.harness.virtual_time import run_virtual
 from kvcheck.nemesis import NemesisError, read_schedule
 from kvcheck.terminal import count, seconds
 
@@ -61,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test name: runs go to DIR/NAME/TIMESTAMP/ of --histories "
                    "(default: %(default)s)")
     add_database(p)
+    p.add_argument("--backend", choices=("docker", "sim"), default=SPEC_DEFAULTS.backend,
+                   help="docker: a container per node; sim: the reference store's nodes "
+                   "simulated in this process, in virtual time — --time-limit and every other "
+                   "duration are simulated seconds, and a seed replays a run exactly "
+                   "(docs/sim.md) (default: %(default)s)")
     add_cluster_options(p, FOR_TESTS)
     add_concurrency(p)
     p.add_argument("--rate", type=float, default=SPEC_DEFAULTS.rate,
@@ -135,7 +142,7 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
-        leave_running=args.leave_running)
+        leave_running=args.leave_running, backend=args.backend)
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
             for i in range(max(1, args.test_count))]
 
@@ -169,18 +176,20 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
                   f"{exc.strerror or exc}; choose another place with --histories",
                   highlight=False)
         return Exit.USAGE, []
-    try:
-        client = connect()
-        image = ensure_image(client, specs[0].database, progress=lambda line: err.print(
-            line, style="dim", markup=False, highlight=False))
-    except (EngineUnavailable, ImageError, PackageError) as exc:
-        err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
-        return Exit.CRASH, [RunRecord(s.name, args.histories, None, expect_anomaly, Exit.CRASH)
-                            for s in specs]
+    docker: tuple[Any, str] | None = None
+    if any(spec.backend == "docker" for spec in specs):
+        try:
+            client = connect()
+            docker = client, ensure_image(client, specs[0].database, progress=lambda line:
+                                          err.print(line, style="dim", markup=False,
+                                                    highlight=False))
+        except (EngineUnavailable, ImageError, PackageError) as exc:
+            err.print(f"[bold red]kvcheck run:[/] {exc}", highlight=False)
+            return Exit.CRASH, [RunRecord(s.name, args.histories, None, expect_anomaly,
+                                          Exit.CRASH) for s in specs]
     records = []
     for spec in specs:
-        code, results, run_dir, crashed = _run_one(spec, client, image, args.histories, out,
-                                                   err)
+        code, results, run_dir, crashed = _run_one(spec, docker, args.histories, out, err)
         records.append(RunRecord(spec.name, run_dir, results.to_json() if results else None,
                                  expect_anomaly, code, crashed))
         if code in (Exit.INTERRUPTED, Exit.TERMINATED):
@@ -188,18 +197,27 @@ def run_tests(args: argparse.Namespace, out: Console, err: Console,
     return worst(r.exit_code for r in records), records
 
 
-def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Console,
+def _run_one(spec: TestSpec, docker: tuple[Any, str] | None, histories: Path, out: Console,
              err: Console) -> tuple[Exit, Results | None, Path, tuple[str, ...]]:
-    """Run one test; return its exit code, its results (None if it did not finish), its
-    directory and the nodes that crashed during it."""
+    """Run one test (in Docker, ``docker`` is the engine's client and the node image); return
+    its exit code, its results (None if it did not finish), its directory and the nodes that
+    crashed during it."""
     run_dir, run_id = new_run_dir(histories, spec.name)
-    backend = DockerCluster(client, image, run_id, spec, spec.database, run_dir)
+    backend: Backend
+    if spec.backend == "sim":
+        backend = SimCluster(spec, run_id, run_dir)
+    else:
+        assert docker is not None
+        backend = DockerCluster(*docker, run_id, spec, spec.database, run_dir)
     runner = Runner(spec, backend, run_dir)
     out.print(f"[bold]{spec.name}[/]: {_configuration(spec)}, {spec.workload} workload, "
               f"nemesis {','.join(spec.nemesis) or 'none'}, seed {spec.seed} → {run_dir}",
               highlight=False)
     try:
-        trio.run(runner.run, _view(out))
+        if spec.backend == "sim":
+            run_virtual(runner.run, seed=spec.seed)
+        else:
+            trio.run(runner.run, _view(out))
     except Interrupted as exc:
         err.print(f"kvcheck run: {exc}; the cluster was torn down. The history so far is in "
                   f"{run_dir}", highlight=False)
@@ -231,7 +249,9 @@ def _run_one(spec: TestSpec, client: Any, image: str, histories: Path, out: Cons
 def _configuration(spec: TestSpec) -> str:
     """The database and its settings, in a few words."""
     if spec.db == "kvstore":
-        return f"{spec.nodes} nodes, N={spec.n} W={spec.w} R={spec.r} {spec.versioning}"
+        simulated = "simulated " if spec.backend == "sim" else ""
+        return (f"{spec.nodes} {simulated}nodes, N={spec.n} W={spec.w} R={spec.r} "
+                f"{spec.versioning}")
     options = " ".join(f"{k}={v}" for k, v in spec.db_options)
     return f"{spec.db} on {spec.nodes} nodes" + (f" ({options})" if options else "")
 

@@ -88,9 +88,8 @@ class KvStore(Database):
 
     def client(self, node: str, cluster: Cluster) -> KvStoreClient:
         spec = cluster.spec  # the harness's op_timeout decides; the client's own is a safety net
-        return KvStoreClient(cluster.host(node), workload=spec.workload,
-                             vector_clocks=spec.versioning == "vclock",
-                             timeout=2 * spec.op_timeout)
+        return KvStoreClient(StoreClient(cluster.host(node), PORT, timeout=2 * spec.op_timeout),
+                             workload=spec.workload, vector_clocks=spec.versioning == "vclock")
 
     def guarantee(self, spec: TestSpec) -> str:
         return derived_guarantee(spec.n, spec.w, spec.r, spec.sloppy_quorum)
@@ -169,10 +168,11 @@ async def _has_left(client: StoreClient) -> bool:
 
 
 class KvStoreClient:
-    """One worker's connection to one node of the reference store (module docstring)."""
+    """One worker's connection to one node of the reference store, through ``store``
+    (module docstring)."""
 
-    def __init__(self, host: str, *, workload: str, vector_clocks: bool, timeout: float) -> None:
-        self._store = StoreClient(host, PORT, timeout=timeout)
+    def __init__(self, store: StoreClient, *, workload: str, vector_clocks: bool) -> None:
+        self._store = store
         self._sets = workload == "set"
         self._vector_clocks = vector_clocks
         #: The causal context of this worker's last read of each key.

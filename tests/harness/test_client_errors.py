@@ -45,6 +45,7 @@ from kvcheck.harness.databases.kvstore import KvStoreClient
 from kvcheck.harness.databases.redis_client import REDIS_PORT, SENTINEL_PORT, RedisClient
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.report import write_report
+from kvcheck.store.client import StoreClient
 
 #: The clients' own timeout in these tests, in seconds.
 TIMEOUT = 0.3
@@ -231,7 +232,7 @@ def http_server(how: str) -> Handler:
 
 HTTP_CLIENTS: dict[str, tuple[int, Callable[[str], Client]]] = {
     "kvstore": (KVSTORE_PORT, lambda host: KvStoreClient(
-        host, workload="register", vector_clocks=False, timeout=TIMEOUT)),
+        StoreClient(host, KVSTORE_PORT, TIMEOUT), workload="register", vector_clocks=False)),
     "etcd": (CLIENT_PORT, lambda host: EtcdClient(host, workload="register", timeout=TIMEOUT)),
     "example": (EXAMPLE_PORT, lambda host: PrimaryStoreClient(host, timeout=TIMEOUT)),
 }
@@ -378,11 +379,13 @@ def test_the_history_keeps_the_words_and_the_detail_and_the_report_shows_them(
 
     async def main() -> None:
         async with serving(host, KVSTORE_PORT, http_server("close")):
-            closed = KvStoreClient(host, workload="register", vector_clocks=False, timeout=5)
+            closed = KvStoreClient(StoreClient(host, KVSTORE_PORT, 5), workload="register",
+                                   vector_clocks=False)
             assert await perform(closed, WRITE, history, 0, "n1", op_timeout=5) == "info"
             await closed.close()
         async with serving(host, KVSTORE_PORT, http_server("silent")):
-            silent = KvStoreClient(host, workload="register", vector_clocks=False, timeout=5)
+            silent = KvStoreClient(StoreClient(host, KVSTORE_PORT, 5), workload="register",
+                                   vector_clocks=False)
             assert await perform(silent, READ, history, 1, "n1", op_timeout=TIMEOUT) == "info"
             await silent.close()
         assert await perform(Refusing(), WRITE, history, 2, "n1", op_timeout=5) == "fail"

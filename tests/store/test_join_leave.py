@@ -176,6 +176,7 @@ def test_join_then_leave_with_a_crash_and_restart_keeps_every_acknowledged_write
         writer.via = ["n4"]
         writer.run_until(lambda: writer.count >= 200)
         sim.restart("n2")
+        writer.run_until(lambda: sim.connected("n2"))  # ready again, as kvcheck waits for
         writer.via = ["n2", "n4"]
     writer.run_until(lambda: settled(sim, "n6", "normal"))
     assert sim.leave(leaving) is None
