@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import errno
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import trio
+import trio.testing
 
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Cluster, Database, DatabaseError
@@ -83,6 +85,8 @@ class SimCluster:
         self._down: set[str] = set()
         self._waiting: dict[int, _Waiter] = {}
         self._reported = 0  # failures of the node logic already reported as crashes
+        self._noted = 0  # failures of the node logic already noted in the node's log
+        self._answers: deque[tuple[float, int, Response]] = deque()  # in time order
         self._wake: trio.CancelScope | None = None
         self._driver = trio.CancelScope()
         self._log: dict[str, list[str]] = {}
@@ -118,22 +122,47 @@ class SimCluster:
         self._log.clear()
 
     async def _drive(self) -> None:
-        """Move the simulation on with trio's clock: handle what is due, then sleep until the
-        next event (or until :meth:`_poke` brings that forward)."""
+        """Move the simulation on with trio's clock.
+
+        Once every other task waits (for an event or a deadline), nothing but the simulation
+        can happen before the next deadline: the simulation runs ahead to it in one go, up to
+        the first answer to a client, whose waiter is woken at that answer's virtual time. A
+        request or a fault brings the driver's own wake-up forward (:meth:`_poke`).
+        """
         with self._driver:
             while True:
+                await trio.testing.wait_all_tasks_blocked()
+                now = trio.current_time()
                 self._catch_up()
-                due = self.sim.next_time()
-                with trio.CancelScope(deadline=math.inf if due is None else due) as self._wake:
+                horizon = now + trio.lowlevel.current_statistics().seconds_to_next_deadline
+                while not self._answers and (due := self.sim.next_time()) is not None \
+                        and due <= horizon:
+                    self.sim.step()
+                self._note_failures()
+                wake = self._answers[0][0] if self._answers else self.sim.next_time()
+                with trio.CancelScope(deadline=math.inf if wake is None else wake) as scope:
+                    self._wake = scope
                     await trio.sleep_forever()
 
     def _catch_up(self) -> None:
-        """Handle every event due by now; a node the node logic crashed on breaks its clients'
-        connections, as a server that stops does."""
-        self.sim.run_until(trio.current_time())
-        for node, trace in self.sim.failures[self._reported:]:
+        """Handle every event due by now, and wake the clients answered by then."""
+        now = trio.current_time()
+        self.sim.run_until(now)
+        while self._answers and self._answers[0][0] <= now:
+            _, request, response = self._answers.popleft()
+            waiter = self._waiting.get(request)
+            if waiter is not None:
+                waiter.response = response
+                waiter.done.set()
+        self._note_failures()
+
+    def _note_failures(self) -> None:
+        """A node the node logic crashed on breaks its clients' connections, as a server that
+        stops does."""
+        for node, trace in self.sim.failures[self._noted:]:
             self._note(node, "crashed: the node logic raised\n" + trace.rstrip())
             self._break_connections(node)
+        self._noted = len(self.sim.failures)
 
     def _poke(self) -> None:
         """Something was added to the simulation now: wake the driver for it."""
@@ -147,10 +176,8 @@ class SimCluster:
     # -- clients --
 
     def _answered(self, request: int, response: Response) -> None:
-        waiter = self._waiting.get(request)
-        if waiter is not None:
-            waiter.response = response
-            waiter.done.set()
+        """The simulation answered ``request``: its client hears it at this virtual time."""
+        self._answers.append((self.sim.now, request, response))
 
     def _break_connections(self, node: str) -> None:
         for waiter in self._waiting.values():
