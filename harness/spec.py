@@ -34,6 +34,7 @@ from kvcheck.harness.databases import (
 )
 from kvcheck.nemesis import NemesisError, Planned, check_nodes, parse_kinds
 from kvcheck.nemesis.plan import usable_topologies
+from kvcheck.store.bugs import check_bugs
 from kvcheck.store.cli.settings import as_flags
 
 __all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
@@ -82,6 +83,8 @@ class TestSpec:
     op_timeout: float = 5.0
     #: ``docker``: a container per node; ``sim``: the reference store simulated, in virtual time.
     backend: Literal["docker", "sim"] = "docker"
+    #: Deliberate mistakes switched on in every node of the reference store (store/bugs.py).
+    bugs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -106,6 +109,13 @@ class TestSpec:
         if self.backend == "sim" and self.db != "kvstore":
             raise SpecError("--backend sim runs the reference store only (--db kvstore); "
                             f"run --db {self.db} with --backend docker")
+        try:
+            object.__setattr__(self, "bugs", check_bugs(self.bugs))
+        except ValueError as exc:
+            raise SpecError(f"--bug: {exc}") from None
+        if self.bugs and self.db != "kvstore":
+            raise SpecError("--bug switches on mistakes in the reference store (--db kvstore) "
+                            f"only, not in {self.db}")
         if self.backend == "sim" and self.leave_running:
             raise SpecError("--leave-running needs --backend docker: a simulated cluster "
                             "lives only as long as its run")
@@ -167,11 +177,12 @@ class TestSpec:
     def store_settings(self) -> dict[str, Any]:
         """The cluster settings of the reference store the test sets (ClusterConfig fields)."""
         return {"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
-                "sloppy_quorum": self.sloppy_quorum, "request_timeout_ms": self.request_timeout_ms}
+                "sloppy_quorum": self.sloppy_quorum, "request_timeout_ms": self.request_timeout_ms,
+                "bugs": self.bugs}
 
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
-        return as_flags(self.store_settings())
+        return [*as_flags(self.store_settings()), *(f"--bug={bug}" for bug in self.bugs)]
 
     @property
     def guarantee(self) -> str:
@@ -216,4 +227,5 @@ class TestSpec:
 
 #: Options of the reference store alone (``--db kvstore``); ``test.json`` has them from
 #: :meth:`Database.describe`.
-_STORE_SETTINGS = frozenset({"n", "w", "r", "versioning", "sloppy_quorum", "request_timeout_ms"})
+_STORE_SETTINGS = frozenset({"n", "w", "r", "versioning", "sloppy_quorum", "request_timeout_ms",
+                             "bugs"})

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from kvcheck.store.bugs import check_bugs
 from kvcheck.store.versions import Versioning
 
 #: When the commit log is synced to disk: before every acknowledgement (with group commit),
@@ -68,6 +69,8 @@ class ClusterConfig:
     cluster_name: str = "kvcheck"
     #: The storage engine flushes its memtable to an SSTable past this many bytes.
     memtable_bytes: int = 32 << 20
+    #: Deliberate mistakes switched on (:mod:`kvcheck.store.bugs`): for testing the tester.
+    bugs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
@@ -93,6 +96,10 @@ class ClusterConfig:
             raise ConfigError(f"sloppy_quorum must be true or false, not {self.sloppy_quorum!r}")
         if not isinstance(self.tombstone_grace_ms, int) or self.tombstone_grace_ms < 0:
             raise ConfigError("tombstone_grace_ms must be a non-negative integer")
+        try:
+            object.__setattr__(self, "bugs", check_bugs(self.bugs))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

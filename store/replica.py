@@ -169,7 +169,9 @@ class Replica:
 
     def _merge(self, key: bytes, versions: Sequence[Version], hint_for: str | None) -> None:
         local = self._storage.get(key)
-        merged = resolve(sync(local, versions), self._cluster.versioning)
+        versioning = "lww" if "merge-keeps-newest" in self._cluster.bugs else \
+            self._cluster.versioning
+        merged = resolve(sync(local, versions), versioning)
         if merged != canonical(local):
             self.store(key, merged, local)
         if hint_for is not None:

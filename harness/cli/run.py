@@ -44,6 +44,7 @@ from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
 from kvcheck.harness.virtual_time import run_virtual
 from kvcheck.nemesis import NemesisError, read_schedule
+from kvcheck.store.bugs import describe_bugs
 from kvcheck.terminal import count, seconds
 
 
@@ -69,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "duration are simulated seconds, and a seed replays a run exactly "
                    "(docs/sim.md) (default: %(default)s)")
     add_cluster_options(p, FOR_TESTS)
+    p.add_argument("--bug", action="append", default=[], metavar="NAME",
+                   help="switch on a deliberate mistake in every node of the reference store, "
+                   "to see kvcheck catch it (repeatable; --bug help lists them)")
     add_concurrency(p)
     p.add_argument("--rate", type=float, default=SPEC_DEFAULTS.rate,
                    help="operations per second, all workers together (default: %(default)g)")
@@ -142,7 +146,7 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
-        leave_running=args.leave_running, backend=args.backend)
+        leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug))
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
             for i in range(max(1, args.test_count))]
 
@@ -150,6 +154,9 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
 def _run(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.db == "help":
         out.print(describe(), markup=False, highlight=False)
+        return Exit.OK
+    if "help" in args.bug:
+        out.print(describe_bugs(), markup=False, highlight=False, soft_wrap=True)
         return Exit.OK
     code, records = run_tests(args, out, err)
     if args.junit and records:
@@ -250,8 +257,9 @@ def _configuration(spec: TestSpec) -> str:
     """The database and its settings, in a few words."""
     if spec.db == "kvstore":
         simulated = "simulated " if spec.backend == "sim" else ""
+        bugs = f", bugs: {', '.join(spec.bugs)}" if spec.bugs else ""
         return (f"{spec.nodes} {simulated}nodes, N={spec.n} W={spec.w} R={spec.r} "
-                f"{spec.versioning}")
+                f"{spec.versioning}{bugs}")
     options = " ".join(f"{k}={v}" for k, v in spec.db_options)
     return f"{spec.db} on {spec.nodes} nodes" + (f" ({options})" if options else "")
 

@@ -103,7 +103,7 @@ class KvStore(Database):
     def describe(self, spec: TestSpec) -> dict[str, Any]:
         return {"n": spec.n, "w": spec.w, "r": spec.r, "sloppy_quorum": spec.sloppy_quorum,
                 "versioning": "vector-clock" if spec.versioning == "vclock" else "lww",
-                "request_timeout_ms": spec.request_timeout_ms}
+                "request_timeout_ms": spec.request_timeout_ms, "bugs": list(spec.bugs)}
 
     async def replica_state(self, node: str, keys: Sequence[str],
                             cluster: Cluster) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from kvcheck.store.bugs import describe_bugs
 from kvcheck.store.cli.exitcodes import Exit
 from kvcheck.store.cli.settings import add_cluster_settings, given
 from kvcheck.store.config import (
@@ -55,6 +56,9 @@ def register(commands: Any) -> None:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="what the node logs (default: %(default)s)")
+    serve.add_argument("--bug", action="append", default=[], metavar="NAME",
+                       help="switch on a deliberate mistake, for testing a tester (repeatable; "
+                       "--bug help lists them; never on by default)")
     add_cluster_settings(serve, "cluster settings (every node of a cluster must agree; each "
                          "overrides --config's [cluster] table)")
     serve.set_defaults(handler=_serve)
@@ -65,6 +69,8 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
     raw: dict[str, Any] = load_toml(args.config) if args.config else {}
     cluster = dict(raw.get("cluster", {}))
     cluster.update(given(args))
+    if args.bug:
+        cluster["bugs"] = (*cluster.get("bugs", ()), *args.bug)
     node_id = args.node_id or raw.get("node_id")
     listen = args.listen or raw.get("listen")
     data_dir = args.data_dir or (Path(raw["data_dir"]) if "data_dir" in raw else None)
@@ -85,10 +91,16 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
 def _serve(args: argparse.Namespace) -> int:
     from kvcheck.store.server import serve
 
+    if "help" in args.bug:
+        print(describe_bugs())
+        return Exit.OK
     config = node_config(args)
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s {config.me.node_id} %(levelname)s %(name)s: %(message)s")
+    if config.cluster.bugs:
+        logging.getLogger("kvcheck.store").warning(
+            "running with deliberate bugs switched on: %s", ", ".join(config.cluster.bugs))
     try:
         trio.run(serve, config)
     except (CorruptLogError, StorageError) as exc:

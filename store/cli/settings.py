@@ -81,6 +81,8 @@ def _settings() -> tuple[Setting, ...]:
     types = typing.get_type_hints(ClusterConfig)
     settings = []
     for f in dataclasses.fields(ClusterConfig):
+        if f.name == "bugs":  # not a setting: ``--bug NAME``, repeatable (kvstore serve)
+            continue
         kind = types[f.name]
         choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else None
         settings.append(Setting(f.name, str if choices else kind, choices, f.default,
