@@ -151,7 +151,7 @@ class SimCluster:
         while self._answers and self._answers[0][0] <= now:
             _, request, response = self._answers.popleft()
             waiter = self._waiting.get(request)
-            if waiter is not None:
+            if waiter is not None and not waiter.done.is_set():  # not broken meanwhile
                 waiter.response = response
                 waiter.done.set()
         self._note_failures()

@@ -42,7 +42,7 @@ from kvcheck.harness.runner import Interrupted, Progress, Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
-from kvcheck.harness.virtual_time import run_virtual
+from kvcheck.harness.virtual_time import DeterminismUnavailable, run_virtual
 from kvcheck.nemesis import NemesisError, read_schedule
 from kvcheck.store.bugs import describe_bugs
 from kvcheck.terminal import count, seconds
@@ -232,6 +232,9 @@ def _run_one(spec: TestSpec, docker: tuple[Any, str] | None, histories: Path, ou
     except BackendError as exc:
         err.print("[bold red]kvcheck run:[/] " + escape(f"--db {spec.db}: {exc}"),
                   highlight=False)
+        return Exit.CRASH, None, run_dir, ()
+    except DeterminismUnavailable as exc:
+        err.print("[bold red]kvcheck run:[/] " + escape(str(exc)), highlight=False)
         return Exit.CRASH, None, run_dir, ()
     except DatabaseError as exc:
         err.print("[bold red]kvcheck run:[/] " + escape(
