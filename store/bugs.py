@@ -20,6 +20,10 @@ BUGS: dict[str, str] = {
                      "replicas hold it",
     "merge-keeps-newest": "replica: merging a replicated write keeps only the newest of "
                           "concurrent versions (by timestamp) instead of both as siblings",
+    "repair-replaces": "replica: a read repair replaces the replica's versions with those "
+                       "sent, instead of merging them in",
+    "lww-last-arrival": "replica: with last-write-wins, a replicated version replaces the "
+                        "stored one whatever their timestamps",
 }
 
 

@@ -38,6 +38,7 @@ from kvcheck.store.antientropy import SharedHashes
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.events import Action, Now, StartTimer, Tick
 from kvcheck.store.hints import Hints
+from kvcheck.store.ids import REPAIR_REQUEST
 from kvcheck.store.messages import (
     Message,
     ReadReply,
@@ -130,6 +131,10 @@ class Replica:
             case StampRequest(number, key, context, value, timestamp, hint_for):
                 stamped = self._stamp(key, context, value, timestamp, hint_for)
                 return StampReply(number, key, stamped.dot, stamped.versions)
+            case Replicate(number, key, versions, hint_for) if (
+                    number == REPAIR_REQUEST and "repair-replaces" in self._cluster.bugs):
+                self.store(key, canonical(versions))
+                return ReplicateAck(number)
             case Replicate(number, key, versions, hint_for):
                 self._merge(key, versions, hint_for)
                 return ReplicateAck(number)
@@ -171,7 +176,8 @@ class Replica:
         local = self._storage.get(key)
         versioning = "lww" if "merge-keeps-newest" in self._cluster.bugs else \
             self._cluster.versioning
-        merged = resolve(sync(local, versions), versioning)
+        kept = [] if versioning == "lww" and "lww-last-arrival" in self._cluster.bugs else local
+        merged = resolve(sync(kept, versions), versioning)
         if merged != canonical(local):
             self.store(key, merged, local)
         if hint_for is not None:

@@ -110,17 +110,30 @@ def sync(*sibling_sets: Iterable[Version]) -> list[Version]:
     """Merge sibling sets: the union, less duplicates and versions another one supersedes.
 
     Commutative, associative and idempotent (a join), so replicas may merge in any order.
-    The result is sorted by dot, so equal sets compare equal.
+    The result is sorted by dot, so equal sets compare equal. Two versions with one dot but
+    different contents — last-write-wins forgets the versions it drops, their dots with them,
+    so a replica can stamp a dot again — are settled as last-write-wins would settle them
+    (:func:`_content_order`), so replicas that hold either still agree once they have merged.
     """
     by_dot: dict[Dot, Version] = {}
     for versions in sibling_sets:
         for version in versions:
-            by_dot.setdefault(version.dot, version)
+            kept = by_dot.get(version.dot)
+            if kept is None or (kept != version
+                                and _content_order(version) > _content_order(kept)):
+                by_dot[version.dot] = version
     if len(by_dot) <= 1:
         return list(by_dot.values())
     candidates = list(by_dot.values())
     return canonical(
         v for v in candidates if not any(o.covers(v.dot) for o in candidates if o is not v))
+
+
+def _content_order(version: Version) -> tuple[object, ...]:
+    """A total order of versions with the same dot: the later timestamp first, then by
+    content, so that the choice between them is the same on every replica."""
+    return (version.timestamp, version.value is not None, version.value or b"",
+            sorted(version.context.items()))
 
 
 def resolve(versions: Sequence[Version], versioning: Versioning) -> list[Version]:

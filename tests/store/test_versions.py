@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvcheck.store.versions import (
@@ -171,3 +171,34 @@ def test_empty_context_token_is_the_empty_context() -> None:
 def test_malformed_versions_raise_value_error(raw: object) -> None:
     with pytest.raises(ValueError):
         decode_versions(raw)
+
+
+lww_operations = st.lists(
+    st.tuples(st.sampled_from(["write", "sync"]), st.sampled_from("ABC"),
+              st.sampled_from("ABC"), st.integers(0, 5)),
+    max_size=30,
+)
+
+
+@settings(max_examples=300)
+@given(lww_operations)
+@example([("write", "A", "A", 1), ("sync", "C", "A", 0), ("write", "B", "B", 4),
+          ("sync", "A", "B", 0), ("write", "A", "A", 5)])  # A stamps its dot again; C has the old
+def test_with_last_write_wins_replicas_that_exchange_everything_agree(
+    ops: list[tuple[str, str, str, int]],
+) -> None:
+    """Last-write-wins keeps one version and forgets the others, their dots with them: a
+    replica may stamp a dot it stamped before, with another value. Replicas must still agree
+    once each has merged every other's state, whatever the order."""
+    state: dict[str, list[Version]] = {r: [] for r in "ABC"}
+    for i, (kind, here, there, clock) in enumerate(ops):
+        if kind == "write":  # blind, as a last-write-wins client writes
+            _, versions = stamp(here, state[here], {}, str(i).encode(), clock, BIG)
+            state[here] = resolve(versions, "lww")
+        else:
+            state[here] = resolve(sync(state[here], state[there]), "lww")
+    for _ in range(2):
+        for here in "ABC":
+            for there in "ABC":
+                state[here] = resolve(sync(state[here], state[there]), "lww")
+    assert state["A"] == state["B"] == state["C"]
