@@ -22,6 +22,9 @@ BUGS: dict[str, str] = {
                           "concurrent versions (by timestamp) instead of both as siblings",
     "repair-replaces": "replica: a read repair replaces the replica's versions with those "
                        "sent, instead of merging them in",
+    "dot-from-context": "versions: a new version's counter follows the client's context alone, "
+                        "not what the replica stores, so two blind writes through one replica "
+                        "get the same dot",
     "lww-last-arrival": "replica: with last-write-wins, a replicated version replaces the "
                         "stored one whatever their timestamps",
 }

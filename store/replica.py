@@ -50,7 +50,16 @@ from kvcheck.store.messages import (
     StampRequest,
 )
 from kvcheck.store.storage import Storage, StorageError
-from kvcheck.store.versions import Clock, Dot, Version, canonical, resolve, stamp, sync
+from kvcheck.store.versions import (
+    Clock,
+    Dot,
+    Version,
+    canonical,
+    discard,
+    resolve,
+    stamp,
+    sync,
+)
 
 T = TypeVar("T")
 
@@ -164,8 +173,13 @@ class Replica:
     def _stamp(self, key: bytes, context: Clock, value: bytes | None, timestamp: int,
                hint_for: str | None) -> Stamped:
         local = self._storage.get(key)
-        version, versions = stamp(self.actor, local, context, value, timestamp,
-                                  self._cluster.vclock_max_entries)
+        if "dot-from-context" in self._cluster.bugs:  # the counter as if nothing were stored
+            version, _ = stamp(self.actor, (), context, value, timestamp,
+                               self._cluster.vclock_max_entries)
+            versions = [*discard(local, context), version]
+        else:
+            version, versions = stamp(self.actor, local, context, value, timestamp,
+                                      self._cluster.vclock_max_entries)
         kept = tuple(resolve(versions, self._cluster.versioning))
         self.store(key, kept, local)
         if hint_for is not None:

@@ -23,6 +23,7 @@ CAUGHT_BY = {
     "ack-when-sent": ([], "stale-reads", "stale-read"),
     "merge-keeps-newest": (["--workload", "set"], "lost-writes", "lost"),
     "repair-replaces": (["--workload", "set"], "lost-writes", "lost"),
+    "dot-from-context": (["--workload", "set"], "lost-writes", "lost"),
     "lww-last-arrival": (["--versioning", "lww"], "stale-reads", "stale-read"),
 }
 #: Seeds tried, in order, before a bug counts as not caught.
