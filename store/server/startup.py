@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 from dataclasses import asdict, replace
@@ -52,8 +53,9 @@ async def placement_for(config: NodeConfig) -> Placement:
         raise ConfigError(f"cannot join through {seed}: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{seed} sent records this node cannot read: {exc}") from None
+    ours = json.loads(json.dumps(asdict(config.cluster)))  # as /status shows them
     differ = [f"{name} is {mine!r} here, {theirs.get(name)!r} there"
-              for name, mine in asdict(config.cluster).items() if theirs.get(name) != mine]
+              for name, mine in ours.items() if theirs.get(name) != mine]
     if differ:
         raise ConfigError(f"this node's cluster settings differ from those of the cluster it "
                           f"joins through {seed}: {'; '.join(differ)}. Every member needs the "

@@ -1,0 +1,191 @@
+"""``kvcheck explore``: search simulated runs for a failure, shrink it, print how to replay it.
+
+Each search writes ``DIR/explore/<timestamp>[-shard-I-of-N]/``: ``summary.json`` (what was
+searched, how long, and the failure if one was found: why, its size, the command that replays
+it), the failure's ``schedule.json`` and its run directory under ``run/``. ``--merge DIR…``
+reads the summaries of shards run anywhere and reports them together (docs/sim.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, get_args
+
+from rich.console import Console
+
+from kvcheck.harness.cli.options import add_histories
+from kvcheck.harness.cli.values import positive_float
+from kvcheck.harness.exitcodes import Exit
+from kvcheck.harness.explore import SIM_KINDS, Axes, Case, Outcome, Search
+from kvcheck.harness.runner import new_run_id
+from kvcheck.harness.spec import Workload
+from kvcheck.nemesis import NemesisError, parse_kinds
+from kvcheck.nemesis.schedule import write_schedule
+from kvcheck.store.bugs import BUGS
+from kvcheck.store.versions import Versioning
+
+
+def register(commands: Any) -> None:
+    """Add ``explore`` to the ``kvcheck`` subcommands ``commands``."""
+    p = commands.add_parser(
+        "explore", help="search simulated runs for a failure and shrink it",
+        description="Run simulated tests (--backend sim) drawn by Hypothesis — configurations, "
+        "overlapping fault schedules, seeds — until one's verdict is not the one expected, "
+        "shrink it, and print a command that replays it exactly. Options given fix that axis "
+        "of the search. Exit code: 1 when a failure was found, 0 when the budget ran out "
+        "without one (docs/sim.md).")
+    p.add_argument("--workload", choices=get_args(Workload), help="default: either")
+    p.add_argument("--versioning", choices=get_args(Versioning), help="default: either")
+    p.add_argument("--nemesis", default=",".join(SIM_KINDS),
+                   help="the fault kinds to draw from, comma-separated, or none "
+                   "(default: %(default)s)")
+    p.add_argument("--nodes", type=int, default=5, help="cluster size (default: %(default)s)")
+    p.add_argument("--n", type=int, default=3, help="replicas per key (default: %(default)s)")
+    p.add_argument("--w", type=int, help="write quorum (default: any from 1 to N)")
+    p.add_argument("--r", type=int, help="read quorum (default: any from 1 to N)")
+    p.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction, default=None,
+                   help="sloppy or strict quorums (default: either)")
+    p.add_argument("--bug", action="append", default=[], metavar="NAME",
+                   help="switch on a deliberate mistake of the store (repeatable; kvcheck run "
+                   "--bug help lists them)")
+    p.add_argument("--budget", type=positive_float, default=600.0, metavar="SECONDS",
+                   help="stop searching after this many seconds (default: %(default)g)")
+    p.add_argument("--max-runs", type=int, default=1_000_000, metavar="N",
+                   help="stop searching after this many runs, shrinking included (a bound "
+                   "that does not depend on the machine's speed)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the search's seed: the same seed tries the same runs (default: 0)")
+    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+                   help="search the I-th of N disjoint parts (I from 0), e.g. one per job of "
+                   "a batch system")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                   help="instead of searching, report the searches whose summaries are under "
+                   "these directories")
+    add_histories(p, "where explore/ goes (default: %(default)s)")
+    p.set_defaults(handler=_explore)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, not {text!r}")
+    return int(index), int(count)
+
+
+def axes_from(args: argparse.Namespace) -> Axes:
+    """The search space the options leave. Raises ValueError naming a bad option."""
+    kinds = tuple(parse_kinds(args.nemesis))
+    if unknown := [k for k in kinds if k not in SIM_KINDS]:
+        raise ValueError(f"--nemesis: the simulator cannot make {', '.join(unknown)}")
+    if not 1 <= args.n <= args.nodes:
+        raise ValueError(f"--n must be from 1 to --nodes ({args.nodes})")
+    for name in ("w", "r"):
+        value = getattr(args, name)
+        if value is not None and not 1 <= value <= args.n:
+            raise ValueError(f"--{name} must be from 1 to --n ({args.n})")
+    if unknown := sorted(set(args.bug) - set(BUGS)):
+        raise ValueError(f"--bug: no such bug: {', '.join(unknown)} (kvcheck run --bug help)")
+    quorums = tuple(range(1, args.n + 1))
+    return Axes(
+        nodes=args.nodes, n=args.n, kinds=kinds, bugs=tuple(sorted(set(args.bug))),
+        workloads=(args.workload,) if args.workload else ("register", "set"),
+        versionings=(args.versioning,) if args.versioning else ("vclock", "lww"),
+        sloppy=(args.sloppy_quorum,) if args.sloppy_quorum is not None else (False, True),
+        w=(args.w,) if args.w else quorums, r=(args.r,) if args.r else quorums)
+
+
+def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.merge:
+        return _merge(args.merge, out, err)
+    try:
+        axes = axes_from(args)
+    except (ValueError, NemesisError) as exc:
+        err.print(f"[bold red]kvcheck explore:[/] {exc}", highlight=False)
+        return Exit.USAGE
+    index, count = args.shard
+    stamp, _ = new_run_id()
+    name = stamp if count == 1 else f"{stamp}-shard-{index}-of-{count}"
+    where = (args.histories / "explore" / name).resolve()
+    where.mkdir(parents=True)
+    out.print(f"exploring{f' shard {index}/{count}' if count > 1 else ''} for "
+              f"{args.budget:g} s at most → {where}", highlight=False)
+    with tempfile.TemporaryDirectory(prefix="kvcheck-explore-") as scratch:
+        search = Search(axes, Path(scratch), seed=args.seed * count + index, budget=args.budget,
+                        max_runs=args.max_runs,
+                        progress=lambda line: out.print(line, markup=False, highlight=False))
+        found = search.run()
+    seconds = round(time.monotonic() - search.started, 1)
+    summary: dict[str, Any] = {
+        "format": "kvcheck-explore", "version": 1, "seed": args.seed,
+        "shard": [index, count], "runs": search.runs, "seconds": seconds,
+        "axes": _axes_json(axes), "failure": None}
+    if found is not None:
+        summary["failure"] = _replay(*found, where, out)
+    (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if found is None:
+        out.print(f"no failure in {search.runs} runs ({seconds:g} s)", highlight=False)
+        return Exit.OK
+    out.print(f"found after {search.runs} runs ({seconds:g} s): "
+              f"{summary['failure']['reason']}, shrunk to {found[0].size}", highlight=False)
+    out.print(f"replay: {summary['failure']['replay']}", markup=False, highlight=False,
+              soft_wrap=True)
+    return Exit.INVALID
+
+
+def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str, Any]:
+    """Run the shrunk failure again into ``where/run`` (a simulated run replays exactly) and
+    describe it, with the one-line command that replays it."""
+    from kvcheck.harness.cli import main
+
+    schedule = where / "schedule.json"
+    write_schedule(schedule, "schedule", case.faults)
+    argv = [*case.argv(schedule), "--histories", str(where / "run")]
+    code = main(["run", *argv])
+    return {"reason": outcome.reason, "invalid": list(outcome.invalid),
+            "crashed": list(outcome.crashed), "replayed_exit_code": code,
+            "faults": len(case.faults), "concurrency": case.concurrency,
+            "time_limit": case.time_limit, "run": str((where / "run" / "latest").resolve()),
+            "replay": "kvcheck run " + " ".join(argv)}
+
+
+def _axes_json(axes: Axes) -> dict[str, Any]:
+    return {"nodes": axes.nodes, "n": axes.n, "w": list(axes.w), "r": list(axes.r),
+            "workloads": list(axes.workloads), "versionings": list(axes.versionings),
+            "sloppy_quorum": list(axes.sloppy), "nemesis": list(axes.kinds),
+            "bugs": list(axes.bugs)}
+
+
+def _merge(dirs: list[Path], out: Console, err: Console) -> int:
+    """Report the searches under ``dirs``; exit 1 when any found a failure."""
+    summaries = sorted({p.resolve() for d in dirs for p in d.rglob("summary.json")})
+    found = []
+    runs = 0
+    for path in summaries:
+        try:
+            summary = json.loads(path.read_text())
+            if summary.get("format") != "kvcheck-explore":
+                continue
+        except (OSError, ValueError) as exc:
+            err.print(f"kvcheck explore: skipping {path}: {exc}", highlight=False)
+            continue
+        runs += int(summary.get("runs", 0))
+        index, count = summary.get("shard", [0, 1])
+        failure = summary.get("failure")
+        state = f"found: {failure['reason']}" if failure else "no failure"
+        out.print(f"{path.parent.name}: shard {index}/{count}, {summary.get('runs')} runs, "
+                  f"{summary.get('seconds')} s: {state}", markup=False, highlight=False)
+        if failure:
+            found.append(failure)
+    if not summaries:
+        err.print(f"kvcheck explore: no summary.json under {', '.join(map(str, dirs))}",
+                  highlight=False)
+        return Exit.USAGE
+    out.print(f"{len(summaries)} search(es), {runs} runs, {len(found)} failure(s)",
+              highlight=False)
+    for failure in found:
+        out.print(f"replay: {failure['replay']}", markup=False, highlight=False, soft_wrap=True)
+    return Exit.INVALID if found else Exit.OK

@@ -1,0 +1,239 @@
+"""Searching for failing runs in simulation, and shrinking what it finds: ``kvcheck explore``.
+
+A *case* is one simulated test: a configuration (workload, versioning, N/W/R, sloppy quorums —
+whichever the user did not fix), a cluster seed, a number of clients, a time limit and a fault
+schedule. Hypothesis draws cases, runs each (``kvcheck run --backend sim`` with the case's
+arguments, in this process) and asks whether its verdict is the one expected: valid, against
+the guarantee the configuration promises. A case that is not — invalid, or a store that
+crashed — is a *failure*; Hypothesis then shrinks it while it still fails the same way (the
+same checkers object): fewer faults, fewer clients, a shorter run, smaller numbers.
+
+Faults are drawn as each kind's own timeline — a calm, a fault, a calm, … — so faults of
+different kinds overlap and those of one kind never do (as a schedule requires); each fault's
+targets and parameters come from the nemesis's own draw for its kind, seeded by the fault.
+Deleting a fault, or shortening one, leaves a valid schedule, so shrinking stays in the space.
+
+The search is deterministic: the same ``seed``, shard and options try the same cases in the
+same order. It stops when it found and shrank a failure, or when ``budget`` seconds are spent,
+or after ``max_runs`` runs (what CI uses: a count cannot be flaky).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+
+from kvcheck.checkers import Verdict, check_run
+from kvcheck.harness.cli import build_parser
+from kvcheck.harness.cli.run import specs_from
+from kvcheck.harness.runner import Runner, new_run_dir
+from kvcheck.harness.sim_cluster import SimCluster
+from kvcheck.harness.spec import TestSpec
+from kvcheck.harness.virtual_time import run_virtual
+from kvcheck.nemesis import Nemesis, PacketSupport, Planned
+from kvcheck.nemesis.schedule import write_schedule
+
+#: The fault kinds the simulator can make.
+SIM_KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
+_ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
+
+
+@dataclass(frozen=True, slots=True)
+class Axes:
+    """What the search may vary: each tuple holds the choices (one when the user fixed it)."""
+
+    nodes: int = 5
+    workloads: tuple[str, ...] = ("register", "set")
+    versionings: tuple[str, ...] = ("vclock", "lww")
+    sloppy: tuple[bool, ...] = (False, True)
+    n: int = 3
+    w: tuple[int, ...] = (1, 2, 3)
+    r: tuple[int, ...] = (1, 2, 3)
+    kinds: tuple[str, ...] = SIM_KINDS
+    bugs: tuple[str, ...] = ()
+    longest: int = 60  # seconds of client load, at most
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """One simulated test, as ``kvcheck run`` arguments (:meth:`argv`) and its schedule."""
+
+    workload: str
+    versioning: str
+    sloppy: bool
+    n: int
+    w: int
+    r: int
+    nodes: int
+    concurrency: int
+    time_limit: int
+    seed: int
+    faults: tuple[Planned, ...]
+    bugs: tuple[str, ...] = ()
+
+    def argv(self, schedule: Path | None) -> list[str]:
+        """The ``kvcheck run`` arguments of this case (with ``--schedule schedule`` when it has
+        faults; the file is the caller's to write)."""
+        argv = ["--backend", "sim", "--nodes", str(self.nodes), "--workload", self.workload,
+                "--versioning", self.versioning, "--n", str(self.n), "--w", str(self.w),
+                "--r", str(self.r),
+                "--sloppy-quorum" if self.sloppy else "--no-sloppy-quorum",
+                "--concurrency", str(self.concurrency), "--time-limit", str(self.time_limit),
+                "--recovery-time", "5", "--seed", str(self.seed)]
+        argv += ["--schedule", str(schedule)] if self.faults and schedule else ["--nemesis",
+                                                                                 "none"]
+        for bug in self.bugs:
+            argv += ["--bug", bug]
+        return argv
+
+    @property
+    def size(self) -> str:
+        return (f"{len(self.faults)} fault(s), {self.concurrency} client(s), "
+                f"{self.time_limit} s")
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a case ended: the checkers that judged it invalid, and whether a node crashed."""
+
+    invalid: tuple[str, ...]
+    crashed: tuple[str, ...]
+    run_dir: Path
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.invalid or self.crashed)
+
+    @property
+    def reason(self) -> str:
+        words = [f"{name} invalid" for name in self.invalid]
+        words += [f"the store crashed on {', '.join(self.crashed)}"] if self.crashed else []
+        return "; ".join(words) or "valid"
+
+
+def cases(axes: Axes) -> st.SearchStrategy[Case]:
+    """Cases within ``axes`` (see the module docstring)."""
+
+    @st.composite
+    def build(draw: st.DrawFn) -> Case:
+        time_limit = draw(st.integers(5, axes.longest))
+        drawn = draw(st.lists(st.tuples(st.sampled_from(axes.kinds), st.integers(0, 20),
+                                        st.integers(1, 15), st.integers(0, 2**16)),
+                              max_size=10)) if axes.kinds else []
+        return Case(
+            workload=draw(st.sampled_from(axes.workloads)),
+            versioning=draw(st.sampled_from(axes.versionings)),
+            sloppy=draw(st.sampled_from(axes.sloppy)), n=axes.n,
+            w=draw(st.sampled_from(axes.w)), r=draw(st.sampled_from(axes.r)),
+            nodes=axes.nodes, concurrency=draw(st.integers(1, 2 * axes.nodes)),
+            time_limit=time_limit, seed=draw(st.integers(0, 2**31 - 1)),
+            faults=schedule_of(drawn, axes, time_limit), bugs=axes.bugs)
+
+    return build()
+
+
+def schedule_of(drawn: Sequence[tuple[str, int, int, int]], axes: Axes,
+                time_limit: int) -> tuple[Planned, ...]:
+    """Faults from ``(kind, calm, duration, fault seed)``: each kind's in turn on its own
+    timeline, its targets and parameters drawn by the nemesis; those past the time limit are
+    dropped."""
+    nodes = [f"n{i}" for i in range(1, axes.nodes + 1)]
+    free_at = dict.fromkeys(axes.kinds, 0.0)
+    faults = []
+    for kind, calm, duration, fault_seed in drawn:
+        at = free_at[kind] + calm
+        if at >= time_limit:
+            continue
+        nemesis = Nemesis([kind], nodes, random.Random(fault_seed), hold=float(duration),
+                          packets=_ALL_PACKETS, spare=f"n{axes.nodes + 1}", replicas=axes.n)
+        fault = nemesis.draw(kind)
+        faults.append(Planned(at, float(duration), kind, fault.targets, dict(fault.detail)))
+        free_at[kind] = at + duration
+    return tuple(sorted(faults, key=lambda f: f.at))
+
+
+def spec_of(case: Case, schedule: Path) -> TestSpec:
+    """The spec ``kvcheck run`` builds from the case's arguments (so that the command printed
+    to replay a case runs exactly it); writes its faults to ``schedule``."""
+    write_schedule(schedule, "schedule", case.faults)
+    return specs_from(build_parser("run").parse_args(["run", *case.argv(schedule)]))[0]
+
+
+def run_case(case: Case, histories: Path) -> Outcome:
+    """Run ``case`` in simulation into ``histories``; check it."""
+    spec = spec_of(case, histories / "schedule-input.json")
+    run_dir, run_id = new_run_dir(histories, spec.name)
+    runner = Runner(spec, SimCluster(spec, run_id, run_dir), run_dir)
+    run_virtual(runner.run, seed=spec.seed)
+    results = check_run(run_dir)
+    invalid = tuple(sorted(c.checker for c in results.checks if c.valid is Verdict.INVALID))
+    return Outcome(invalid, tuple(sorted(set(runner.crashed))), run_dir)
+
+
+class _Stop(BaseException):
+    """Ends the search from inside Hypothesis (a BaseException, so not taken for a failure)."""
+
+
+@dataclass(slots=True)
+class Search:
+    """One search (module docstring). :attr:`found` is the smallest failure seen, if any."""
+
+    axes: Axes
+    scratch: Path
+    seed: int = 0
+    budget: float = 600.0
+    max_runs: int = 1_000_000
+    progress: Callable[[str], None] = lambda line: None
+    runs: int = 0
+    found: tuple[Case, Outcome] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self) -> tuple[Case, Outcome] | None:
+        """Search until a failure is found and shrunk, or the budget is spent."""
+        @settings(max_examples=self.max_runs, database=None, deadline=None,
+                  suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+                  phases=[Phase.generate, Phase.shrink], print_blob=False,
+                  verbosity=Verbosity.quiet)
+        @given(cases(self.axes))
+        def probe(case: Case) -> None:
+            if self.runs >= self.max_runs or time.monotonic() - self.started > self.budget:
+                raise _Stop
+            self.runs += 1
+            outcome = run_case(case, self.scratch)
+            if not outcome.failed or (self.found is not None
+                                      and _how(outcome) != _how(self.found[1])):
+                shutil.rmtree(outcome.run_dir)  # passed, or failed another way: not this one
+                return
+            if self.found is None:
+                self.progress(f"run {self.runs}: {outcome.reason} ({case.size}); shrinking")
+            if self.found is None or _smaller(case, self.found[0]):
+                if self.found is not None:
+                    shutil.rmtree(self.found[1].run_dir)
+                self.found = case, outcome
+                self.progress(f"run {self.runs}: still {outcome.reason} with {case.size}")
+            else:
+                shutil.rmtree(outcome.run_dir)
+            raise AssertionError(outcome.reason)
+
+        with contextlib.suppress(_Stop, AssertionError):  # the budget, or a failure shrunk
+            hypothesis_seed(self.seed)(probe)()
+        return self.found
+
+
+def _how(outcome: Outcome) -> tuple[tuple[str, ...], bool]:
+    """How a run failed, for telling one failure from another while shrinking."""
+    return outcome.invalid, bool(outcome.crashed)
+
+
+def _smaller(a: Case, b: Case) -> bool:
+    return (len(a.faults), a.concurrency, a.time_limit) < (len(b.faults), b.concurrency,
+                                                           b.time_limit)
