@@ -1,0 +1,93 @@
+"""``kvcheck explore``: a seeded search of simulated runs that finds a store's mistake, shrinks
+it, and leaves a command that replays the failure exactly; a correct store gives it nothing to
+find; shards merge. Bounded by run counts, never by the clock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvcheck.harness.cli import main
+from kvcheck.harness.exitcodes import Exit
+
+#: A narrow search: a bug that concurrent adds through one replica show.
+NARROW = ["--workload", "set", "--versioning", "vclock", "--no-sloppy-quorum", "--w", "2",
+          "--r", "2", "--nemesis", "partition,kill"]
+
+
+def summary(histories: Path) -> dict[str, object]:
+    (found,) = (histories / "explore").glob("*/summary.json")
+    document: dict[str, object] = json.loads(found.read_text())
+    return document
+
+
+def test_a_search_finds_a_bug_shrinks_it_and_prints_a_command_that_replays_it_exactly(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["explore", *NARROW, "--bug", "merge-keeps-newest", "--max-runs", "25",
+                 "--histories", str(tmp_path)])
+    assert code == Exit.INVALID
+    failure = summary(tmp_path)["failure"]
+    assert isinstance(failure, dict)
+    assert failure["invalid"] == ["lost-writes"] and failure["replayed_exit_code"] == Exit.INVALID
+    assert failure["faults"] == 0  # the mistake needs no fault: two concurrent adds
+    assert failure["concurrency"] <= 4
+    printed = capsys.readouterr().out
+    replay = next(line for line in printed.splitlines() if line.startswith("replay: "))
+    command = shlex.split(replay.removeprefix("replay: "))
+    assert command[:2] == ["kvcheck", "run"]
+    assert all(Path(a).is_absolute() for a in command if "/" in a)
+    again = tmp_path / "again"
+    argv = [*command[2:command.index("--histories")], "--histories", str(again)]
+    done = subprocess.run([sys.executable, "-m", "kvcheck", "run", *argv],
+                          capture_output=True, timeout=300)
+    assert done.returncode == Exit.INVALID
+
+    def digest(run: Path) -> str:
+        return hashlib.sha256((run / "history.jsonl").read_bytes()).hexdigest()
+
+    assert digest(again / "latest") == digest(Path(str(failure["run"])))
+
+
+def test_a_search_of_the_correct_store_finds_nothing_and_says_how_much_it_tried(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["explore", "--no-sloppy-quorum", "--w", "2", "--r", "2", "--max-runs", "6",
+                 "--seed", "3", "--histories", str(tmp_path)])
+    assert code == Exit.OK
+    document = summary(tmp_path)
+    assert document["failure"] is None and document["runs"] == 6
+    assert "no failure in 6 runs" in capsys.readouterr().out
+
+
+def test_shards_search_apart_and_merge_into_one_report(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for shard in ("0/2", "1/2"):
+        main(["explore", *NARROW, "--max-runs", "2", "--shard", shard,
+              "--histories", str(tmp_path / shard.replace("/", "-"))])
+    names = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
+    assert [n.rsplit("-shard-", 1)[1] for n in names] == ["0-of-2", "1-of-2"]
+    capsys.readouterr()
+    assert main(["explore", "--merge", str(tmp_path)]) == Exit.OK
+    assert "2 search(es), 4 runs, 0 failure(s)" in capsys.readouterr().out
+    assert main(["explore", "--merge", str(tmp_path / "nothing-here")]) == Exit.USAGE
+
+
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--w", "4"], "--w must be from 1 to --n (3)"),
+    (["--nemesis", "partition,meteor"], "unknown nemesis kind(s) meteor"),
+    (["--bug", "nope"], "no such bug: nope"),
+])
+def test_a_search_that_cannot_run_is_refused_with_the_option_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
+    assert main(["explore", *argv, "--histories", str(tmp_path)]) == Exit.USAGE
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "explore").exists()
+
+
+def test_a_malformed_shard_is_refused() -> None:
+    assert main(["explore", "--shard", "2/2"]) == Exit.USAGE
