@@ -10,7 +10,8 @@ Where the schedule comes from (``docs/nemesis.md``):
 * a schedule given (``kvcheck run --schedule FILE``): exactly its faults, at their times.
 
 Overlaps are sound. Faults overlap in time, but their starts and stops take turns (a node is
-never resumed while it is being killed). Healing one kind never undoes another: a partition
+never resumed while it is being killed); a fault that ends as the next of its kind starts
+stops first. Healing one kind never undoes another: a partition
 heal flushes only the partition's rules, packet faults live in their own queueing discipline,
 a restarted node keeps its clock offset (it lives in a file libfaketime reads). A killed node
 that was paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a
@@ -96,9 +97,9 @@ class FaultRunner:
             self._skip(planned, "it starts after the clients stop")
             return
         await trio.sleep_until(start)
-        if await self._start(planned, fault_of(planned)):
+        if (fault := await self._start(planned, fault_of(planned))) is not None:
             await trio.sleep_until(min(until, start + planned.duration))
-            await self._stop(planned.kind)
+            await self._stop(planned.kind, fault)
 
     async def _drawn(self, rng: random.Random, until: float, kind: str | None) -> None:
         """Draw faults and hold each for an interval after a calm, until ``until``: of
@@ -110,11 +111,11 @@ class FaultRunner:
                 return
             await trio.sleep_until(calm_until)
             drawn = kind or self.nemesis.next_kind
-            if await self._draw_and_start(drawn, in_turn=kind is None):
+            if (fault := await self._draw_and_start(drawn, in_turn=kind is None)) is not None:
                 await trio.sleep_until(min(until, calm_until + self.interval))
-                await self._stop(drawn)
+                await self._stop(drawn, fault)
 
-    async def _draw_and_start(self, kind: str, in_turn: bool = False) -> bool:
+    async def _draw_and_start(self, kind: str, in_turn: bool = False) -> Fault | None:
         """Draw a fault of ``kind`` (``in_turn``: the kind whose turn it is) and start it."""
         assert self.nemesis is not None
         primary = await self._primary() if self.nemesis.wants_primary(kind) else None
@@ -124,17 +125,19 @@ class FaultRunner:
 
     # -- one fault --
 
-    async def _start(self, planned: Planned, fault: Fault) -> bool:
+    async def _start(self, planned: Planned, fault: Fault) -> Fault | None:
         """Start ``fault`` unless it cannot be combined with those on (then record why);
-        return whether it started. One fault starts or stops at a time."""
+        return the fault as started, or None. One fault starts or stops at a time."""
         async with self._transition:
             return await self._start_now(planned, fault)
 
-    async def _start_now(self, planned: Planned, fault: Fault) -> bool:
+    async def _start_now(self, planned: Planned, fault: Fault) -> Fault | None:
+        if planned.kind in self._active:  # one that ends as this one starts: it goes first
+            await self._stop_now(planned.kind)
         admitted = self._admit(planned)
         if isinstance(admitted, str):
             self._skip(planned, admitted)
-            return False
+            return None
         if admitted != planned:
             planned, fault = admitted, fault_of(admitted)
         planned = dataclasses.replace(planned, at=self._now())
@@ -154,7 +157,7 @@ class FaultRunner:
         elif fault.kind == "pause":
             self.paused |= set(fault.targets)
         self.history.record("nemesis", "info", f"start-{fault.kind}", value=description)
-        return True
+        return fault
 
     def _admit(self, planned: Planned) -> Planned | str:
         """``planned`` as it can be combined with the faults on (targets left out, a note
@@ -175,10 +178,14 @@ class FaultRunner:
                                        params={**planned.params, "left_out_killed": sorted(down)})
         return planned
 
-    async def _stop(self, kind: str) -> None:
-        """Stop the fault of ``kind`` that is on. One fault starts or stops at a time."""
+    async def _stop(self, kind: str, fault: Fault | None = None) -> None:
+        """Stop the fault of ``kind`` that is on — if ``fault`` is given, only if it is that
+        one (the next of its kind may have stopped it already). One fault starts or stops at
+        a time."""
         async with self._transition:
-            await self._stop_now(kind)
+            active = self._active.get(kind)
+            if active is not None and (fault is None or active[1] is fault):
+                await self._stop_now(kind)
 
     async def _stop_now(self, kind: str) -> None:
         planned, fault = self._active[kind]

@@ -14,6 +14,7 @@ import trio.testing
 from kvcheck.harness.databases import load
 from kvcheck.harness.faults import FaultRunner
 from kvcheck.harness.history import HistoryWriter
+from kvcheck.harness.virtual_time import run_virtual
 from kvcheck.nemesis import Nemesis, PacketFault, PacketSupport, Planned
 from kvcheck.nemesis.topology import Link
 
@@ -160,3 +161,28 @@ def test_scheduled_faults_start_when_they_say(tmp_path: Path) -> None:
     assert [(at, name) for at, name, _ in backend.calls] == [(5, "cut"), (9, "heal")]
     assert [(f.kind, f.at, f.duration, f.skipped) for f in runner.record] == [
         ("kill", 30, 2, "it starts after the clients stop"), ("partition", 5, 4, "")]
+
+
+def test_a_fault_that_ends_as_the_next_of_its_kind_starts_stops_first_whatever_the_order(
+        tmp_path: Path) -> None:
+    """Back to back (one's end is the next one's start): whichever task trio runs first, the
+    first fault stops before the second starts, and each stops once."""
+    schedule = [Planned(1, 2, "partition", ("n1",), {"components": [["n1"], ["n2", "n3"]]}),
+                Planned(3, 2, "partition", ("n2",), {"components": [["n2"], ["n1", "n3"]]}),
+                Planned(3, 1, "kill", ("n3",))]
+    for order in range(8):  # trio's order of tasks woken together, eight ways
+        backend = Recorder()
+        history = HistoryWriter(tmp_path / f"history-{order}.jsonl")
+        runner = FaultRunner(backend, history, mode="schedule",  # type: ignore[arg-type]
+                             interval=5, rng=random.Random(1), schedule=schedule)
+
+        async def main(runner: FaultRunner = runner) -> None:
+            await runner.run(trio.current_time() + 10)
+            await runner.stop_all()
+
+        run_virtual(main, seed=order)
+        history.close()
+        partitions = [(f.at, f.duration) for f in runner.record if f.kind == "partition"]
+        assert partitions == [(1, 2), (3, 2)]
+        events = [c[1] for c in backend.calls if c[1] in ("cut", "heal")]
+        assert events == ["cut", "heal", "cut", "heal"]
