@@ -196,7 +196,19 @@ class Simulation:
         self._degraded[node_id] = degradation
 
     def restore(self) -> None:
-        """Remove every degradation."""
+        """Remove every degradation. Messages the degraded links still hold go at once, as
+        when a queueing discipline is removed: what it held is dropped and TCP sends it again,
+        in order."""
+        soon = self.now + self.latency[1]
+        held = {seq for at, seq, _, event in self._queue
+                if at > soon and isinstance(event, Received) and event.peer in self._degraded}
+        if held:  # same time, in sending order (seq): each link stays in order
+            self._queue = [(soon if seq in held else at, seq, node, event)
+                           for at, seq, node, event in self._queue]
+            heapq.heapify(self._queue)
+        for link, at in self._arrival.items():
+            if link[0] in self._degraded:
+                self._arrival[link] = min(at, soon)
         self._degraded.clear()
         self._busy_until.clear()
 
