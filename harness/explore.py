@@ -4,7 +4,9 @@ A *case* is one simulated test: a configuration (workload, versioning, N/W/R, sl
 whichever the user did not fix), a cluster seed, a number of clients, a time limit and a fault
 schedule. Hypothesis draws cases, runs each (``kvcheck run --backend sim`` with the case's
 arguments, in this process) and asks whether its verdict is the one expected: valid, against
-the guarantee the configuration promises. A case that is not — invalid, or a store that
+the guarantee the configuration promises. What the design states as a weakness is not
+searched for: last-write-wins losing concurrent adds (a set test) or losing to skewed clocks
+(clock faults); the consistency matrix measures those. A case that is not — invalid, or a store that
 crashed — is a *failure*; Hypothesis then shrinks it while it still fails the same way (the
 same checkers object): fewer faults, fewer clients, a shorter run, smaller numbers.
 
@@ -125,13 +127,15 @@ def cases(axes: Axes) -> st.SearchStrategy[Case]:
 
     @st.composite
     def build(draw: st.DrawFn) -> Case:
+        workload = draw(st.sampled_from(axes.workloads))
+        versioning = draw(st.sampled_from(versionings_for(workload, axes)))
+        kinds = kinds_for(versioning, axes)
         time_limit = draw(st.integers(5, axes.longest))
-        drawn = draw(st.lists(st.tuples(st.sampled_from(axes.kinds), st.integers(0, 20),
+        drawn = draw(st.lists(st.tuples(st.sampled_from(kinds), st.integers(0, 20),
                                         st.integers(1, 15), st.integers(0, 2**16)),
-                              max_size=10)) if axes.kinds else []
+                              max_size=10)) if kinds else []
         return Case(
-            workload=draw(st.sampled_from(axes.workloads)),
-            versioning=draw(st.sampled_from(axes.versionings)),
+            workload=workload, versioning=versioning,
             sloppy=draw(st.sampled_from(axes.sloppy)), n=axes.n,
             w=draw(st.sampled_from(axes.w)), r=draw(st.sampled_from(axes.r)),
             nodes=axes.nodes, concurrency=draw(st.integers(1, 2 * axes.nodes)),
@@ -139,6 +143,19 @@ def cases(axes: Axes) -> st.SearchStrategy[Case]:
             faults=schedule_of(drawn, axes, time_limit), bugs=axes.bugs)
 
     return build()
+
+
+def versionings_for(workload: str, axes: Axes) -> tuple[str, ...]:
+    """The versionings searched with ``workload``: last-write-wins loses one of two
+    concurrent adds by design (docs/store.md), so a set test of it fails for a reason the
+    design states, not a mistake; it is left out."""
+    return tuple(v for v in axes.versionings if not (v == "lww" and workload == "set"))
+
+
+def kinds_for(versioning: str, axes: Axes) -> tuple[str, ...]:
+    """The fault kinds searched with ``versioning``: last-write-wins orders writes by wall
+    clock, so skewed clocks make it lose writes by design; clock faults are left out."""
+    return tuple(k for k in axes.kinds if not (versioning == "lww" and k == "clock"))
 
 
 def schedule_of(drawn: Sequence[tuple[str, int, int, int]], axes: Axes,

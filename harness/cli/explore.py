@@ -20,7 +20,7 @@ from rich.console import Console
 from kvcheck.harness.cli.options import add_histories
 from kvcheck.harness.cli.values import positive_float
 from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.explore import SIM_KINDS, Axes, Case, Outcome, Search
+from kvcheck.harness.explore import SIM_KINDS, Axes, Case, Outcome, Search, versionings_for
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import Workload
 from kvcheck.nemesis import NemesisError, parse_kinds
@@ -90,12 +90,17 @@ def axes_from(args: argparse.Namespace) -> Axes:
     if unknown := sorted(set(args.bug) - set(BUGS)):
         raise ValueError(f"--bug: no such bug: {', '.join(unknown)} (kvcheck run --bug help)")
     quorums = tuple(range(1, args.n + 1))
-    return Axes(
+    axes = Axes(
         nodes=args.nodes, n=args.n, kinds=kinds, bugs=tuple(sorted(set(args.bug))),
         workloads=(args.workload,) if args.workload else ("register", "set"),
         versionings=(args.versioning,) if args.versioning else ("vclock", "lww"),
         sloppy=(args.sloppy_quorum,) if args.sloppy_quorum is not None else (False, True),
         w=(args.w,) if args.w else quorums, r=(args.r,) if args.r else quorums)
+    if not any(versionings_for(workload, axes) for workload in axes.workloads):
+        raise ValueError("--versioning lww with --workload set: last-write-wins loses "
+                         "concurrent adds by design, so every such run fails; search register "
+                         "with lww, or set with vclock")
+    return axes
 
 
 def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -81,6 +81,7 @@ def test_shards_search_apart_and_merge_into_one_report(
     (["--w", "4"], "--w must be from 1 to --n (3)"),
     (["--nemesis", "partition,meteor"], "unknown nemesis kind(s) meteor"),
     (["--bug", "nope"], "no such bug: nope"),
+    (["--workload", "set", "--versioning", "lww"], "loses concurrent adds by design"),
 ])
 def test_a_search_that_cannot_run_is_refused_with_the_option_named(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
