@@ -35,8 +35,10 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
 from kvcheck.checkers import Verdict, check_run
+from kvcheck.harness.backend import BackendError
 from kvcheck.harness.cli import build_parser
 from kvcheck.harness.cli.run import specs_from
+from kvcheck.harness.databases import DatabaseError
 from kvcheck.harness.runner import Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import TestSpec
@@ -105,20 +107,23 @@ class Case:
 
 @dataclass(slots=True)
 class Outcome:
-    """How a case ended: the checkers that judged it invalid, and whether a node crashed."""
+    """How a case ended: the checkers that judged it invalid, the nodes that crashed, or the
+    error that stopped the run before its verdict (a fault the backend could not make)."""
 
     invalid: tuple[str, ...]
     crashed: tuple[str, ...]
     run_dir: Path
+    error: str = ""
 
     @property
     def failed(self) -> bool:
-        return bool(self.invalid or self.crashed)
+        return bool(self.invalid or self.crashed or self.error)
 
     @property
     def reason(self) -> str:
         words = [f"{name} invalid" for name in self.invalid]
         words += [f"the store crashed on {', '.join(self.crashed)}"] if self.crashed else []
+        words += [f"the run stopped: {self.error}"] if self.error else []
         return "; ".join(words) or "valid"
 
 
@@ -190,7 +195,10 @@ def run_case(case: Case, histories: Path) -> Outcome:
     spec = spec_of(case, histories / "schedule-input.json")
     run_dir, run_id = new_run_dir(histories, spec.name)
     runner = Runner(spec, SimCluster(spec, run_id, run_dir), run_dir)
-    run_virtual(runner.run, seed=spec.seed)
+    try:
+        run_virtual(runner.run, seed=spec.seed)
+    except (BackendError, DatabaseError) as exc:
+        return Outcome((), (), run_dir, f"{type(exc).__name__}: {exc}")
     results = check_run(run_dir)
     invalid = tuple(sorted(c.checker for c in results.checks if c.valid is Verdict.INVALID))
     return Outcome(invalid, tuple(sorted(set(runner.crashed))), run_dir)
@@ -246,9 +254,9 @@ class Search:
         return self.found
 
 
-def _how(outcome: Outcome) -> tuple[tuple[str, ...], bool]:
+def _how(outcome: Outcome) -> tuple[tuple[str, ...], bool, str]:
     """How a run failed, for telling one failure from another while shrinking."""
-    return outcome.invalid, bool(outcome.crashed)
+    return outcome.invalid, bool(outcome.crashed), outcome.error.partition(":")[0]
 
 
 def _smaller(a: Case, b: Case) -> bool:

@@ -132,37 +132,49 @@ class SimCluster:
         with self._driver:
             while True:
                 await trio.testing.wait_all_tasks_blocked()
+                if self._catch_up():
+                    continue  # the clients woken act now, before the simulation moves on
                 now = trio.current_time()
-                self._catch_up()
                 horizon = now + trio.lowlevel.current_statistics().seconds_to_next_deadline
-                while not self._answers and (due := self.sim.next_time()) is not None \
-                        and due <= horizon:
+                failures = len(self.sim.failures)
+                while not self._answers and len(self.sim.failures) == failures \
+                        and (due := self.sim.next_time()) is not None and due <= horizon:
                     self.sim.step()
-                self._note_failures()
-                wake = self._answers[0][0] if self._answers else self.sim.next_time()
+                if len(self.sim.failures) > failures:
+                    wake: float | None = self.sim.now  # its clients learn of it then
+                else:
+                    wake = self._answers[0][0] if self._answers else self.sim.next_time()
                 with trio.CancelScope(deadline=math.inf if wake is None else wake) as scope:
                     self._wake = scope
                     await trio.sleep_forever()
 
-    def _catch_up(self) -> None:
-        """Handle every event due by now, and wake the clients answered by then."""
+    def _catch_up(self) -> bool:
+        """Handle every event due by now, and wake the clients answered by then (or whose node
+        the node logic crashed on); return whether any was woken."""
         now = trio.current_time()
+        if self.sim.now > now:
+            raise RuntimeError(f"the simulation ran ahead of its clients ({self.sim.now} s at "
+                               f"{now} s): a bug in kvcheck")
         self.sim.run_until(now)
+        woken = False
         while self._answers and self._answers[0][0] <= now:
             _, request, response = self._answers.popleft()
             waiter = self._waiting.get(request)
             if waiter is not None and not waiter.done.is_set():  # not broken meanwhile
                 waiter.response = response
                 waiter.done.set()
-        self._note_failures()
+                woken = True
+        return self._note_failures() or woken
 
-    def _note_failures(self) -> None:
+    def _note_failures(self) -> bool:
         """A node the node logic crashed on breaks its clients' connections, as a server that
-        stops does."""
+        stops does; return whether any client was waiting on it."""
+        woken = False
         for node, trace in self.sim.failures[self._noted:]:
             self._note(node, "crashed: the node logic raised\n" + trace.rstrip())
-            self._break_connections(node)
+            woken = self._break_connections(node) or woken
         self._noted = len(self.sim.failures)
+        return woken
 
     def _poke(self) -> None:
         """Something was added to the simulation now: wake the driver for it."""
@@ -179,10 +191,12 @@ class SimCluster:
         """The simulation answered ``request``: its client hears it at this virtual time."""
         self._answers.append((self.sim.now, request, response))
 
-    def _break_connections(self, node: str) -> None:
-        for waiter in self._waiting.values():
-            if waiter.node == node and not waiter.done.is_set():
-                waiter.done.set()  # with no response: the connection broke
+    def _break_connections(self, node: str) -> bool:
+        """End the requests waiting on ``node`` with no response; return whether any was."""
+        broken = [w for w in self._waiting.values() if w.node == node and not w.done.is_set()]
+        for waiter in broken:
+            waiter.done.set()  # with no response: the connection broke
+        return bool(broken)
 
     async def http(self, node: str, method: str, target: str, headers: Mapping[str, str],
                    body: bytes) -> Reply | None:
@@ -344,8 +358,8 @@ class SimKvStore(KvStore):
         return await super()._final_ring(cluster)
 
     async def leave(self, node: str, cluster: Cluster) -> None:
-        """Ask ``node`` to leave until it accepts, then wait until it has left (as the store's
-        own adapter does over HTTP)."""
+        """Ask ``node`` to leave until it accepts, then wait until it and every other running
+        member know it has left (as the store's own adapter does over HTTP)."""
         backend = _sim(cluster)
         sim = backend.sim
         with trio.move_on_after(LEAVE_LIMIT):
@@ -358,7 +372,8 @@ class SimKvStore(KvStore):
                     break
                 await trio.sleep(0.5)
             backend._poke()
-            while sim.nodes[node].logic.placement.records[node].status != "left":
+            while not all(_seen_left(sim, member, node) for member in cluster.members
+                          if member == node or member not in cluster.down):
                 await trio.sleep(0.5)
             return
         raise DatabaseError(f"{node} did not leave the cluster within {LEAVE_LIMIT:.0f} s")
@@ -388,6 +403,12 @@ class SimStoreClient(StoreClient):
             return reply.status, {k.lower(): v for k, v in reply.headers}, reply.body
         raise ConnectionFailed(f"no answer from {self.host} within {self.timeout} s",
                                applied) from trio.TooSlowError()
+
+
+def _seen_left(sim: Simulation, member: str, node: str) -> bool:
+    """Whether ``member`` is up and its records show ``node`` as left."""
+    record = sim.nodes[member].logic.placement.records.get(node)
+    return sim.nodes[member].state == "up" and record is not None and record.status == "left"
 
 
 def _sim(cluster: Cluster) -> SimCluster:

@@ -151,7 +151,8 @@ def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str
     argv = [*case.argv(schedule), "--histories", str(where / "run")]
     code = main(["run", *argv])
     return {"reason": outcome.reason, "invalid": list(outcome.invalid),
-            "crashed": list(outcome.crashed), "replayed_exit_code": code,
+            "crashed": list(outcome.crashed), "error": outcome.error or None,
+            "replayed_exit_code": code,
             "faults": len(case.faults), "concurrency": case.concurrency,
             "time_limit": case.time_limit, "run": str((where / "run" / "latest").resolve()),
             "replay": "kvcheck run " + " ".join(argv)}

@@ -132,7 +132,8 @@ class KvStore(Database):
 
     async def leave(self, node: str, cluster: Cluster) -> None:
         """Ask ``node`` to leave until it accepts (it refuses while another change is in
-        progress), then wait until it has left. Raises DatabaseError after
+        progress), then wait until it has left and every other running member knows it (so
+        that it can join again through any of them). Raises DatabaseError after
         :data:`LEAVE_LIMIT` seconds, or when it can never leave."""
         with trio.move_on_after(LEAVE_LIMIT):
             async with StoreClient(cluster.host(node), PORT, timeout=10) as client:
@@ -140,8 +141,21 @@ class KvStore(Database):
                     await trio.sleep(0.5)
                 while not await _has_left(client):
                     await trio.sleep(0.5)
+            for member in cluster.members:
+                if member != node and member not in cluster.down:
+                    while not await self._knows_left(member, node, cluster):
+                        await trio.sleep(0.5)
             return
         raise DatabaseError(f"{node} did not leave the cluster within {LEAVE_LIMIT:.0f} s")
+
+    async def _knows_left(self, member: str, node: str, cluster: Cluster) -> bool:
+        """Whether ``member``'s records show ``node`` as left (False if it does not answer)."""
+        try:
+            async with StoreClient(cluster.host(member), PORT, timeout=5) as client:
+                records = await client.placement()
+        except StoreError:
+            return False
+        return any(r.get("node_id") == node and r.get("status") == "left" for r in records)
 
 
 async def _accepted_leave(node: str, client: StoreClient) -> bool:
