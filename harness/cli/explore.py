@@ -130,6 +130,8 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
         "axes": _axes_json(axes), "failure": None}
     if found is not None:
         summary["failure"] = _replay(*found, where, out)
+        summary["failure"]["found_after"] = {"runs": search.first[0] if search.first else None,
+                                             "seconds": search.first[1] if search.first else None}
     (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if found is None:
         out.print(f"no failure in {search.runs} runs ({seconds:g} s)", highlight=False)
