@@ -59,6 +59,18 @@ def test_a_simulated_run_undergoes_every_fault_kind_and_strict_quorums_come_out_
     assert (run_dir / "nodes" / "n6" / "kvstore.log").read_text().count("joining") >= 1
 
 
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_a_sweep_of_the_correct_store_under_overlapping_faults_is_valid_on_every_seed(
+        tmp_path: Path, seed: int) -> None:
+    """Strict quorums with W + R > N keep their promise whatever the faults, on every seed;
+    the register and set workloads in turn."""
+    code, _ = sim_run(tmp_path, "--nodes", "5", "--time-limit", "30",
+                      "--workload", ("register", "set")[seed % 2],
+                      "--nemesis", ",".join(FAULT_KINDS), "--nemesis-interval", "4",
+                      "--recovery-time", "5", "--seed", str(seed))
+    assert code == Exit.OK
+
+
 def test_the_verdict_read_back_from_disk_is_the_one_printed(tmp_path: Path) -> None:
     code, run_dir = sim_run(tmp_path, "--nodes", "3", "--time-limit", "10", "--seed", "2")
     assert code == Exit.of(check_run(run_dir).valid)
