@@ -132,7 +132,8 @@ def cases(axes: Axes) -> st.SearchStrategy[Case]:
 
     @st.composite
     def build(draw: st.DrawFn) -> Case:
-        workload = draw(st.sampled_from(axes.workloads))
+        workload = draw(st.sampled_from([w for w in axes.workloads
+                                         if versionings_for(w, axes)]))
         versioning = draw(st.sampled_from(versionings_for(workload, axes)))
         kinds = kinds_for(versioning, axes)
         time_limit = draw(st.integers(5, axes.longest))
