@@ -30,6 +30,20 @@ from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.workloads import Workload
 
 
+class OperationLimit:
+    """The operations all workers together may still issue (``kvcheck run --operation-limit``)."""
+
+    def __init__(self, operations: int) -> None:
+        self.left = operations
+
+    def take(self) -> bool:
+        """Claim one operation; False once none is left."""
+        if self.left <= 0:
+            return False
+        self.left -= 1
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Worker:
     index: int
@@ -39,10 +53,10 @@ class Worker:
 
 async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], Client],
                      history: HistoryWriter, rate: float, until: float, rng: random.Random,
-                     op_timeout: float) -> None:
+                     op_timeout: float, limit: OperationLimit | None = None) -> None:
     """Issue operations at about ``rate`` per second (Poisson arrivals) until trio time
-    ``until``, through clients made by ``connect``. Never raises for the database's errors;
-    they are recorded."""
+    ``until`` (or until ``limit`` has none left), through clients made by ``connect``. Never
+    raises for the database's errors; they are recorded."""
     process = worker.index
     client = connect()
     try:
@@ -52,6 +66,8 @@ async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], C
             if next_at >= until:
                 return
             await trio.sleep_until(next_at)
+            if limit is not None and not limit.take():
+                return
             op = workload.next_op(rng)
             if await perform(client, op, history, process, worker.node, op_timeout) == "info":
                 process += worker.process_stride

@@ -30,7 +30,7 @@ from typing import Any, TypedDict
 import trio
 
 from kvcheck.harness.backend import Backend, execute
-from kvcheck.harness.clients import Worker, perform, run_worker
+from kvcheck.harness.clients import OperationLimit, Worker, perform, run_worker
 from kvcheck.harness.databases import Capability, Client, Operation, guard
 from kvcheck.harness.faults import FaultRunner
 from kvcheck.harness.history import HistoryWriter
@@ -157,15 +157,16 @@ class Runner:
         self.progress.phase = "running"
         until = trio.current_time() + spec.time_limit
         faults = self._fault_runner(history)
+        limit = OperationLimit(spec.operation_limit) if spec.operation_limit else None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(faults.run, until)
             nodes = self.backend.nodes
             for index in range(spec.workers):
                 node = nodes[index % len(nodes)]
-                nursery.start_soon(run_worker, Worker(index, node, spec.workers), self.workload,
-                                   partial(self._client, node), history,
-                                   spec.rate / spec.workers, until,
-                                   random.Random(self.rng.randrange(2**32)), spec.op_timeout)
+                nursery.start_soon(partial(
+                    run_worker, Worker(index, node, spec.workers), self.workload,
+                    partial(self._client, node), history, spec.rate / spec.workers, until,
+                    random.Random(self.rng.randrange(2**32)), spec.op_timeout, limit))
         self.progress.phase = "healing"
         await self._heal(history, faults)
         write_schedule(self.run_dir / "schedule.json", faults.mode, faults.record)

@@ -85,12 +85,16 @@ class TestSpec:
     backend: Literal["docker", "sim"] = "docker"
     #: Deliberate mistakes switched on in every node of the reference store (store/bugs.py).
     bugs: tuple[str, ...] = ()
+    #: Operations all workers together issue at most; 0: as many as the time limit allows.
+    operation_limit: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise SpecError(f"--name must be a plain name, not {self.name!r}")
         if not 1 <= self.nodes <= 32:
             raise SpecError("--nodes must be from 1 to 32")
+        if self.operation_limit < 0:
+            raise SpecError("--operation-limit must be >= 0 (0: no limit)")
         if self.concurrency < 0 or self.rate <= 0 or self.time_limit <= 0:
             raise SpecError("--concurrency must be >= 0, --rate and --time-limit > 0")
         if self.nemesis_interval <= 0 or self.recovery_time < 0:

@@ -156,7 +156,8 @@ def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str
             "crashed": list(outcome.crashed), "error": outcome.error or None,
             "replayed_exit_code": code,
             "faults": len(case.faults), "concurrency": case.concurrency,
-            "time_limit": case.time_limit, "run": str((where / "run" / "latest").resolve()),
+            "time_limit": case.time_limit, "operation_limit": case.operations,
+            "run": str((where / "run" / "latest").resolve()),
             "replay": "kvcheck run " + " ".join(argv)}
 
 

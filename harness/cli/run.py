@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="operations per second, all workers together (default: %(default)g)")
     p.add_argument("--time-limit", type=float, default=SPEC_DEFAULTS.time_limit,
                    metavar="SECONDS", help="seconds of client load (default: %(default)g)")
+    p.add_argument("--operation-limit", type=int, default=SPEC_DEFAULTS.operation_limit,
+                   metavar="N", help="issue at most N operations, all workers together; the "
+                   "faults go on until the time limit (default: no limit)")
     p.add_argument("--workload", choices=get_args(Workload), default=SPEC_DEFAULTS.workload,
                    help="register: reads and unique writes; set: adds by read-modify-write "
                    "(default: %(default)s)")
@@ -146,7 +149,8 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
-        leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug))
+        leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug),
+        operation_limit=args.operation_limit)
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
             for i in range(max(1, args.test_count))]
 

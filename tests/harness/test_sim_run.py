@@ -71,6 +71,19 @@ def test_a_sweep_of_the_correct_store_under_overlapping_faults_is_valid_on_every
     assert code == Exit.OK
 
 
+def test_an_operation_limit_caps_what_the_workers_issue_and_the_faults_go_on(
+        tmp_path: Path) -> None:
+    code, run_dir = sim_run(tmp_path, "--nodes", "3", "--time-limit", "20",
+                            "--operation-limit", "40", "--nemesis", "kill",
+                            "--nemesis-interval", "3", "--seed", "4")
+    assert code == Exit.OK
+    ops = lines(run_dir)
+    assert sum(op["type"] == "invoke" and op["process"] != "nemesis" and not op.get("final")
+               for op in ops) == 40
+    assert max(op["time"] for op in ops if op["f"] == "start-kill") > 10e9  # after the clients
+    assert json.loads((run_dir / "test.json").read_text())["operation_limit"] == 40
+
+
 def test_the_verdict_read_back_from_disk_is_the_one_printed(tmp_path: Path) -> None:
     code, run_dir = sim_run(tmp_path, "--nodes", "3", "--time-limit", "10", "--seed", "2")
     assert code == Exit.of(check_run(run_dir).valid)
