@@ -29,7 +29,8 @@ def search(bug: str, budget: float, seed: int) -> dict[str, Any]:
         case, outcome = found
         result.update(found_after_runs=done.first[0], found_after_seconds=done.first[1],
                       shrunk={"faults": len(case.faults), "concurrency": case.concurrency,
-                              "time_limit": case.time_limit, "workload": case.workload,
+                              "time_limit": case.time_limit, "operation_limit": case.operations,
+                              "workload": case.workload,
                               "versioning": case.versioning, "w": case.w, "r": case.r,
                               "sloppy_quorum": case.sloppy},
                       caught_by=list(outcome.invalid) or outcome.reason)

@@ -234,8 +234,8 @@ class Search:
     progress: Callable[[str], None] = lambda line: None
     runs: int = 0
     found: tuple[Case, Outcome] | None = None
-    #: When the first failure turned up: (runs, seconds since the start).
-    first: tuple[int, float] | None = None
+    #: The first failure, before shrinking: (runs, seconds since the start, its case).
+    first: tuple[int, float, Case] | None = None
     started: float = field(default_factory=time.monotonic)
 
     def run(self) -> tuple[Case, Outcome] | None:
@@ -255,7 +255,7 @@ class Search:
                 shutil.rmtree(outcome.run_dir)  # passed, or failed another way: not this one
                 return
             if self.found is None:
-                self.first = self.runs, round(time.monotonic() - self.started, 1)
+                self.first = self.runs, round(time.monotonic() - self.started, 1), case
                 self.progress(f"run {self.runs}: {outcome.reason} ({case.size}); shrinking")
             if self.found is None or _smaller(case, self.found[0]):
                 if self.found is not None:

@@ -130,8 +130,10 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
         "axes": _axes_json(axes), "failure": None}
     if found is not None:
         summary["failure"] = _replay(*found, where, out)
-        summary["failure"]["found_after"] = {"runs": search.first[0] if search.first else None,
-                                             "seconds": search.first[1] if search.first else None}
+        if search.first is not None:
+            runs, after, first = search.first
+            summary["failure"]["found_after"] = {"runs": runs, "seconds": after}
+            summary["failure"]["before_shrinking"] = _size(first)
     (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if found is None:
         out.print(f"no failure in {search.runs} runs ({seconds:g} s)", highlight=False)
@@ -154,11 +156,15 @@ def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str
     code = main(["run", *argv])
     return {"reason": outcome.reason, "invalid": list(outcome.invalid),
             "crashed": list(outcome.crashed), "error": outcome.error or None,
-            "replayed_exit_code": code,
-            "faults": len(case.faults), "concurrency": case.concurrency,
-            "time_limit": case.time_limit, "operation_limit": case.operations,
+            "replayed_exit_code": code, **_size(case),
             "run": str((where / "run" / "latest").resolve()),
             "replay": "kvcheck run " + " ".join(argv)}
+
+
+def _size(case: Case) -> dict[str, int]:
+    """What shrinking makes smaller."""
+    return {"faults": len(case.faults), "concurrency": case.concurrency,
+            "time_limit": case.time_limit, "operation_limit": case.operations}
 
 
 def _axes_json(axes: Axes) -> dict[str, Any]:
