@@ -365,11 +365,12 @@ class SimKvStore(KvStore):
         with trio.move_on_after(LEAVE_LIMIT):
             while True:
                 backend._catch_up()
-                refused = sim.leave(node) if sim.nodes[node].state == "up" else None
-                if refused is not None and not refused.later:
-                    raise DatabaseError(f"{node} cannot leave: {refused.reason}")
-                if refused is None and sim.nodes[node].state == "up":
-                    break
+                if sim.nodes[node].state == "up":
+                    refused = sim.leave(node)
+                    if refused is None:
+                        break
+                    if not refused.later:
+                        raise DatabaseError(f"{node} cannot leave: {refused.reason}")
                 await trio.sleep(0.5)
             backend._poke()
             while not all(_seen_left(sim, member, node) for member in cluster.members

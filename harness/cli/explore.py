@@ -17,6 +17,7 @@ from typing import Any, get_args
 
 from rich.console import Console
 
+from kvcheck.harness.cli import main
 from kvcheck.harness.cli.options import add_histories
 from kvcheck.harness.cli.values import positive_float
 from kvcheck.harness.exitcodes import Exit
@@ -148,8 +149,6 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str, Any]:
     """Run the shrunk failure again into ``where/run`` (a simulated run replays exactly) and
     describe it, with the one-line command that replays it."""
-    from kvcheck.harness.cli import main
-
     schedule = where / "schedule.json"
     write_schedule(schedule, "schedule", case.faults)
     argv = [*case.argv(schedule), "--histories", str(where / "run")]
