@@ -19,6 +19,9 @@ from kvcheck.nemesis import (
     Action,
     ClearPackets,
     CutLinks,
+    CutPower,
+    FailDisks,
+    HealDisks,
     HealLinks,
     JoinNode,
     KillNodes,
@@ -92,6 +95,19 @@ class Backend(Cluster, Protocol):
         """Decommission ``node`` as the database does, then stop its processes."""
         ...
 
+    async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
+        """Make the nodes' disks fail every ``error`` operation (simulator only)."""
+        ...
+
+    async def heal_disks(self) -> None:
+        """Every disk works again; nodes a failed sync stopped start again on their data."""
+        ...
+
+    async def cut_power(self, node: str) -> None:
+        """Stop the node as a power loss does: what it had not synced may be lost (simulator
+        only). :meth:`restart` brings it back."""
+        ...
+
     async def crashed(self) -> list[str]:
         """The nodes with a process that exited by itself (not stopped by a fault or a
         leave)."""
@@ -138,3 +154,10 @@ async def execute(backend: Backend, action: Action) -> None:
             await backend.join(node, via)
         case LeaveNode(node):
             await backend.leave(node)
+        case FailDisks(nodes, error):
+            await backend.fail_disks(nodes, error)
+        case HealDisks():
+            await backend.heal_disks()
+        case CutPower(nodes):
+            for node in nodes:
+                await backend.cut_power(node)

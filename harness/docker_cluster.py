@@ -47,7 +47,7 @@ from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Database, DatabaseError, Process, guard
 from kvcheck.harness.image import faketime_env
 from kvcheck.harness.spec import TestSpec
-from kvcheck.nemesis import PacketFault, PacketSupport
+from kvcheck.nemesis import SIMULATED_ONLY, PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
 
 log = logging.getLogger(__name__)
@@ -367,6 +367,15 @@ class DockerCluster:
             await self._exec_async(node, "tc qdisc del dev eth0 root")
         self._packets_on.clear()
         self._qdisc_on.clear()
+
+    async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
+        raise BackendError(f"--backend docker cannot fail disks: {SIMULATED_ONLY['disk']}")
+
+    async def heal_disks(self) -> None:
+        """Nothing to heal: this backend never fails a disk."""
+
+    async def cut_power(self, node: str) -> None:
+        raise BackendError(f"--backend docker cannot cut power: {SIMULATED_ONLY['power']}")
 
     # -- running commands in a node --
 

@@ -44,7 +44,7 @@ from kvcheck.harness.runner import Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.virtual_time import run_virtual
-from kvcheck.nemesis import Nemesis, PacketSupport, Planned
+from kvcheck.nemesis import KINDS, Nemesis, PacketSupport, Planned
 from kvcheck.nemesis.schedule import write_schedule
 
 #: The operation limit drawn is at most this: more than the longest run at the default rate
@@ -54,8 +54,6 @@ MAX_OPERATIONS = 20_000
 #: (``stats``: an operation type never succeeded — one write during a partition, say): such a
 #: run is not a failure of the store.
 NO_EVIDENCE = frozenset({"stats"})
-#: The fault kinds the simulator can make.
-SIM_KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
 _ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
 
 
@@ -70,7 +68,7 @@ class Axes:
     n: int = 3
     w: tuple[int, ...] = (1, 2, 3)
     r: tuple[int, ...] = (1, 2, 3)
-    kinds: tuple[str, ...] = SIM_KINDS
+    kinds: tuple[str, ...] = KINDS
     bugs: tuple[str, ...] = ()
     longest: int = 60  # seconds of client load, at most
 

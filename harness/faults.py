@@ -11,16 +11,16 @@ Where the schedule comes from (``docs/nemesis.md``):
 
 Overlaps are sound. Faults overlap in time, but their starts and stops take turns (a node is
 never resumed while it is being killed); a fault that ends as the next of its kind starts
-stops first. Healing one kind never undoes another: a partition
-heal flushes only the partition's rules, packet faults live in their own queueing discipline,
-a restarted node keeps its clock offset (it lives in a file libfaketime reads). A killed node
+stops first. Healing one kind never undoes another: a partition heal flushes only the
+partition's rules, packet faults live in their own queueing discipline, a restarted node keeps
+its clock offset (it lives in a file libfaketime reads). A killed node (``kill`` or ``power``)
 that was paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a
-pause leaves out the nodes that are killed. A node restarted while another fault is on is not
-waited for (a partition may keep it from ever looking ready); the final heal waits for every
-node. A membership change needs every member reachable to finish in bounded time: it is
-skipped while another fault is on, and other faults are skipped while it is going on. A
-skipped fault is recorded, with why, in ``schedule.json`` and as a ``skip-<kind>`` event in
-the history.
+pause, a kill or a power cut leaves out the nodes that are down. A node restarted while another
+fault is on is not waited for (a partition may keep it from ever looking ready); the final heal
+waits for every node. A membership change needs every member reachable to finish in bounded
+time: it is skipped while another fault is on, and other faults are skipped while it is going
+on. A skipped fault is recorded, with why, in ``schedule.json`` and as a ``skip-<kind>`` event
+in the history.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ from kvcheck.nemesis import (
     StrobeClocks,
     fault_of,
 )
+
+#: The kinds that take nodes down until their stop restarts them.
+_DOWN = ("kill", "power")
 
 
 class FaultRunner:
@@ -151,7 +154,7 @@ class FaultRunner:
                 self._background.start_soon(self._strobing, action, self._strobe)
             else:
                 await execute(self.backend, action)
-        if fault.kind == "kill":
+        if fault.kind in _DOWN:
             self.killed |= set(fault.targets)
             self.paused -= set(fault.targets)
         elif fault.kind == "pause":
@@ -168,14 +171,14 @@ class FaultRunner:
                     "is on")
         if "membership" in others:
             return "a membership change is going on"
-        if planned.kind == "kill" and (was := sorted(set(planned.targets) & self.paused)):
-            return dataclasses.replace(planned, params={**planned.params, "was_paused": was})
-        if planned.kind == "pause" and (down := set(planned.targets) & self.killed):
+        if planned.kind in ("pause", *_DOWN) and (down := set(planned.targets) & self.killed):
             left = tuple(n for n in planned.targets if n not in down)
             if not left:
-                return "every target is killed"
-            return dataclasses.replace(planned, targets=left,
-                                       params={**planned.params, "left_out_killed": sorted(down)})
+                return "every target is down"
+            planned = dataclasses.replace(planned, targets=left, params={
+                **planned.params, "left_out_killed": sorted(down)})
+        if planned.kind in _DOWN and (was := sorted(set(planned.targets) & self.paused)):
+            return dataclasses.replace(planned, params={**planned.params, "was_paused": was})
         return planned
 
     async def _stop(self, kind: str, fault: Fault | None = None) -> None:
@@ -198,7 +201,7 @@ class FaultRunner:
         self._show()
         for action in self._sound(fault.stop):
             await execute(self.backend, action)
-        if kind == "kill":
+        if kind in _DOWN:
             self.killed -= set(fault.targets)
         elif kind == "pause":
             self.paused -= set(fault.targets)

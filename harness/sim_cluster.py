@@ -86,6 +86,7 @@ class SimCluster:
         self._waiting: dict[int, _Waiter] = {}
         self._reported = 0  # failures of the node logic already reported as crashes
         self._noted = 0  # failures of the node logic already noted in the node's log
+        self._halts_noted = 0  # nodes stopped by a failed sync, already noted
         self._answers: deque[tuple[float, int, Response]] = deque()  # in time order
         self._wake: trio.CancelScope | None = None
         self._driver = trio.CancelScope()
@@ -136,11 +137,11 @@ class SimCluster:
                     continue  # the clients woken act now, before the simulation moves on
                 now = trio.current_time()
                 horizon = now + trio.lowlevel.current_statistics().seconds_to_next_deadline
-                failures = len(self.sim.failures)
-                while not self._answers and len(self.sim.failures) == failures \
+                stops = self._stops
+                while not self._answers and self._stops == stops \
                         and (due := self.sim.next_time()) is not None and due <= horizon:
                     self.sim.step()
-                if len(self.sim.failures) > failures:
+                if self._stops > stops:
                     wake: float | None = self.sim.now  # its clients learn of it then
                 else:
                     wake = self._answers[0][0] if self._answers else self.sim.next_time()
@@ -148,9 +149,15 @@ class SimCluster:
                     self._wake = scope
                     await trio.sleep_forever()
 
+    @property
+    def _stops(self) -> int:
+        """How many times a node has stopped by itself: the node logic crashed, or a sync
+        failed."""
+        return len(self.sim.failures) + len(self.sim.halts)
+
     def _catch_up(self) -> bool:
         """Handle every event due by now, and wake the clients answered by then (or whose node
-        the node logic crashed on); return whether any was woken."""
+        stopped by itself); return whether any was woken."""
         now = trio.current_time()
         if self.sim.now > now:
             raise RuntimeError(f"the simulation ran ahead of its clients ({self.sim.now} s at "
@@ -164,16 +171,19 @@ class SimCluster:
                 waiter.response = response
                 waiter.done.set()
                 woken = True
-        return self._note_failures() or woken
+        return self._note_stops() or woken
 
-    def _note_failures(self) -> bool:
-        """A node the node logic crashed on breaks its clients' connections, as a server that
+    def _note_stops(self) -> bool:
+        """A node that stopped by itself breaks its clients' connections, as a server that
         stops does; return whether any client was waiting on it."""
+        stops = [(node, "crashed: the node logic raised\n" + trace.rstrip())
+                 for node, trace in self.sim.failures[self._noted:]]
+        stops += self.sim.halts[self._halts_noted:]
+        self._noted, self._halts_noted = len(self.sim.failures), len(self.sim.halts)
         woken = False
-        for node, trace in self.sim.failures[self._noted:]:
-            self._note(node, "crashed: the node logic raised\n" + trace.rstrip())
+        for node, why in stops:
+            self._note(node, why)
             woken = self._break_connections(node) or woken
-        self._noted = len(self.sim.failures)
         return woken
 
     def _poke(self) -> None:
@@ -237,6 +247,30 @@ class SimCluster:
         self._down.add(node)
         self._break_connections(node)
         self._note(node, "killed")
+
+    async def cut_power(self, node: str) -> None:
+        self._catch_up()
+        self.sim.power_off(node)
+        self._down.add(node)
+        self._break_connections(node)
+        self._note(node, "lost power")
+
+    async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
+        self._catch_up()
+        for node in nodes:
+            self.sim.fail_disk(node, error)  # type: ignore[arg-type]
+            self._note(node, f"disk fails every {error}")
+
+    async def heal_disks(self) -> None:
+        self._catch_up()
+        halted = {node for node, _ in self.sim.halts}
+        for node, state in sorted(self.sim.nodes.items()):
+            if state.disk.error is not None:
+                self.sim.fail_disk(node, None)
+            if node in halted and state.state == "crashed" and node not in self._down:
+                self.sim.restart(node)
+                self._note(node, "restarted after its disk was healed")
+        self._poke()
 
     async def restart(self, node: str) -> None:
         self._catch_up()

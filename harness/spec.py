@@ -32,7 +32,7 @@ from kvcheck.harness.databases import (
     load,
     resolve_options,
 )
-from kvcheck.nemesis import NemesisError, Planned, check_nodes, parse_kinds
+from kvcheck.nemesis import SIMULATED_ONLY, NemesisError, Planned, check_nodes, parse_kinds
 from kvcheck.nemesis.plan import usable_topologies
 from kvcheck.store.bugs import check_bugs
 from kvcheck.store.cli.settings import as_flags
@@ -143,6 +143,8 @@ class TestSpec:
             raise SpecError(str(exc)) from None
         object.__setattr__(self, "db_options", tuple(sorted(options.items())))
         for kind in kinds:
+            if kind in SIMULATED_ONLY and self.backend != "sim":
+                raise SpecError(f"--nemesis {kind} needs --backend sim: {SIMULATED_ONLY[kind]}")
             if kind in database.unsupported_faults:
                 raise SpecError(f"--nemesis {kind} is not supported for --db {self.db}: "
                                 f"{database.unsupported_faults[kind]}")

@@ -3,12 +3,17 @@
 execute."""
 
 from kvcheck.nemesis.actions import (
+    DISK_ERRORS,
     HEAL_ALL,
     KINDS,
+    SIMULATED_ONLY,
     Action,
     ClearPackets,
     CutLinks,
+    CutPower,
+    FailDisks,
     Fault,
+    HealDisks,
     HealLinks,
     JoinNode,
     KillNodes,
@@ -35,13 +40,18 @@ from kvcheck.nemesis.schedule import (
 from kvcheck.nemesis.topology import TOPOLOGIES, Link, Partition
 
 __all__ = [
+    "DISK_ERRORS",
     "HEAL_ALL",
     "KINDS",
+    "SIMULATED_ONLY",
     "TOPOLOGIES",
     "Action",
     "ClearPackets",
     "CutLinks",
+    "CutPower",
+    "FailDisks",
     "Fault",
+    "HealDisks",
     "HealLinks",
     "JoinNode",
     "KillNodes",

@@ -14,7 +14,15 @@ from typing import Any
 
 from kvcheck.nemesis.topology import Link
 
-KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
+KINDS = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power")
+#: The kinds only the simulator can make, and why a real cluster's backend cannot.
+SIMULATED_ONLY: Mapping[str, str] = {
+    "disk": "a container's disk cannot be made to fail writes, reads or syncs on demand",
+    "power": "a killed container's writes stay in the host's page cache: only a simulated "
+             "device loses what was not synced",
+}
+#: How a disk fault makes the device fail: every write (a full disk), read, or sync.
+DISK_ERRORS = ("write", "read", "fsync")
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -103,6 +111,28 @@ class ClearPackets:
 
 
 @dataclass(frozen=True, slots=True)
+class FailDisks:
+    """Make the disks of ``nodes`` fail every operation of the ``error`` kind
+    (:data:`DISK_ERRORS`)."""
+
+    nodes: tuple[str, ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealDisks:
+    """Every disk works again; a node a failed sync stopped starts again on its data."""
+
+
+@dataclass(frozen=True, slots=True)
+class CutPower:
+    """Cut the nodes' power: they stop, and their disks keep only what was synced (and what
+    the kernel wrote back by itself). :class:`RestartNodes` brings them back."""
+
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class JoinNode:
     """Start ``node`` on an empty disk and have it join the cluster through member ``via``."""
 
@@ -120,6 +150,7 @@ class LeaveNode:
 Action = (
     CutLinks | HealLinks | KillNodes | RestartNodes | PauseNodes | ResumeNodes | SetClocks
     | StrobeClocks | ResetClocks | PacketFault | ClearPackets | JoinNode | LeaveNode
+    | FailDisks | HealDisks | CutPower
 )
 
 
@@ -138,7 +169,7 @@ class Fault:
 
 
 #: Actions that heal everything any fault can do: run at the end of every test.
-HEAL_ALL: tuple[Action, ...] = (HealLinks(), ClearPackets(), ResetClocks())
+HEAL_ALL: tuple[Action, ...] = (HealLinks(), ClearPackets(), ResetClocks(), HealDisks())
 
 
 class NemesisError(ValueError):

@@ -16,7 +16,10 @@ Kinds (``docs/nemesis.md`` says how each is done and what it proves):
 - ``packet``: delay, lose, duplicate or reorder packets — each only where the backend can;
 - ``membership``: a spare node joins the cluster and leaves it again at the stop, or a member
   leaves (decommissions) and joins again, on an empty disk, at the stop — so data moves between
-  nodes while clients run. Shrinking needs more members than replicas per key.
+  nodes while clients run. Shrinking needs more members than replicas per key;
+- ``disk`` (simulator only): a minority's disks fail every write, read or sync until the stop;
+- ``power`` (simulator only): a minority, or half the time every node, loses power — a rack
+  or a data center going dark — and starts again at the stop.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kvcheck.nemesis.actions import KINDS, Fault, NemesisError, PacketSupport
+from kvcheck.nemesis.actions import DISK_ERRORS, KINDS, Fault, NemesisError, PacketSupport
 from kvcheck.nemesis.schedule import PACKET_FIELDS, Planned, fault_of
 from kvcheck.nemesis.topology import MIN_NODES, PRIMARY_TOPOLOGIES, TOPOLOGIES
 
@@ -137,6 +140,12 @@ class Nemesis:
 
     def _kill(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
         return self._minority(rng), {}
+
+    def _disk(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        return self._minority(rng), {"error": rng.choice(DISK_ERRORS)}
+
+    def _power(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        return (tuple(self.nodes) if rng.random() < 0.5 else self._minority(rng)), {}
 
     def _pause(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
         return self._minority(rng), {}

@@ -23,6 +23,12 @@ fault into the actions that start and stop it. ``docs/nemesis.md`` documents the
 ``membership``
     ``change``: ``join`` (the target, a spare node, joins through ``via`` and leaves at the
     stop) or ``leave`` (the target member leaves, and joins again through ``via`` at the stop).
+``disk`` (simulator only)
+    ``error``: ``write`` (every write fails, as on a full disk), ``read`` or ``fsync`` — the
+    targets' disks fail so until the stop.
+``power`` (simulator only)
+    none: the targets lose power (what they had not synced may be lost) and start again at
+    the stop.
 """
 
 from __future__ import annotations
@@ -36,11 +42,15 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.nemesis.actions import (
+    DISK_ERRORS,
     KINDS,
     Action,
     ClearPackets,
     CutLinks,
+    CutPower,
+    FailDisks,
     Fault,
+    HealDisks,
     HealLinks,
     JoinNode,
     KillNodes,
@@ -181,8 +191,19 @@ def _membership(p: Planned) -> _Actions:
     raise ValueError(f"change must be join or leave, not {change!r}")
 
 
+def _disk(p: Planned) -> _Actions:
+    error = p.params["error"]
+    if error not in DISK_ERRORS:
+        raise ValueError(f"error must be one of {', '.join(DISK_ERRORS)}, not {error!r}")
+    return (FailDisks(p.targets, error),), (HealDisks(),)
+
+
+def _power(p: Planned) -> _Actions:
+    return (CutPower(p.targets),), (RestartNodes(p.targets),)
+
+
 _BUILDERS = {"partition": _partition, "kill": _kill, "pause": _pause, "clock": _clock,
-             "packet": _packet, "membership": _membership}
+             "packet": _packet, "membership": _membership, "disk": _disk, "power": _power}
 
 
 def read_schedule(path: Path) -> tuple[Planned, ...]:

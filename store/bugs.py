@@ -18,10 +18,16 @@ BUGS: dict[str, str] = {
     "ack-when-sent": "coordinator: a put counts each replica as having stored the write as "
                      "soon as the write is sent to it, so it is acknowledged before W "
                      "replicas hold it",
+    "ack-before-fsync": "server: with fsync always, a write is acknowledged once it reaches "
+                        "the operating system, and the commit log is synced every "
+                        "fsync_interval_ms instead of before the acknowledgement",
     "merge-keeps-newest": "replica: merging a replicated write keeps only the newest of "
                           "concurrent versions (by timestamp) instead of both as siblings",
     "repair-replaces": "replica: a read repair replaces the replica's versions with those "
                        "sent, instead of merging them in",
+    "hints-in-memory": "hinted handoff: a stand-in keeps its hints in memory only, so a "
+                       "restart forgets which writes it holds for another node, and never "
+                       "hands them off",
     "dot-from-context": "versions: a new version's counter follows the client's context alone, "
                         "not what the replica stores, so two blind writes through one replica "
                         "get the same dot",

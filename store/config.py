@@ -101,6 +101,19 @@ class ClusterConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    @property
+    def syncs_before_ack(self) -> bool:
+        """Whether the driver holds back what follows a write until the write is synced
+        (group commit): fsync ``always``, unless the ``ack-before-fsync`` bug is on."""
+        return self.fsync == "always" and "ack-before-fsync" not in self.bugs
+
+    @property
+    def sync_period_s(self) -> float | None:
+        """How often the node logic syncs storage on a timer; None: never (the driver syncs
+        before acknowledging, or nobody does)."""
+        timed = self.fsync == "interval" or (self.fsync == "always" and not self.syncs_before_ack)
+        return self.fsync_interval_ms / 1000 if timed else None
+
 
 @dataclass(frozen=True, slots=True)
 class Address:

@@ -26,12 +26,15 @@ class Hints:
     def __init__(self) -> None:
         self._pending: dict[str, dict[bytes, int]] = {}
         self._seq = 0
+        #: Changes the log could not record (a full or failing disk): they hold while the node
+        #: runs, and a crash may forget them — anti-entropy is the backstop.
+        self.log_errors = 0
 
     def add(self, owner: str, key: bytes) -> int:
         """Record that ``owner`` must receive ``key``; return the hint's sequence number."""
         self._seq += 1
         self._pending.setdefault(owner, {})[key] = self._seq
-        self._record(["add", owner, key, self._seq])
+        self._write(["add", owner, key, self._seq])
         return self._seq
 
     def done(self, owner: str, key: bytes, seq: int) -> bool:
@@ -42,7 +45,7 @@ class Hints:
         del keys[key]
         if not keys:
             del self._pending[owner]
-        self._record(["done", owner, key, seq])
+        self._write(["done", owner, key, seq])
         return True
 
     def pending(self, owner: str) -> list[tuple[bytes, int]]:
@@ -60,8 +63,25 @@ class Hints:
         """Pending hints per target (for ``/status``)."""
         return {owner: len(keys) for owner, keys in sorted(self._pending.items())}
 
+    def _write(self, change: list[object]) -> None:
+        try:
+            self._record(change)
+        except OSError:
+            self.log_errors += 1
+
     def _record(self, change: list[object]) -> None:
-        """Make a change durable (in memory: nothing to do)."""
+        """Log a change (in memory: nothing to do). Raises OSError when the log cannot be
+        written."""
+
+    def _redo(self, action: str, owner: str, key: bytes, seq: int) -> None:
+        """Apply one recorded change again (replaying the log after a restart)."""
+        if action == "add":
+            self._pending.setdefault(owner, {})[key] = seq
+        elif self._pending.get(owner, {}).get(key) == seq:
+            del self._pending[owner][key]
+            if not self._pending[owner]:
+                del self._pending[owner]
+        self._seq = max(self._seq, seq)
 
     @property
     def unsynced(self) -> bool:
@@ -82,15 +102,9 @@ class DurableHints(Hints):
         super().__init__()
         for offset, payload in replay(path):
             try:
-                action, owner, key, seq = msgpack.unpackb(payload, raw=False)
-                if action == "add":
-                    self._pending.setdefault(owner, {})[key] = seq
-                elif self._pending.get(owner, {}).get(key) == seq:
-                    del self._pending[owner][key]
-                self._seq = max(self._seq, seq)
+                self._redo(*msgpack.unpackb(payload, raw=False))
             except (ValueError, TypeError, KeyError) as exc:
                 raise CorruptLogError(path, offset, f"undecodable hint: {exc}") from None
-        self._pending = {owner: keys for owner, keys in self._pending.items() if keys}
         self._log = CommitLog(path)
 
     def _record(self, change: list[object]) -> None:

@@ -164,7 +164,8 @@ class Node:
         self.node_id = node_id
         self.actor = actor
         self.cluster = cluster
-        self.hints = hints if hints is not None else Hints()
+        self.hints = hints if hints is not None and "hints-in-memory" not in cluster.bugs \
+            else Hints()
         self.context = Context(node_id, cluster, placement, Membership(
             node_id, placement.members(), generation=generation,
             suspect_after=cluster.suspect_after_ms / 1000,
@@ -212,8 +213,8 @@ class Node:
             StartTimer(Tick.ANTIENTROPY, self.cluster.antientropy_interval_ms / 1000),
             StartTimer(Tick.BUILD, 0.0),
         ]
-        if self.cluster.fsync == "interval":
-            actions.append(StartTimer(Tick.SYNC, self.cluster.fsync_interval_ms / 1000))
+        if self.cluster.sync_period_s is not None:
+            actions.append(StartTimer(Tick.SYNC, self.cluster.sync_period_s))
         return actions
 
     def handle(self, event: Event, now: Now) -> list[Action]:
@@ -238,6 +239,7 @@ class Node:
         return {
             "requests_in_flight": self.coordinator.in_flight,
             "hints_pending": self.hints.counts(),
+            "hint_log_errors": self.hints.log_errors,
             "placement": self.placement.status(),
             "pulling": self.streaming.status(),
             "counters": dict(sorted(self.counters.items())),

@@ -153,10 +153,10 @@ class Replica:
     # -- timers --
 
     def sync(self, out: list[Action]) -> None:
-        """``fsync = "interval"``: make every write so far durable, and again after the
-        interval."""
+        """Make every write so far durable, and again after the cluster's sync period."""
         self.attempt(lambda storage: storage.sync())
-        out.append(StartTimer(Tick.SYNC, self._cluster.fsync_interval_ms / 1000))
+        if self._cluster.sync_period_s is not None:
+            out.append(StartTimer(Tick.SYNC, self._cluster.sync_period_s))
 
     def purge(self, now: Now, out: list[Action]) -> None:
         """Purge tombstones older than ``tombstone_grace_ms``, and again after a while."""

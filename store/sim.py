@@ -14,6 +14,10 @@ how the real cluster differs:
   its storage and hints (the disk) stay; messages sent to it fail at once as *undeliverable* —
   as a refused TCP connect does — and after its restart, until each peer's link to it has
   reconnected (at the peer's next retry, at most a second away, as the server backs off);
+- the disk (:mod:`kvcheck.store.sim_disk`): with fsync ``always``, what follows a write waits
+  for the next sync (group commit, as the server does), which takes a random time in ``fsync``;
+  a power loss keeps only what a device would; a disk can fail writes, reads or syncs, and a
+  failed group commit stops the node, as it stops the server (:attr:`Simulation.halts`);
 - pause: the node handles nothing until resumed, then everything that arrived meanwhile — as
   SIGSTOP does;
 - clocks: each node's wall clock is virtual time plus its own offset; monotonic time is not
@@ -33,7 +37,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kvcheck.store.config import ClusterConfig
-from kvcheck.store.hints import Hints
 from kvcheck.store.messages import Message, encode_frame
 from kvcheck.store.node import (
     Action,
@@ -55,7 +58,8 @@ from kvcheck.store.node import (
 )
 from kvcheck.store.placement import Placement, initial_records
 from kvcheck.store.ring import Member, Ring
-from kvcheck.store.storage import MemoryStorage
+from kvcheck.store.sim_disk import DiskError, SimDisk, SimHints
+from kvcheck.store.storage import StorageError
 from kvcheck.store.versions import Clock
 
 #: Wall-clock time (ms) at virtual time zero.
@@ -82,17 +86,28 @@ class Degradation:
     rate_kbit: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Commit:
+    """The simulator's own event: a node's group commit starts (``group`` None: the sync), or
+    its sync has returned and ``group``, the actions it held, go out."""
+
+    generation: int
+    group: tuple[Action, ...] | None = None
+
+
 @dataclass(slots=True)
 class SimNode:
     node_id: str
-    disk: MemoryStorage
-    hints: Hints
+    disk: SimDisk
+    hints: SimHints
     logic: Node
     state: State = "up"
     clock_offset: float = 0.0
     generation: int = 1
     timers: dict[Timer, int] = field(default_factory=dict)
-    deferred: list[Event] = field(default_factory=list)
+    deferred: list[Event | _Commit] = field(default_factory=list)
+    held: list[Action] = field(default_factory=list)  # waiting for the next group commit
+    committing: bool = False  # a group commit is due or under way
 
 
 class Simulation:
@@ -110,6 +125,7 @@ class Simulation:
         *,
         seed: int = 0,
         latency: tuple[float, float] = (0.0005, 0.002),
+        fsync: tuple[float, float] = (0.001, 0.004),
         loss: float = 0.0,
         zones: dict[str, str] | None = None,
         trace: bool = True,
@@ -118,6 +134,7 @@ class Simulation:
         self.cluster = cluster or ClusterConfig()
         self.random = random.Random(seed)
         self.latency = latency
+        self.fsync = fsync
         self.loss = loss
         self.now = 0.0
         self.ring = _ring(
@@ -134,9 +151,11 @@ class Simulation:
         self.trace: list[str] = []
         #: (node, traceback) for each exception the node logic raised (it crashed the node).
         self.failures: list[tuple[str, str]] = []
+        #: (node, why) for each node that stopped itself, as the server does when a sync fails.
+        self.halts: list[tuple[str, str]] = []
         self._tracing = trace
         self._answered = answered
-        self._queue: list[tuple[float, int, str, Event]] = []
+        self._queue: list[tuple[float, int, str, Event | _Commit]] = []
         self._seq = 0
         self._next_request = 0
         self._arrival: dict[tuple[str, str], float] = {}  # the last arrival on each link
@@ -144,7 +163,7 @@ class Simulation:
         self._crashed_at: dict[str, float] = {}
         self._degraded: dict[str, Degradation] = {}
         self._busy_until: dict[str, float] = {}  # a rate-limited node's link is busy until
-        self.nodes = {n: self._boot(n, MemoryStorage(), Hints(), 1, self.configured)
+        self.nodes = {n: self._boot(n, *self._new_disk(), 1, self.configured)
                       for n in self.ring.members}
         for node in list(self.nodes.values()):
             self._start(node)
@@ -215,9 +234,22 @@ class Simulation:
     def crash(self, node_id: str) -> None:
         """Stop the node; it loses everything but its disk."""
         node = self.nodes[node_id]
-        node.state, node.timers, node.deferred = "crashed", {}, []
+        node.state, node.timers, node.deferred, node.held = "crashed", {}, [], []
         self._crashed_at[node_id] = self.now
         self._note(f"{node_id} crash")
+
+    def power_off(self, node_id: str) -> None:
+        """Crash the node, and its disk keeps only what a device keeps through a power loss."""
+        self.crash(node_id)
+        node = self.nodes[node_id]
+        node.disk.lose_power(self.random)
+        node.hints.lose_power(self.random)
+        self._note(f"{node_id} power loss")
+
+    def fail_disk(self, node_id: str, error: DiskError | None) -> None:
+        """Make the node's disk fail ``error`` from now on (None: heal it)."""
+        self.nodes[node_id].disk.error = error
+        self._note(f"{node_id} disk {error or 'healed'}")
 
     def restart(self, node_id: str) -> None:
         """Start a crashed node again on the same disk."""
@@ -233,7 +265,7 @@ class Simulation:
         server: what it held must come back from its peers)."""
         self.crash(node_id)
         old = self.nodes[node_id]
-        node = self._boot(node_id, MemoryStorage(), Hints(), old.generation + 1,
+        node = self._boot(node_id, *self._new_disk(), old.generation + 1,
                           self.configured, actor=f"{node_id}.wiped{old.generation + 1}")
         self._replace(old, node, "wipe")
 
@@ -243,7 +275,7 @@ class Simulation:
         """Start a new node that joins through ``via`` (it takes ``via``'s records, as a real
         node fetches them from its seed). Raises ValueError for an id already a member."""
         placement = self.nodes[via].logic.placement.joined(node_id, node_id, zone, 1)
-        node = self._boot(node_id, MemoryStorage(), Hints(), 1, placement)
+        node = self._boot(node_id, *self._new_disk(), 1, placement)
         self.nodes[node_id] = node
         self._note(f"{node_id} join via {via}")
         self._start(node)
@@ -310,7 +342,14 @@ class Simulation:
 
     # -- internals --
 
-    def _boot(self, node_id: str, disk: MemoryStorage, hints: Hints, generation: int,
+    def _new_disk(self) -> tuple[SimDisk, SimHints]:
+        disk = SimDisk(self._clock)
+        return disk, SimHints(disk, self._clock)
+
+    def _clock(self) -> float:
+        return self.now
+
+    def _boot(self, node_id: str, disk: SimDisk, hints: SimHints, generation: int,
               placement: Placement, actor: str | None = None) -> SimNode:
         logic = Node(node_id, actor or f"{node_id}.1", placement, self.cluster, disk,
                      generation, hints)
@@ -335,7 +374,7 @@ class Simulation:
         except Exception:  # a bug in the node logic stops the node, as it would the server
             self._fail(node)
             return
-        self._apply(node, actions)
+        self._carry_out(node, actions)
 
     def _now(self, node: SimNode) -> Now:
         return Now(self.now, EPOCH_MS + round((self.now + node.clock_offset) * 1000))
@@ -344,15 +383,18 @@ class Simulation:
         if self._tracing:
             self.trace.append(f"{self.now:.6f} {what}")
 
-    def _schedule(self, delay: float, node_id: str, event: Event) -> None:
+    def _schedule(self, delay: float, node_id: str, event: Event | _Commit) -> None:
         self._seq += 1
         heapq.heappush(self._queue, (self.now + delay, self._seq, node_id, event))
 
-    def _deliver(self, node: SimNode, event: Event) -> None:
+    def _deliver(self, node: SimNode, event: Event | _Commit) -> None:
         if node.state == "crashed":
             return
         if node.state == "paused":
             node.deferred.append(event)
+            return
+        if isinstance(event, _Commit):
+            self._commit(node, event)
             return
         if self._tracing:
             self.trace.append(f"{self.now:.6f} {node.node_id} {event!r}")
@@ -361,11 +403,44 @@ class Simulation:
         except Exception:
             self._fail(node)
             return
-        self._apply(node, actions)
+        self._carry_out(node, actions)
 
     def _fail(self, node: SimNode) -> None:
         self.failures.append((node.node_id, traceback.format_exc()))
         self.crash(node.node_id)
+
+    def _carry_out(self, node: SimNode, actions: list[Action]) -> None:
+        """Apply ``actions``, or hold them for the next group commit while a write is not yet
+        synced (fsync ``always``), as the server does."""
+        if not self.cluster.syncs_before_ack or not (
+                node.held or node.disk.unsynced or node.hints.unsynced):
+            self._apply(node, actions)
+            return
+        node.held.extend(actions)
+        if not node.committing:
+            node.committing = True
+            self._schedule(0.0, node.node_id, _Commit(node.generation))
+
+    def _commit(self, node: SimNode, commit: _Commit) -> None:
+        """Sync for the actions held so far, and send them out once the sync returns; a sync
+        that fails stops the node. One group at a time, in order."""
+        if commit.generation != node.generation:
+            return
+        if commit.group is not None:
+            node.committing = False
+            self._apply(node, list(commit.group))
+            self._carry_out(node, [])  # the next group, if one formed meanwhile
+            return
+        group, node.held = tuple(node.held), []
+        try:
+            node.disk.sync()
+            node.hints.sync()
+        except StorageError as exc:
+            self.halts.append((node.node_id, f"stopped: {exc}"))
+            self.crash(node.node_id)
+            return
+        self._schedule(self.random.uniform(*self.fsync), node.node_id,
+                       _Commit(node.generation, group))
 
     def _apply(self, node: SimNode, actions: list[Action]) -> None:
         for action in actions:

@@ -97,7 +97,7 @@ class Server:
                            self.dispatch, self._count_protocol_error)
         self.routes = Routes(self)
         self._nursery: trio.Nursery | None = None
-        self._group_commit = config.cluster.fsync == "always"
+        self._group_commit = config.cluster.syncs_before_ack
         self._held: list[Action] = []
         self._sync_wanted = trio.Event()
         self._waiting: dict[int, _Waiter] = {}

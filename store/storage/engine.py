@@ -295,15 +295,18 @@ class LsmStorage:
     def get(self, key: bytes) -> list[Version]:
         """The key's sibling set; empty when unknown. Raises
         :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` when a block it reads is
-        damaged."""
+        damaged, and :class:`StorageError` when the device fails the read."""
         for memtable in (self._memtable, self._frozen):
             if memtable is not None and (found := memtable.get(key)) is not None:
                 return list(found)
         hashes = key_hashes(key) if self.options.use_bloom else None
-        for table in reversed(self._tables):
-            raw = table.sst.get(key, hashes)
-            if raw is not None:
-                return _unpack(raw)
+        try:
+            for table in reversed(self._tables):
+                raw = table.sst.get(key, hashes)
+                if raw is not None:
+                    return _unpack(raw)
+        except OSError as exc:
+            raise StorageError(f"read failed: {exc}") from exc
         return []
 
     def put(self, key: bytes, versions: Sequence[Version]) -> None:

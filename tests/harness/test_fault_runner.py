@@ -68,6 +68,15 @@ class Recorder:
     async def join(self, node: str, via: str) -> None:
         self._note("join", node)
 
+    async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
+        self._note("fail_disks", (tuple(nodes), error))
+
+    async def heal_disks(self) -> None:
+        self._note("heal_disks")
+
+    async def cut_power(self, node: str) -> None:
+        self._note("cut_power", node)
+
     async def leave(self, node: str) -> None:
         self._note("leave", node)
 

@@ -19,7 +19,8 @@ from kvcheck.checkers import check_run
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
 
-FAULT_KINDS = ("partition", "kill", "pause", "clock", "packet", "membership")
+#: Every kind but disk: a full disk breaks the correct store's no-stale-reads (docs/sim.md).
+FAULT_KINDS = ("partition", "kill", "pause", "clock", "packet", "membership", "power")
 
 
 def sim_run(histories: Path, *argv: str) -> tuple[int, Path]:
@@ -140,9 +141,38 @@ def test_the_same_seed_gives_the_same_history_byte_for_byte_in_any_process(
     assert replay(tmp_path, "c", "3", seed=10) != first
 
 
+def test_failing_disks_refuse_writes_stop_a_node_whose_sync_fails_and_lose_no_acknowledged_write(
+        tmp_path: Path) -> None:
+    schedule = tmp_path / "disks.json"
+    schedule.write_text(json.dumps({"format": "kvcheck-schedule", "version": 1, "faults": [
+        {"at": 2, "duration": 4, "kind": "disk", "targets": ["n1"], "error": "write"},
+        {"at": 8, "duration": 4, "kind": "disk", "targets": ["n2"], "error": "read"},
+        {"at": 14, "duration": 4, "kind": "disk", "targets": ["n3"], "error": "fsync"}]}))
+    code, run_dir = sim_run(tmp_path, "--nodes", "3", "--w", "3", "--r", "3", "--time-limit",
+                            "20", "--workload", "set", "--schedule", str(schedule), "--seed", "1")
+    assert code == Exit.OK  # with R = N every read meets every replica: nothing stale
+    ops = [op for op in lines(run_dir) if op["process"] != "nemesis" and op["type"] != "invoke"]
+
+    def outcomes(f: str, start: float, end: float) -> Counter[str]:
+        return Counter(op["type"] for op in ops if op["f"] == f and start < op["time"] / 1e9 < end)
+
+    # W = R = 3: a replica that cannot write, or read, fails every write, or read.
+    for f, start, end in (("add", 2.5, 5.9), ("read", 8.5, 11.9)):
+        seen = outcomes(f, start, end)
+        assert seen["ok"] == 0 < seen.total()
+    assert outcomes("add", 6.5, 7.9)["ok"] > 0
+    log = (run_dir / "nodes" / "n3" / "kvstore.log").read_text()
+    assert "stopped: commit log sync failed" in log
+    assert "restarted after its disk was healed" in log
+    results = json.loads((run_dir / "results.json").read_text())["checkers"]
+    figures = results["lost-writes"]["figures"]
+    assert figures["lost"] == 0 < figures["acknowledged"]
+
+
 @pytest.mark.parametrize(("argv", "words"), [
     (["--db", "etcd"], "runs the reference store only"),
     (["--leave-running"], "--leave-running needs --backend docker"),
+    (["--backend", "docker", "--nemesis", "power"], "--nemesis power needs --backend sim"),
 ])
 def test_what_the_simulator_cannot_run_is_refused_with_the_option_named(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str) -> None:
