@@ -76,6 +76,8 @@ class TestSpec:
     r: int = 2
     versioning: Literal["vclock", "lww"] = "vclock"
     sloppy_quorum: bool = False  # the store's default is sloppy; tests choose strict unless asked
+    #: ``async``: a get answers, then repairs stale replicas; ``blocking``: it repairs first.
+    read_repair: Literal["async", "blocking"] = "async"
     expect: str = ""  # "": the database's (the reference store's: from n, w, r, sloppy_quorum)
     seed: int = field(default_factory=lambda: random.randrange(2**31))
     leave_running: bool = False
@@ -123,6 +125,8 @@ class TestSpec:
         if self.backend == "sim" and self.leave_running:
             raise SpecError("--leave-running needs --backend docker: a simulated cluster "
                             "lives only as long as its run")
+        if self.read_repair not in ("async", "blocking"):
+            raise SpecError(f"--read-repair must be async or blocking, not {self.read_repair!r}")
         if self.nemesis_mode not in ("overlap", "turns"):
             raise SpecError(f"--nemesis-mode must be overlap or turns, not {self.nemesis_mode!r}")
         if self.schedule:
@@ -183,8 +187,8 @@ class TestSpec:
     def store_settings(self) -> dict[str, Any]:
         """The cluster settings of the reference store the test sets (ClusterConfig fields)."""
         return {"n": self.n, "w": self.w, "r": self.r, "versioning": self.versioning,
-                "sloppy_quorum": self.sloppy_quorum, "request_timeout_ms": self.request_timeout_ms,
-                "bugs": self.bugs}
+                "sloppy_quorum": self.sloppy_quorum, "read_repair": self.read_repair,
+                "request_timeout_ms": self.request_timeout_ms, "bugs": self.bugs}
 
     def store_flags(self) -> list[str]:
         """The cluster settings every ``kvstore serve`` of the test gets."""
@@ -233,5 +237,5 @@ class TestSpec:
 
 #: Options of the reference store alone (``--db kvstore``); ``test.json`` has them from
 #: :meth:`Database.describe`.
-_STORE_SETTINGS = frozenset({"n", "w", "r", "versioning", "sloppy_quorum", "request_timeout_ms",
-                             "bugs"})
+_STORE_SETTINGS = frozenset({"n", "w", "r", "versioning", "sloppy_quorum", "read_repair",
+                             "request_timeout_ms", "bugs"})

@@ -312,7 +312,7 @@ class Coordinator:
                 op.merged = self._merge(op)
                 if self._context.cluster.read_repair == "blocking":
                     self._repair_before_answering(op, out)
-                if not op.repairing:
+                if not op.repairing and not op.answered:  # a failed repair answered it
                     op.answered = True
                     self._context.counters["get_ok"] += 1
                     out.append(Respond(op.client, Found(op.merged, join(op.merged))))
@@ -337,14 +337,20 @@ class Coordinator:
 
     def _repair_before_answering(self, op: _Get, out: list[Action]) -> None:
         """Blocking read repair: write the merge back to every replica that answered with less,
-        and answer only when they all have it (so a later quorum read cannot see older)."""
-        for node in self._stale(op):
-            self._context.counters["read_repairs"] += 1
-            if node != self._context.node_id:
+        and answer only when they all have it (so a later quorum read cannot see older); if
+        this node cannot store it, the read fails at once."""
+        me = self._context.node_id
+        stale = self._stale(op)
+        self._context.counters["read_repairs"] += len(stale)
+        if me in stale:
+            if not self._replica.merge(op.key, op.merged):
+                self._repaired(op, me, False, out)
+                return
+            op.replies[me] = list(op.merged)
+        for node in stale:
+            if node != me:
                 op.repairing.add(node)
                 out.append(Send(node, Replicate(op.id, op.key, op.merged)))
-            elif self._replica.merge(op.key, op.merged):
-                op.replies[node] = list(op.merged)
 
     def _stale(self, op: _Get) -> list[str]:
         """The replicas whose reply was not the whole merge."""
@@ -360,7 +366,7 @@ class Coordinator:
             op.repairing.clear()
             self._context.counters["get_failed"] += 1
             out.append(Respond(op.client, Failed(
-                f"blocking read repair could not reach {peer}", "no")))
+                f"blocking read repair could not store the merge on {peer}", "no")))
         self._progress_get(op, out)
 
     def _repair(self, op: _Get, out: list[Action]) -> None:

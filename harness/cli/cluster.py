@@ -62,7 +62,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         spec = TestSpec(name="cluster", nodes=args.nodes, n=args.n, w=args.w, r=args.r,
                         versioning=args.versioning, sloppy_quorum=args.sloppy_quorum,
-                        nemesis=())
+                        read_repair=args.read_repair, nemesis=())
         policy = None
         if args.autoscale:
             low, high = Policy.parse_range(args.autoscale)

@@ -52,7 +52,8 @@ BY_HAND = ClusterDefaults(
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaults) -> None:
-    """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning`` and ``--sloppy-quorum``."""
+    """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning``, ``--sloppy-quorum`` and
+    ``--read-repair``."""
     parser.add_argument("--nodes", type=int, default=defaults.nodes, help=defaults.nodes_help)
     parser.add_argument("--n", type=int, default=SPEC_DEFAULTS.n,
                         help="replicas per key (default: %(default)s)")
@@ -66,6 +67,11 @@ def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaul
                         "(default: %(default)s)")
     parser.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction,
                         default=defaults.sloppy_quorum, help=defaults.sloppy_quorum_help)
+    parser.add_argument("--read-repair", choices=("async", "blocking"),
+                        default=SPEC_DEFAULTS.read_repair,
+                        help="async: a get answers, then repairs the replicas that answered "
+                        "with less; blocking: it repairs them first, or fails (default: "
+                        "%(default)s, as the store runs)")
 
 
 def add_database(parser: argparse.ArgumentParser) -> None:

@@ -148,7 +148,8 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
                                    if t.strip()),
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
-        sloppy_quorum=args.sloppy_quorum, expect=args.expect, op_timeout=args.op_timeout,
+        sloppy_quorum=args.sloppy_quorum, read_repair=args.read_repair, expect=args.expect,
+        op_timeout=args.op_timeout,
         leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug),
         operation_limit=args.operation_limit)
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))

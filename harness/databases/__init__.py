@@ -30,7 +30,7 @@ from kvcheck.harness.databases.interface import (
     Option,
     Process,
 )
-from kvcheck.nemesis import KINDS
+from kvcheck.nemesis import KINDS, SIMULATED_ONLY
 
 #: The adapters kvcheck ships: ``--db`` name → ``module:factory``.
 BUILTIN = {
@@ -145,8 +145,11 @@ def describe(names: Sequence[str] = tuple(BUILTIN)) -> str:
             choices = f" ({' | '.join(option.choices)})" if option.choices else ""
             lines.append(f"  --db-opt {option.name}=VALUE{choices}: {option.help} "
                          f"(default: {option.default})")
-        faults = [k for k in KINDS if k not in database.unsupported_faults]
+        faults = [k for k in KINDS
+                  if k not in database.unsupported_faults and k not in SIMULATED_ONLY]
         lines.append(f"  faults: {', '.join(faults) or 'none'}")
+        if name == "kvstore":  # the one database the simulator runs
+            lines.append(f"  faults with --backend sim also: {', '.join(SIMULATED_ONLY)}")
         for kind, why in database.unsupported_faults.items():
             lines.append(f"  not {kind}: {why}")
         can = ", ".join(c.doing for c in Capability if c in database.capabilities)

@@ -102,6 +102,7 @@ class KvStore(Database):
 
     def describe(self, spec: TestSpec) -> dict[str, Any]:
         return {"n": spec.n, "w": spec.w, "r": spec.r, "sloppy_quorum": spec.sloppy_quorum,
+                "read_repair": spec.read_repair,
                 "versioning": "vector-clock" if spec.versioning == "vclock" else "lww",
                 "request_timeout_ms": spec.request_timeout_ms, "bugs": list(spec.bugs)}
 

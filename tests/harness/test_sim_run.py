@@ -169,6 +169,30 @@ def test_failing_disks_refuse_writes_stop_a_node_whose_sync_fails_and_lose_no_ac
     assert figures["lost"] == 0 < figures["acknowledged"]
 
 
+DISKS = ["--nodes", "5", "--time-limit", "30", "--nemesis", "disk,kill,power,partition",
+         "--nemesis-interval", "4", "--recovery-time", "5"]
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_with_blocking_read_repair_strict_quorums_keep_their_promise_when_disks_fail(
+        tmp_path: Path, seed: int) -> None:
+    code, _ = sim_run(tmp_path, *DISKS, "--read-repair", "blocking", "--seed", str(seed),
+                      "--workload", ("register", "set")[seed % 2])
+    assert code == Exit.OK
+
+
+def test_async_read_repair_lets_a_read_miss_what_an_earlier_one_returned_when_a_disk_is_full(
+        tmp_path: Path) -> None:
+    """A read returns a failed write's element from the one replica that stored it; the
+    replicas whose disks are full cannot take the repair, and a later quorum read of those
+    misses it. Blocking read repair fails such a read instead (the same run, above)."""
+    code, run_dir = sim_run(tmp_path, *DISKS, "--seed", "5", "--workload", "set")
+    assert code == Exit.INVALID
+    figures = json.loads((run_dir / "results.json").read_text())["checkers"]["lost-writes"][
+        "figures"]
+    assert figures["stale"] > 0 and figures["lost"] == 0
+
+
 @pytest.mark.parametrize(("argv", "words"), [
     (["--db", "etcd"], "runs the reference store only"),
     (["--leave-running"], "--leave-running needs --backend docker"),

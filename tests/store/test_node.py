@@ -330,6 +330,24 @@ def test_blocking_read_repair_answers_only_once_stale_replicas_hold_the_merge() 
         assert [v.value for v in sim.nodes[third].disk.get(key)] == [b"v"]
 
 
+def test_blocking_read_repair_fails_the_read_when_the_coordinator_cannot_store_the_merge(
+        ) -> None:
+    """Else the read returns what only one replica holds, and a later quorum read — through
+    replicas that never got it — can miss what this one returned."""
+    sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=2, read_repair="blocking",
+                                          sloppy_quorum=False), seed=19)
+    key = b"k"
+    first, _, third = replicas(sim, key)
+    sim.cut(first, third)  # the third replica misses the write
+    assert isinstance(sim.wait_for(sim.put(first, key, b"v")), Written)
+    sim.heal()
+    sim.crash(first)
+    sim.fail_disk(third, "write")
+    answer = sim.wait_for(sim.get(third, key))
+    assert isinstance(answer, Failed) and "blocking read repair" in answer.reason
+    assert not sim.nodes[third].disk.get(key)
+
+
 def test_a_replica_whose_storage_fails_a_read_refuses_it_and_the_node_keeps_serving() -> None:
     sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2, sloppy_quorum=False), seed=18)
     key = b"k"
