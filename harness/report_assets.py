@@ -49,8 +49,9 @@ const D = JSON.parse(document.getElementById("kv-data").textContent);
 const NS = "http://www.w3.org/2000/svg";
 const TYPE = ["ok", "fail", "info"];
 const COLOUR = ["#2da44e", "#cf222e", "#d4a72c"];
-// By lane colour: partition, kill, pause, clock, packet, membership, any other kind.
-const FAULTS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#bc4c00", "#7d4e00", "#6e7781"];
+// By lane colour: partition, kill, pause, clock, packet, membership, disk, power, any other kind.
+const FAULTS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#bc4c00", "#7d4e00", "#953800",
+                "#1a7f37", "#6e7781"];
 const LEFT = 70, RIGHT = 20, TOP = 24, BOTTOM = 24;
 const end = Math.max(D.duration, 1);
 const view = {t0: 0, t1: end};

@@ -48,7 +48,7 @@ TYPES = (OK, FAIL, INFO)
 FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
 #: The fault kinds in the order of the page's fault lanes (and of their colours); any other kind
 #: follows them, in alphabetical order, in a grey lane.
-FAULT_ORDER = ("partition", "kill", "pause", "clock", "packet", "membership")
+FAULT_ORDER = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power")
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:

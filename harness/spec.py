@@ -10,10 +10,13 @@ checkers the run gets (:mod:`kvcheck.checkers.guarantees`), less those that need
 the database lacks (:attr:`TestSpec.skipped_checkers` says why).
 
 For the reference store the guarantee follows from its configuration. Tests run strict quorums
-unless asked for sloppy ones (the store's own default): strict quorums with W + R > N promise no
-stale reads, which a test can check; sloppy ones promise only that replicas converge (by hinted
-handoff, read repair and anti-entropy, within seconds of a heal). ``linearizable`` can be asked
-for; the reference store does not promise it, so such a test is expected to fail, and shows how.
+and blocking read repair unless asked otherwise (the store's own defaults are sloppy and async):
+strict quorums with W + R > N and blocking read repair promise no stale reads, which a test can
+check; sloppy quorums, or async read repair, promise only that replicas converge (by hinted
+handoff, read repair and anti-entropy, within seconds of a heal) — an async repair that never
+lands (a full disk, a power cut) lets a later quorum read miss what an earlier one returned.
+``linearizable`` can be asked for; the reference store does not promise it, so such a test is
+expected to fail, and shows how.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ class TestSpec:
     r: int = 2
     versioning: Literal["vclock", "lww"] = "vclock"
     sloppy_quorum: bool = False  # the store's default is sloppy; tests choose strict unless asked
-    #: ``async``: a get answers, then repairs stale replicas; ``blocking``: it repairs first.
-    read_repair: Literal["async", "blocking"] = "async"
+    #: ``async``: a get answers, then repairs stale replicas; ``blocking``: it repairs first
+    #: (the store's default is async; tests choose blocking unless asked).
+    read_repair: Literal["async", "blocking"] = "blocking"
     expect: str = ""  # "": the database's (the reference store's: from n, w, r, sloppy_quorum)
     seed: int = field(default_factory=lambda: random.randrange(2**31))
     leave_running: bool = False

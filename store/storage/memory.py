@@ -1,4 +1,4 @@
-"""Storage in a dict: the simulator's disk, and the engine's in-memory index."""
+"""Storage in a dict: what the simulator's disk holds, and storage for unit tests."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from kvcheck.store.versions import Version
 
 
 class MemoryStorage:
-    """A dict from key to sibling set. Nothing is lost while the object lives.
-
-    The simulator keeps one per node across crashes, so it plays the part of the disk.
-    """
+    """A dict from key to sibling set. Nothing is lost while the object lives; it never
+    fails. :class:`~kvcheck.store.sim_disk.SimDisk` adds a device's syncs and failures."""
 
     def __init__(self) -> None:
         self._data: dict[bytes, list[Version]] = {}

@@ -28,7 +28,8 @@ CAUGHT_BY = {
     "repair-replaces": (["--workload", "set"], "lost-writes", "lost"),
     "dot-from-context": (["--workload", "set"], "lost-writes", "lost"),
     "lww-last-arrival": (["--versioning", "lww"], "stale-reads", "stale-read"),
-    "ack-before-fsync": (["--workload", "set", "--nemesis", "power"], "lost-writes", "lost"),
+    "ack-before-fsync": (["--workload", "set", "--nemesis", "power", "--rate", "500"],
+                         "lost-writes", "lost"),
 }
 #: Seeds tried, in order, before a bug counts as not caught.
 SEEDS = 4

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from report_runs import IMG, MS, SCRIPT, make_run
 
 from kvcheck.checkers import Op, check_stats, pair_calls, read_history
-from kvcheck.harness import report_data
+from kvcheck.harness import report_assets, report_data
 from kvcheck.harness.cli import main
 from kvcheck.harness.report import render, write_report
 
@@ -81,10 +82,18 @@ def test_one_kind_of_fault_is_one_lane(tmp_path: Path) -> None:
 
 def test_kinds_beyond_the_known_ones_follow_them_in_grey() -> None:
     windows = [{"fault": f} for f in ("zap", "clock", "bitflip", "partition")]
+    grey = len(report_data.FAULT_ORDER)
     assert report_data._lanes(windows) == [
         {"fault": "partition", "colour": 0}, {"fault": "clock", "colour": 3},
-        {"fault": "bitflip", "colour": 6}, {"fault": "zap", "colour": 6}]
+        {"fault": "bitflip", "colour": grey}, {"fault": "zap", "colour": grey}]
     assert [w["lane"] for w in windows] == [3, 1, 2, 0]
+
+
+def test_every_known_kind_has_a_colour_of_its_own_and_the_others_share_grey() -> None:
+    palette = re.search(r"const FAULTS = \[([^\]]*)\]", report_assets.SCRIPT)
+    assert palette is not None
+    colours = re.findall(r'"(#[0-9a-f]{6})"', palette.group(1))
+    assert len(set(colours)) == len(colours) == len(report_data.FAULT_ORDER) + 1
 
 
 def test_availability_outside_faults_counts_a_call_in_overlapping_windows_once(

@@ -181,13 +181,17 @@ def test_with_blocking_read_repair_strict_quorums_keep_their_promise_when_disks_
     assert code == Exit.OK
 
 
-def test_async_read_repair_lets_a_read_miss_what_an_earlier_one_returned_when_a_disk_is_full(
+def test_async_read_repair_lets_a_read_miss_what_an_earlier_one_returned_so_it_promises_less(
         tmp_path: Path) -> None:
     """A read returns a failed write's element from the one replica that stored it; the
-    replicas whose disks are full cannot take the repair, and a later quorum read of those
-    misses it. Blocking read repair fails such a read instead (the same run, above)."""
-    code, run_dir = sim_run(tmp_path, *DISKS, "--seed", "5", "--workload", "set")
-    assert code == Exit.INVALID
+    replicas whose disks are full cannot take the repair (or lose it with their power), and a
+    later quorum read of those misses it. So with async read repair a test expects only
+    eventual convergence, and measures the stale reads; blocking read repair fails such a read
+    instead (the same runs, above)."""
+    code, run_dir = sim_run(tmp_path, *DISKS, "--read-repair", "async", "--seed", "5",
+                            "--workload", "set")
+    assert code == Exit.OK
+    assert json.loads((run_dir / "test.json").read_text())["guarantee"] == "eventual-convergence"
     figures = json.loads((run_dir / "results.json").read_text())["checkers"]["lost-writes"][
         "figures"]
     assert figures["stale"] > 0 and figures["lost"] == 0
