@@ -140,6 +140,18 @@ def test_a_pause_leaves_out_killed_nodes(tmp_path: Path) -> None:
     assert [arg for _, name, arg in backend.calls if name == "pause"] == ["n2"]
 
 
+def test_a_power_cut_leaves_out_killed_nodes_and_each_fault_restarts_only_its_own(
+        tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
+        Planned(1, 10, "kill", ("n1",)), Planned(3, 2, "power", ("n1", "n2", "n3"))))
+    power = next(f for f in runner.record if f.kind == "power")
+    assert power.targets == ("n2", "n3") and power.params == {"left_out_killed": ["n1"]}
+    assert [(at, name, arg) for at, name, arg in backend.calls
+            if name in ("kill", "cut_power", "restart")] == [
+        (1, "kill", "n1"), (3, "cut_power", "n2"), (3, "cut_power", "n3"),
+        (5, "restart", "n2"), (5, "restart", "n3"), (11, "restart", "n1")]
+
+
 def test_a_node_restarted_inside_a_partition_is_not_waited_for(tmp_path: Path) -> None:
     _, backend = run(tmp_path, schedule=(
         Planned(1, 10, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),

@@ -9,6 +9,9 @@ import pytest
 from kvcheck.nemesis import (
     ClearPackets,
     CutLinks,
+    CutPower,
+    FailDisks,
+    HealDisks,
     HealLinks,
     JoinNode,
     KillNodes,
@@ -30,7 +33,8 @@ from kvcheck.nemesis.plan import usable_topologies
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
 HEALS = {CutLinks: HealLinks, KillNodes: RestartNodes, PauseNodes: ResumeNodes,
-         SetClocks: ResetClocks, StrobeClocks: ResetClocks, PacketFault: ClearPackets}
+         SetClocks: ResetClocks, StrobeClocks: ResetClocks, PacketFault: ClearPackets,
+         FailDisks: HealDisks, CutPower: RestartNodes}
 
 
 def test_kinds_parse_from_a_comma_list_and_unknown_ones_are_named() -> None:
@@ -51,15 +55,19 @@ def test_the_same_seed_draws_the_same_faults() -> None:
 
 
 def test_every_fault_heals_what_it_breaks_and_hits_only_a_minority_of_processes() -> None:
-    nemesis = Nemesis(["partition", "kill", "pause", "clock", "packet"], NODES,
-                      random.Random(0), hold=5, packets=ALL_PACKETS)
+    nemesis = Nemesis(["partition", "kill", "pause", "clock", "packet", "disk", "power"],
+                      NODES, random.Random(0), hold=5, packets=ALL_PACKETS)
+    powered_off = []
     for _ in range(200):
         fault = nemesis.next_fault()
         (start,) = fault.start
         assert [type(a) for a in fault.stop] == [HEALS[type(start)]]
-        if fault.kind in ("kill", "pause", "clock", "packet"):
+        if fault.kind in ("kill", "pause", "clock", "packet", "disk"):
             assert 1 <= len(fault.targets) <= 2
+        if fault.kind == "power":
+            powered_off.append(len(fault.targets))
         assert fault.describe()["fault"] == fault.kind
+    assert set(powered_off) == {1, 2, len(NODES)}  # a minority, or every node at once
 
 
 def test_the_packet_nemesis_uses_only_effects_the_backend_supports() -> None:

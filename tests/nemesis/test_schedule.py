@@ -89,6 +89,9 @@ def test_a_strobe_lasts_as_long_as_its_fault() -> None:
     ({"at": 1, "duration": 2, "kind": "packet", "targets": ["n1"]}, "asks for no effect"),
     ({"at": 1, "duration": 2, "kind": "membership", "targets": ["n6"], "change": "grow",
       "via": "n1"}, "change must be join or leave"),
+    ({"at": 1, "duration": 2, "kind": "disk", "targets": ["n1"], "error": "slow"},
+     "error must be one of write, read, fsync"),
+    ({"at": 1, "duration": 2, "kind": "disk", "targets": ["n1"]}, "unusable parameters"),
 ])
 def test_a_bad_fault_is_refused_naming_it(tmp_path: Path, fault: dict[str, Any],
                                           message: str) -> None:
