@@ -129,6 +129,8 @@ class TestSpec:
         if self.backend == "sim" and self.leave_running:
             raise SpecError("--leave-running needs --backend docker: a simulated cluster "
                             "lives only as long as its run")
+        if self.request_timeout_ms < 1:
+            raise SpecError("--request-timeout-ms must be >= 1")
         if self.read_repair not in ("async", "blocking"):
             raise SpecError(f"--read-repair must be async or blocking, not {self.read_repair!r}")
         if self.nemesis_mode not in ("overlap", "turns"):

@@ -108,9 +108,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op-timeout", type=positive_float, default=SPEC_DEFAULTS.op_timeout,
                    metavar="SECONDS", help="an operation not answered in this time is "
                    "cancelled and recorded as indeterminate (info) (default: %(default)g)")
+    p.add_argument("--request-timeout-ms", type=int,
+                   default=SPEC_DEFAULTS.request_timeout_ms, metavar="MS",
+                   help="the reference store's coordinator gives up on a request after this "
+                   "long (default: %(default)s); keep --op-timeout above it")
     p.add_argument("--expect", choices=GUARANTEES, default=SPEC_DEFAULTS.expect,
-                   help="the guarantee to judge (default: derived from n, w, r and "
-                   "--sloppy-quorum)")
+                   help="the guarantee to judge (default: derived from n, w, r, "
+                   "--sloppy-quorum and --read-repair)")
     p.add_argument("--seed", type=int, help="random seed (default: random, recorded)")
     p.add_argument("--test-count", type=int, default=1,
                    help="run the test this many times, seeds SEED, SEED+1, ... "
@@ -149,7 +153,7 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         nemesis_interval=args.nemesis_interval, recovery_time=args.recovery_time,
         n=args.n, w=args.w, r=args.r, versioning=args.versioning,
         sloppy_quorum=args.sloppy_quorum, read_repair=args.read_repair, expect=args.expect,
-        op_timeout=args.op_timeout,
+        op_timeout=args.op_timeout, request_timeout_ms=args.request_timeout_ms,
         leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug),
         operation_limit=args.operation_limit)
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
