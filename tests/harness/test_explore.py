@@ -57,6 +57,31 @@ def test_a_search_finds_a_bug_shrinks_it_and_prints_a_command_that_replays_it_ex
     assert digest(again / "latest") == digest(Path(str(failure["run"])))
 
 
+STRICT = ["--workload", "register", "--no-sloppy-quorum", "--w", "2", "--r", "2"]
+#: The bugs a short search finds (docs/sim.md has the others: they need a power cut, or a
+#: partition that cuts a key's replicas off, and are caught by seeded runs in test_bugs.py):
+#: the options that narrow the search, and the checker that must catch the failure.
+FOUND_BY_A_SHORT_SEARCH = {
+    "count-own-read-twice": (STRICT, "stale-reads"),
+    "ack-when-sent": (STRICT, "stale-reads"),
+    "merge-keeps-newest": ([], "lost-writes"),
+    "repair-replaces": ([], "lost-writes"),
+    "dot-from-context": ([], "lost-writes"),
+    "lww-last-arrival": ([*STRICT, "--versioning", "lww"], "stale-reads"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(FOUND_BY_A_SHORT_SEARCH))
+def test_a_search_bounded_by_runs_finds_each_bug_for_its_reason(tmp_path: Path, bug: str
+                                                                ) -> None:
+    options, checker = FOUND_BY_A_SHORT_SEARCH[bug]
+    code = main(["explore", "--bug", bug, *options, "--max-runs", "14", "--seed", "0",
+                 "--histories", str(tmp_path)])
+    assert code == Exit.INVALID
+    failure = summary(tmp_path)["failure"]
+    assert isinstance(failure, dict) and failure["invalid"] == [checker]
+
+
 def test_a_search_of_the_correct_store_finds_nothing_and_says_how_much_it_tried(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["explore", "--no-sloppy-quorum", "--w", "2", "--r", "2", "--max-runs", "6",
