@@ -27,7 +27,7 @@ from __future__ import annotations
 import errno
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -242,18 +242,18 @@ class SimCluster:
     # -- faults --
 
     async def kill(self, node: str) -> None:
-        self._catch_up()
-        self.sim.crash(node)
-        self._down.add(node)
-        self._break_connections(node)
-        self._note(node, "killed")
+        self._take_down(node, self.sim.crash, "killed")
 
     async def cut_power(self, node: str) -> None:
+        self._take_down(node, self.sim.power_off, "lost power")
+
+    def _take_down(self, node: str, stop: Callable[[str], None], what: str) -> None:
+        """Stop ``node`` the way ``stop`` does; its clients' connections break."""
         self._catch_up()
-        self.sim.power_off(node)
+        stop(node)
         self._down.add(node)
         self._break_connections(node)
-        self._note(node, "lost power")
+        self._note(node, what)
 
     async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
         self._catch_up()
