@@ -16,9 +16,11 @@ different kinds overlap and those of one kind never do (as a schedule requires);
 targets and parameters come from the nemesis's own draw for its kind, seeded by the fault.
 Deleting a fault, or shortening one, leaves a valid schedule, so shrinking stays in the space.
 
-The search is deterministic: the same ``seed``, shard and options try the same cases in the
-same order. It stops when it found and shrank a failure, or when ``budget`` seconds are spent,
-or after ``max_runs`` runs (what CI uses: a count cannot be flaky).
+The search is seeded: the same ``seed``, shard and options try the same first cases in the
+same order; Hypothesis's later choices can vary with what else the process has loaded (seen
+after about ten cases), so a count of runs bounds a search but does not pin it. A failure found
+always replays exactly. It stops when it found and shrank a failure, or when ``budget``
+seconds are spent, or after ``max_runs`` runs.
 """
 
 from __future__ import annotations

@@ -58,16 +58,16 @@ def test_a_search_finds_a_bug_shrinks_it_and_prints_a_command_that_replays_it_ex
 
 
 STRICT = ["--workload", "register", "--no-sloppy-quorum", "--w", "2", "--r", "2"]
-#: The bugs a short search finds (docs/sim.md has the others: they need a power cut, or a
-#: partition that cuts a key's replicas off, and are caught by seeded runs in test_bugs.py):
-#: the options that narrow the search, and the checker that must catch the failure.
+#: The bugs a short search finds, at its third run (docs/sim.md): the options that narrow the
+#: search, and the checker that must catch the failure. The first runs of a seeded search are
+#: the same in any process; later ones can vary (docs/sim.md), so the others — found after
+#: nine runs or more — are caught by seeded runs in test_bugs.py instead.
 FOUND_BY_A_SHORT_SEARCH = {
     "count-own-read-twice": (STRICT, "stale-reads"),
     "ack-when-sent": (STRICT, "stale-reads"),
     "merge-keeps-newest": ([], "lost-writes"),
     "repair-replaces": ([], "lost-writes"),
     "dot-from-context": ([], "lost-writes"),
-    "lww-last-arrival": ([*STRICT, "--versioning", "lww"], "stale-reads"),
 }
 
 
@@ -75,7 +75,7 @@ FOUND_BY_A_SHORT_SEARCH = {
 def test_a_search_bounded_by_runs_finds_each_bug_for_its_reason(tmp_path: Path, bug: str
                                                                 ) -> None:
     options, checker = FOUND_BY_A_SHORT_SEARCH[bug]
-    code = main(["explore", "--bug", bug, *options, "--max-runs", "14", "--seed", "0",
+    code = main(["explore", "--bug", bug, *options, "--max-runs", "6", "--seed", "0",
                  "--histories", str(tmp_path)])
     assert code == Exit.INVALID
     failure = summary(tmp_path)["failure"]
