@@ -110,6 +110,12 @@ class Case:
         return argv
 
     @property
+    def sizes(self) -> dict[str, int]:
+        """What shrinking makes smaller, the first the most important."""
+        return {"faults": len(self.faults), "concurrency": self.concurrency,
+                "time_limit": self.time_limit, "operation_limit": self.operations}
+
+    @property
     def size(self) -> str:
         operations = f", at most {self.operations} operations" if self.operations else ""
         return (f"{len(self.faults)} fault(s), {self.concurrency} client(s), "
@@ -277,5 +283,4 @@ def _how(outcome: Outcome) -> tuple[tuple[str, ...], bool, str]:
 
 
 def _smaller(a: Case, b: Case) -> bool:
-    return (len(a.faults), a.concurrency, a.time_limit, a.operations) < (
-        len(b.faults), b.concurrency, b.time_limit, b.operations)
+    return tuple(a.sizes.values()) < tuple(b.sizes.values())

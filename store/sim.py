@@ -344,7 +344,7 @@ class Simulation:
 
     def _new_disk(self) -> tuple[SimDisk, SimHints]:
         disk = SimDisk(self._clock)
-        return disk, SimHints(disk, self._clock)
+        return disk, SimHints(disk)
 
     def _clock(self) -> float:
         return self.now

@@ -41,40 +41,42 @@ _MESSAGES: dict[DiskError, str] = {
 }
 
 
-class _Log:
-    """Changes in the order they were appended: those synced, and those only in the page cache
-    (each with the virtual time of its append)."""
+class _PageCache:
+    """Changes appended since the last sync, oldest first, each with the virtual time of its
+    append: what a power loss may lose."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
-        self.durable: list[Any] = []
-        self.pending: list[tuple[float, Any]] = []
-        self.failed_sync = False
+        self._changes: list[tuple[float, Any]] = []
+        self._failed_sync = False
 
     def append(self, change: Any) -> None:
-        self.pending.append((self.clock(), change))
+        self._changes.append((self.clock(), change))
 
     @property
     def unsynced(self) -> bool:
-        return bool(self.pending) or self.failed_sync
+        return bool(self._changes) or self._failed_sync
 
-    def sync(self, error: DiskError | None) -> None:
+    def sync(self, error: DiskError | None) -> list[Any]:
+        """The changes that are durable now. Raises StorageError if ``error`` is ``fsync``:
+        then they never will be (marked clean, never written), though still readable."""
         if error == "fsync" and self.unsynced:
-            self.pending.clear()  # marked clean, never written: lost at the next power loss
-            self.failed_sync = True
+            self._changes.clear()
+            self._failed_sync = True
             raise StorageError(f"commit log sync failed: {_MESSAGES['fsync']}")
-        self.durable.extend(change for _, change in self.pending)
-        self.pending.clear()
-        self.failed_sync = False
+        return self._drop(len(self._changes))
 
     def lose_power(self, rng: random.Random) -> list[Any]:
-        """Keep the written-back prefix of the unsynced changes; return every change kept."""
-        written_back = sum(1 for at, _ in self.pending if at <= self.clock() - WRITEBACK_S)
-        kept = rng.randint(written_back, len(self.pending))
-        self.durable.extend(change for _, change in self.pending[:kept])
-        self.pending.clear()
-        self.failed_sync = False
-        return self.durable
+        """The changes the device kept through a power loss: those the kernel wrote back by
+        itself, and a random prefix of the rest."""
+        written_back = sum(1 for at, _ in self._changes if at <= self.clock() - WRITEBACK_S)
+        return self._drop(rng.randint(written_back, len(self._changes)))
+
+    def _drop(self, kept: int) -> list[Any]:
+        changes = [change for _, change in self._changes[:kept]]
+        self._changes.clear()
+        self._failed_sync = False
+        return changes
 
 
 class SimDisk:
@@ -84,8 +86,13 @@ class SimDisk:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.error: DiskError | None = None
-        self._data = MemoryStorage()
-        self._log = _Log(clock)
+        self._data = MemoryStorage()  # what the node reads: the device and the page cache
+        self._durable = MemoryStorage()  # what the device holds
+        self._cache = _PageCache(clock)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._cache.clock
 
     def get(self, key: bytes) -> list[Version]:
         if self.error == "read":
@@ -96,11 +103,11 @@ class SimDisk:
         if self.error == "write":
             raise StorageError(f"commit log append failed: {_MESSAGES['write']}")
         self._data.put(key, versions)
-        self._log.append((key, tuple(versions)))
+        self._cache.append((key, tuple(versions)))
 
     @property
     def unsynced(self) -> bool:
-        return self._log.unsynced
+        return self._cache.unsynced
 
     def keys(self) -> Iterator[bytes]:
         return self._data.keys()
@@ -111,14 +118,15 @@ class SimDisk:
         return self._data.scan(start, end, where)
 
     def purge_tombstones(self, older_than_ms: int) -> int:
-        doomed = [key for key, versions in self._data.scan()
-                  if all(v.value is None and v.timestamp < older_than_ms for v in versions)]
-        for key in doomed:
-            self.put(key, ())
-        return len(doomed)
+        """As the engine purges, in a compaction: never failing, durable with the next sync."""
+        before = set(self._data.keys())
+        purged = self._data.purge_tombstones(older_than_ms)
+        for key in sorted(before - set(self._data.keys())):
+            self._cache.append((key, ()))
+        return purged
 
     def sync(self) -> None:
-        self._log.sync(self.error)
+        self._make_durable(self._cache.sync(self.error))
 
     def close(self) -> None:
         self.sync()
@@ -128,33 +136,41 @@ class SimDisk:
 
     def lose_power(self, rng: random.Random) -> None:
         """The power went: keep what the device holds (see the module's docstring)."""
-        self._data = MemoryStorage()
-        for key, versions in self._log.lose_power(rng):
-            self._data.put(key, versions)
+        self._make_durable(self._cache.lose_power(rng))
+        self._data = self._durable.copy()
+
+    def _make_durable(self, changes: list[tuple[bytes, tuple[Version, ...]]]) -> None:
+        for key, versions in changes:
+            self._durable.put(key, versions)
 
 
 class SimHints(Hints):
     """The hint log on ``disk``: it fails as the disk does, and loses power with it."""
 
-    def __init__(self, disk: SimDisk, clock: Callable[[], float]) -> None:
+    def __init__(self, disk: SimDisk) -> None:
         super().__init__()
         self._disk = disk
-        self._log = _Log(clock)
+        self._durable = Hints()  # the hints the log on the device replays to
+        self._cache = _PageCache(disk.clock)
 
     def _record(self, change: list[object]) -> None:
         if self._disk.error == "write":
             raise OSError(28, "No space left on device (the hint log)")
-        self._log.append(change)
+        self._cache.append(change)
 
     @property
     def unsynced(self) -> bool:
-        return self._log.unsynced
+        return self._cache.unsynced
 
     def sync(self) -> None:
-        self._log.sync(self._disk.error)
+        self._make_durable(self._cache.sync(self._disk.error))
 
     def lose_power(self, rng: random.Random) -> None:
         """Replay what the device holds, as :class:`~kvcheck.store.hints.DurableHints` does."""
-        self._pending, self._seq = {}, 0
-        for change in self._log.lose_power(rng):
-            self._redo(*change)
+        self._make_durable(self._cache.lose_power(rng))
+        self._pending = {owner: dict(keys) for owner, keys in self._durable._pending.items()}
+        self._seq = self._durable._seq
+
+    def _make_durable(self, changes: list[Any]) -> None:
+        for change in changes:
+            self._durable._redo(*change)

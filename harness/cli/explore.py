@@ -132,7 +132,7 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
         if search.first is not None:
             runs, after, first = search.first
             summary["failure"]["found_after"] = {"runs": runs, "seconds": after}
-            summary["failure"]["before_shrinking"] = _size(first)
+            summary["failure"]["before_shrinking"] = first.sizes
     (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     if found is None:
         out.print(f"no failure in {search.runs} runs ({seconds:g} s)", highlight=False)
@@ -153,15 +153,9 @@ def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str
     code = main(["run", *argv])
     return {"reason": outcome.reason, "invalid": list(outcome.invalid),
             "crashed": list(outcome.crashed), "error": outcome.error or None,
-            "replayed_exit_code": code, **_size(case),
+            "replayed_exit_code": code, **case.sizes,
             "run": str((where / "run" / "latest").resolve()),
             "replay": "kvcheck run " + " ".join(argv)}
-
-
-def _size(case: Case) -> dict[str, int]:
-    """What shrinking makes smaller."""
-    return {"faults": len(case.faults), "concurrency": case.concurrency,
-            "time_limit": case.time_limit, "operation_limit": case.operations}
 
 
 def _axes_json(axes: Axes) -> dict[str, Any]:

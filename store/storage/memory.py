@@ -15,6 +15,12 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._data: dict[bytes, list[Version]] = {}
 
+    def copy(self) -> MemoryStorage:
+        """Another storage holding the same sibling sets, changed independently."""
+        twin = MemoryStorage()
+        twin._data = {key: list(versions) for key, versions in self._data.items()}
+        return twin
+
     def get(self, key: bytes) -> list[Version]:
         return list(self._data.get(key, ()))
 

@@ -105,7 +105,7 @@ def test_the_nemesis_and_the_simulated_disk_know_the_same_errors() -> None:
 def test_a_hint_log_that_cannot_be_written_is_counted_and_the_hint_kept_while_running(
         ) -> None:
     disk = SimDisk(lambda: 0.0)
-    hints = SimHints(disk, lambda: 0.0)
+    hints = SimHints(disk)
     hints.add("n2", b"k")
     hints.sync()
     disk.error = "write"
