@@ -14,11 +14,13 @@ import socket
 import sys
 from dataclasses import dataclass
 from importlib.metadata import version
+from pathlib import Path
 
 import trio
 from bench_processes import LocalProcesses
 
 from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.peer_auth import new_secret
 
 NODES = ("n1", "n2", "n3")
 N, W, R = 3, 2, 2
@@ -37,8 +39,18 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def secret_file(servers: LocalProcesses) -> Path:
+    """The cluster's secret file, under ``servers``' root (made on the first call)."""
+    path = servers.root / "secret"
+    if not path.exists():
+        path.write_text(new_secret())
+        path.chmod(0o600)
+    return path
+
+
 def start_cluster(servers: LocalProcesses, fsync: str) -> list[int]:
-    """Start the 3 nodes under ``servers`` (data in ``<root>/<node>``); return their ports."""
+    """Start the 3 nodes under ``servers`` (data in ``<root>/<node>``, peers authenticated
+    with :func:`secret_file`); return their ports."""
     ports = free_ports(len(NODES))
     for node, port in zip(NODES, ports, strict=True):
         peers = ",".join(f"{p}=127.0.0.1:{q}" for p, q in zip(NODES, ports, strict=True)
@@ -47,16 +59,17 @@ def start_cluster(servers: LocalProcesses, fsync: str) -> list[int]:
             sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
             "--listen", f"127.0.0.1:{port}", "--peers", peers,
             "--data-dir", str(servers.root / node), "--n", str(N), "--w", str(W), "--r", str(R),
-            "--fsync", fsync, "--log-level", "warning"])
+            "--fsync", fsync, "--secret-file", str(secret_file(servers)),
+            "--log-level", "warning"])
     return ports
 
 
 async def wait_ready(ports: list[int], servers: LocalProcesses) -> None:
-    """Return once every node answers ``/status`` connected to every other. Raises
-    ``RuntimeError`` with the logs' ends if a node exits, or after :data:`READY_LIMIT`."""
+    """Return once every node answers ``/ready``. Raises ``RuntimeError`` with the logs' ends
+    if a node exits, or after :data:`READY_LIMIT`."""
     with trio.move_on_after(READY_LIMIT):
         for port in ports:
-            while not await _connected(port):
+            while not await _ready(port):
                 servers.check_running()
                 await trio.sleep(0.05)  # polling a condition under a deadline
         return
@@ -64,13 +77,12 @@ async def wait_ready(ports: list[int], servers: LocalProcesses) -> None:
                        + "\n".join(servers.tail(node) for node in NODES))
 
 
-async def _connected(port: int) -> bool:
+async def _ready(port: int) -> bool:
     try:
         async with StoreClient("127.0.0.1", port, timeout=1) as client:
-            status = await client.status()
+            return not await client.ready()
     except StoreError:
         return False
-    return all(m["connected"] for m in status["membership"])
 
 
 def describe(fsync: str) -> dict[str, object]:

@@ -116,7 +116,7 @@ async def processes(keys: int) -> dict[str, object]:
                 sys.executable, "-m", "kvcheck.store", "serve", "--node-id", "n4", "--listen",
                 f"127.0.0.1:{port}", "--join", f"127.0.0.1:{ports[0]}", "--data-dir",
                 str(servers.root / "n4"), "--n", "3", "--w", "2", "--r", "2", "--fsync", "always",
-                "--log-level", "warning"])
+                "--secret-file", str(bench_kvstore.secret_file(servers)), "--log-level", "warning"])
 
         async def leave() -> None:
             async with StoreClient("127.0.0.1", port) as client:

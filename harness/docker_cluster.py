@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
+import secrets
 import shlex
+import tarfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,6 +80,7 @@ class DockerCluster:
         self.client = client
         self.image = image
         self.run_id = run_id
+        self.secret = secrets.token_hex(32)
         self.spec = spec
         self.database = database
         self.options: Mapping[str, str] = dict(spec.db_options)
@@ -176,6 +180,8 @@ class DockerCluster:
         for process in processes:
             if only_faulty and not process.faults:
                 continue
+            if process.files:
+                await trio.to_thread.run_sync(self._write_files, node, process.files)
             environment = dict(process.environment)
             if process.faults and self._clock:
                 environment.update(faketime_env(FAKETIME_FILE))
@@ -189,6 +195,18 @@ class DockerCluster:
             with trio.move_on_after(10):  # so that a process that exits is told from one
                 while not pid.exists():   # that has not started yet
                     await trio.sleep(0.01)
+
+    def _write_files(self, node: str, files: Mapping[str, str]) -> None:
+        """Write ``files`` (absolute path → content) into the node's container, mode 0600."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for path, content in files.items():
+                data = content.encode()
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size, info.mode = len(data), 0o600
+                tar.addfile(info, io.BytesIO(data))
+        if not self._containers[node].put_archive("/", archive.getvalue()):
+            raise BackendError(f"{node}: could not write {', '.join(files)}")
 
     async def wait_ready(self, nodes: Sequence[str], limit: float = READY_LIMIT) -> None:
         """Until each node is ready and the cluster has settled, as the database says.

@@ -10,17 +10,18 @@ Where the schedule comes from (``docs/nemesis.md``):
 * a schedule given (``kvcheck run --schedule FILE``): exactly its faults, at their times.
 
 Overlaps are sound. Faults overlap in time, but their starts and stops take turns (a node is
-never resumed while it is being killed); a fault that ends as the next of its kind starts
-stops first. Healing one kind never undoes another: a partition heal flushes only the
-partition's rules, packet faults live in their own queueing discipline, a restarted node keeps
-its clock offset (it lives in a file libfaketime reads). A killed node (``kill`` or ``power``)
-that was paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a
-pause, a kill or a power cut leaves out the nodes that are down. A node restarted while another
-fault is on is not waited for (a partition may keep it from ever looking ready); the final heal
-waits for every node. A membership change needs every member reachable to finish in bounded
-time: it is skipped while another fault is on, and other faults are skipped while it is going
-on. A skipped fault is recorded, with why, in ``schedule.json`` and as a ``skip-<kind>`` event
-in the history.
+never resumed while it is being killed); a fault that ends as the next of its kind starts stops
+first. Healing one kind never undoes another: a partition heal flushes only the partition's
+rules, packet faults live in their own queueing discipline, a restarted node keeps its clock
+offset (it lives in a file libfaketime reads). A killed node (``kill`` or ``power``) that was
+paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a pause, a
+kill or a power cut leaves out the nodes that are down. A node restarted while another fault is
+on is not waited for (a partition may keep it from ever looking ready): the faults go on, and a
+``ready`` event in the history records when it became ready, or an ``unready`` one that it had
+not within :data:`READY_WATCH_S`; the final heal waits for every node. A membership change needs
+every member reachable to finish in bounded time: it is skipped while another fault is on, and
+other faults are skipped while it is going on. A skipped fault is recorded, with why, in
+``schedule.json`` and as a ``skip-<kind>`` event in the history.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ from kvcheck.nemesis import (
 
 #: The kinds that take nodes down until their stop restarts them.
 _DOWN = ("kill", "power")
+#: Seconds a node restarted while other faults are on is watched for becoming ready.
+READY_WATCH_S = 30.0
 
 
 class FaultRunner:
@@ -70,22 +73,29 @@ class FaultRunner:
         self._transition = trio.Lock()
         self._strobe: trio.CancelScope | None = None
         self._background: trio.Nursery | None = None
+        self._watchers: trio.Nursery | None = None  # of nodes restarted while faults are on
         self._started = 0.0
 
     async def run(self, until: float) -> None:
         """Start and stop faults from now until trio time ``until``; faults still on then stay
         on until :meth:`stop_all`."""
         self._started = trio.current_time()
-        async with trio.open_nursery() as self._background:
-            if self.schedule:
-                for planned in self.schedule:
-                    self._background.start_soon(self._scheduled, planned, until)
-            elif self.nemesis is not None and self.mode == "overlap":
-                for kind in self.nemesis.kinds:
-                    self._background.start_soon(
-                        self._drawn, random.Random(self.rng.randrange(2**32)), until, kind)
-            elif self.nemesis is not None:
-                self._background.start_soon(self._drawn, self.rng, until, None)
+        async with trio.open_nursery() as watchers:
+            self._watchers = watchers
+            try:
+                async with trio.open_nursery() as self._background:
+                    if self.schedule:
+                        for planned in self.schedule:
+                            self._background.start_soon(self._scheduled, planned, until)
+                    elif self.nemesis is not None and self.mode == "overlap":
+                        for kind in self.nemesis.kinds:
+                            self._background.start_soon(self._drawn, random.Random(
+                                self.rng.randrange(2**32)), until, kind)
+                    elif self.nemesis is not None:
+                        self._background.start_soon(self._drawn, self.rng, until, None)
+            finally:  # the final heal waits for every node: no more watching
+                self._background = self._watchers = None
+                watchers.cancel_scope.cancel()
 
     async def stop_all(self) -> None:
         """Stop every fault still on, the latest first."""
@@ -201,6 +211,9 @@ class FaultRunner:
         self._show()
         for action in self._sound(fault.stop):
             await execute(self.backend, action)
+            if (isinstance(action, RestartNodes) and not action.wait
+                    and self._watchers is not None):
+                self._watchers.start_soon(self._watch_ready, action.nodes)
         if kind in _DOWN:
             self.killed -= set(fault.targets)
         elif kind == "pause":
@@ -218,6 +231,28 @@ class FaultRunner:
                 return RestartNodes(action.nodes, wait=False)
             return action
         return [sound(action) for action in actions]
+
+    async def _watch_ready(self, nodes: Sequence[str]) -> None:
+        """Record when each of ``nodes``, restarted while other faults are on, becomes ready
+        (``ready``), or that it had not within :data:`READY_WATCH_S` (``unready``); stop
+        watching a node that goes down again."""
+        started, waiting = trio.current_time(), list(nodes)
+        with trio.move_on_after(READY_WATCH_S):
+            while waiting:
+                for node in list(waiting):
+                    if node in self.killed:
+                        waiting.remove(node)
+                        continue
+                    with guard(f"ready({node!r})"):
+                        ready = await self.backend.database.ready(node, self.backend)
+                    if ready:
+                        waiting.remove(node)
+                        self.history.record("nemesis", "info", "ready", value={
+                            "nodes": [node], "after_s": round(trio.current_time() - started, 3)})
+                await trio.sleep(0.1)
+        if waiting:
+            self.history.record("nemesis", "info", "unready", value={
+                "nodes": waiting, "waited_s": READY_WATCH_S})
 
     def _show(self) -> None:
         self.shown[:] = [_summary(fault.describe()) for _, fault in self._active.values()]

@@ -73,6 +73,7 @@ class SimCluster:
             raise BackendError("the simulator runs the reference store only (--db kvstore)")
         self.spec = spec
         self.run_id = run_id
+        self.secret = ""  # simulated nodes exchange messages, not connections: nothing to prove
         self.run_dir = run_dir
         self.database: Database = SimKvStore()
         self.options: Mapping[str, str] = dict(spec.db_options)

@@ -121,7 +121,8 @@ class FailDisks:
 
 @dataclass(frozen=True, slots=True)
 class HealDisks:
-    """Every disk works again; a node a failed sync stopped starts again on its data."""
+    """Every disk works again; a node whose writes a failed sync stopped starts again on its
+    data."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ not happen) or ``"unknown"`` (it may have: the request is *indeterminate*).
 from __future__ import annotations
 
 import json
+import select
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -39,8 +40,13 @@ class RequestRejected(StoreError):
     """The node refused the request as malformed or too large (4xx): nothing was written."""
 
 
+class TooManySiblings(RequestRejected):
+    """A write refused at the key's sibling cap (409): nothing was written. Read the key and
+    write with the read's context, which resolves its siblings."""
+
+
 class Unavailable(StoreError):
-    """The node could not gather a quorum in time (503)."""
+    """The node could not gather a quorum in time, or serves too many connections (503)."""
 
 
 class ConnectionFailed(StoreError):
@@ -111,6 +117,19 @@ class StoreClient:
         """The node's ``/status`` document."""
         return await self._get_json("/status")
 
+    async def ready(self) -> list[str]:
+        """Why the node cannot serve yet (``/ready``): empty once it can."""
+        status, headers, body = await self._request("GET", "/ready")
+        if status == 200:
+            return []
+        try:
+            reasons = json.loads(body)["waiting_for"] if status == 503 else None
+        except (ValueError, KeyError, TypeError):
+            reasons = None
+        if not isinstance(reasons, list) or not reasons:
+            raise _error(status, headers, body, "no")
+        return [str(reason) for reason in reasons]
+
     async def placement(self) -> list[RecordJSON]:
         """Every member's record as this node has it (``/placement``): what a joining node
         starts from."""
@@ -146,7 +165,10 @@ class StoreClient:
             method, _path(key, "w", w), headers, value)
         if status == 204:
             return response_headers.get(CONTEXT_HEADER, "")
-        raise _error(status, response_headers, body, "unknown")
+        error = _error(status, response_headers, body, "unknown")
+        if status == 409:
+            raise TooManySiblings(str(error), "no", status)
+        raise error
 
     async def _request(
         self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
@@ -170,6 +192,8 @@ class StoreClient:
 
     async def _exchange(self, method: str, target: str, headers: list[tuple[str, str]],
                         body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if self._stream is not None and _closed_by_node(self._stream):
+            await self.aclose()  # e.g. kept alive past the node's idle timeout
         if self._stream is None:
             self._conn = None
             self._stream = await trio.open_tcp_stream(self.host, self.port)
@@ -211,14 +235,25 @@ def _path(key: bytes | str, name: str, quorum: int | None) -> str:
     return f"{path}?{name}={quorum}" if quorum is not None else path
 
 
+def _closed_by_node(stream: trio.SocketStream) -> bool:
+    """Whether a kept-alive connection, with no request on it, has anything to read: the node
+    has closed it (or sent what it should not), so a request sent on it would be lost."""
+    poller = select.poll()
+    poller.register(stream.socket.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _error(status: int, headers: dict[str, str], body: bytes, applied: Applied) -> StoreError:
+    """The error for a node's answer ``status``: surely not applied when it is a 4xx or the
+    node says so (``X-Kv-Applied: no``), else ``applied``."""
     try:
         message = json.loads(body)["error"]
     except (ValueError, KeyError, TypeError):
         message = body.decode(errors="replace")[:200]
+    if headers.get(APPLIED_HEADER) == "no":
+        applied = "no"
     if status == 503:
-        said = headers.get(APPLIED_HEADER)
-        return Unavailable(message, "no" if said == "no" else applied, status)
+        return Unavailable(message, applied, status)
     if 400 <= status < 500:
         return RequestRejected(f"{status}: {message}", "no", status)
     return StoreError(f"{status}: {message}", applied, status)

@@ -47,7 +47,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """Settings every node of a cluster must share."""
+    """Settings every node of a cluster must share, and the node's own limits (marked "per
+    node") that are set the same way."""
 
     n: int = 3
     w: int = 2
@@ -69,6 +70,16 @@ class ClusterConfig:
     cluster_name: str = "kvcheck"
     #: The storage engine flushes its memtable to an SSTable past this many bytes.
     memtable_bytes: int = 32 << 20
+    #: A write that leaves a key with more siblings than this is logged and counted.
+    siblings_warning: int = 25
+    #: A write that supersedes none of a key's siblings is refused when the key has this many.
+    siblings_max: int = 100
+    #: An HTTP client has this long from a request's first byte to its last, and to take the
+    #: reply; it sends none for ``http_idle_timeout_ms`` between requests (per node).
+    http_request_timeout_ms: int = 10_000
+    http_idle_timeout_ms: int = 60_000
+    #: HTTP connections a node serves at once; past it, a new one is answered 503 (per node).
+    http_max_connections: int = 1000
     #: Deliberate mistakes switched on (:mod:`kvcheck.store.bugs`): for testing the tester.
     bugs: tuple[str, ...] = ()
 
@@ -76,13 +87,17 @@ class ClusterConfig:
         for name in ("n", "w", "r", "fsync_interval_ms", "request_timeout_ms",
                      "vclock_max_entries", "vnodes_per_weight", "gossip_interval_ms",
                      "gossip_fanout", "suspect_after_ms", "probe_timeout_ms",
-                     "antientropy_interval_ms"):
+                     "antientropy_interval_ms", "siblings_warning", "siblings_max",
+                     "http_request_timeout_ms", "http_idle_timeout_ms", "http_max_connections"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, not {value!r}")
         if not isinstance(self.memtable_bytes, int) or self.memtable_bytes < 4096:
             raise ConfigError(f"memtable_bytes must be an integer of at least 4096, "
                               f"not {self.memtable_bytes!r}")
+        if self.siblings_warning > self.siblings_max:
+            raise ConfigError(f"siblings_warning ({self.siblings_warning}) must not exceed "
+                              f"siblings_max ({self.siblings_max})")
         if not 1 <= self.w <= self.n or not 1 <= self.r <= self.n:
             raise ConfigError(f"w and r must be between 1 and n={self.n} (w={self.w}, r={self.r})")
         if self.versioning not in get_args(Versioning):
@@ -160,6 +175,9 @@ class NodeConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     #: A running member to join the cluster through, instead of configured peers.
     join: Address | None = None
+    #: The file of the secret members prove they hold (:mod:`kvcheck.store.peer_auth`); None:
+    #: peers are not authenticated.
+    secret_file: Path | None = None
 
     def __post_init__(self) -> None:
         ids = [self.me.node_id, *(p.node_id for p in self.peers)]

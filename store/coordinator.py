@@ -8,7 +8,9 @@ replaced, in the request and in its groups, by the next node along the ring that
 
 **Put.** The replicas are asked to stamp one at a time, this node first if it is one, until one
 does (a replica that refuses or cannot be reached passes the turn on); the sibling set it returns
-is replicated to the others, and the put answers once W replicas of every group hold it. When
+is replicated to the others, and the put answers once W replicas of every group hold it. A
+stamper that refuses the write at the sibling cap (:mod:`kvcheck.store.replica`) ends the put at
+once: it fails, surely not applied, and no other replica is asked. When
 the put is over, every replica that never acknowledged it gets a hint from this node, if this
 node holds the key. A stamp that comes back after its put was given up on is spread to the key's
 other replicas, as a read repair would.
@@ -20,12 +22,14 @@ the merge back to the stale replicas of the read quorum before answering, and fa
 one of them cannot take it.
 
 A request fails after ``request_timeout_ms``, or as soon as the replicas it may still hear from
-cannot make its quorum any more.
+cannot make its quorum any more. If starting a request raises (a bug), the request is forgotten
+before the exception goes on: its timer went with the actions the exception dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,12 +46,20 @@ from kvcheck.store.events import (
     Respond,
     Send,
     StartTimer,
+    TooManySiblings,
     Written,
 )
 from kvcheck.store.hints import Hints
 from kvcheck.store.ids import REPAIR_REQUEST, RequestId
-from kvcheck.store.messages import ReadReply, ReadRequest, Replicate, StampReply, StampRequest
-from kvcheck.store.replica import Replica, Stamped, Unavailable
+from kvcheck.store.messages import (
+    ReadReply,
+    ReadRequest,
+    Replicate,
+    StampRefused,
+    StampReply,
+    StampRequest,
+)
+from kvcheck.store.replica import AtSiblingCap, Replica, Stamped, Unavailable
 from kvcheck.store.versions import Clock, Dot, Version, canonical, join, resolve, sync
 
 Groups = tuple[tuple[str, ...], ...]
@@ -80,6 +92,7 @@ class _Put:
     acked: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
     answered: bool = False
+    refused_here: str | None = None  # why this node's own storage refused to stamp it
 
 
 @dataclass(slots=True)
@@ -140,26 +153,26 @@ class Coordinator:
         op = _Put(self._context.ids.request(), event.request, event.key, event.value,
                   event.context, now.wall_ms, cluster.w if event.w is None else event.w,
                   targets, sorted(targets.nodes, key=lambda node: node != me))  # self first
-        self._open(op, out)
-        self._context.counters["put"] += 1
-        self._ask_next_stamper(op, out)
+        with self._opened(op, out):
+            self._context.counters["put"] += 1
+            self._ask_next_stamper(op, out)
 
     def get(self, event: ClientGet, out: list[Action]) -> None:
         """Start a client's get: ask every replica, this node's own storage at once."""
         r = self._context.cluster.r if event.r is None else event.r
         targets = self.targets(event.key)
         op = _Get(self._context.ids.request(), event.request, event.key, r, targets.groups)
-        self._open(op, out)
-        self._context.counters["get"] += 1
-        for node in targets.nodes:
-            if node == self._context.node_id:
-                versions = self._replica.read(event.key)
-                if not isinstance(versions, Unavailable):
-                    op.replies[node] = versions  # else this replica does not answer
-            else:
-                op.pending.add(node)
-                out.append(Send(node, ReadRequest(op.id, event.key)))
-        self._progress_get(op, out)
+        with self._opened(op, out):
+            self._context.counters["get"] += 1
+            for node in targets.nodes:
+                if node == self._context.node_id:
+                    versions = self._replica.read(event.key)
+                    if not isinstance(versions, Unavailable):
+                        op.replies[node] = versions  # else this replica does not answer
+                else:
+                    op.pending.add(node)
+                    out.append(Send(node, ReadRequest(op.id, event.key)))
+            self._progress_get(op, out)
 
     def stamp_reply(self, peer: str, reply: StampReply, out: list[Action]) -> None:
         op = self._requests.get(RequestId(reply.request))
@@ -168,6 +181,14 @@ class Coordinator:
         else:
             self._context.counters["late_replies"] += 1
             self._spread_late_stamp(peer, reply.key, reply.versions, out)
+
+    def stamp_refused(self, peer: str, reply: StampRefused, out: list[Action]) -> None:
+        """``peer`` refused to stamp a put at the sibling cap: the put fails."""
+        op = self._requests.get(RequestId(reply.request))
+        if isinstance(op, _Put) and op.asking == peer:
+            self._refuse_put(op, reply.siblings, out)
+        else:
+            self._context.counters["late_replies"] += 1
 
     def read_reply(self, peer: str, reply: ReadReply, out: list[Action]) -> None:
         op = self._requests.get(RequestId(reply.request))
@@ -236,10 +257,24 @@ class Coordinator:
                                                       op.timestamp, hint_for)))
                 return
             stamped = self._replica.stamp(op.key, op.context, op.value, op.timestamp, hint_for)
+            if isinstance(stamped, AtSiblingCap):
+                self._refuse_put(op, stamped.siblings, out)
+                return
             if not isinstance(stamped, Unavailable):
                 self._stamped(op, stamper, stamped, out)
                 return
+            op.refused_here = stamped.reason
         self._fail_put(op, "no replica could stamp the write", out)
+
+    def _refuse_put(self, op: _Put, siblings: int, out: list[Action]) -> None:
+        """The stamper refused the put at the sibling cap: it fails at once, surely not applied
+        (no replica stamped it: those asked before refused it or never had it)."""
+        op.asking = None
+        op.answered = True
+        self._context.counters["siblings_refused"] += 1
+        out.append(Respond(op.client, TooManySiblings(siblings,
+                                                      self._context.cluster.siblings_max)))
+        self._close(op, out)
 
     def _stamped(self, op: _Put, stamper: str, stamped: Stamped, out: list[Action]) -> None:
         op.asking = None
@@ -263,9 +298,11 @@ class Coordinator:
             if _fewest(op.targets.groups, op.acked) >= op.w:
                 op.answered = True
                 self._context.counters["put_ok"] += 1
+                if len(op.versions) > self._context.cluster.siblings_warning:
+                    self._context.counters["siblings_warnings"] += 1
                 # In lww mode a newer version may already have beaten the one written.
                 written = [v for v in op.versions if v.dot == op.dot] or op.versions
-                out.append(Respond(op.client, Written(join(written))))
+                out.append(Respond(op.client, Written(join(written), len(op.versions))))
             elif _fewest(op.targets.groups, op.acked | op.pending) < op.w:
                 self._fail_put(op, "write quorum unreachable", out)
                 return
@@ -278,8 +315,9 @@ class Coordinator:
         )
         op.answered = True
         self._context.counters["put_failed"] += 1
+        here = f" ({self._context.node_id}: {op.refused_here})" if op.refused_here else ""
         out.append(Respond(op.client, Failed(
-            f"{why}: {_fewest(op.targets.groups, op.acked)} of {op.w} acknowledgements",
+            f"{why}: {_fewest(op.targets.groups, op.acked)} of {op.w} acknowledgements{here}",
             applied)))
         self._close(op, out)
 
@@ -289,8 +327,8 @@ class Coordinator:
         if op.dot is None or self._context.node_id not in op.acked:
             return
         for node in op.targets.nodes:
-            if node not in op.acked:
-                self._hints.add(op.targets.stand_ins.get(node, node), op.key)
+            if node not in op.acked and self._replica.hint(op.targets.stand_ins.get(node, node),
+                                                           op.key):
                 self._context.counters["hints_for_missed_writes"] += 1
 
     def _spread_late_stamp(self, stamper: str, key: bytes, versions: tuple[Version, ...],
@@ -393,10 +431,18 @@ class Coordinator:
 
     # -- bookkeeping --
 
-    def _open(self, op: _Put | _Get, out: list[Action]) -> None:
+    @contextmanager
+    def _opened(self, op: _Put | _Get, out: list[Action]) -> Iterator[None]:
+        """Hold ``op`` in flight, with its timeout; if the block raises (a bug), forget it
+        again, since its timer goes with the actions the exception drops."""
         self._requests[op.id] = op
         out.append(StartTimer(RequestTimeout(op.id),
                               self._context.cluster.request_timeout_ms / 1000))
+        try:
+            yield
+        except BaseException:
+            self._requests.pop(op.id, None)
+            raise
 
     def _close(self, op: _Put | _Get, out: list[Action]) -> None:
         if self._requests.pop(op.id, None) is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import secrets
@@ -37,9 +39,10 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
 
     The actor is the node id plus a random incarnation chosen when the directory is first
     created, so a node whose data was wiped never stamps a dot it used before. The generation
-    grows by one on every call (it orders the node's gossip heartbeats across restarts). Raises
-    :class:`~kvcheck.store.config.ConfigError` when the directory belongs to another node or cannot
-    be used.
+    grows by one on every call (it orders the node's gossip heartbeats across restarts). On a
+    full disk the file is rewritten in place (it fits in the space it has), so a node can start
+    there. Raises :class:`~kvcheck.store.config.ConfigError` when the directory belongs to
+    another node or cannot be used.
     """
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -52,16 +55,33 @@ def open_data_dir(path: Path, node_id: str) -> Identity:
                 raise ConfigError(f"{path} holds the data of node {saved.get('node_id')!r}, "
                                   f"not {node_id!r}")
         saved["generation"] = int(saved.get("generation", 0)) + 1
-        temporary = identity.with_suffix(".tmp")
-        temporary.write_text(json.dumps(saved) + "\n")
-        with temporary.open("rb") as f:
-            os.fsync(f.fileno())
-        temporary.replace(identity)
+        _save_identity(identity, json.dumps(saved) + "\n")
         return Identity(str(saved["actor"]), saved["generation"])
     except OSError as exc:
         raise ConfigError(f"cannot use data directory {path}: {exc.strerror}") from None
     except (ValueError, KeyError, AttributeError, TypeError):
         raise ConfigError(f"{path / IDENTITY_FILE} is not a valid node identity file") from None
+
+
+def _save_identity(identity: Path, text: str) -> None:
+    """Write ``text`` to ``identity`` durably: a new file renamed over it, or on a full disk
+    (when there is an old one) the old one overwritten in place. Raises OSError."""
+    temporary = identity.with_suffix(".tmp")
+    try:
+        temporary.write_text(text)
+        with temporary.open("rb") as f:
+            os.fsync(f.fileno())
+        temporary.replace(identity)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not identity.exists():
+            raise
+        with identity.open("r+b") as f:
+            f.write(text.encode())
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
 
 
 PLACEMENT_FILE = "placement.json"

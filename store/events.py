@@ -118,9 +118,11 @@ class Found:
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """A put's answer: the causal context of the version it wrote."""
+    """A put's answer: the causal context of the version it wrote, and how many siblings the
+    key has with it on the replica that stamped it."""
 
     context: Clock
+    siblings: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +133,16 @@ class Failed:
     applied: Literal["no", "unknown"]
 
 
-Response = Found | Written | Failed
+@dataclass(frozen=True, slots=True)
+class TooManySiblings:
+    """A put refused, surely not applied: it supersedes none of the ``siblings`` the key has on
+    the replica that was to stamp it, which are ``siblings_max`` or more."""
+
+    siblings: int
+    siblings_max: int
+
+
+Response = Found | Written | Failed | TooManySiblings
 
 
 @dataclass(frozen=True, slots=True)

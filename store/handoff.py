@@ -7,7 +7,7 @@ still in flight. When the owner acknowledges, the hint is dropped — unless the
 again meanwhile: the newer hint goes next round — and so is the key, if this node held it only
 as a stand-in. A handoff refused, undeliverable or unacknowledged within ``request_timeout_ms``
 leaves its hint for the next round. Hints for a member that has left go to the key's replicas
-instead.
+instead (a hint the log refuses leaves the old one for the next round).
 """
 
 from __future__ import annotations
@@ -85,8 +85,7 @@ class Handoff:
             if owner in placement.records and placement.records[owner].status != "left":
                 continue
             for key, seq in self._hints.pending(owner):
-                for replica in placement.groups(key)[-1]:
-                    if replica != self._context.node_id:
-                        self._hints.add(replica, key)
-                self._hints.done(owner, key, seq)
-                self._context.counters["hints_rehomed"] += 1
+                if all(self._replica.hint(replica, key) for replica in placement.groups(key)[-1]
+                       if replica != self._context.node_id):
+                    self._hints.done(owner, key, seq)
+                    self._context.counters["hints_rehomed"] += 1

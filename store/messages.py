@@ -1,22 +1,26 @@
 """Messages between nodes, and their binary framing.
 
 Messages are nouns (``ReadRequest``); each is a frozen dataclass. On the wire a message is one
-frame: a 4-byte big-endian length, then a msgpack array ``[tag, field, ...]``. A connection
-opens with :data:`PREAMBLE` and a :class:`Hello` naming the sender; after that every frame is a
-message from that sender. :class:`FrameDecoder` turns bytes into messages without doing any I/O,
-and raises :class:`ProtocolError` — which closes that connection only — on anything malformed.
+frame: a 4-byte big-endian length, then a msgpack array ``[tag, field, ...]``, then — on a
+connection whose members share a secret — the frame's tag (:class:`~kvcheck.store.peer_auth.Seal`).
+A connection opens with :data:`PREAMBLE` and the handshake of :mod:`kvcheck.store.peer_auth`
+(:class:`Challenge`, :class:`Hello` naming the sender, :class:`Welcome`); after that every frame
+is a message from that sender. :class:`FrameDecoder` turns bytes into messages without doing any
+I/O, and raises :class:`ProtocolError` — which closes that connection only — on anything
+malformed or failing its tag.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 import msgpack
 
 from kvcheck.store.membership import GossipEntry
+from kvcheck.store.peer_auth import TAG_BYTES, AuthError, Seal
 from kvcheck.store.placement import STATUSES, Record
 from kvcheck.store.versions import (
     Clock,
@@ -32,9 +36,11 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 #: First bytes of a peer connection; HTTP requests never start like this.
-PREAMBLE = b"KVPEER/1\n"
+PREAMBLE = b"KVPEER/2\n"
 #: The largest frame accepted (a key's sibling set is far smaller).
 MAX_FRAME = 16 * 1024 * 1024
+#: The largest frame accepted before the handshake is over.
+MAX_HANDSHAKE_FRAME = 1024
 _LENGTH = struct.Struct(">I")
 
 
@@ -44,11 +50,30 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """The first message on a connection: who is sending, to which cluster."""
+    """The connector's first message: who is sending, to which cluster, its nonce and its proof
+    of membership (:mod:`kvcheck.store.peer_auth`)."""
 
     TAG: ClassVar[int] = 1
     node_id: str
     cluster: str
+    nonce: bytes = b""
+    proof: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The acceptor's first message: the nonce the connector's proof must cover."""
+
+    TAG: ClassVar[int] = 19
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The acceptor's answer to a good :class:`Hello`: its own proof of membership."""
+
+    TAG: ClassVar[int] = 20
+    proof: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +145,16 @@ class Rejected:
     TAG: ClassVar[int] = 8
     request: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StampRefused:
+    """The replica refused to stamp request ``request``: the write supersedes none of the
+    ``siblings`` the key has there, which are ``siblings_max`` or more; nothing changed."""
+
+    TAG: ClassVar[int] = 21
+    request: int
+    siblings: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,16 +256,20 @@ class StreamBatch:
 
 
 Message = (
-    Hello | StampRequest | StampReply | Replicate | ReplicateAck | ReadRequest | ReadReply
-    | Rejected | Gossip | ProbeRequest | Probe | ProbeAck | ProbeResult | TreeLevel | LeafKeys
-    | KeyRequest | StreamRequest | StreamBatch
+    Hello | Challenge | Welcome | StampRequest | StampReply | Replicate | ReplicateAck
+    | ReadRequest | ReadReply | Rejected | StampRefused | Gossip | ProbeRequest | Probe
+    | ProbeAck | ProbeResult | TreeLevel | LeafKeys | KeyRequest | StreamRequest | StreamBatch
 )
 
 
 def _fields(message: Message) -> list[object]:
     match message:
-        case Hello(node_id, cluster):
-            return [node_id, cluster]
+        case Hello(node_id, cluster, nonce, proof):
+            return [node_id, cluster, nonce, proof]
+        case Challenge(nonce):
+            return [nonce]
+        case Welcome(proof):
+            return [proof]
         case StampRequest(request, key, context, value, timestamp, hint_for):
             return [request, key, encode_clock(context), value, timestamp, hint_for]
         case StampReply(request, key, dot, versions):
@@ -245,6 +284,8 @@ def _fields(message: Message) -> list[object]:
             return [request, encode_versions(versions)]
         case Rejected(request, reason):
             return [request, reason]
+        case StampRefused(request, siblings):
+            return [request, siblings]
         case Gossip(entries, records):
             return [[[e.node_id, *e.heartbeat, e.suspected] for e in entries],
                     [_record_fields(r) for r in records]]
@@ -274,10 +315,12 @@ def _record_fields(r: Record) -> list[object]:
             r.streamed]
 
 
-def encode_frame(message: Message) -> bytes:
-    """One frame holding ``message``."""
+def encode_frame(message: Message, seal: Seal | None = None) -> bytes:
+    """One frame holding ``message``, tagged by ``seal`` if given."""
     body = msgpack.packb([message.TAG, *_fields(message)], use_bin_type=True)
-    return _LENGTH.pack(len(body)) + body
+    if seal is None:
+        return _LENGTH.pack(len(body)) + body
+    return _LENGTH.pack(len(body)) + body + seal.tag(body)
 
 
 def _int(x: object) -> int:
@@ -363,8 +406,12 @@ def _optional_bytes(x: object) -> bytes | None:
 
 def _decode(tag: object, f: list[object]) -> Message:
     match tag, len(f):
-        case Hello.TAG, 2:
-            return Hello(_str(f[0]), _str(f[1]))
+        case Hello.TAG, 4:
+            return Hello(_str(f[0]), _str(f[1]), _bytes(f[2]), _bytes(f[3]))
+        case Challenge.TAG, 1:
+            return Challenge(_bytes(f[0]))
+        case Welcome.TAG, 1:
+            return Welcome(_bytes(f[0]))
         case StampRequest.TAG, 6:
             return StampRequest(_int(f[0]), _bytes(f[1]), decode_clock(f[2]),
                                 _optional_bytes(f[3]), _int(f[4]), _optional_str(f[5]))
@@ -382,6 +429,8 @@ def _decode(tag: object, f: list[object]) -> Message:
             return ReadReply(_int(f[0]), tuple(decode_versions(f[1])))
         case Rejected.TAG, 2:
             return Rejected(_int(f[0]), _str(f[1]))
+        case StampRefused.TAG, 2:
+            return StampRefused(_int(f[0]), _int(f[1]))
         case Gossip.TAG, 2:
             return Gossip(_gossip_entries(f[0]), _records(f[1]))
         case ProbeRequest.TAG, 2:
@@ -421,13 +470,18 @@ def decode_body(body: bytes) -> Message:
 
 
 class FrameDecoder:
-    """Bytes in, messages out; keeps a partial frame between :meth:`feed` calls."""
+    """Bytes in, messages out; keeps a partial frame between :meth:`feed` calls.
+
+    :attr:`max_frame` bounds a frame's length, so the buffer's size; :attr:`seal`, once set,
+    checks every later frame's tag. Either may change between two messages (after a handshake).
+    """
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buffer = bytearray()
-        self._max_frame = max_frame
+        self.max_frame = max_frame
+        self.seal: Seal | None = None
 
-    def feed(self, data: bytes) -> Iterator[Message]:
+    def feed(self, data: bytes) -> Generator[Message, None, None]:
         """Add received bytes and yield every message now complete.
 
         Raises :class:`ProtocolError` on a frame longer than the limit or a malformed message;
@@ -439,12 +493,20 @@ class FrameDecoder:
         try:
             while len(buffer) - start >= 4:
                 (length,) = _LENGTH.unpack_from(buffer, start)
-                if length > self._max_frame:
-                    raise ProtocolError(f"frame of {length} bytes exceeds {self._max_frame}")
+                if length > self.max_frame:
+                    raise ProtocolError(f"frame of {length} bytes exceeds {self.max_frame}")
+                seal = self.seal
                 end = start + 4 + length
-                if end > len(buffer):
+                if end + (TAG_BYTES if seal else 0) > len(buffer):
                     break
-                message = decode_body(bytes(buffer[start + 4:end]))
+                body = bytes(buffer[start + 4:end])
+                if seal is not None:
+                    try:
+                        seal.check(body, bytes(buffer[end:end + TAG_BYTES]))
+                    except AuthError as exc:
+                        raise ProtocolError(str(exc)) from None
+                    end += TAG_BYTES
+                message = decode_body(body)
                 start = end
                 yield message
         finally:

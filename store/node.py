@@ -24,6 +24,9 @@ a request needs its quorum in the key's preference lists of both the current and
 2. **Replicate.** The coordinator sends that sibling set to the other N-1 replicas, which merge it
    into theirs. The put succeeds when W replicas (the stamper included) have stored it.
 
+A put that supersedes none of a key's ``siblings_max`` siblings is refused by its stamper and
+fails at once, unapplied (:class:`TooManySiblings`); merges are never refused.
+
 *Get* asks all N replicas, answers after R replies with their merged siblings and the causal
 context that covers them. Replicas that answered with less than the merge are sent it: *read
 repair* — after the answer, or (``read_repair = "blocking"``) before it.
@@ -104,6 +107,7 @@ from kvcheck.store.events import (
     Tick,
     Timer,
     TimerFired,
+    TooManySiblings,
     Undeliverable,
     Written,
 )
@@ -125,6 +129,7 @@ from kvcheck.store.messages import (
     Rejected,
     Replicate,
     ReplicateAck,
+    StampRefused,
     StampReply,
     StampRequest,
     StreamBatch,
@@ -141,7 +146,8 @@ from kvcheck.store.streaming import Streaming
 __all__ = [
     "Action", "CancelTimer", "ClientGet", "ClientPut", "Event", "Failed", "Found", "Node", "Now",
     "ProbeTimeout", "PullTimeout", "Received", "Refused", "RequestTimeout", "Respond",
-    "Response", "Send", "StartTimer", "Tick", "Timer", "TimerFired", "Undeliverable", "Written",
+    "Response", "Send", "StartTimer", "Tick", "Timer", "TimerFired", "TooManySiblings",
+    "Undeliverable", "Written",
 ]
 
 
@@ -274,6 +280,8 @@ class Node:
                 out.append(Send(peer, self.replica.answer(message)))
             case StampReply():
                 self.coordinator.stamp_reply(peer, message, out)
+            case StampRefused():
+                self.coordinator.stamp_refused(peer, message, out)
             case ReadReply():
                 self.coordinator.read_reply(peer, message, out)
             case ReplicateAck(request):

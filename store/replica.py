@@ -25,6 +25,29 @@ reason. What follows depends on who asked:
 
 The exception is the tombstone purge: no engine fails it (the LSM engine only records the
 cutoff for its compactions), so nothing is caught there.
+
+The hint log is storage too: a stand-in records the hint *before* it stores the write, so that a
+hint the log refuses fails the write with nothing stored (a write stored and then refused would
+be answered "not applied" while present). A write the engine then refuses leaves a hint for a
+key this node may not hold; its handoff sends what the node holds, which is harmless.
+
+A sync that fails (fsync ``always``: the server's or the simulator's group commit) leaves the
+actions held for it to :func:`unacknowledged`, which takes back their acknowledgements: the
+node's :class:`~kvcheck.store.storage.FailStop` has tripped and it refuses writes from then on.
+
+Stamps refused
+--------------
+A stamp that supersedes none of the key's siblings here, when there are ``siblings_max`` or
+more, is refused (:class:`AtSiblingCap`; a peer's is answered ``StampRefused``) and changes
+nothing: such a write — blind, or with a context older than every sibling — would only add
+one. A stamp that supersedes one or more never adds to the count, so a client that writes with
+the context of a read is always taken. A stamp is refused too (as a replica that cannot stamp)
+when its counter would pass :data:`~kvcheck.store.versions.MAX_COUNTER`, which only a client's
+context can bring near: the store never hands out a counter it would refuse.
+
+Merges are never refused — replication, read repair, hinted handoff, anti-entropy and
+streaming — for replicas that refused them could never converge; so a key may exceed the cap
+where sets stamped apart meet, until a write resolves it.
 """
 
 from __future__ import annotations
@@ -36,7 +59,7 @@ from typing import TypeVar
 
 from kvcheck.store.antientropy import SharedHashes
 from kvcheck.store.config import ClusterConfig
-from kvcheck.store.events import Action, Now, StartTimer, Tick
+from kvcheck.store.events import Action, Failed, Now, Respond, Send, StartTimer, Tick, Written
 from kvcheck.store.hints import Hints
 from kvcheck.store.ids import REPAIR_REQUEST
 from kvcheck.store.messages import (
@@ -46,11 +69,13 @@ from kvcheck.store.messages import (
     Rejected,
     Replicate,
     ReplicateAck,
+    StampRefused,
     StampReply,
     StampRequest,
 )
 from kvcheck.store.storage import Storage, StorageError
 from kvcheck.store.versions import (
+    MAX_COUNTER,
     Clock,
     Dot,
     Version,
@@ -77,6 +102,14 @@ class Stamped:
 
     dot: Dot
     versions: tuple[Version, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AtSiblingCap:
+    """A stamp refused: it supersedes none of the key's ``siblings``, which are at the cap.
+    Nothing changed."""
+
+    siblings: int
 
 
 class Replica:
@@ -112,9 +145,10 @@ class Replica:
         return self.attempt(lambda storage: storage.get(key))
 
     def stamp(self, key: bytes, context: Clock, value: bytes | None, timestamp: int,
-              hint_for: str | None = None) -> Stamped | Unavailable:
+              hint_for: str | None = None) -> Stamped | AtSiblingCap | Unavailable:
         """Create a new version of ``key`` (``value`` None: a tombstone) that supersedes what
-        ``context`` covers, and store the resulting sibling set."""
+        ``context`` covers, and store the resulting sibling set; or refuse it at the sibling
+        cap (module docstring)."""
         return self.attempt(lambda _: self._stamp(key, context, value, timestamp, hint_for))
 
     def merge(self, key: bytes, versions: Sequence[Version],
@@ -122,6 +156,10 @@ class Replica:
         """Merge ``versions`` into the key's sibling set; True once this replica holds them."""
         return not isinstance(self.attempt(lambda _: self._merge(key, versions, hint_for)),
                               Unavailable)
+
+    def hint(self, owner: str, key: bytes) -> bool:
+        """Record that ``owner`` must receive ``key``; False if the hint log refused it."""
+        return not isinstance(self.attempt(lambda _: self._hints.add(owner, key)), Unavailable)
 
     def drop(self, key: bytes) -> None:
         """Forget ``key`` (a stand-in's copy, once handed off); a failure leaves it stored."""
@@ -139,6 +177,10 @@ class Replica:
         match request:
             case StampRequest(number, key, context, value, timestamp, hint_for):
                 stamped = self._stamp(key, context, value, timestamp, hint_for)
+                if isinstance(stamped, Unavailable):
+                    return Rejected(number, stamped.reason)
+                if isinstance(stamped, AtSiblingCap):
+                    return StampRefused(number, stamped.siblings)
                 return StampReply(number, key, stamped.dot, stamped.versions)
             case Replicate(number, key, versions, hint_for) if (
                     number == REPAIR_REQUEST and "repair-replaces" in self._cluster.bugs):
@@ -153,8 +195,10 @@ class Replica:
     # -- timers --
 
     def sync(self, out: list[Action]) -> None:
-        """Make every write so far durable, and again after the cluster's sync period."""
+        """Make every write and hint so far durable, and again after the cluster's sync
+        period. A failure trips the storage's fail-stop: writes are refused from then on."""
         self.attempt(lambda storage: storage.sync())
+        self.attempt(lambda _: self._hints.sync())
         if self._cluster.sync_period_s is not None:
             out.append(StartTimer(Tick.SYNC, self._cluster.sync_period_s))
 
@@ -171,7 +215,7 @@ class Replica:
     # -- the write path (each raises StorageError; then nothing changed) --
 
     def _stamp(self, key: bytes, context: Clock, value: bytes | None, timestamp: int,
-               hint_for: str | None) -> Stamped:
+               hint_for: str | None) -> Stamped | AtSiblingCap | Unavailable:
         local = self._storage.get(key)
         if "dot-from-context" in self._cluster.bugs:  # the counter as if nothing were stored
             version, _ = stamp(self.actor, (), context, value, timestamp,
@@ -180,10 +224,16 @@ class Replica:
         else:
             version, versions = stamp(self.actor, local, context, value, timestamp,
                                       self._cluster.vclock_max_entries)
+        if version.dot.counter > MAX_COUNTER:  # only after a context that claimed as much
+            self._counters["counters_exhausted"] += 1
+            return Unavailable(f"{self.actor} has stamped the last counter of the key: a causal "
+                               f"context claimed {MAX_COUNTER} writes of it")
         kept = tuple(resolve(versions, self._cluster.versioning))
-        self.store(key, kept, local)
+        if len(kept) > max(self._cluster.siblings_max, len(local)):
+            return AtSiblingCap(len(local))
         if hint_for is not None:
             self._hints.add(hint_for, key)
+        self.store(key, kept, local)
         return Stamped(version.dot, kept)
 
     def _merge(self, key: bytes, versions: Sequence[Version], hint_for: str | None) -> None:
@@ -192,10 +242,10 @@ class Replica:
             self._cluster.versioning
         kept = [] if versioning == "lww" and "lww-last-arrival" in self._cluster.bugs else local
         merged = resolve(sync(kept, versions), versioning)
-        if merged != canonical(local):
-            self.store(key, merged, local)
         if hint_for is not None:
             self._hints.add(hint_for, key)
+        if merged != canonical(local):
+            self.store(key, merged, local)
 
     def store(self, key: bytes, versions: Sequence[Version],
               old: Sequence[Version] | None = None) -> None:
@@ -206,3 +256,25 @@ class Replica:
             old = self._storage.get(key)
         self._storage.put(key, versions)
         self._shared.update(key, old or (), versions)
+
+
+def unacknowledged(actions: Sequence[Action], reason: str) -> list[Action]:
+    """``actions``, held for a sync that failed with ``reason``, less what they acknowledge:
+    the writes they follow may be lost, or may survive. A client's ``Written`` becomes
+    ``Failed`` with ``applied="unknown"``; a ``ReplicateAck`` becomes ``Rejected``, so its
+    coordinator (or handoff) counts the replica out at once; a ``StampReply`` is dropped, so
+    its coordinator, which cannot tell that the version may exist here, times the put out as
+    indeterminate. Everything else goes out as it was."""
+    kept: list[Action] = []
+    for action in actions:
+        match action:
+            case Respond(request, Written()):
+                kept.append(Respond(request, Failed(
+                    f"the write may not be durable here: {reason}", "unknown")))
+            case Send(peer, ReplicateAck(request)):
+                kept.append(Send(peer, Rejected(request, reason)))
+            case Send(_, StampReply()):
+                pass
+            case _:
+                kept.append(action)
+    return kept

@@ -16,8 +16,10 @@ how the real cluster differs:
   reconnected (at the peer's next retry, at most a second away, as the server backs off);
 - the disk (:mod:`kvcheck.store.sim_disk`): with fsync ``always``, what follows a write waits
   for the next sync (group commit, as the server does), which takes a random time in ``fsync``;
-  a power loss keeps only what a device would; a disk can fail writes, reads or syncs, and a
-  failed group commit stops the node, as it stops the server (:attr:`Simulation.halts`);
+  a power loss keeps only what a device would; a disk can fail writes, reads or syncs. A failed
+  sync stops the node's writes until it restarts, and takes back the acknowledgements held for
+  it, as the server does (:attr:`Simulation.halts`); healing the disk stops such a node, as an
+  operator does to replace a disk, for a restart;
 - pause: the node handles nothing until resumed, then everything that arrived meanwhile — as
   SIGSTOP does;
 - clocks: each node's wall clock is virtual time plus its own offset; monotonic time is not
@@ -57,6 +59,7 @@ from kvcheck.store.node import (
     Undeliverable,
 )
 from kvcheck.store.placement import Placement, initial_records
+from kvcheck.store.replica import unacknowledged
 from kvcheck.store.ring import Member, Ring
 from kvcheck.store.sim_disk import DiskError, SimDisk, SimHints
 from kvcheck.store.storage import StorageError
@@ -151,7 +154,8 @@ class Simulation:
         self.trace: list[str] = []
         #: (node, traceback) for each exception the node logic raised (it crashed the node).
         self.failures: list[tuple[str, str]] = []
-        #: (node, why) for each node that stopped itself, as the server does when a sync fails.
+        #: (node, why) each time a failed sync stopped a node's writes (it serves reads on until
+        #: it restarts), as the server's do.
         self.halts: list[tuple[str, str]] = []
         self._tracing = trace
         self._answered = answered
@@ -247,15 +251,21 @@ class Simulation:
         self._note(f"{node_id} power loss")
 
     def fail_disk(self, node_id: str, error: DiskError | None) -> None:
-        """Make the node's disk fail ``error`` from now on (None: heal it)."""
-        self.nodes[node_id].disk.error = error
+        """Make the node's disk fail ``error`` from now on (None: heal it). Healing stops a
+        node whose writes a failed sync stopped, as an operator does to replace its disk:
+        :meth:`restart` it to recover."""
+        node = self.nodes[node_id]
+        node.disk.error = error
         self._note(f"{node_id} disk {error or 'healed'}")
+        if error is None and node.disk.fail_stop.reason is not None and node.state != "crashed":
+            self.crash(node_id)
 
     def restart(self, node_id: str) -> None:
         """Start a crashed node again on the same disk."""
         old = self.nodes[node_id]
         if old.state != "crashed":
             raise ValueError(f"{node_id} is {old.state}, not crashed")
+        old.disk.restart()
         node = self._boot(node_id, old.disk, old.hints, old.generation + 1,
                           old.logic.placement)
         self._replace(old, node, "restart")
@@ -398,12 +408,21 @@ class Simulation:
             return
         if self._tracing:
             self.trace.append(f"{self.now:.6f} {node.node_id} {event!r}")
+        stopped = node.disk.fail_stop.reason is not None
         try:
             actions = node.logic.handle(event, self._now(node))
         except Exception:
             self._fail(node)
             return
+        self._check_writes_stopped(node, stopped)
         self._carry_out(node, actions)
+
+    def _check_writes_stopped(self, node: SimNode, stopped_before: bool) -> None:
+        """Note in :attr:`halts` a failed sync that has just stopped the node's writes (in a
+        group commit, or on the node's sync timer)."""
+        reason = node.disk.fail_stop.reason
+        if reason is not None and not stopped_before:
+            self.halts.append((node.node_id, f"writes stopped: {reason}"))
 
     def _fail(self, node: SimNode) -> None:
         self.failures.append((node.node_id, traceback.format_exc()))
@@ -422,8 +441,8 @@ class Simulation:
             self._schedule(0.0, node.node_id, _Commit(node.generation))
 
     def _commit(self, node: SimNode, commit: _Commit) -> None:
-        """Sync for the actions held so far, and send them out once the sync returns; a sync
-        that fails stops the node. One group at a time, in order."""
+        """Sync for the actions held so far, and send them out once the sync returns, less
+        their acknowledgements if it failed. One group at a time, in order."""
         if commit.generation != node.generation:
             return
         if commit.group is not None:
@@ -432,13 +451,13 @@ class Simulation:
             self._carry_out(node, [])  # the next group, if one formed meanwhile
             return
         group, node.held = tuple(node.held), []
+        stopped = node.disk.fail_stop.reason is not None
         try:
             node.disk.sync()
             node.hints.sync()
         except StorageError as exc:
-            self.halts.append((node.node_id, f"stopped: {exc}"))
-            self.crash(node.node_id)
-            return
+            group = tuple(unacknowledged(group, str(exc)))
+        self._check_writes_stopped(node, stopped)
         self._schedule(self.random.uniform(*self.fsync), node.node_id,
                        _Commit(node.generation, group))
 

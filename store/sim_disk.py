@@ -11,22 +11,28 @@ changes: :class:`SimDisk` and :class:`SimHints` keep a seeded random one.
 
 A disk can be made to fail (:data:`DiskError`), as a real device does:
 
-- ``write``: every append fails as on a full disk (the engine raises StorageError: nothing
-  changed; the hint log raises OSError, as the real one does);
+- ``write``: every append fails as on a full disk (StorageError: nothing changed; the hint log
+  refuses the hint, as the real one does);
 - ``read``: every read fails with an I/O error (StorageError);
 - ``fsync``: every sync fails (StorageError), and what it should have made durable never
   reaches the device, though it stays readable until the power goes — as Linux marks the pages
-  clean after a failed writeback, so that a later sync succeeds without writing them.
+  clean after a failed writeback, so that a later sync would succeed without writing them.
+
+A failed sync trips the disk's :class:`~kvcheck.store.storage.FailStop`, shared by the storage
+and the hint log as the server's engine and hint log share theirs: from then on every write and
+sync is refused, until the node restarts (:meth:`SimDisk.restart`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from kvcheck.store.hints import Hints
-from kvcheck.store.storage import MemoryStorage, StorageError
+from kvcheck.store.storage import FailStop, MemoryStorage, StorageError
 from kvcheck.store.versions import Version
 
 DiskError = Literal["write", "read", "fsync"]
@@ -37,7 +43,6 @@ WRITEBACK_S = 30.0
 _MESSAGES: dict[DiskError, str] = {
     "write": "[Errno 28] No space left on device",
     "read": "[Errno 5] Input/output error",
-    "fsync": "[Errno 5] Input/output error",
 }
 
 
@@ -58,12 +63,12 @@ class _PageCache:
         return bool(self._changes) or self._failed_sync
 
     def sync(self, error: DiskError | None) -> list[Any]:
-        """The changes that are durable now. Raises StorageError if ``error`` is ``fsync``:
-        then they never will be (marked clean, never written), though still readable."""
+        """The changes that are durable now. Raises OSError if ``error`` is ``fsync``: then
+        they never will be (marked clean, never written), though still readable."""
         if error == "fsync" and self.unsynced:
             self._changes.clear()
             self._failed_sync = True
-            raise StorageError(f"commit log sync failed: {_MESSAGES['fsync']}")
+            raise OSError(errno.EIO, "Input/output error")
         return self._drop(len(self._changes))
 
     def lose_power(self, rng: random.Random) -> list[Any]:
@@ -86,6 +91,7 @@ class SimDisk:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.error: DiskError | None = None
+        self.fail_stop = FailStop()
         self._data = MemoryStorage()  # what the node reads: the device and the page cache
         self._durable = MemoryStorage()  # what the device holds
         self._cache = _PageCache(clock)
@@ -100,6 +106,7 @@ class SimDisk:
         return self._data.get(key)
 
     def put(self, key: bytes, versions: Sequence[Version]) -> None:
+        self.fail_stop.check()
         if self.error == "write":
             raise StorageError(f"commit log append failed: {_MESSAGES['write']}")
         self._data.put(key, versions)
@@ -126,13 +133,25 @@ class SimDisk:
         return purged
 
     def sync(self) -> None:
-        self._make_durable(self._cache.sync(self.error))
+        self.fail_stop.check()
+        try:
+            self._make_durable(self._cache.sync(self.error))
+        except OSError as exc:
+            raise self.fail_stop.trip("commit log sync", exc) from exc
 
     def close(self) -> None:
-        self.sync()
+        if self.fail_stop.reason is None:
+            with contextlib.suppress(StorageError):
+                self.sync()
+
+    def restart(self) -> None:
+        """The node's process starts again: writes are no longer refused (until a sync fails
+        again)."""
+        self.fail_stop = FailStop()
 
     def stats(self) -> dict[str, Any]:
-        return {**self._data.stats(), "engine": "simulated", "unsynced": self.unsynced}
+        return {**self._data.stats(), "engine": "simulated", "unsynced": self.unsynced,
+                "fail_stopped": self.fail_stop.reason}
 
     def lose_power(self, rng: random.Random) -> None:
         """The power went: keep what the device holds (see the module's docstring)."""
@@ -154,8 +173,9 @@ class SimHints(Hints):
         self._cache = _PageCache(disk.clock)
 
     def _record(self, change: list[object]) -> None:
+        self._disk.fail_stop.check()
         if self._disk.error == "write":
-            raise OSError(28, "No space left on device (the hint log)")
+            raise StorageError(f"hint log append failed: {_MESSAGES['write']}")
         self._cache.append(change)
 
     @property
@@ -163,7 +183,11 @@ class SimHints(Hints):
         return self._cache.unsynced
 
     def sync(self) -> None:
-        self._make_durable(self._cache.sync(self._disk.error))
+        self._disk.fail_stop.check()
+        try:
+            self._make_durable(self._cache.sync(self._disk.error))
+        except OSError as exc:
+            raise self._disk.fail_stop.trip("hint log sync", exc) from exc
 
     def lose_power(self, rng: random.Random) -> None:
         """Replay what the device holds, as :class:`~kvcheck.store.hints.DurableHints` does."""

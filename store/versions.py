@@ -35,6 +35,13 @@ Vector clocks grow by one entry per actor that ever stamped a write of the key; 
 ``max_entries`` the oldest entries (by the wall-clock time they were last advanced) are dropped, as
 Dynamo does. Pruning can only make a version cover less — it may create false siblings, never lose
 a write.
+
+A client's context token is checked before anything uses it (:func:`parse_context_token`): at
+most :data:`MAX_CONTEXT_ENTRIES` entries, every counter and time at most :data:`MAX_COUNTER`
+(a signed 64-bit integer; msgpack holds none below). Counters count one actor's writes of one
+key, so no real one comes near; a replica refuses to stamp past the bound
+(:mod:`kvcheck.store.replica`), so every counter stays encodable and every token the store hands
+out is accepted back.
 """
 
 from __future__ import annotations
@@ -53,8 +60,16 @@ Versioning = Literal["vclock", "lww"]
 Clock = Mapping[str, tuple[int, int]]
 
 
+#: The largest counter, and time, a client's context may hold: ``2**63 - 1``.
+MAX_COUNTER = 2**63 - 1
+#: The most entries a client's context may hold. A context names the actors that stamped the
+#: key's versions: a few per member ever (one per wiping of its data), and stamped versions keep
+#: at most ``vclock_max_entries`` each.
+MAX_CONTEXT_ENTRIES = 1000
+
+
 class BadContext(ValueError):
-    """A causal context token that does not decode to a vector clock."""
+    """A causal context token that does not decode to a vector clock, or exceeds its bounds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,13 +282,22 @@ def context_token(clock: Clock) -> str:
 def parse_context_token(token: str) -> dict[str, tuple[int, int]]:
     """Decode a client's context token; the empty token is the empty context.
 
-    Raises :class:`BadContext` for anything that is not a token this store produced.
+    Raises :class:`BadContext` for anything that is not a token this store produced, and for a
+    token past the bounds (more than :data:`MAX_CONTEXT_ENTRIES` entries, a counter or time
+    above :data:`MAX_COUNTER`).
     """
     token = token.strip()
     if not token:
         return {}
     try:
         packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        return decode_clock(msgpack.unpackb(packed, raw=False))
+        clock = decode_clock(msgpack.unpackb(packed, raw=False))
     except (binascii.Error, ValueError, msgpack.UnpackException, TypeError) as exc:
         raise BadContext(f"malformed causal context token: {exc}") from None
+    if len(clock) > MAX_CONTEXT_ENTRIES:
+        raise BadContext(f"causal context of {len(clock)} entries; at most "
+                         f"{MAX_CONTEXT_ENTRIES} are accepted")
+    if any(counter > MAX_COUNTER or ms > MAX_COUNTER for counter, ms in clock.values()):
+        raise BadContext(f"causal context out of bounds: counters and times must be at most "
+                         f"{MAX_COUNTER}")
+    return clock

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -118,8 +119,12 @@ async def _keep_up(backend: DockerCluster, policy: Policy | None, args: argparse
                 temporary.replace(cluster_dir / "cluster.json")
 
             publish(backend.nodes)
+            secret = cluster_dir / "secret"  # for a node added by hand: kvstore serve --secret-file
+            with open(secret, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
+                file.write(backend.secret + "\n")
             say("cluster up: " + ", ".join(f"{n}={backend.host(n)}:{PORT}"
                                            for n in backend.nodes) + " · Ctrl-C to tear down")
+            say(f"peers prove membership with the secret in {secret}")
             if policy is not None:
                 nursery.start_soon(autoscale, backend, policy, args.window,
                                    cluster_dir / "autoscale.jsonl", say, publish)

@@ -181,15 +181,18 @@ class Process:
     """A long-running process of a node, started in the node's container by the backend.
 
     ``argv`` runs with ``environment`` added; its output goes to ``<name>.log`` in the node's
-    run directory. ``faults``: whether the nemesis kills, pauses and skews it (a node's main
-    process); a helper that must outlive those faults (Redis's sentinel) says False. A process
-    the nemesis did not stop that exits by itself is a crash, and makes the run invalid.
+    run directory. ``files``: absolute path on the node → content, written (mode 0600, parent
+    directories made) before every start: configuration that holds a secret. ``faults``:
+    whether the nemesis kills, pauses and skews it (a node's main process); a helper that must
+    outlive those faults (Redis's sentinel) says False. A process the nemesis did not stop that
+    exits by itself is a crash, and makes the run invalid.
     """
 
     name: str
     argv: tuple[str, ...]
     environment: Mapping[str, str] = field(default_factory=dict)
     faults: bool = True
+    files: Mapping[str, str] = field(default_factory=dict)
 
 
 class Cluster(Protocol):
@@ -200,6 +203,8 @@ class Cluster(Protocol):
     options: Mapping[str, str]
     #: A name unique to this run (to tell clusters apart, e.g. etcd's initial-cluster-token).
     run_id: str
+    #: A random secret of this cluster alone (hex), for members that authenticate each other.
+    secret: str
 
     @property
     def members(self) -> Sequence[str]:

@@ -1,7 +1,8 @@
 """The reference store as a database under test (``--db kvstore``, the default).
 
 Each node runs ``kvstore serve`` from kvcheck's own package, with the test's N, W, R, versioning,
-sloppy quorums and request timeout; a new cluster names every other node as a peer, a node that
+sloppy quorums and request timeout, its peers authenticated by the cluster's secret (written to
+:data:`SECRET_FILE` on each node); a new cluster names every other node as a peer, a node that
 joins names the member it joins through (``--join``), and a node restarted on its data follows
 the layout saved there. It can report what each replica stores (``GET /replica``), where each
 key belongs (``GET /placement``), and decommission a member (``POST /leave``); it has no
@@ -42,6 +43,7 @@ from kvcheck.store.client import (
     RequestRejected,
     StoreClient,
     StoreError,
+    TooManySiblings,
     Unavailable,
 )
 from kvcheck.store.config import ClusterConfig
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
     from kvcheck.harness.spec import TestSpec
 
 PORT = 7000
+#: Where each node keeps the cluster's secret (outside the data directory, which a join wipes).
+SECRET_FILE = "/etc/kvstore/secret"
 #: Seconds a leave may take before the adapter gives up on it.
 LEAVE_LIMIT = 180.0
 
@@ -73,13 +77,17 @@ class KvStore(Database):
             peers = ",".join(f"{p}={cluster.host(p)}:{PORT}" for p in cluster.members if p != node)
             peering = ["--peers", peers] if peers else []
         argv = ("kvstore", "serve", "--node-id", node, "--listen", f"{cluster.host(node)}:{PORT}",
-                "--data-dir", self.data_dir, *peering, *cluster.spec.store_flags())
-        return [Process("kvstore", argv)]
+                "--data-dir", self.data_dir, *peering, *cluster.spec.store_flags(),
+                "--secret-file", SECRET_FILE)
+        return [Process("kvstore", argv, files={SECRET_FILE: cluster.secret})]
 
     async def ready(self, node: str, cluster: Cluster) -> bool:
-        """``node`` answers ``/status`` and is connected to every member whose store runs."""
+        """``node`` answers ``/ready`` (connected both ways to every peer that answers), and
+        its own connection to every member whose store runs is up."""
         try:
             async with StoreClient(cluster.host(node), PORT, timeout=1) as client:
+                if await client.ready():
+                    return False
                 status = await client.status()
         except StoreError:
             return False
@@ -237,16 +245,19 @@ def failure(error: StoreError, timeout: float) -> Fail | Info:
     ``Info`` (docs/store.md). The words: a broken connection or a timeout (``timeout``, the
     client's) as :func:`describe_error` says them; the node's failure to gather its quorum as
     the node says it, with its counts ("write quorum unreachable: 1 of 2 acknowledgements",
-    "read timed out: 1 of 2 replies"); a request it refused, "rejected by the node (HTTP
-    400)"; siblings it sent that do not decode, "malformed reply"; any other answer, "node
-    error (HTTP 500)". The raw error is the ``detail``, with the node's answer's status and
-    what it said of the write (``applied``).
+    "read timed out: 1 of 2 replies"); a write refused at the key's sibling cap, "too many
+    siblings (HTTP 409)"; another request it refused, "rejected by the node (HTTP 400)";
+    siblings it sent that do not decode, "malformed reply"; any other answer, "node error
+    (HTTP 500)". The raw error is the ``detail``, with the node's answer's status and what it
+    said of the write (``applied``).
     """
     words, detail = describe_error(error, timeout)
     if error.status is not None:
         detail = f"{detail} (HTTP {error.status}, applied: {error.applied})"
     if isinstance(error, Unavailable):
         words = str(error)
+    elif isinstance(error, TooManySiblings):
+        words = f"too many siblings (HTTP {error.status})"
     elif isinstance(error, RequestRejected):
         words = f"rejected by the node (HTTP {error.status})"
     elif not isinstance(error, ConnectionFailed):

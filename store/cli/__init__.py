@@ -1,9 +1,9 @@
 """The ``kvstore`` command line: run a node, talk to one, or run a local cluster.
 
-One module per command (``serve``, the commands that talk to a node, ``cluster``), the cluster
-settings they share in :mod:`.settings`, and the exit codes in :mod:`.exitcodes`. Each command
-module has ``register(commands)``, which adds its parser with a ``handler``: a function of the
-parsed arguments that returns the exit code.
+One module per command (``serve``, the commands that talk to a node, ``cluster``, ``secret``),
+the cluster settings they share in :mod:`.settings`, and the exit codes in :mod:`.exitcodes`.
+Each command module has ``register(commands)``, which adds its parser with a ``handler``: a
+function of the parsed arguments that returns the exit code.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from kvcheck import __version__
-from kvcheck.store.cli import cluster, remote, serve
+from kvcheck.store.cli import cluster, remote, secret, serve
 from kvcheck.store.cli.exitcodes import Exit
 from kvcheck.store.config import ConfigError
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(commands)
     remote.register(commands)
     cluster.register(commands)
+    secret.register(commands)
     return parser
 
 

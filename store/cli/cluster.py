@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from kvcheck.store.cli.exitcodes import Exit
 from kvcheck.store.cli.settings import add_cluster_settings, as_flags, given
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.config import ClusterConfig, ConfigError, cluster_from_mapping
+from kvcheck.store.peer_auth import new_secret
 from kvcheck.terminal import console
 
 
@@ -55,7 +57,7 @@ async def _cluster(args: argparse.Namespace) -> int:
     root = args.data_root or Path(tempfile.mkdtemp(prefix="kvstore-cluster-"))
     ids = [f"n{i}" for i in range(1, args.nodes + 1)]
     addresses = {node: f"{args.host}:{args.base_port + i}" for i, node in enumerate(ids)}
-    flags = as_flags(settings)
+    flags = [*as_flags(settings), "--secret-file", str(_write_secret(root))]
     processes: list[trio.Process] = []
     try:
         async with trio.open_nursery() as nursery:
@@ -94,17 +96,34 @@ async def _supervise(command: list[str], log_file: Any, node: str, scope: trio.C
         scope.cancel()
 
 
+def _write_secret(root: Path) -> Path:
+    """The cluster's secret file under ``root``, made on the first start (readable only by
+    this user)."""
+    path = root / "secret"
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
+            file.write(new_secret() + "\n")
+    return path
+
+
 async def _wait_ready(addresses: dict[str, str]) -> None:
-    with trio.fail_after(30):
-        for address in addresses.values():
+    """Until every node answers ``/ready`` with 200. Raises ConfigError after 30 s, with why."""
+    waiting: list[str] = []
+    with trio.move_on_after(30):
+        for node, address in addresses.items():
             host, port = address.rsplit(":", 1)
             while True:
                 try:
                     async with StoreClient(host, int(port), timeout=1) as client:
-                        await client.status()
+                        waiting = [f"{node}: {reason}" for reason in await client.ready()]
+                except StoreError as exc:
+                    waiting = [f"{node}: {exc}"]
+                if not waiting:
                     break
-                except StoreError:
-                    await trio.sleep(0.1)
+                await trio.sleep(0.1)
+        return
+    raise ConfigError(f"the cluster did not become ready in 30 s: {'; '.join(waiting)}")
 
 
 async def _stop(processes: list[trio.Process]) -> None:
@@ -129,5 +148,7 @@ def _print_cluster(addresses: dict[str, str], root: Path, settings: dict[str, An
     err = console(stderr=True)
     err.print(table)
     first = next(iter(addresses.values()))
+    err.print(f"peers prove membership with the secret in {root / 'secret'} (a node that "
+              f"joins needs it: kvstore serve --secret-file)", highlight=False)
     err.print(f"try: kvstore put --node {first} hello world; kvstore get --node {first} "
               "hello\nCtrl-C stops the cluster.")

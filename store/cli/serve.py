@@ -53,6 +53,10 @@ def register(commands: Any) -> None:
     serve.add_argument("--weight", type=int,
                        help=f"this node's share of the ring, in units of --vnodes-per-weight "
                        f"virtual nodes (default: {_NODE['weight'].default})")
+    serve.add_argument("--secret-file", type=Path, metavar="FILE",
+                       help="the cluster's secret, the same file on every member: peers prove "
+                       "they hold it (default: none; peers are not authenticated, and the node "
+                       "warns). `kvstore secret` makes one")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="what the node logs (default: %(default)s)")
@@ -80,12 +84,14 @@ def node_config(args: argparse.Namespace) -> NodeConfig:
         raise ConfigError(f"missing {', '.join(missing)} (as flags or in --config)")
     peers = parse_peers(args.peers) if args.peers else peers_from_mapping(raw.get("peers", {}))
     join = args.join or raw.get("join")
+    secret_file = args.secret_file or raw.get("secret_file")
     placed = {name: value for name, value in (("zone", args.zone or raw.get("zone")),
                                               ("weight", args.weight or raw.get("weight")))
               if value is not None}
     me = NodeSpec(node_id, Address.parse(listen), **placed)
     return NodeConfig(me, peers, data_dir, cluster_from_mapping(cluster),
-                      Address.parse(join) if join else None)
+                      Address.parse(join) if join else None,
+                      Path(secret_file) if secret_file else None)
 
 
 def _serve(args: argparse.Namespace) -> int:

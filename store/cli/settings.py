@@ -51,6 +51,16 @@ _HELP = {
                     "another cluster are refused",
     "memtable_bytes": "the storage engine flushes its memtable to an SSTable past this many "
                       "bytes",
+    "siblings_warning": "a write that leaves a key with more siblings than this is logged and "
+                        "counted (siblings_warnings in /status)",
+    "siblings_max": "a write that supersedes none of a key's siblings is refused (409) when the "
+                    "key has this many; a write with a read's context is always taken",
+    "http_request_timeout_ms": "milliseconds an HTTP client has from a request's first byte to "
+                               "its last, and to take the reply (408, then closed); per node",
+    "http_idle_timeout_ms": "milliseconds a kept-alive HTTP connection may stay idle between "
+                            "requests before it is closed; per node",
+    "http_max_connections": "HTTP connections served at once; past it a new one is answered "
+                            "503 and closed; per node",
 }
 
 

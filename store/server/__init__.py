@@ -13,8 +13,9 @@ Read it in this order:
 - :mod:`~kvcheck.store.server.peers` — the peer protocol: one outgoing connection to every other
   member with its queue, the handshake, frames, and messages reported undeliverable;
 - :mod:`~kvcheck.store.server.http_connection` — HTTP/1.1 on one connection: requests read
-  within limits, replies sent;
-- :mod:`~kvcheck.store.server.routes` — what each HTTP request asks of the node;
+  within limits of size and time, replies sent;
+- :mod:`~kvcheck.store.server.routes` — the HTTP connections, up to a cap, and what each
+  request asks of the node;
 - :mod:`~kvcheck.store.server.views` — the node's state as JSON, and its answers as replies;
 - :mod:`~kvcheck.store.server.startup` — the layout a starting node takes, and :func:`serve`,
   which runs a node until SIGINT or SIGTERM.

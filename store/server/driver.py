@@ -6,8 +6,10 @@ message that could not leave, a timer — goes through :meth:`Server.dispatch`, 
 event to the node and carries out the actions it returns: messages to peers
 (:mod:`.peers`), answers to the clients waiting in :meth:`Server.request`, and timers
 (:mod:`.timers`). With ``fsync = "always"`` the actions that follow a write wait for the next sync
-of the commit log (group commit). Between requests the storage engine's flushes and compactions
-run a slice at a time.
+of the commit log (group commit); if that sync fails, their acknowledgements are taken back
+(:func:`~kvcheck.store.replica.unacknowledged`) and the node refuses writes until restarted
+(:class:`~kvcheck.store.storage.FailStop`). Between requests the storage engine's flushes and
+compactions run a slice at a time, retried with a growing pause after an error (a full disk).
 
 The server listens on one TCP port for both peers and people, and tells them apart by the first
 bytes of a connection: the peer preamble (:mod:`.peers`), or else HTTP (:mod:`.http_connection`,
@@ -24,10 +26,10 @@ from typing import Any
 
 import trio
 
-from kvcheck.store.config import NodeConfig
+from kvcheck.store.config import ConfigError, NodeConfig
 from kvcheck.store.datadir import open_data_dir, save_records
 from kvcheck.store.hints import DurableHints
-from kvcheck.store.messages import PREAMBLE, Hello
+from kvcheck.store.messages import PREAMBLE
 from kvcheck.store.node import (
     Action,
     CancelTimer,
@@ -43,18 +45,21 @@ from kvcheck.store.node import (
     TimerFired,
     Undeliverable,
 )
+from kvcheck.store.peer_auth import read_secret
 from kvcheck.store.placement import Placement
-from kvcheck.store.server.http_connection import serve_http
+from kvcheck.store.replica import unacknowledged
 from kvcheck.store.server.peers import Peers
 from kvcheck.store.server.routes import Routes
 from kvcheck.store.server.timers import Timers
-from kvcheck.store.storage import EngineOptions, LsmStorage
+from kvcheck.store.storage import EngineOptions, LsmStorage, StorageError
 
 #: The server's one logger (``kvcheck.store.server``), shared by its modules.
 log = logging.getLogger(__package__)
 
 #: How often the storage engine is offered background work when it has none in hand.
 STORAGE_POLL_S = 0.1
+#: The longest pause before background work that failed (a full disk) is tried again.
+STORAGE_RETRY_MAX_S = 2.0
 #: Seconds an accepted connection has to send enough bytes to tell a peer's from HTTP.
 FIRST_BYTES_TIMEOUT_S = 10
 
@@ -76,8 +81,8 @@ class Server:
     :func:`~kvcheck.store.server.startup.placement_for`). Raises
     :class:`~kvcheck.store.config.ConfigError` for an unusable data directory and
     :class:`~kvcheck.store.storage.StorageError` (and its subclasses) or
-    :class:`~kvcheck.store.storage.CorruptLogError` for damaged or missing storage files, before
-    listening.
+    :class:`~kvcheck.store.storage.CorruptLogError` for damaged or missing storage files, and
+    ConfigError for an unreadable or too short secret file, before listening.
     """
 
     def __init__(self, config: NodeConfig, placement: Placement) -> None:
@@ -87,12 +92,14 @@ class Server:
         self.actor = identity.actor
         self.storage = LsmStorage(
             config.data_dir, EngineOptions(memtable_bytes=config.cluster.memtable_bytes))
-        self.hints = DurableHints(config.data_dir / "hints.log")
+        self.hints = DurableHints(config.data_dir / "hints.log", self.storage.fail_stop)
         self.node = Node(self.me.node_id, self.actor, placement, config.cluster, self.storage,
                          identity.generation, self.hints)
         self._saved = placement  # saved by run(), before it serves, and on every change
+        self._unsaved = False  # the last save of the records failed: retried in the background
         self.timers = Timers(lambda timer: self.dispatch(TimerFired(timer)))
-        self.peers = Peers(Hello(self.me.node_id, config.cluster.cluster_name),
+        self.peer_auth = config.secret_file is not None
+        self.peers = Peers(self.me.node_id, config.cluster.cluster_name, _secret(config),
                            lambda peer: self.node.placement.records[peer].address,
                            self.dispatch, self._count_protocol_error)
         self.routes = Routes(self)
@@ -132,7 +139,9 @@ class Server:
         return Now(time.monotonic(), time.time_ns() // 1_000_000)
 
     async def _connection(self, stream: trio.SocketStream) -> None:
-        """Serve one accepted connection: a peer's frames, or HTTP."""
+        """Serve one accepted connection: a peer's frames, or HTTP (within the node's HTTP
+        limits and connection cap, :meth:`Routes.serve`). One that sends nothing within
+        ``FIRST_BYTES_TIMEOUT_S`` is closed."""
         try:
             head = b""
             with trio.move_on_after(FIRST_BYTES_TIMEOUT_S):
@@ -144,7 +153,7 @@ class Server:
             if head.startswith(PREAMBLE):
                 await self.peers.serve(stream, head[len(PREAMBLE):])
             elif head:
-                await serve_http(stream, head, self.routes.reply)
+                await self.routes.serve(stream, head)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:
@@ -218,10 +227,23 @@ class Server:
     def _placement_changed(self) -> None:
         """Save the node's new records, and keep a link to exactly the members not left."""
         placement = self._saved = self.node.placement
-        save_records(self.config.data_dir, placement.records.values())
+        self._save_records()
         if self._nursery is not None:
             self.peers.keep_links((m for m in placement.members() if m != self.me.node_id),
                                   self._nursery)
+
+    def _save_records(self) -> None:
+        """Save the records in use; on failure (a full disk), log it and leave it to
+        :meth:`_storage_work` to try again. Gossip brings back what a restart meanwhile
+        would start without."""
+        try:
+            save_records(self.config.data_dir, self._saved.records.values())
+        except OSError as exc:
+            if not self._unsaved:
+                log.error("cannot save the cluster's layout, will retry: %s", exc)
+            self._unsaved = True
+        else:
+            self._unsaved = False
 
     def _count_protocol_error(self) -> None:
         self.node.counters["protocol_errors"] = self.node.counters.get("protocol_errors", 0) + 1
@@ -240,12 +262,46 @@ class Server:
             self._sync_wanted = trio.Event()
             await trio.lowlevel.cancel_shielded_checkpoint()
             group, self._held = self._held, []
-            self.storage.sync()
-            self.hints.sync()
+            try:
+                self.storage.sync()
+                self.hints.sync()
+            except StorageError as exc:  # the fail-stop has tripped: no acknowledgement
+                group = unacknowledged(group, str(exc))
             self._apply(group)
 
     async def _storage_work(self) -> None:
         """Drive the storage engine's flushes and compactions a slice at a time, yielding to
-        requests between slices; poll every ``STORAGE_POLL_S`` when idle or after an error."""
+        requests between slices; poll every ``STORAGE_POLL_S`` when idle. After an error (a full
+        disk), wait twice as long each time, up to ``STORAGE_RETRY_MAX_S``, and try again; a
+        save of the records that failed is tried again at the same pace."""
+        pause = STORAGE_POLL_S
         while True:
-            await trio.sleep(0 if self.storage.step() else STORAGE_POLL_S)
+            pending = self.storage.step()
+            if self._unsaved:
+                self._save_records()
+            if self.storage.background_error is None and not self._unsaved:
+                pause = STORAGE_POLL_S
+                await trio.sleep(0 if pending else STORAGE_POLL_S)
+            else:
+                await trio.sleep(pause)
+                pause = min(pause * 2, STORAGE_RETRY_MAX_S)
+
+
+def _secret(config: NodeConfig) -> bytes | None:
+    """The secret of ``config.secret_file``, with a warning for a file others may read; without
+    one, a warning that peers are not authenticated. Raises ConfigError."""
+    if config.secret_file is None:
+        log.warning("no --secret-file: peers are not authenticated, and anyone who can reach "
+                    "this node's port can change its data (docs/store.md, \"Security and "
+                    "failure model\")")
+        return None
+    try:
+        secret, warning = read_secret(config.secret_file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the secret file {config.secret_file}: "
+                          f"{exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if warning:
+        log.warning("%s", warning)
+    return secret

@@ -1,11 +1,16 @@
 """Peer connections: the node's messages to and from the other members, over TCP.
 
-A connection between peers opens with :data:`~kvcheck.store.messages.PREAMBLE` and a
-:class:`~kvcheck.store.messages.Hello` frame naming the sender and its cluster; length-prefixed
-frames follow, each a message (:mod:`kvcheck.store.messages`). Traffic is one way: each node keeps
-one outgoing connection to every other member (members come and go: the node's
+A connection between peers opens with :data:`~kvcheck.store.messages.PREAMBLE` and the
+handshake of :mod:`kvcheck.store.peer_auth`, in which the sender names itself and its cluster and
+both ends prove they hold the cluster's secret (when it has one); length-prefixed frames follow,
+each a message (:mod:`kvcheck.store.messages`), tagged under the secret. Traffic is one way: each
+node keeps one outgoing connection to every other member (members come and go: the node's
 :class:`~kvcheck.store.placement.Placement` lists them with their addresses) and sends all its
 messages to that peer over it; replies come back over the peer's own outgoing connection.
+
+Until its handshake is over, an incoming connection gets :data:`HANDSHAKE_TIMEOUT` seconds and
+frames of at most :data:`~kvcheck.store.messages.MAX_HANDSHAKE_FRAME` bytes, and nothing it
+sends reaches the node: a stranger can hold a few kilobytes for a few seconds, no more.
 
 A message for a peer whose connection is down is reported to the node logic as undeliverable at
 once, so a write that cannot leave this node fails as surely-not-applied rather than timing out;
@@ -17,27 +22,46 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import trio
 
 from kvcheck.store.config import Address, ConfigError
 from kvcheck.store.messages import (
+    MAX_FRAME,
+    MAX_HANDSHAKE_FRAME,
     PREAMBLE,
+    Challenge,
     FrameDecoder,
     Hello,
     Message,
     ProtocolError,
+    Welcome,
     encode_frame,
 )
 from kvcheck.store.node import Event, Received, Undeliverable
+from kvcheck.store.peer_auth import (
+    AuthError,
+    Seal,
+    check,
+    hello_proof,
+    new_nonce,
+    seal_for,
+    welcome_proof,
+)
 
 #: The server's one logger (``kvcheck.store.server``), shared by its modules.
 log = logging.getLogger(__package__)
 
+M = TypeVar("M", Hello, Challenge, Welcome)
+
 #: Messages queued for one peer before further sends count as undeliverable.
 OUTBOX_SIZE = 10_000
 CONNECT_TIMEOUT = 1.0
+#: Seconds either end of a connection has to complete the handshake.
+HANDSHAKE_TIMEOUT = 5.0
 #: Seconds between failed connection attempts: doubling from the first to the most.
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
@@ -53,33 +77,39 @@ SEND_BATCH = 256
 class _Link:
     """The outgoing connection to one peer: its queue, and whether it is up."""
 
-    __slots__ = ("connected", "inbox", "outbox", "scope")
+    __slots__ = ("connected", "inbox", "outbox", "refused", "scope")
 
     def __init__(self) -> None:
         self.outbox, self.inbox = trio.open_memory_channel[Message](OUTBOX_SIZE)
         #: True connected, False down, None the first connection is being made (messages wait
         #: for it, so a member that just appeared misses nothing sent to it)
         self.connected: bool | None = None
+        #: Why the peer's last answer failed the handshake (None: it did not fail so)
+        self.refused: str | None = None
         self.scope = trio.CancelScope()  # cancelled when the peer is no longer a member
 
 
 class Peers:
     """This node's side of the peer protocol: links to the other members, and their sessions.
 
-    ``hello`` is what this node says first on every connection it opens (its id and cluster);
-    ``address_of(peer)`` is where to reach ``peer`` now (read at every connection attempt);
-    ``dispatch`` takes the node events the peers cause (:class:`~kvcheck.store.node.Received`,
+    ``node_id`` and ``cluster`` name this node and its cluster in every handshake; ``secret``
+    (None: none) is what members prove they hold; ``address_of(peer)`` is where to reach
+    ``peer`` now (read at every connection attempt); ``dispatch`` takes the node events the
+    peers cause (:class:`~kvcheck.store.node.Received`,
     :class:`~kvcheck.store.node.Undeliverable`); ``protocol_error`` is called once for every
-    incoming connection closed for breaking the protocol.
+    incoming connection closed for breaking the protocol or failing the handshake.
     """
 
-    def __init__(self, hello: Hello, address_of: Callable[[str], str],
-                 dispatch: Callable[[Event], None], protocol_error: Callable[[], None]) -> None:
-        self._hello = hello
+    def __init__(self, node_id: str, cluster: str, secret: bytes | None,
+                 address_of: Callable[[str], str], dispatch: Callable[[Event], None],
+                 protocol_error: Callable[[], None]) -> None:
+        self._node_id, self._cluster, self._secret = node_id, cluster, secret
         self._address_of = address_of
         self._dispatch = dispatch
         self._protocol_error = protocol_error
         self._links: dict[str, _Link] = {}
+        self._incoming: Counter[str] = Counter()  # open authenticated sessions, by peer
+        self._last_failure: dict[str, str] = {}  # so a failing link logs each reason once
 
     def keep_links(self, peers: Iterable[str], nursery: trio.Nursery) -> None:
         """Keep a link to exactly ``peers``: close the links to others (their queued messages
@@ -108,6 +138,21 @@ class Peers:
         link = self._links.get(peer)
         return link is not None and bool(link.connected)
 
+    def unready(self) -> list[str]:
+        """Why messages to or from a peer that answers could be lost now, one reason per peer:
+        the first connection to it is still being made, it answers but fails the handshake
+        (a secret that differs), or it is connected to but has not connected back (its replies
+        would have no way here). Empty when there is none."""
+        reasons = []
+        for peer, link in sorted(self._links.items()):
+            if link.connected is None:
+                reasons.append(f"connecting to {peer}")
+            elif link.refused is not None:
+                reasons.append(f"{peer}: {link.refused}")
+            elif link.connected and not self._incoming[peer]:
+                reasons.append(f"{peer} has not connected back")
+        return reasons
+
     # -- outgoing --
 
     async def _keep_link(self, peer: str, link: _Link) -> None:
@@ -118,7 +163,6 @@ class Peers:
 
     async def _connect_and_send(self, peer: str, link: _Link) -> None:
         backoff = FIRST_BACKOFF
-        hello = PREAMBLE + encode_frame(self._hello)
         while True:
             stream = None
             try:
@@ -128,8 +172,14 @@ class Peers:
                     if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux
                         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
                                           PEER_USER_TIMEOUT_MS)
-                    await stream.send_all(hello)
-            except (OSError, ConfigError, trio.TooSlowError, trio.BrokenResourceError):
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    seal = await self._introduce(stream, peer)
+            except (OSError, ConfigError, trio.TooSlowError, trio.BrokenResourceError,
+                    ProtocolError, AuthError) as exc:
+                link.refused = None
+                if isinstance(exc, (ProtocolError, AuthError)):
+                    link.refused = f"handshake failed: {exc}"
+                    self._log_failure(peer, link.refused)
                 if stream is not None:
                     await stream.aclose()
                 if link.connected is None:  # the first attempt failed
@@ -139,16 +189,17 @@ class Peers:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             log.info("connected to %s at %s", peer, address)
-            link.connected = True
+            self._last_failure.pop(peer, None)
+            link.connected, link.refused = True, None
             backoff = FIRST_BACKOFF
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(_watch_close, stream, nursery.cancel_scope)
                     while True:
-                        batch = [encode_frame(await link.inbox.receive())]
+                        batch = [encode_frame(await link.inbox.receive(), seal)]
                         while len(batch) < SEND_BATCH:
                             try:
-                                batch.append(encode_frame(link.inbox.receive_nowait()))
+                                batch.append(encode_frame(link.inbox.receive_nowait(), seal))
                             except trio.WouldBlock:
                                 break
                         await stream.send_all(b"".join(batch))
@@ -161,6 +212,26 @@ class Peers:
             log.warning("lost connection to %s", peer)
             self._fail_queued(peer, link)
 
+    async def _introduce(self, stream: trio.SocketStream, peer: str) -> Seal | None:
+        """The connector's side of the handshake with ``peer``: the seal of the frames to
+        send. Raises ProtocolError or AuthError."""
+        await stream.send_all(PREAMBLE)
+        decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
+        challenge = await _expect(stream, decoder, Challenge)
+        nonce = new_nonce()
+        proof = hello_proof(self._secret, challenge.nonce, nonce, self._node_id, self._cluster)
+        await stream.send_all(encode_frame(Hello(self._node_id, self._cluster, nonce, proof)))
+        welcome = await _expect(stream, decoder, Welcome)
+        check(self._secret, welcome.proof,
+              welcome_proof(self._secret, challenge.nonce, nonce, peer), f"the node at {peer}'s "
+              f"address")
+        return seal_for(self._secret, challenge.nonce, nonce)
+
+    def _log_failure(self, peer: str, reason: str) -> None:
+        if self._last_failure.get(peer) != reason:
+            self._last_failure[peer] = reason
+            log.warning("cannot connect to %s: %s", peer, reason)
+
     def _fail_queued(self, peer: str, link: _Link) -> None:
         """Report every message queued on ``link`` as undeliverable, emptying the queue."""
         while True:
@@ -172,34 +243,70 @@ class Peers:
 
     # -- incoming --
 
-    async def serve(self, stream: trio.abc.ReceiveStream, data: bytes) -> None:
-        """Deliver the messages of a connection a peer opened, until it closes or breaks the
-        protocol (then the connection is logged, counted and left to be closed). ``data`` is
-        what was received after the preamble."""
-        decoder = FrameDecoder()
+    async def serve(self, stream: trio.abc.Stream, data: bytes) -> None:
+        """Deliver the messages of a connection a peer opened, once it has passed the
+        handshake, until it closes or breaks the protocol (then the connection is logged,
+        counted and left to be closed). ``data`` is what was received after the preamble."""
+        decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
         peer = None
         try:
-            while True:
-                for message in decoder.feed(data):
-                    if peer is None:
-                        peer = self._greet(message)
-                    else:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                peer, seal = await self._admit(stream, decoder, data)
+            decoder.seal, decoder.max_frame = seal, MAX_FRAME
+            self._incoming[peer] += 1
+            try:
+                data = b""
+                while True:
+                    for message in decoder.feed(data):
                         self._dispatch(Received(peer, message))
-                data = bytes(await stream.receive_some(65536))
-                if not data:
-                    return
-        except ProtocolError as exc:
+                    data = bytes(await stream.receive_some(65536))
+                    if not data:
+                        return
+            finally:
+                self._incoming[peer] -= 1
+        except (ProtocolError, AuthError) as exc:
             log.warning("closing connection from %s: %s", peer or "unknown peer", exc)
             self._protocol_error()
+        except trio.TooSlowError:
+            log.warning("closing connection from unknown peer: no handshake within %s s",
+                        HANDSHAKE_TIMEOUT)
+            self._protocol_error()
 
-    def _greet(self, message: Message) -> str:
-        """The id of the peer whose first message is ``message``. Raises ProtocolError unless
-        it is a Hello from this node's cluster."""
-        if not isinstance(message, Hello):
-            raise ProtocolError("connection did not start with Hello")
-        if message.cluster != self._hello.cluster:
-            raise ProtocolError(f"peer is in cluster {message.cluster!r}")
-        return message.node_id
+    async def _admit(self, stream: trio.abc.Stream, decoder: FrameDecoder, data: bytes,
+                     ) -> tuple[str, Seal | None]:
+        """The acceptor's side of the handshake (``data`` already received): the peer's id and
+        the seal of its frames. Raises ProtocolError unless it is a member of this node's
+        cluster, AuthError unless it proves so."""
+        challenge = new_nonce()
+        await stream.send_all(encode_frame(Challenge(challenge)))
+        hello = await _expect(stream, decoder, Hello, data)
+        if hello.cluster != self._cluster:
+            raise ProtocolError(f"peer is in cluster {hello.cluster!r}")
+        check(self._secret, hello.proof,
+              hello_proof(self._secret, challenge, hello.nonce, hello.node_id, hello.cluster),
+              f"peer {hello.node_id!r}")
+        await stream.send_all(encode_frame(
+            Welcome(welcome_proof(self._secret, challenge, hello.nonce, self._node_id))))
+        return hello.node_id, seal_for(self._secret, challenge, hello.nonce)
+
+
+async def _expect(stream: trio.abc.ReceiveStream, decoder: FrameDecoder, kind: type[M],
+                  data: bytes = b"") -> M:
+    """The next message on ``stream`` (after ``data``), which must be a ``kind``; what follows
+    it stays in ``decoder``. Raises ProtocolError."""
+    while True:
+        messages = decoder.feed(data)
+        try:
+            for message in messages:
+                if not isinstance(message, kind):
+                    raise ProtocolError(f"expected {kind.__name__}, got "
+                                        f"{type(message).__name__}")
+                return message
+        finally:
+            messages.close()
+        data = bytes(await stream.receive_some(65536))
+        if not data:
+            raise ProtocolError(f"connection closed before {kind.__name__}")
 
 
 async def _watch_close(stream: trio.SocketStream, scope: trio.CancelScope) -> None:

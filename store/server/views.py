@@ -3,8 +3,9 @@
 The JSON views are ``GET /status`` (:func:`status`), ``GET /replica/{key}`` (:func:`replica`)
 and ``GET /placement`` (:func:`placement`). A get's or a put's answer becomes a reply by
 :func:`read_reply` and :func:`write_reply`, following the conventions of
-:mod:`kvcheck.store.http`: siblings as a multipart body, the causal context in a header, and a
-failed request as ``503`` saying whether it may have been applied.
+:mod:`kvcheck.store.http`: siblings as a multipart body, the causal context in a header, a
+failed request as ``503`` saying whether it may have been applied, and a write refused at the
+sibling cap as ``409``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from kvcheck.store.datadir import record_json
 from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, encode_siblings
-from kvcheck.store.node import Failed, Found, Response, Written
+from kvcheck.store.node import Failed, Found, Response, TooManySiblings, Written
 from kvcheck.store.placement import Record
 from kvcheck.store.ring import natural_key
 from kvcheck.store.server.http_connection import Reply, error_reply, json_reply
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 
 def status(server: Server) -> dict[str, Any]:
-    """What ``GET /status`` shows: identity, ring, membership view, config, counters.
+    """What ``GET /status`` shows: identity, ring, membership view, config, counters, the HTTP
+    connections being served.
 
     Each member shows its status in the cluster (``joining``, ``normal``, ``leaving``,
     ``left``), its gossip state (``self``, ``alive``, ``suspect``, ``down``; ``gone`` once
@@ -43,6 +45,7 @@ def status(server: Server) -> dict[str, Any]:
         "actor": server.actor,
         "address": str(me.address),
         "zone": me.zone,
+        "peer_auth": server.peer_auth,
         "wall_clock_ms": time.time_ns() // 1_000_000,
         "uptime_s": round(time.monotonic() - server.started_at, 3),
         "cluster": asdict(cluster),
@@ -59,6 +62,7 @@ def status(server: Server) -> dict[str, Any]:
                             key=lambda r: natural_key(r.node_id))
         ],
         "node": node.status(),
+        "http_connections": server.routes.connections,
         "storage": server.storage.stats(),
     }
 
@@ -97,10 +101,17 @@ def read_reply(response: Response) -> Reply:
 
 
 def write_reply(response: Response) -> Reply:
-    """A put's or a delete's answer: ``204`` with the new version's causal context, or ``503``
-    if it failed."""
+    """A put's or a delete's answer: ``204`` with the new version's causal context, ``503`` if
+    it failed, ``409`` (not applied) if it was refused at the sibling cap."""
     if isinstance(response, Failed):
         return _failed(response)
+    if isinstance(response, TooManySiblings):
+        return json_reply(409, {
+            "error": f"too many siblings: the key has {response.siblings} (siblings_max is "
+                     f"{response.siblings_max}) and this write supersedes none of them; read "
+                     f"the key and write with its context to resolve them",
+            "applied": "no", "siblings": response.siblings,
+            "siblings_max": response.siblings_max}, ((APPLIED_HEADER, "no"),))
     assert isinstance(response, Written)
     return Reply(204, ((CONTEXT_HEADER, context_token(response.context)),), b"")
 

@@ -30,6 +30,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from kvcheck.store.storage import faults
+
 MAGIC = b"KVLOG\x00\x01\n"
 _HEADER = struct.Struct(">III")
 #: No record is larger (a key's sibling set is far smaller); a longer length is corruption.
@@ -112,7 +114,7 @@ def _truncate(path: Path, offset: int, size: int, what: str) -> None:
     )
     with path.open("r+b") as f:
         f.truncate(offset)
-        os.fsync(f.fileno())
+        faults.fsync(f.fileno())
 
 
 class CommitLog:
@@ -126,12 +128,21 @@ class CommitLog:
     """
 
     def __init__(self, path: Path) -> None:
+        """Open ``path`` for appending, creating it (with its header) if it is empty or missing.
+        Raises OSError (a full disk, say); then no descriptor is left open, though a file
+        created may be left behind empty (an empty log replays as empty)."""
         self.path = path
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        if os.fstat(self._fd).st_size == 0:
-            os.write(self._fd, MAGIC)
-            os.fsync(self._fd)
-        self.size = os.fstat(self._fd).st_size
+        try:
+            if os.fstat(self._fd).st_size < len(MAGIC):  # new, or a header cut short
+                os.ftruncate(self._fd, 0)
+                if os.write(self._fd, MAGIC) != len(MAGIC):
+                    raise OSError(f"{path}: short write of the header")
+                faults.fsync(self._fd)
+            self.size = os.fstat(self._fd).st_size
+        except BaseException:
+            os.close(self._fd)
+            raise
         self._appended = 0
         self._synced = 0
 
@@ -160,12 +171,16 @@ class CommitLog:
         """Make every record appended so far durable (a no-op when nothing is pending)."""
         target = self._appended
         if self._synced != target:
-            os.fdatasync(self._fd)
+            faults.fdatasync(self._fd)
             self._synced = target
 
-    def close(self) -> None:
-        """Sync and close. The log cannot be used afterwards."""
+    def close(self, sync: bool = True) -> None:
+        """Sync (unless ``sync`` is False) and close. The descriptor is closed even when the
+        sync raises OSError. The log cannot be used afterwards."""
         if self._fd >= 0:
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                if sync:
+                    self.sync()
+            finally:
+                os.close(self._fd)
+                self._fd = -1

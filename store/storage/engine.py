@@ -22,8 +22,8 @@ memory).
 the segments whose writes it holds. A flush covers the frozen memtable's segments; a compaction's
 output covers the union of its inputs, which are always adjacent in age. So the live tables'
 ranges and the remaining segments tile ``1..N`` exactly, the newest number always a segment. Start-
-up checks that tiling: a gap means a missing file, and the node refuses to start rather than serve
-without it.
+up checks that tiling (:mod:`kvcheck.store.storage.datafiles`): a gap means a missing file, and
+the node refuses to start rather than serve without it.
 
 *Read.* The memtable, then the frozen memtable, then the SSTables newest to oldest, skipping any
 whose Bloom filter rules the key out; the first place holding the key answers. Newest-wins is the
@@ -49,15 +49,26 @@ older than the cutoff last given to :meth:`~LsmStorage.purge_tombstones`. Compac
 slices like a flush; reads use the input tables until the output is renamed into place and swapped
 in, and a crash before that leaves only a temporary file, deleted at start-up (and a crash after
 it leaves inputs whose range the output contains, also deleted at start-up).
+
+*Errors.* A put the commit log cannot take (a full disk) raises StorageError and changes
+nothing; so does one whose memtable cannot be frozen because the previous flush fails. A flush
+or compaction that fails (no space, a failed read or fsync) is abandoned — its temporary file
+deleted, its input still on disk — and :meth:`~LsmStorage.step` starts it again later; a
+compaction starts only when the file system has as much free space as its inputs take, so that
+it does not fill the disk under the commit log. Opening needs no space: without room for a new
+segment the engine serves reads and refuses puts until it has. A failed fsync of the commit log
+or of the directory trips the node's :class:`~kvcheck.store.storage.interface.FailStop`: every
+put, sync and background step is refused until the process restarts; a failed fsync of a table
+not yet renamed into place is only retried, since no acknowledged write rests on it.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
-import itertools
 import logging
 import math
-import re
+import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,34 +77,18 @@ from typing import Any, TypeVar
 
 import msgpack
 
+from kvcheck.store.storage import faults
 from kvcheck.store.storage.bloom import key_hashes
 from kvcheck.store.storage.commitlog import CommitLog, CorruptLogError, replay
-from kvcheck.store.storage.interface import StorageError
+from kvcheck.store.storage.datafiles import segment_name, survey, table_name
+from kvcheck.store.storage.interface import FailStop, StorageError
 from kvcheck.store.storage.memtable import Memtable
 from kvcheck.store.storage.sstable import SSTable, SSTableWriter, fsync_dir
 from kvcheck.store.versions import Version, decode_versions, encode_versions
 
 log = logging.getLogger(__name__)
 
-_SEGMENT = re.compile(r"wal-(\d{8})\.log")
-_TABLE = re.compile(r"sst-(\d{8})-(\d{8})\.sst")
-#: The commit log of the engine before segments; replayed as segment 1.
-LEGACY_LOG = "commit.log"
-
 V = TypeVar("V")
-
-
-def segment_name(number: int) -> str:
-    return f"wal-{number:08d}.log"
-
-
-def table_name(lo: int, hi: int) -> str:
-    return f"sst-{lo:08d}-{hi:08d}.sst"
-
-
-class DataDirError(StorageError):
-    """The data directory is inconsistent (a missing file, overlapping tables, a legacy log
-    beside segments); the node must not start on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,15 +181,30 @@ class LsmStorage:
     :meth:`scan`, :meth:`step`, :meth:`flush` and :meth:`compact`.
 
     Opening recovers: temporary files and compaction inputs left by a crash are deleted, the
-    segments not yet flushed are replayed into the memtable. Raises
+    segments not yet flushed are replayed into the memtable. It needs no free space: if the
+    current segment cannot be created (a full disk), the engine opens without it, serves
+    reads, and refuses puts until it can. Raises
     :class:`~kvcheck.store.storage.commitlog.CorruptLogError` for a damaged segment,
     :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` for a damaged table and
-    :class:`DataDirError` for a missing file; the node must not start on any of them.
+    :class:`~kvcheck.store.storage.datafiles.DataDirError` for a missing file; the node must
+    not start on any of them.
+
+    ``fail_stop`` is the node's fsync failure policy (a new one if not given), shared with
+    its hint log: a failed fsync of the commit log or of the directory trips it.
     """
 
-    def __init__(self, data_dir: Path, options: EngineOptions | None = None) -> None:
+    def __init__(self, data_dir: Path, options: EngineOptions | None = None,
+                 fail_stop: FailStop | None = None) -> None:
         self.dir = data_dir
         self.options = options or EngineOptions()
+        self.fail_stop = fail_stop or FailStop()
+        #: The last error of background work (None once a slice succeeds): the caller of
+        #: :meth:`step` backs off while it is set.
+        self.background_error: str | None = None
+        self._log: CommitLog | None = None  # None until the current segment could be opened
+        if faults.ACTIVE is not None:
+            log.warning("storage fault hook ON (%s=%s): for tests only", faults.ENV,
+                        faults.ACTIVE)
         self._tables: list[_Table] = []  # oldest first
         self._frozen: Memtable | None = None
         self._flush: _Build | None = None
@@ -208,74 +218,30 @@ class LsmStorage:
 
     def _recover(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        for temporary in self.dir.glob("sst-*.sst.tmp"):
-            log.warning("%s: deleting unfinished file left by a crash", temporary)
-            temporary.unlink()
-        segments = {int(m[1]): p for p in self.dir.iterdir() if (m := _SEGMENT.fullmatch(p.name))}
-        ranges = {(int(m[1]), int(m[2])): p
-                  for p in self.dir.iterdir() if (m := _TABLE.fullmatch(p.name))}
-        legacy = self.dir / LEGACY_LOG
-        if legacy.exists():
-            if segments or ranges:
-                raise DataDirError(f"{legacy}: a legacy commit log beside segments or tables")
-            segments[1] = legacy.rename(self.dir / segment_name(1))
-            fsync_dir(self.dir)
-        live, finished = self._split_compaction_inputs(ranges)
-        floor = max((hi for _, hi in live), default=0)
-        flushed = [n for n in segments if n <= floor]
-        self._check_tiling(live, sorted(n for n in segments if n > floor), floor)
+        found = survey(self.dir)
         try:
-            for lo, hi in sorted(live):
-                self._tables.append(_Table(lo, hi, SSTable(live[lo, hi])))
+            for lo, hi in sorted(found.live):
+                self._tables.append(_Table(lo, hi, SSTable(found.live[lo, hi])))
             # Only once the tables that supersede them have opened cleanly:
-            for path in finished:
+            for path in found.finished:
                 log.warning("%s: input of a finished compaction, deleting", path)
                 path.unlink()
-            for number in flushed:
-                log.info("%s: already flushed, deleting", segments[number])
-                segments.pop(number).unlink()
-            self._segment = max(segments, default=floor + 1)
+            for path in found.flushed:
+                log.info("%s: already flushed, deleting", path)
+                path.unlink()
+            segments = found.segments
+            self._segment = max(segments, default=found.floor + 1)
             self._memtable = Memtable(min(segments, default=self._segment))
             records = sum(self._replay(segments[n]) for n in sorted(segments))
         except BaseException:
             self._close_tables()
             raise
-        self._log = CommitLog(self.dir / segment_name(self._segment))
-        fsync_dir(self.dir)
+        try:
+            self._open_log()
+        except (OSError, StorageError) as exc:
+            log.error("cannot open commit-log segment %d, refusing writes until it can: %s",
+                      self._segment, exc)
         log.info("opened %s: %d tables, %d records replayed", self.dir, len(self._tables), records)
-
-    def _split_compaction_inputs(self, ranges: dict[tuple[int, int], Path]
-                                 ) -> tuple[dict[tuple[int, int], Path], list[Path]]:
-        """The live tables, and those whose range another contains (a finished compaction's
-        inputs). Raises :class:`DataDirError` when live tables overlap."""
-        live, finished = {}, []
-        for (lo, hi), path in ranges.items():
-            if any(r != (lo, hi) and r[0] <= lo and hi <= r[1] for r in ranges):
-                finished.append(path)
-            else:
-                live[lo, hi] = path
-        for older, newer in itertools.pairwise(sorted(live)):
-            if newer[0] <= older[1]:
-                raise DataDirError(f"{self.dir}: tables {table_name(*older)} and "
-                                   f"{table_name(*newer)} overlap")
-        return live, finished
-
-    def _check_tiling(self, live: dict[tuple[int, int], Path], segments: list[int],
-                      floor: int) -> None:
-        expected = 1
-        for lo, hi in sorted(live):
-            if lo != expected:
-                raise DataDirError(f"{self.dir}: missing file(s) for generations "
-                                   f"{expected}..{lo - 1} (before {live[lo, hi].name})")
-            expected = hi + 1
-        if live and not segments:
-            raise DataDirError(f"{self.dir}: commit-log segment {segment_name(floor + 1)} "
-                               "is missing")
-        for number in segments:
-            if number != expected:
-                raise DataDirError(f"{self.dir}: missing commit-log segment(s) or table(s) for "
-                                   f"generations {expected}..{number - 1}")
-            expected = number + 1
 
     def _replay(self, path: Path) -> int:
         count = 0
@@ -300,40 +266,74 @@ class LsmStorage:
             if memtable is not None and (found := memtable.get(key)) is not None:
                 return list(found)
         hashes = key_hashes(key) if self.options.use_bloom else None
-        try:
-            for table in reversed(self._tables):
-                raw = table.sst.get(key, hashes)
-                if raw is not None:
-                    return _unpack(raw)
-        except OSError as exc:
-            raise StorageError(f"read failed: {exc}") from exc
+        for table in reversed(self._tables):
+            raw = table.sst.get(key, hashes)
+            if raw is not None:
+                return _unpack(raw)
         return []
 
     def put(self, key: bytes, versions: Sequence[Version]) -> None:
         """Replace the key's sibling set (empty: forget the key). Raises :class:`StorageError`
-        when the commit log cannot be written; then nothing changed."""
-        if self._memtable.bytes >= self.options.memtable_bytes:
-            try:
-                self._freeze()
-            except OSError as exc:
-                raise StorageError(f"cannot flush the memtable: {exc}") from exc
-        payload = msgpack.packb([key, encode_versions(versions)], use_bin_type=True)
+        when the commit log cannot be written (a full disk), when a full memtable cannot be
+        frozen (its predecessor's flush fails), and always once :attr:`fail_stop` has
+        tripped; then nothing changed."""
+        self.fail_stop.check()
         try:
-            self._log.append(payload)
-        except (OSError, ValueError) as exc:
-            raise StorageError(f"commit log append failed: {exc}") from exc
+            try:
+                self._open_log()
+            except OSError as exc:
+                raise StorageError(f"cannot open a commit-log segment: {exc}") from exc
+            if self._memtable.bytes >= self.options.memtable_bytes:
+                try:
+                    self._freeze()
+                except OSError as exc:
+                    raise StorageError(f"the memtable is full and cannot be flushed: {exc}"
+                                       ) from exc
+            assert self._log is not None
+            payload = msgpack.packb([key, encode_versions(versions)], use_bin_type=True)
+            try:
+                self._log.append(payload)
+            except (OSError, ValueError) as exc:
+                raise StorageError(f"commit log append failed: {exc}") from exc
+        except StorageError:
+            self._counters["write_errors"] += 1
+            raise
         self._memtable.put(key, versions, len(payload))
 
     @property
     def unsynced(self) -> bool:
-        return self._log.unsynced
+        return self._log is not None and self._log.unsynced
 
     def sync(self) -> None:
-        """Make every put so far durable. Raises :class:`StorageError` when fsync fails."""
+        """Make every put so far durable. Raises :class:`StorageError` when fsync fails, which
+        trips :attr:`fail_stop`, and on every call after that (a later fsync could succeed
+        without the pages the failed one lost)."""
+        self.fail_stop.check()
+        if self._log is not None:
+            try:
+                self._log.sync()
+            except OSError as exc:
+                raise self.fail_stop.trip("commit log sync", exc) from exc
+
+    def _open_log(self) -> None:
+        """Open (create) the current segment if it is not open. Raises OSError, or
+        StorageError when the directory's fsync fails."""
+        if self._log is None:
+            segment = CommitLog(self.dir / segment_name(self._segment))
+            try:
+                self._sync_dir()
+            except StorageError:
+                segment.close(sync=False)
+                raise
+            self._log = segment
+
+    def _sync_dir(self) -> None:
+        """Make renames and new files in the directory durable; a failure trips
+        :attr:`fail_stop` (acknowledged writes depend on them) and raises StorageError."""
         try:
-            self._log.sync()
+            fsync_dir(self.dir)
         except OSError as exc:
-            raise StorageError(f"commit log sync failed: {exc}") from exc
+            raise self.fail_stop.trip("fsync of the data directory", exc) from exc
 
     def keys(self) -> Iterator[bytes]:
         """Every stored key, in key order, streamed (see :meth:`scan`)."""
@@ -376,12 +376,18 @@ class LsmStorage:
         return purged
 
     def close(self) -> None:
-        """Abandon background work (its input is still on disk), sync and close files."""
+        """Abandon background work (its input is still on disk), sync (unless
+        :attr:`fail_stop` has tripped) and close files. Never raises: a failed sync is logged
+        and trips :attr:`fail_stop`."""
         for build in (self._flush, self._compaction):
             if build is not None:
                 build.writer.abort()
         self._flush = self._compaction = None
-        self._log.close()
+        if self._log is not None:
+            try:
+                self._log.close(sync=self.fail_stop.reason is None)
+            except OSError as exc:
+                self.fail_stop.trip("commit log sync", exc)
         self._close_tables()
 
     def _close_tables(self) -> None:
@@ -397,27 +403,35 @@ class LsmStorage:
 
     def step(self) -> bool:
         """Do one slice (about ``step_bytes``) of a flush, else of a compaction. Returns
-        :attr:`work_pending`, or False after an I/O error, which is logged and counted, never
-        raised: the work is retried from its start at a later call (its input is still on
-        disk), so a caller should back off when this returns False."""
+        :attr:`work_pending`, or False after an error (a full disk, a failed read or fsync),
+        which is logged, counted and kept in :attr:`background_error`, never raised: the work
+        is retried from its start at a later call (its input is still on disk), so a caller
+        should back off while :attr:`background_error` is set. Does nothing and returns False
+        once :attr:`fail_stop` has tripped: the files stay as they are until the restart."""
+        if self.fail_stop.reason is not None:
+            return False
         try:
             if self._frozen is not None:
                 self._step_flush()
             else:
                 self._step_compaction()
-        except OSError as exc:
-            log.error("storage background work failed, will retry: %s", exc)
+        except (OSError, StorageError) as exc:
+            if self.background_error is None:
+                log.error("storage background work failed, will retry: %s", exc)
             self._counters["background_errors"] += 1
-            for build in (self._flush, self._compaction):
-                if build is not None:
-                    build.writer.abort()
-            self._flush = self._compaction = None
+            self.background_error = str(exc)
             return False
+        if self.background_error is not None:
+            log.info("storage background work succeeded again")
+            self.background_error = None
         return self.work_pending
 
     def flush(self) -> None:
-        """Freeze the memtable (if it holds anything) and flush it, to completion.
-        Raises OSError if a file cannot be written (the data stays in the commit log)."""
+        """Freeze the memtable (if it holds anything) and flush it, to completion. Raises
+        OSError or StorageError if a file cannot be written (the data stays in the commit log,
+        the flush starts again at the next call)."""
+        self.fail_stop.check()
+        self._open_log()
         if len(self._memtable):
             self._freeze()
         while self._frozen is not None:
@@ -425,7 +439,7 @@ class LsmStorage:
 
     def compact(self) -> None:
         """Flush, run the compactions due, then rewrite whatever tables remain as one (purging).
-        Raises OSError if a file cannot be written (the inputs stay in place)."""
+        Raises OSError or StorageError if a file cannot be written (the inputs stay in place)."""
         self.flush()
         while self._compaction is not None or self._pick():
             self._step_compaction()
@@ -435,12 +449,21 @@ class LsmStorage:
                 self._step_compaction()
 
     def _freeze(self) -> None:
+        """Sync the open segment, open the next and give it a fresh memtable, once the previous
+        flush is done. Raises OSError or StorageError; then nothing changed but that flush's
+        progress."""
+        assert self._log is not None
         if self._frozen is not None:
             self._counters["flush_stalls"] += 1
             while self._frozen is not None:
                 self._step_flush()
+        self.sync()
         new_log = CommitLog(self.dir / segment_name(self._segment + 1))
-        fsync_dir(self.dir)
+        try:
+            self._sync_dir()
+        except StorageError:
+            new_log.close(sync=False)
+            raise
         self._log.close()
         self._log = new_log
         self._segment += 1
@@ -456,10 +479,17 @@ class LsmStorage:
             source = ((key, _pack(versions)) for key, versions in frozen.items())
             self._flush = _Build(lo, hi, writer, source)
         build = self._flush
-        if not build.step(self.options.step_bytes):
-            return
-        size = build.writer.finish()
-        self._tables.append(_Table(build.lo, build.hi, SSTable(build.writer.path)))
+        try:
+            if not build.step(self.options.step_bytes):
+                return
+            size = build.writer.finish()
+            self._sync_dir()
+            table = SSTable(build.writer.path)
+        except BaseException:
+            build.writer.abort()
+            self._flush = None
+            raise
+        self._tables.append(_Table(build.lo, build.hi, table))
         self._frozen = self._flush = None
         for number in range(build.lo, build.hi + 1):
             (self.dir / segment_name(number)).unlink(missing_ok=True)
@@ -497,10 +527,16 @@ class LsmStorage:
                 return
             self._compaction = self._start_compaction(inputs)
         build = self._compaction
-        if not build.step(self.options.step_bytes):
-            return
-        size = build.writer.finish()
-        output = _Table(build.lo, build.hi, SSTable(build.writer.path))
+        try:
+            if not build.step(self.options.step_bytes):
+                return
+            size = build.writer.finish()
+            self._sync_dir()
+            output = _Table(build.lo, build.hi, SSTable(build.writer.path))
+        except BaseException:
+            build.writer.abort()
+            self._compaction = None
+            raise
         at = self._tables.index(build.inputs[0])
         self._tables[at:at + len(build.inputs)] = [output]
         self._compaction = None
@@ -510,6 +546,15 @@ class LsmStorage:
         self._counters["compacted_bytes"] += size
 
     def _start_compaction(self, inputs: list[_Table]) -> _Build:
+        """The build merging ``inputs``. Raises OSError (ENOSPC) without writing anything when
+        the file system has less free space than the inputs take: the output could need as
+        much, and filling the disk would refuse the commit log's appends meanwhile."""
+        needed = sum(t.sst.size for t in inputs)
+        disk = os.statvfs(self.dir)
+        if disk.f_bavail * disk.f_frsize < needed:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: a compaction of "
+                          f"{len(inputs)} tables needs up to {needed} bytes free, "
+                          f"{disk.f_bavail * disk.f_frsize} are")
         lo, hi = inputs[0].lo, inputs[-1].hi
         writer = SSTableWriter(self.dir / table_name(lo, hi), sum(t.sst.entries for t in inputs),
                                self.options.bloom_fp_rate, self.options.block_bytes)
@@ -556,7 +601,9 @@ class LsmStorage:
             "memtable_keys": len(self._memtable),
             "frozen_memtable_bytes": self._frozen.bytes if self._frozen else 0,
             "commit_log_segment": self._segment,
-            "commit_log_bytes": self._log.size,
+            "commit_log_bytes": self._log.size if self._log is not None else None,
+            "fail_stopped": self.fail_stop.reason,
+            "write_errors": counters["write_errors"],
             "sstable_count": len(tables),
             "sstable_bytes": sum(t.size for t in tables),
             "sstables": [{"file": t.path.name, "bytes": t.size, "entries": t.entries,
@@ -569,7 +616,10 @@ class LsmStorage:
             "compacted_bytes": counters["compacted_bytes"],
             "keys_purged": counters["keys_purged"],
             "background_errors": counters["background_errors"],
+            "background_error": self.background_error,
+            "background_work_pending": self.work_pending,
             "bloom_configured_fp_rate": self.options.bloom_fp_rate,
             "bloom_observed_fp_rate": false_positives / negatives if negatives else None,
             "bloom_lookups": lookups,
+            "test_fault_file": str(faults.ACTIVE) if faults.ACTIVE is not None else None,
         }

@@ -9,14 +9,42 @@ timer (``interval``), or nobody (``never``). The node logic never touches files 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kvcheck.store.versions import Version
 
+log = logging.getLogger(__name__)
+
 
 class StorageError(Exception):
     """The engine could not carry out a call (disk full, I/O error). The key is unchanged."""
+
+
+class FailStop:
+    """The fsync failure policy of one node, shared by its engine and its hint log: *fail-stop
+    for writes*. After an fsync of data a write was acknowledged on, or may be, has failed
+    (the commit log, the hint log, the data directory), the kernel may have dropped those
+    pages and a later fsync would succeed without them — PostgreSQL's "fsyncgate" — so from
+    then on every write and every sync is refused (:meth:`check`) until the process restarts
+    and replays its logs. Reads go on. ``reason`` (None while healthy) says what failed."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def trip(self, what: str, exc: OSError) -> StorageError:
+        """Record that ``what`` failed with ``exc`` (the first failure is kept); return the
+        error to raise."""
+        if self.reason is None:
+            self.reason = f"{what} failed: {exc}"
+            log.error("%s; refusing writes until restarted (fail-stop for writes)", self.reason)
+        return StorageError(f"{what} failed: {exc}")
+
+    def check(self) -> None:
+        """Raise :class:`StorageError` once tripped."""
+        if self.reason is not None:
+            raise StorageError(f"writes refused until the node restarts: {self.reason}")
 
 
 class Storage(Protocol):
@@ -25,7 +53,8 @@ class Storage(Protocol):
         ...
 
     def put(self, key: bytes, versions: Sequence[Version]) -> None:
-        """Replace the key's sibling set. Raises :class:`StorageError`; then nothing changed."""
+        """Replace the key's sibling set. Raises :class:`StorageError` (a full disk, writes
+        refused after a failed sync); then nothing changed."""
         ...
 
     @property
@@ -55,7 +84,8 @@ class Storage(Protocol):
         ...
 
     def sync(self) -> None:
-        """Make every put so far durable."""
+        """Make every put so far durable. Raises :class:`StorageError` when it cannot; an
+        engine with a :class:`FailStop` then refuses every later put and sync."""
         ...
 
     def close(self) -> None:

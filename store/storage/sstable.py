@@ -11,14 +11,16 @@ File layout (integers big-endian)::
 
 A block's ``length`` excludes its 4-byte checksum. ``value`` is opaque bytes to this module (the
 engine stores a msgpack-encoded sibling set there). A table is written under a temporary name,
-fsynced, renamed into place and the directory fsynced, so a file with the final name is whole;
-any damage found later is corruption, reported as :class:`CorruptSSTableError` with the file and
-offset, never returned as data.
+fsynced, renamed into place and the directory fsynced (by the engine), so a file with the final
+name is whole; any damage found later is corruption, reported as :class:`CorruptSSTableError`
+with the file and offset, never returned as data. A read the device fails is a
+:class:`~kvcheck.store.storage.interface.StorageError` too.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import struct
 import zlib
@@ -29,6 +31,7 @@ from typing import BinaryIO
 
 import msgpack
 
+from kvcheck.store.storage import faults
 from kvcheck.store.storage.bloom import BloomFilter
 from kvcheck.store.storage.interface import StorageError
 
@@ -52,7 +55,7 @@ def fsync_dir(path: Path) -> None:
     """Make renames and unlinks in directory ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        faults.fsync(fd)
     finally:
         os.close(fd)
 
@@ -61,16 +64,23 @@ class SSTableWriter:
     """Writes one table under ``path`` + ``.tmp``; :meth:`finish` publishes it as ``path``.
 
     Keys must be added in strictly increasing order (ValueError otherwise). OSError from the
-    file system propagates; :meth:`abort` then removes the temporary file.
+    file system propagates (a full disk, a failed fsync); :meth:`abort` then removes the
+    temporary file.
     """
 
     def __init__(self, path: Path, expected_keys: int, fp_rate: float,
                  block_bytes: int = 4096) -> None:
         self.path = path
         self.temporary = path.with_name(path.name + ".tmp")
-        self._file = self.temporary.open("wb")
-        self._file.write(MAGIC)
-        self._offset = len(MAGIC)
+        # Unbuffered: each block is one write, and nothing is left in a buffer to write on
+        # close (which would fail again on a full disk).
+        self._fd = os.open(self.temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._offset = 0
+        try:
+            self._write(MAGIC)
+        except BaseException:
+            self.abort()
+            raise
         self._bloom = BloomFilter.for_keys(expected_keys, fp_rate)
         self._block_bytes = block_bytes
         self._block: list[tuple[bytes, bytes]] = []
@@ -90,10 +100,15 @@ class SSTableWriter:
         if self._block_size >= self._block_bytes:
             self._flush_block()
 
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+        self._offset += len(data)
+
     def _write_block(self, payload: bytes) -> tuple[int, int]:
         at = self._offset
-        self._file.write(payload + _CRC.pack(zlib.crc32(payload)))
-        self._offset += len(payload) + _CRC.size
+        self._write(payload + _CRC.pack(zlib.crc32(payload)))
         return at, len(payload)
 
     def _flush_block(self) -> None:
@@ -106,11 +121,11 @@ class SSTableWriter:
     def sync(self) -> None:
         """Push what was added so far to disk, so that :meth:`finish` has little left to sync
         (the engine calls this after each slice of work, keeping every fsync short)."""
-        self._file.flush()
-        os.fdatasync(self._file.fileno())
+        faults.fdatasync(self._fd)
 
     def finish(self) -> int:
-        """Write index, filter and footer, fsync, rename into place, fsync the directory.
+        """Write index, filter and footer, fsync, and rename into place; the caller fsyncs the
+        directory (:func:`fsync_dir`) to make the rename durable.
 
         Returns the file's size.
         """
@@ -118,18 +133,22 @@ class SSTableWriter:
         index_at, index_len = self._write_block(msgpack.packb(self._index, use_bin_type=True))
         bloom_at, bloom_len = self._write_block(self._bloom.to_bytes())
         fields = _FOOTER.pack(index_at, index_len, bloom_at, bloom_len, self.entries)
-        self._file.write(fields + _CRC.pack(zlib.crc32(fields)) + MAGIC)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self._write(fields + _CRC.pack(zlib.crc32(fields)) + MAGIC)
+        faults.fsync(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
         os.replace(self.temporary, self.path)
-        fsync_dir(self.path.parent)
-        return self._offset + FOOTER_SIZE
+        return self._offset
 
     def abort(self) -> None:
-        """Close and delete the temporary file (a no-op if already gone)."""
-        self._file.close()
-        self.temporary.unlink(missing_ok=True)
+        """Close and delete the temporary file, if it is still there. Never raises: a file
+        that cannot be deleted is deleted at the next start-up."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            self.temporary.unlink(missing_ok=True)
 
 
 class SSTable:
@@ -172,7 +191,10 @@ class SSTable:
             raise CorruptSSTableError(self.path, index_at, f"malformed index: {exc}") from None
 
     def _block(self, offset: int, length: int, fd: int | None = None) -> bytes:
-        raw = os.pread(self._fd if fd is None else fd, length + _CRC.size, offset)
+        try:
+            raw = faults.pread(self._fd if fd is None else fd, length + _CRC.size, offset)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: read failed at offset {offset}: {exc}") from exc
         if len(raw) != length + _CRC.size:
             raise CorruptSSTableError(self.path, offset, "block runs past end of file")
         payload = raw[:length]

@@ -3,6 +3,7 @@ backend that only records what it is asked to do. (Real containers: test_overlap
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,8 +12,8 @@ from typing import Any
 import trio
 import trio.testing
 
-from kvcheck.harness.databases import load
-from kvcheck.harness.faults import FaultRunner
+from kvcheck.harness.databases.kvstore import KvStore
+from kvcheck.harness.faults import READY_WATCH_S, FaultRunner
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.virtual_time import run_virtual
 from kvcheck.nemesis import Nemesis, PacketFault, PacketSupport, Planned
@@ -21,13 +22,21 @@ from kvcheck.nemesis.topology import Link
 NODES = ["n1", "n2", "n3", "n4", "n5"]
 
 
+class ReadyWhenHealed(KvStore):
+    """The reference store as the recorder has it: a node is ready while no link is cut."""
+
+    async def ready(self, node: str, cluster: Any) -> bool:
+        return not cluster.cut_on
+
+
 class Recorder:
     """A backend that does nothing but note each call (and the virtual time of it)."""
 
     def __init__(self) -> None:
         self.nodes = list(NODES)
-        self.database = load("kvstore")
+        self.database = ReadyWhenHealed()
         self.calls: list[tuple[float, str, Any]] = []
+        self.cut_on = False
 
     def _note(self, name: str, arg: Any = None) -> None:
         self.calls.append((trio.current_time(), name, arg))
@@ -49,9 +58,11 @@ class Recorder:
 
     async def cut(self, links: frozenset[Link]) -> None:
         self._note("cut", links)
+        self.cut_on = True
 
     async def heal(self) -> None:
         self._note("heal")
+        self.cut_on = False
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         self._note("set_clock", dict(offsets))
@@ -152,12 +163,34 @@ def test_a_power_cut_leaves_out_killed_nodes_and_each_fault_restarts_only_its_ow
         (5, "restart", "n2"), (5, "restart", "n3"), (11, "restart", "n1")]
 
 
-def test_a_node_restarted_inside_a_partition_is_not_waited_for(tmp_path: Path) -> None:
-    _, backend = run(tmp_path, schedule=(
+def readiness(runner: FaultRunner) -> list[tuple[str, dict[str, Any]]]:
+    return [(op["f"], op["value"]) for op in map(json.loads, runner.history.path.open())
+            if op.get("f") in ("ready", "unready")]
+
+
+def test_a_node_restarted_inside_a_partition_is_not_waited_for_but_watched(
+        tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
         Planned(1, 10, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),
         Planned(2, 3, "kill", ("n1",)), Planned(13, 2, "kill", ("n2",))))
     waits = [(at, arg) for at, name, arg in backend.calls if name == "wait_ready"]
     assert waits == [(15, ("n2",))]  # the second kill, with nothing else on
+    [(event, value)] = readiness(runner)  # restarted at 5, ready at the heal at 11
+    assert event == "ready" and value["nodes"] == ["n1"] and 6.0 <= value["after_s"] <= 6.1
+
+
+def test_a_node_still_unready_when_the_watch_ends_is_recorded_so(tmp_path: Path) -> None:
+    runner, _ = run(tmp_path, until=80, schedule=(
+        Planned(1, 60, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),
+        Planned(2, 3, "kill", ("n1",))))
+    assert readiness(runner) == [("unready", {"nodes": ["n1"], "waited_s": READY_WATCH_S})]
+
+
+def test_the_watch_ends_with_the_run(tmp_path: Path) -> None:
+    runner, _ = run(tmp_path, until=10, schedule=(
+        Planned(1, 60, "partition", ("n1",), {"components": [["n1"], NODES[1:]]}),
+        Planned(2, 3, "kill", ("n1",))))
+    assert readiness(runner) == []  # the final heal waits for every node instead
 
 
 def test_membership_changes_do_not_overlap_other_faults(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 import trio
 
 from kvcheck.store.client import StoreClient, StoreError
+from kvcheck.store.peer_auth import new_secret
 
 
 def free_ports(count: int) -> list[int]:
@@ -28,7 +29,8 @@ def free_ports(count: int) -> list[int]:
 
 
 class LocalCluster:
-    """Node processes n1..nK with their own data directories and log files."""
+    """Node processes n1..nK with their own data directories and log files, and the cluster's
+    secret in ``root/secret``."""
 
     def __init__(self, root: Path, size: int, **settings: object) -> None:
         self.root = root
@@ -36,13 +38,19 @@ class LocalCluster:
         self.ports = dict(zip(self.ids, free_ports(size), strict=True))
         self.settings = {"n": min(3, size), "w": 2, "r": 2, **settings}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.secret_file = root / "secret"
+        self.secret_file.write_text(new_secret())
+        self.secret_file.chmod(0o600)
 
     def command(self, node: str) -> list[str]:
         peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in self.ports.items() if p != node)
-        flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
         return [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
                 "--listen", f"127.0.0.1:{self.ports[node]}", "--peers", peers,
-                "--data-dir", str(self.root / node), *flags]
+                "--data-dir", str(self.root / node), *self._flags()]
+
+    def _flags(self) -> list[str]:
+        return [*(f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()),
+                "--secret-file", str(self.secret_file)]
 
     def start(self, node: str) -> None:
         self._spawn(node, self.command(node))
@@ -51,11 +59,10 @@ class LocalCluster:
         """Start a new node ``node`` that joins the running cluster through ``via``."""
         self.ids.append(node)
         self.ports[node] = free_ports(1)[0]
-        flags = [f"--{k.replace('_', '-')}={v}" for k, v in self.settings.items()]
         self._spawn(node, [sys.executable, "-m", "kvcheck.store", "serve", "--node-id", node,
                            "--listen", f"127.0.0.1:{self.ports[node]}",
                            "--join", f"127.0.0.1:{self.ports[via]}",
-                           "--data-dir", str(self.root / node), *flags])
+                           "--data-dir", str(self.root / node), *self._flags()])
 
     def _spawn(self, node: str, command: list[str]) -> None:
         log = (self.root / f"{node}.log").open("ab")
@@ -81,18 +88,16 @@ class LocalCluster:
     def client(self, node: str, timeout: float = 5.0) -> StoreClient:
         return StoreClient("127.0.0.1", self.ports[node], timeout=timeout)
 
-    def wait_connected(self, nodes: list[str] | None = None, limit: float = 30) -> None:
-        """Block until every given node answers /status and sees each running peer connected."""
+    def wait_ready(self, nodes: list[str] | None = None, limit: float = 30) -> None:
+        """Block until every given node answers /ready with 200."""
         nodes = nodes or list(self.processes)
 
         async def ready(node: str) -> bool:
             try:
                 async with self.client(node, timeout=1) as client:
-                    status = await client.status()
+                    return not await client.ready()
             except StoreError:
                 return False
-            return all(m["connected"] for m in status["membership"]
-                       if m["node_id"] in self.processes)
 
         deadline = time.monotonic() + limit
         for node in nodes:
@@ -110,7 +115,7 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     local = LocalCluster(tmp_path, 3)
     for node in local.ids:
         local.start(node)
-    local.wait_connected()
+    local.wait_ready()
     yield local
     local.stop_all()
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 from conftest import LocalCluster, free_ports
 
-from kvcheck.store.messages import PREAMBLE, Hello, Probe, encode_frame
+from kvcheck.store.messages import PREAMBLE, Challenge, FrameDecoder, Hello, Probe, encode_frame
 
 
 def test_a_write_through_one_node_is_read_through_another(cluster: LocalCluster) -> None:
@@ -70,7 +70,7 @@ def test_a_node_restarted_after_kill_9_still_has_its_acknowledged_writes(
     trio.run(write)
     cluster.kill("n2")
     cluster.start("n2")
-    cluster.wait_connected(["n2"])
+    cluster.wait_ready(["n2"])
 
     async def read_back() -> None:
         async with cluster.client("n2") as client:
@@ -84,9 +84,9 @@ def test_a_node_restarted_after_kill_9_still_has_its_acknowledged_writes(
 @pytest.mark.parametrize("frames", [
     PREAMBLE + b"\x00\x00\x00\x05garba",
     PREAMBLE + struct.pack(">I", 1 << 31),
-    PREAMBLE + encode_frame(Hello("n2", "another-cluster")),
+    PREAMBLE + encode_frame(Hello("n2", "another-cluster", b"n" * 32, b"p" * 32)),
     PREAMBLE + encode_frame(Probe(1)),  # no Hello first
-    PREAMBLE + encode_frame(Hello("n2", "kvcheck"))
+    PREAMBLE + encode_frame(Hello("n2", "kvcheck", b"n" * 32, b""))  # no proof
     + struct.pack(">I", 3) + msgpack.packb([2, 1, 2]),
 ])
 def test_a_hostile_peer_frame_closes_that_connection_only(
@@ -94,7 +94,11 @@ def test_a_hostile_peer_frame_closes_that_connection_only(
 ) -> None:
     with socket.create_connection(("127.0.0.1", cluster.ports["n1"]), timeout=5) as sock:
         sock.sendall(frames)
-        assert sock.recv(100) == b""  # the node closed the connection
+        answer = b""
+        while data := sock.recv(4096):  # until the node closes the connection
+            answer += data
+    [challenge] = FrameDecoder().feed(answer)  # and nothing after it
+    assert isinstance(challenge, Challenge)
 
     async def still_serving() -> None:
         async with cluster.client("n1") as client:
@@ -136,7 +140,7 @@ def test_bad_http_requests_get_a_clear_4xx_and_store_nothing(
 def test_a_node_refuses_to_start_on_a_log_corrupted_in_the_middle(tmp_path: Path) -> None:
     local = LocalCluster(tmp_path, 1, n=1, w=1, r=1)
     local.start("n1")
-    local.wait_connected()
+    local.wait_ready()
 
     async def write() -> None:
         async with local.client("n1") as client:
@@ -176,6 +180,10 @@ def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Pat
         missing = subprocess.run([*kvstore, "get", "--node", node, "nothing"],
                                  capture_output=True, text=True, timeout=30)
         assert missing.returncode == 1
+        status = subprocess.run([*kvstore, "status", "--node", node], capture_output=True,
+                                text=True, timeout=30)
+        assert '"peer_auth": true' in status.stdout
+        assert (tmp_path / "secret").stat().st_mode & 0o777 == 0o600
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
     finally:
@@ -237,5 +245,5 @@ def test_gossip_marks_a_killed_node_down_and_a_restarted_one_alive(cluster: Loca
     trio.run(wait_for_state, "n1", "n3", "down")
     trio.run(wait_for_state, "n2", "n3", "down")
     cluster.start("n3")
-    cluster.wait_connected(["n3"])
+    cluster.wait_ready(["n3"])
     trio.run(wait_for_state, "n1", "n3", "alive")

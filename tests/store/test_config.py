@@ -68,6 +68,8 @@ def test_bad_files_give_errors_that_name_the_problem(
     ({"r": 0}, "r must be a positive integer"),
     ({"versioning": "newest"}, "versioning must be"),
     ({"fsync": "sometimes"}, "fsync must be"),
+    ({"siblings_warning": 30, "siblings_max": 20}, "siblings_warning .30. must not exceed"),
+    ({"http_max_connections": 0}, "http_max_connections must be a positive integer"),
 ])
 def test_cluster_settings_are_validated(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

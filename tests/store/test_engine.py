@@ -16,7 +16,7 @@ from kvcheck.store.storage import (
     MemoryStorage,
 )
 from kvcheck.store.storage.bloom import BloomFilter
-from kvcheck.store.storage.engine import LEGACY_LOG
+from kvcheck.store.storage.datafiles import LEGACY_LOG
 from kvcheck.store.versions import Dot, Version, encode_versions, stamp, sync
 
 SMALL = EngineOptions(memtable_bytes=6_000, step_bytes=500, block_bytes=256)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def test_a_node_flushes_to_sstables_and_keeps_them_across_kill_9(tmp_path: Path) -> None:
     local = LocalCluster(tmp_path, 1, n=1, w=1, r=1, memtable_bytes=4096)
     local.start("n1")
-    local.wait_connected()
+    local.wait_ready()
     try:
         async def write() -> dict[str, object]:
             async with local.client("n1") as client:
@@ -28,7 +28,7 @@ def test_a_node_flushes_to_sstables_and_keeps_them_across_kill_9(tmp_path: Path)
         assert storage["sstable_count"] >= 1
         local.kill("n1")
         local.start("n1")
-        local.wait_connected()
+        local.wait_ready()
 
         async def read_back() -> None:
             async with local.client("n1") as client:

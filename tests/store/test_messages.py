@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from kvcheck.store.membership import GossipEntry
 from kvcheck.store.messages import (
+    Challenge,
     FrameDecoder,
     Gossip,
     Hello,
@@ -28,20 +29,26 @@ from kvcheck.store.messages import (
     Rejected,
     Replicate,
     ReplicateAck,
+    StampRefused,
     StampReply,
     StampRequest,
     StreamBatch,
     StreamRequest,
     TreeLevel,
+    Welcome,
     encode_frame,
 )
+from kvcheck.store.peer_auth import Seal
 from kvcheck.store.placement import Record
 from kvcheck.store.versions import stamp
 
 _, SIBLINGS = stamp("n1.ab", [], {"n2.cd": (3, 17)}, b"value", 99, 10)
 
 MESSAGES: list[Message] = [
-    Hello("n1", "kvcheck"),
+    Hello("n1", "kvcheck", b"n" * 32, b"p" * 32),
+    Hello("n1", "kvcheck", b"n" * 32, b""),
+    Challenge(b"c" * 32),
+    Welcome(b"w" * 32),
     StampRequest(1, b"key", {"n1.ab": (2, 5)}, b"v", 123),
     StampRequest(2, b"key", {}, None, 123),
     StampReply(3, b"key", SIBLINGS[0].dot, tuple(SIBLINGS)),
@@ -50,6 +57,7 @@ MESSAGES: list[Message] = [
     ReadRequest(6, b"k"),
     ReadReply(7, ()),
     Rejected(8, "disk full"),
+    StampRefused(8, 100),
     Gossip((GossipEntry("n1", (3, 17), False), GossipEntry("n2", (1, 0), True))),
     ProbeRequest(9, "n3"),
     Probe(10),
@@ -76,6 +84,34 @@ def test_every_message_round_trips_even_when_fed_byte_by_byte() -> None:
     decoder = FrameDecoder()
     received = [m for i in range(len(stream)) for m in decoder.feed(stream[i:i + 1])]
     assert received == MESSAGES
+
+
+@given(st.integers(1, 64), st.integers(0, len(MESSAGES) - 1), st.integers(0, 7), st.data())
+def test_sealed_frames_round_trip_in_any_chunks_and_any_flipped_bit_is_refused(
+        chunk: int, victim: int, bit: int, data: st.DataObject) -> None:
+    sender, receiver = (Seal(b"s" * 32, b"c" * 32, b"n" * 32) for _ in range(2))
+    frames = [encode_frame(m, sender) for m in MESSAGES]
+    stream = b"".join(frames)
+    decoder = FrameDecoder()
+    decoder.seal = receiver
+    received = [m for i in range(0, len(stream), chunk) for m in decoder.feed(stream[i:i + chunk])]
+    assert received == MESSAGES
+
+    sender, receiver = (Seal(b"s" * 32, b"c" * 32, b"n" * 32) for _ in range(2))
+    frames = [bytearray(encode_frame(m, sender)) for m in MESSAGES]
+    frames[victim][data.draw(st.integers(4, len(frames[victim]) - 1))] ^= 1 << bit  # not its length
+    decoder = FrameDecoder()
+    decoder.seal = receiver
+    with pytest.raises(ProtocolError):
+        list(decoder.feed(b"".join(frames)))
+
+
+def test_a_frame_sealed_under_another_session_is_refused() -> None:
+    frame = encode_frame(Probe(1), Seal(b"s" * 32, b"c" * 32, b"other nonce"))
+    decoder = FrameDecoder()
+    decoder.seal = Seal(b"s" * 32, b"c" * 32, b"n" * 32)
+    with pytest.raises(ProtocolError, match="fails its tag"):
+        list(decoder.feed(frame))
 
 
 @given(st.binary(max_size=200))

@@ -12,7 +12,7 @@ import trio
 
 from kvcheck.store.config import MAX_PAIR_BYTES, Address, ClusterConfig, NodeConfig, NodeSpec
 from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, decode_siblings
-from kvcheck.store.node import ClientGet, ClientPut, Failed, Found, Written
+from kvcheck.store.node import ClientGet, ClientPut, Failed, Found, TooManySiblings, Written
 from kvcheck.store.server import Server, placement_for
 from kvcheck.store.server.http_connection import Reply, Request
 from kvcheck.store.server.routes import KvEvent, kv_event
@@ -103,6 +103,15 @@ def test_a_write_answer_becomes_204_with_its_context_and_a_failure_503_saying_if
         assert reply.status == 503 and dict(reply.headers)[APPLIED_HEADER] == applied
     assert json.loads(write_reply(Failed("too few", "unknown")).body) == {
         "error": "too few", "applied": "unknown"}
+
+
+def test_a_write_refused_at_the_sibling_cap_is_a_409_saying_how_to_resolve_it() -> None:
+    reply = write_reply(TooManySiblings(100, 100))
+    assert reply.status == 409 and dict(reply.headers)[APPLIED_HEADER] == "no"
+    document = json.loads(reply.body)
+    assert (document["applied"], document["siblings"], document["siblings_max"]) == (
+        "no", 100, 100)
+    assert "read the key and write with its context" in document["error"]
 
 
 @pytest.fixture

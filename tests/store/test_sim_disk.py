@@ -1,7 +1,8 @@
 """The simulator's disk as a real device and the server treat it: a power loss keeps what was
 synced and a prefix of the rest; a failed sync loses what it should have made durable; writes
 are acknowledged only once synced (group commit), unless the ``ack-before-fsync`` bug is on; a
-failed group commit stops the node; a failing hint log is counted, never raised."""
+failed sync stops the node's writes until it restarts (fail-stop for writes), in every fsync
+mode; a hint the log cannot record is refused."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from kvcheck.store.node import Failed, Found, Written
 from kvcheck.store.sim import Simulation
 from kvcheck.store.sim_disk import DISK_ERRORS as SIM_DISK_ERRORS
 from kvcheck.store.sim_disk import SimDisk, SimHints
-from kvcheck.store.storage import LsmStorage, StorageError
+from kvcheck.store.storage import LsmStorage, StorageError, faults
 from kvcheck.store.versions import Dot, Version
 
 NODES = ["n1", "n2", "n3"]
@@ -69,9 +70,10 @@ def test_the_kernel_writes_back_what_waited_long_enough_before_the_power_went() 
         assert b"old" in stored(disk)
 
 
-def test_a_failed_sync_loses_what_it_should_have_made_durable_though_a_later_one_succeeds(
+def test_a_failed_sync_loses_what_it_should_have_made_durable_and_stops_writes_until_restart(
         ) -> None:
     disk = SimDisk(lambda: 0.0)
+    hints = SimHints(disk)
     disk.put(b"k", version(1))
     disk.sync()
     disk.put(b"k", version(2))
@@ -80,6 +82,12 @@ def test_a_failed_sync_loses_what_it_should_have_made_durable_though_a_later_one
         disk.sync()
     assert disk.get(b"k") == list(version(2))  # still readable, from the page cache
     disk.error = None
+    for refused in (disk.sync, lambda: disk.put(b"k", version(3)), hints.sync,
+                    lambda: hints.add("n2", b"k")):
+        with pytest.raises(StorageError, match="refused until the node restarts"):
+            refused()
+    assert disk.stats()["fail_stopped"] == "commit log sync failed: [Errno 5] Input/output error"
+    disk.restart()
     disk.sync()  # succeeds, and writes nothing: the pages were marked clean
     disk.lose_power(random.Random(0))
     assert disk.get(b"k") == list(version(1))
@@ -102,19 +110,23 @@ def test_the_nemesis_and_the_simulated_disk_know_the_same_errors() -> None:
     assert tuple(DISK_ERRORS) == tuple(SIM_DISK_ERRORS)
 
 
-def test_a_hint_log_that_cannot_be_written_is_counted_and_the_hint_kept_while_running(
+def test_a_hint_the_log_cannot_record_is_refused_and_a_delivery_it_cannot_is_counted(
         ) -> None:
     disk = SimDisk(lambda: 0.0)
     hints = SimHints(disk)
-    hints.add("n2", b"k")
+    first = hints.add("n2", b"k")
     hints.sync()
     disk.error = "write"
-    seq = hints.add("n3", b"k")
-    assert hints.log_errors == 1 and hints.owners() == ["n2", "n3"]
+    with pytest.raises(StorageError, match="No space left"):
+        hints.add("n3", b"k")
+    assert hints.owners() == ["n2"] and hints.log_errors == 0
+    assert hints.done("n2", b"k", first)  # dropped all the same: a redelivery is harmless
+    assert hints.owners() == [] and hints.log_errors == 1
     disk.error = None
+    assert hints.add("n3", b"k") == first + 1
+    hints.sync()
     hints.lose_power(random.Random(0))
-    assert hints.owners() == ["n2"]  # the unlogged hint did not survive the power loss
-    assert seq == 2
+    assert hints.owners() == ["n2", "n3"]  # the unlogged delivery comes back, to go again
 
 
 def acknowledged_then_power_lost(cluster: ClusterConfig, seed: int) -> Found:
@@ -146,25 +158,44 @@ def test_with_ack_before_fsync_losing_power_everywhere_can_lose_an_acknowledged_
     assert lost  # each replica keeps an unsynced write or not, as the seed has it
 
 
-def test_a_failed_group_commit_stops_the_node_and_its_write_is_not_acknowledged() -> None:
+STOPPED = ("n2", "writes stopped: commit log sync failed: [Errno 5] Input/output error")
+
+
+def writes_stay_stopped_until_a_restart(sim: Simulation) -> None:
+    """n2's writes were stopped: a write needing it fails, a read through it works; healing
+    its disk stops it, and once restarted it takes writes again."""
+    assert sim.nodes["n2"].state == "up"
+    refused = sim.wait_for(sim.put("n1", b"other", b"v", w=3))
+    assert isinstance(refused, Failed) and refused.applied == "unknown"  # n1 stamped it
+    assert isinstance(sim.wait_for(sim.get("n2", b"k", r=1)), Found)
+    sim.fail_disk("n2", None)
+    assert sim.nodes["n2"].state == "crashed"
+    sim.restart("n2")
+    sim.run_for(3)
+    assert isinstance(sim.wait_for(sim.put("n1", b"other", b"v", w=3)), Written)
+    assert sim.halts == [STOPPED]
+
+
+def test_a_failed_group_commit_takes_back_its_acknowledgements_and_stops_the_nodes_writes(
+        ) -> None:
     sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=1), seed=1, trace=False)
     sim.run_for(1)
     sim.fail_disk("n2", "fsync")
     answer = sim.wait_for(sim.put("n1", b"k", b"v"))
-    assert isinstance(answer, Failed)
-    assert [(node, why) for node, why in sim.halts] == [
-        ("n2", "stopped: commit log sync failed: [Errno 5] Input/output error")]
-    assert sim.nodes["n2"].state == "crashed"
+    assert isinstance(answer, Failed) and answer.applied == "unknown"
+    assert sim.halts == [STOPPED]
+    writes_stay_stopped_until_a_restart(sim)
 
 
-def test_with_fsync_on_a_timer_a_failed_sync_is_counted_and_the_node_goes_on() -> None:
+def test_with_fsync_on_a_timer_a_failed_sync_stops_the_nodes_writes_the_same_way() -> None:
     sim = Simulation(NODES, ClusterConfig(fsync="interval"), seed=1, trace=False)
     sim.run_for(1)
     sim.fail_disk("n2", "fsync")
     assert isinstance(sim.wait_for(sim.put("n1", b"k", b"v")), Written)
     sim.run_for(1)
-    assert not sim.halts and sim.nodes["n2"].state == "up"
+    assert sim.halts == [STOPPED]
     assert sim.nodes["n2"].logic.counters["storage_errors"] > 0
+    writes_stay_stopped_until_a_restart(sim)
 
 
 def test_the_engine_reports_a_failing_device_read_as_a_storage_error(
@@ -176,7 +207,7 @@ def test_the_engine_reports_a_failing_device_read_as_a_storage_error(
     def failing_pread(fd: int, length: int, offset: int) -> bytes:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(os, "pread", failing_pread)
+    monkeypatch.setattr(faults, "pread", failing_pread)
     with pytest.raises(StorageError, match="read failed"):
         engine.get(b"k")
     monkeypatch.undo()

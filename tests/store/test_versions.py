@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvcheck.store.versions import (
+    MAX_CONTEXT_ENTRIES,
+    MAX_COUNTER,
     BadContext,
     Dot,
     Version,
@@ -157,6 +160,36 @@ def test_versions_round_trip_through_their_encoding(ops: list[tuple[str, int, bo
 def test_bad_context_tokens_are_rejected_clearly(token: str) -> None:
     with pytest.raises(BadContext, match="malformed causal context"):
         parse_context_token(token)
+
+
+@pytest.mark.parametrize("clock", [
+    {"n1.ab": (2**64 - 1, 0)}, {"n1.ab": (MAX_COUNTER + 1, 0)}, {"n1.ab": (1, 2**63)},
+    {f"a{i}": (1, 0) for i in range(MAX_CONTEXT_ENTRIES + 1)},
+])
+def test_a_context_past_the_bounds_is_rejected_clearly(clock: dict[str, tuple[int, int]]) -> None:
+    token = context_token(clock)  # msgpack encodes them all: a client can send them
+    with pytest.raises(BadContext, match=r"out of bounds|entries"):
+        parse_context_token(token)
+
+
+def test_a_context_at_the_bounds_is_accepted() -> None:
+    widest = {f"a{i}": (MAX_COUNTER, -(2**63)) for i in range(MAX_CONTEXT_ENTRIES)}
+    assert parse_context_token(context_token(widest)) == widest
+
+
+@given(st.dictionaries(st.sampled_from(["n1.ab", "n2.cd", "x"]),
+                       st.tuples(st.integers(1, 2**64 - 1), st.integers(-(2**63), 2**64 - 1))))
+@example({"n1.ab": (MAX_COUNTER, 2**63 - 1)})
+def test_every_context_accepted_stamps_versions_that_encode(
+        clock: dict[str, tuple[int, int]]) -> None:
+    try:
+        context = parse_context_token(context_token(clock))
+    except BadContext:
+        assert any(c > MAX_COUNTER or ms >= 2**63 for c, ms in clock.values())
+        return
+    version, siblings = stamp("n1.ab", [], context, b"v", 2**42, 10)
+    assert version.dot.counter <= MAX_COUNTER + 1
+    msgpack.packb(encode_versions(siblings), use_bin_type=True)  # no OverflowError
 
 
 def test_empty_context_token_is_the_empty_context() -> None:

@@ -9,7 +9,9 @@ tests (or a server already on 127.0.0.1) do not collide. Each of the adapter's
 its own (a process group: a signal reaches the children it forks too), its output in
 ``<root>/<node>/<process>.log``; wherever the adapter names :attr:`Database.data_dir` in an
 argument or an environment value, the node's own ``<root>/<node>/data`` stands in for it, and
-where it names a file of its image (:attr:`NodeImage.files`), a copy in ``<root>/image/`` does.
+where it names a file of its image (:attr:`NodeImage.files`), a copy in ``<root>/image/`` does,
+and where it names a file of the process (:attr:`Process.files`), the node's copy in
+``<root>/<node>/files/`` (mode 0600) does.
 
 Faults act as the backend's do, on the processes marked ``faults``: :meth:`kill` (SIGKILL),
 :meth:`pause` and :meth:`resume` (SIGSTOP, SIGCONT); :meth:`start` starts a node again on its
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -53,6 +56,7 @@ class LoopbackCluster:
         self.options: Mapping[str, str] = dict(self.spec.db_options)
         self.database: Database = self.spec.database
         self.run_id = f"loopback-{os.getpid()}-{random.randrange(1 << 32):08x}"
+        self.secret = secrets.token_hex(32)
         subnet = f"127.{random.randrange(1, 255)}.{random.randrange(256)}"
         self._hosts = {node: f"{subnet}.{i}" for i, node in enumerate(self.spec.node_ids, 1)}
         self._running: dict[str, list[tuple[Process, subprocess.Popen[bytes]]]] = {}
@@ -96,10 +100,16 @@ class LoopbackCluster:
             self._down.discard(node)
 
     def _spawn(self, node: str, process: Process) -> subprocess.Popen[bytes]:
-        argv = [self._localize(node, arg) for arg in process.argv]
+        for path, content in process.files.items():
+            copy = self._process_file(node, path)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.touch(mode=0o600)
+            copy.write_text(content)
+        argv = [self._localize(node, arg, process) for arg in process.argv]
         if shutil.which(argv[0]) is None:
             pytest.fail(f"{argv[0]} is not installed{self._packages_hint()}")
-        environment = {k: self._localize(node, v) for k, v in process.environment.items()}
+        environment = {k: self._localize(node, v, process)
+                       for k, v in process.environment.items()}
         with (self.root / node / f"{process.name}.log").open("ab") as log:
             popen = subprocess.Popen(argv, env={**os.environ, **environment},
                                      cwd=self.root / node, stdin=subprocess.DEVNULL,
@@ -200,10 +210,15 @@ class LoopbackCluster:
                 os.killpg(popen.pid, signal.SIGKILL)
         popen.wait()
 
-    def _localize(self, node: str, text: str) -> str:
+    def _localize(self, node: str, text: str, process: Process) -> str:
         for path, copy in self._files.items():
             text = text.replace(path, str(copy))
+        for path in process.files:
+            text = text.replace(path, str(self._process_file(node, path)))
         return text.replace(self.database.data_dir, str(self.root / node / "data"))
+
+    def _process_file(self, node: str, path: str) -> Path:
+        return self.root / node / "files" / path.lstrip("/")
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from loopback import LoopbackCluster
 
 from kvcheck.harness.databases import Fail, Info, Operation
 from kvcheck.harness.databases.kvstore import failure
-from kvcheck.store.client import RequestRejected, StoreError, Unavailable
+from kvcheck.store.client import RequestRejected, StoreError, TooManySiblings, Unavailable
 
 MakeCluster = Callable[..., LoopbackCluster]
 
@@ -34,6 +34,8 @@ def test_the_nodes_own_errors_in_words_and_the_answer_in_the_detail() -> None:
                        timeout=10)
     assert rejected == Fail("rejected by the node (HTTP 400)")
     assert "not base64" in (rejected.detail or "")
+    assert failure(TooManySiblings("409: too many siblings: the key has 100", "no", 409),
+                   timeout=10) == Fail("too many siblings (HTTP 409)")
     assert failure(StoreError("500: boom", "unknown", 500), timeout=10) \
         == Info("node error (HTTP 500)")
     assert failure(StoreError("malformed siblings from node: no boundary", "no", 300),
