@@ -209,10 +209,12 @@ class Server:
         self._next_request += 1
         request = self._next_request
         waiter = self._waiting[request] = _Waiter()
-        self.dispatch(event_for(request))
-        with trio.move_on_after(timeout):
-            await waiter.done.wait()
-        self._waiting.pop(request, None)
+        try:
+            self.dispatch(event_for(request))
+            with trio.move_on_after(timeout):
+                await waiter.done.wait()
+        finally:
+            self._waiting.pop(request, None)
         if waiter.response is None:
             return Failed("the node did not answer in time", "unknown")
         return waiter.response

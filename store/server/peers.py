@@ -10,7 +10,8 @@ messages to that peer over it; replies come back over the peer's own outgoing co
 
 Until its handshake is over, an incoming connection gets :data:`HANDSHAKE_TIMEOUT` seconds and
 frames of at most :data:`~kvcheck.store.messages.MAX_HANDSHAKE_FRAME` bytes, and nothing it
-sends reaches the node: a stranger can hold a few kilobytes for a few seconds, no more.
+sends reaches the node; at most :data:`MAX_HANDSHAKES` are under way at once, and one more is
+closed at once: strangers can hold a few kilobytes each for a few seconds, no more.
 
 A message for a peer whose connection is down is reported to the node logic as undeliverable at
 once, so a write that cannot leave this node fails as surely-not-applied rather than timing out;
@@ -62,6 +63,8 @@ OUTBOX_SIZE = 10_000
 CONNECT_TIMEOUT = 1.0
 #: Seconds either end of a connection has to complete the handshake.
 HANDSHAKE_TIMEOUT = 5.0
+#: Incoming connections in their handshake at once, at most (members need one each).
+MAX_HANDSHAKES = 64
 #: Seconds between failed connection attempts: doubling from the first to the most.
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
@@ -109,6 +112,8 @@ class Peers:
         self._protocol_error = protocol_error
         self._links: dict[str, _Link] = {}
         self._incoming: Counter[str] = Counter()  # open authenticated sessions, by peer
+        self._handshakes = 0  # incoming connections in their handshake
+        self._refusing = False  # whether the last connection was refused for too many
         self._last_failure: dict[str, str] = {}  # so a failing link logs each reason once
 
     def keep_links(self, peers: Iterable[str], nursery: trio.Nursery) -> None:
@@ -247,11 +252,23 @@ class Peers:
         """Deliver the messages of a connection a peer opened, once it has passed the
         handshake, until it closes or breaks the protocol (then the connection is logged,
         counted and left to be closed). ``data`` is what was received after the preamble."""
+        if self._handshakes >= MAX_HANDSHAKES:
+            if not self._refusing:
+                log.warning("refusing peer connections: %d handshakes under way",
+                            self._handshakes)
+            self._refusing = True
+            self._protocol_error()
+            return
+        self._refusing = False
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
         peer = None
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
-                peer, seal = await self._admit(stream, decoder, data)
+            self._handshakes += 1
+            try:
+                with trio.fail_after(HANDSHAKE_TIMEOUT):
+                    peer, seal = await self._admit(stream, decoder, data)
+            finally:
+                self._handshakes -= 1
             decoder.seal, decoder.max_frame = seal, MAX_FRAME
             self._incoming[peer] += 1
             try:

@@ -49,6 +49,7 @@ from kvcheck.store.server.http_connection import (
     json_reply,
     serve_http,
 )
+from kvcheck.store.storage import StorageError
 from kvcheck.store.versions import BadContext, parse_context_token
 
 if TYPE_CHECKING:
@@ -125,7 +126,11 @@ class Routes:
             if not key:
                 return error_reply(400, "the key must not be empty: use /replica/{key}")
             server = self._server
-            return json_reply(200, views.replica(server.me.node_id, key, server.storage.get(key)))
+            try:
+                versions = server.storage.get(key)
+            except StorageError as exc:  # a failing device, or a damaged block
+                return error_reply(503, f"this node cannot read the key: {exc}")
+            return json_reply(200, views.replica(server.me.node_id, key, versions))
         if path == b"/status":
             if method != "GET":
                 return _only(path, "GET")

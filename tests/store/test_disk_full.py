@@ -279,6 +279,8 @@ def test_a_failed_read_fails_that_read_and_the_node_goes_on(
             with pytest.raises(Unavailable) as failed:
                 await client.get("old-0")
             assert failed.value.applied == "no"
+            with pytest.raises(Unavailable, match="cannot read the key"):
+                await client.replica("old-0")  # this node's own copy: a 503 too
             assert (await client.get("new")).values == (b"in the memtable",)
             fault_file.write_text("")
             assert (await client.get("old-0")).values == (VALUE,)

@@ -81,6 +81,24 @@ def test_forged_replication_from_a_non_member_changes_nothing(
             "has no secret" in (cluster.root / f"{node}.log").read_text()
 
 
+def test_a_stranger_that_stalls_the_handshake_is_cut_off_while_the_node_serves(
+        cluster: LocalCluster) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.ports["n1"]), timeout=30) as sock:
+        sock.sendall(PREAMBLE + b"\x00\x00\x03\xff")  # a Hello of 1023 bytes, never sent
+
+        async def serves() -> None:
+            async with cluster.client("n1") as client:
+                await client.put(b"meanwhile", b"ok")
+
+        trio.run(serves)
+        answer = b""
+        while data := sock.recv(4096):  # until the node closes the connection
+            answer += data
+    [challenge] = FrameDecoder().feed(answer)
+    assert isinstance(challenge, Challenge)
+    assert "no handshake within" in (cluster.root / "n1.log").read_text()
+
+
 def test_a_member_with_another_secret_is_never_ready_and_says_why(tmp_path: Path) -> None:
     local = LocalCluster(tmp_path, 2, n=2, w=1, r=1)
     try:

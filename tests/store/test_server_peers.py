@@ -24,7 +24,7 @@ from kvcheck.store.messages import (
 )
 from kvcheck.store.node import Event, Received, Undeliverable
 from kvcheck.store.peer_auth import Seal, hello_proof, new_nonce, seal_for, welcome_proof
-from kvcheck.store.server.peers import Peers
+from kvcheck.store.server.peers import MAX_HANDSHAKES, Peers
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 #: What a connecting peer does on its end of the connection, given its stream and its decoder.
@@ -168,6 +168,25 @@ def test_a_connection_that_never_completes_the_handshake_is_closed_in_time() -> 
     recorder = Recorder()
     recorder.serve(silent, clock=trio.testing.MockClock(autojump_threshold=0))
     assert recorder.protocol_errors == 1
+
+
+def test_past_the_handshakes_allowed_at_once_a_connection_is_closed_unanswered() -> None:
+    recorder = Recorder()
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(MAX_HANDSHAKES):  # strangers that never answer their challenge
+                ours, _theirs = trio.testing.memory_stream_pair()
+                nursery.start_soon(recorder.peers.serve, ours, b"")
+            await trio.testing.wait_all_tasks_blocked()
+            ours, theirs = trio.testing.memory_stream_pair()
+            await recorder.peers.serve(ours, b"")  # returns at once
+            assert recorder.protocol_errors == 1
+            await ours.aclose()
+            assert await theirs.receive_some(100) == b""  # no challenge
+            nursery.cancel_scope.cancel()
+
+    trio.run(run)
 
 
 def test_messages_go_nowhere_without_a_link_and_nobody_counts_as_connected() -> None:
