@@ -40,6 +40,10 @@ class LocalProcesses:
             except FileNotFoundError:
                 raise RuntimeError(f"{argv[0]} is not installed") from None
 
+    def pid(self, name: str) -> int:
+        """The process id of ``name``."""
+        return self._running[name].pid
+
     def cpu_seconds(self) -> list[float]:
         """The CPU time (user + system, every thread) each process has used so far, in the
         order they were started."""

@@ -92,17 +92,28 @@ class Placement:
     """An immutable view of the cluster's layout, built from records (see the module doc), for
     preference lists of ``replicas`` (N) members."""
 
+    current: Ring
+    next: Ring
+    #: Whether the two rings differ: a join or leave is in progress.
+    in_transition: bool
+
     def __init__(self, records: Mapping[str, Record], vnodes_per_weight: int,
-                 replicas: int) -> None:
+                 replicas: int, rings_of: Placement | None = None) -> None:
+        """``rings_of``: a placement whose records place the same members the same way
+        (:func:`_same_place`), whose rings (and their caches of preference lists) this one
+        shares."""
         self.records: Mapping[str, Record] = dict(records)
         self.vnodes_per_weight = vnodes_per_weight
         self.replicas = replicas
+        if rings_of is not None:
+            self.current, self.next = rings_of.current, rings_of.next
+            self.in_transition = rings_of.in_transition
+            return
         self.current = self._ring(("normal", "leaving"))
         staying = [r.node_id for r in self.records.values() if r.status in ("joining", "normal")]
         held_back = sorted((r.node_id for r in self.records.values() if r.status == "leaving"),
                            key=natural_key)[:max(0, replicas - len(staying))]
         self.next = self._ring(("joining", "normal"), also=held_back)
-        #: Whether the two rings differ: a join or leave is in progress.
         self.in_transition = self.current != self.next
         if not self.in_transition:
             self.next = self.current  # one ring, one cache of preference lists
@@ -220,4 +231,13 @@ class Placement:
         return self._with({record.node_id: record})
 
     def _with(self, records: Mapping[str, Record]) -> Placement:
-        return Placement({**self.records, **records}, self.vnodes_per_weight, self.replicas)
+        same = all(_same_place(self.records.get(i), r) for i, r in records.items())
+        return Placement({**self.records, **records}, self.vnodes_per_weight, self.replicas,
+                         rings_of=self if same else None)
+
+
+def _same_place(old: Record | None, new: Record) -> bool:
+    """Whether ``new`` places its member on the rings as ``old`` does: what else a record holds
+    (address, version, views) changes no ring."""
+    return old is not None and (old.status, old.zone, old.weight, old.tokens) == (
+        new.status, new.zone, new.weight, new.tokens)

@@ -158,3 +158,29 @@ def test_records_survive_a_save_and_a_damaged_file_is_a_clear_error(tmp_path: Pa
     with pytest.raises(ConfigError, match=r"damaged.*unknown status 'wandering'"):
         load_records(tmp_path)
 
+
+
+record_changes = st.lists(st.tuples(
+    st.integers(1, 5), st.sampled_from(["version", "view", "address", "status", "tokens"]),
+    st.sampled_from(["joining", "normal", "leaving", "left"])), max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record_changes)
+def test_a_placement_changed_record_by_record_places_every_key_as_one_built_afresh(
+        changes: list[tuple[int, str, str]]) -> None:
+    placement = cluster(5)
+    for index, field, status in changes:
+        record = placement.records[f"n{index}"]
+        changed = {"version": record.version + 1, **{
+            "view": {"view": bytes([index]) * 8},
+            "address": {"address": f"10.0.9.{index}:7000"},
+            "status": {"status": status},
+            "tokens": {"tokens": record.tokens[1:]},
+        }[field]} if field != "version" else {"version": record.version + 1}
+        placement = placement.with_record(replace(record, **changed))
+        afresh = Placement(placement.records, VNODES, 3)
+        assert (placement.current, placement.next) == (afresh.current, afresh.next)
+        assert placement.in_transition == afresh.in_transition
+        for key in KEYS[:50]:
+            assert placement.groups(key) == afresh.groups(key)
