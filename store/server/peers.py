@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TypeVar
@@ -65,6 +66,9 @@ CONNECT_TIMEOUT = 1.0
 HANDSHAKE_TIMEOUT = 5.0
 #: Incoming connections in their handshake at once, at most (members need one each).
 MAX_HANDSHAKES = 64
+#: Incoming connections closed (refused, or for breaking the protocol) that are logged in a
+#: minute, at most, so strangers cannot fill the log; every one is counted (protocol_errors).
+LOGGED_REFUSALS_PER_MINUTE = 10
 #: Seconds between failed connection attempts: doubling from the first to the most.
 FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
@@ -113,7 +117,7 @@ class Peers:
         self._links: dict[str, _Link] = {}
         self._incoming: Counter[str] = Counter()  # open authenticated sessions, by peer
         self._handshakes = 0  # incoming connections in their handshake
-        self._refusing = False  # whether the last connection was refused for too many
+        self._minute_started, self._logged, self._unlogged = time.monotonic(), 0, 0
         self._last_failure: dict[str, str] = {}  # so a failing link logs each reason once
 
     def keep_links(self, peers: Iterable[str], nursery: trio.Nursery) -> None:
@@ -253,13 +257,8 @@ class Peers:
         handshake, until it closes or breaks the protocol (then the connection is logged,
         counted and left to be closed). ``data`` is what was received after the preamble."""
         if self._handshakes >= MAX_HANDSHAKES:
-            if not self._refusing:
-                log.warning("refusing peer connections: %d handshakes under way",
-                            self._handshakes)
-            self._refusing = True
-            self._protocol_error()
+            self._refuse(f"unknown peer: {self._handshakes} handshakes under way")
             return
-        self._refusing = False
         decoder = FrameDecoder(MAX_HANDSHAKE_FRAME)
         peer = None
         try:
@@ -282,12 +281,25 @@ class Peers:
             finally:
                 self._incoming[peer] -= 1
         except (ProtocolError, AuthError) as exc:
-            log.warning("closing connection from %s: %s", peer or "unknown peer", exc)
-            self._protocol_error()
+            self._refuse(f"{peer or 'unknown peer'}: {exc}")
         except trio.TooSlowError:
-            log.warning("closing connection from unknown peer: no handshake within %s s",
-                        HANDSHAKE_TIMEOUT)
-            self._protocol_error()
+            self._refuse(f"unknown peer: no handshake within {HANDSHAKE_TIMEOUT:g} s")
+
+    def _refuse(self, why: str) -> None:
+        """Count an incoming connection closed for ``why``; log it, unless
+        :data:`LOGGED_REFUSALS_PER_MINUTE` were logged this minute (the next line logged says
+        how many were not)."""
+        self._protocol_error()
+        now = time.monotonic()
+        if now - self._minute_started >= 60:
+            self._minute_started, self._logged = now, 0
+        if self._logged >= LOGGED_REFUSALS_PER_MINUTE:
+            self._unlogged += 1
+            return
+        self._logged += 1
+        more = f" (and {self._unlogged} more not logged)" if self._unlogged else ""
+        self._unlogged = 0
+        log.warning("closing connection from %s%s", why, more)
 
     async def _admit(self, stream: trio.abc.Stream, decoder: FrameDecoder, data: bytes,
                      ) -> tuple[str, Seal | None]:

@@ -24,7 +24,8 @@ from kvcheck.store.messages import (
 )
 from kvcheck.store.node import Event, Received, Undeliverable
 from kvcheck.store.peer_auth import Seal, hello_proof, new_nonce, seal_for, welcome_proof
-from kvcheck.store.server.peers import MAX_HANDSHAKES, Peers
+from kvcheck.store.server import peers as peers_module
+from kvcheck.store.server.peers import LOGGED_REFUSALS_PER_MINUTE, MAX_HANDSHAKES, Peers
 
 SECRET = b"0123456789abcdef0123456789abcdef"
 #: What a connecting peer does on its end of the connection, given its stream and its decoder.
@@ -148,6 +149,22 @@ def test_a_connection_that_fails_the_handshake_or_a_tag_delivers_nothing_more(
     assert recorder.protocol_errors == 1
     assert logged in caplog.text
     assert recorder.events in ([], [Received("n2", Probe(1))])  # only what came sealed
+
+
+def test_strangers_are_all_counted_but_only_a_few_a_minute_logged(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(peers_module.time, "monotonic", lambda: clock[0])
+    recorder = Recorder()
+    with caplog.at_level(logging.WARNING, logger="kvcheck.store.server"):
+        for _ in range(25):
+            recorder.serve(sends(encode_frame(Probe(1))))
+        assert caplog.text.count("closing connection") == LOGGED_REFUSALS_PER_MINUTE
+        clock[0] += 60
+        recorder.serve(sends(encode_frame(Probe(1))))
+    assert recorder.protocol_errors == 26
+    assert caplog.text.count("closing connection") == LOGGED_REFUSALS_PER_MINUTE + 1
+    assert f"(and {25 - LOGGED_REFUSALS_PER_MINUTE} more not logged)" in caplog.text
 
 
 def test_a_node_without_a_secret_refuses_a_peer_that_has_one(
