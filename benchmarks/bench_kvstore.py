@@ -20,7 +20,7 @@ import trio
 from bench_processes import LocalProcesses
 
 from kvcheck.store.client import StoreClient, StoreError
-from kvcheck.store.peer_auth import new_secret
+from kvcheck.store.peer_auth import new_secret, write_secret
 
 NODES = ("n1", "n2", "n3")
 N, W, R = 3, 2, 2
@@ -43,8 +43,7 @@ def secret_file(servers: LocalProcesses) -> Path:
     """The cluster's secret file, under ``servers``' root (made on the first call)."""
     path = servers.root / "secret"
     if not path.exists():
-        path.write_text(new_secret())
-        path.chmod(0o600)
+        write_secret(path, new_secret())
     return path
 
 

@@ -167,12 +167,7 @@ class DurableHints(Hints):
     def sync(self) -> None:
         """Make every change so far durable. Raises StorageError when the fsync fails, which
         trips the node's fail-stop, and on every call after that."""
-        self._fail_stop.check()
-        if self._log is not None:
-            try:
-                self._log.sync()
-            except OSError as exc:
-                raise self._fail_stop.trip("hint log sync", exc) from exc
+        self._fail_stop.sync(self._log, "hint log sync")
 
     def compact(self) -> None:
         """Rewrite the log with only the pending hints: into a temporary file, fsynced, renamed
@@ -212,8 +207,4 @@ class DurableHints(Hints):
             self._fail_stop.trip("fsync of the data directory", exc)
 
     def close(self) -> None:
-        if self._log is not None:
-            try:
-                self._log.close(sync=self._fail_stop.reason is None)
-            except OSError as exc:
-                self._fail_stop.trip("hint log sync", exc)
+        self._fail_stop.close(self._log, "hint log sync")

@@ -56,8 +56,8 @@ class Hello:
     TAG: ClassVar[int] = 1
     node_id: str
     cluster: str
-    nonce: bytes = b""
-    proof: bytes = b""
+    nonce: bytes
+    proof: bytes
 
 
 @dataclass(frozen=True, slots=True)

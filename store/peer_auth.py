@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import stat
 import struct
@@ -51,6 +52,13 @@ def new_nonce() -> bytes:
 def new_secret() -> str:
     """A fresh secret for a cluster, as a secret file holds it."""
     return secrets.token_hex(32)
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Create the secret file ``path`` holding ``secret``, readable by its owner alone.
+    Raises FileExistsError if there is one."""
+    with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
+        file.write(secret + "\n")
 
 
 def read_secret(path: Path) -> tuple[bytes, str | None]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from kvcheck.harness.image import ensure_image
 from kvcheck.harness.package import PackageError
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import SpecError, TestSpec
+from kvcheck.store.peer_auth import write_secret
 
 
 def register(commands: Any) -> None:
@@ -120,8 +120,7 @@ async def _keep_up(backend: DockerCluster, policy: Policy | None, args: argparse
 
             publish(backend.nodes)
             secret = cluster_dir / "secret"  # for a node added by hand: kvstore serve --secret-file
-            with open(secret, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
-                file.write(backend.secret + "\n")
+            write_secret(secret, backend.secret)
             say("cluster up: " + ", ".join(f"{n}={backend.host(n)}:{PORT}"
                                            for n in backend.nodes) + " · Ctrl-C to tear down")
             say(f"peers prove membership with the secret in {secret}")

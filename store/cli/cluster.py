@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from kvcheck.store.cli.exitcodes import Exit
 from kvcheck.store.cli.settings import add_cluster_settings, as_flags, given
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.config import ClusterConfig, ConfigError, cluster_from_mapping
-from kvcheck.store.peer_auth import new_secret
+from kvcheck.store.peer_auth import new_secret, write_secret
 from kvcheck.terminal import console
 
 
@@ -102,8 +101,7 @@ def _write_secret(root: Path) -> Path:
     path = root / "secret"
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
-        with open(path, "x", opener=lambda name, flags: os.open(name, flags, 0o600)) as file:
-            file.write(new_secret() + "\n")
+        write_secret(path, new_secret())
     return path
 
 

@@ -48,6 +48,7 @@ from kvcheck.store.node import (
 from kvcheck.store.peer_auth import read_secret
 from kvcheck.store.placement import Placement
 from kvcheck.store.replica import unacknowledged
+from kvcheck.store.server.http_connection import HttpConnections, HttpLimits
 from kvcheck.store.server.peers import Peers
 from kvcheck.store.server.routes import Routes
 from kvcheck.store.server.timers import Timers
@@ -103,6 +104,11 @@ class Server:
                            lambda peer: self.node.placement.records[peer].address,
                            self.dispatch, self._count_protocol_error)
         self.routes = Routes(self)
+        cluster = config.cluster
+        self.http = HttpConnections(
+            self.routes.reply, HttpLimits(cluster.http_request_timeout_ms / 1000,
+                                          cluster.http_idle_timeout_ms / 1000),
+            cluster.http_max_connections, self.node.counters)
         self._nursery: trio.Nursery | None = None
         self._group_commit = config.cluster.syncs_before_ack
         self._held: list[Action] = []
@@ -140,7 +146,7 @@ class Server:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         """Serve one accepted connection: a peer's frames, or HTTP (within the node's HTTP
-        limits and connection cap, :meth:`Routes.serve`). One that sends nothing within
+        limits and connection cap, :class:`.HttpConnections`). One that sends nothing within
         ``FIRST_BYTES_TIMEOUT_S`` is closed."""
         try:
             head = b""
@@ -153,7 +159,7 @@ class Server:
             if head.startswith(PREAMBLE):
                 await self.peers.serve(stream, head[len(PREAMBLE):])
             elif head:
-                await self.routes.serve(stream, head)
+                await self.http.serve(stream, head)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception:

@@ -9,13 +9,16 @@ that reaches :data:`MAX_HTTP_HEAD`), after a body that reaches the key/value lim
 and when the client is too slow (:class:`HttpLimits`): ``408`` when a request is not all in
 within ``request_s`` of its first byte; closed without an answer when no request starts within
 ``idle_s`` of the last reply, or when a reply is not taken within ``request_s``. Every error
-reply is JSON, ``{"error": "..."}`` (:func:`error_reply`).
+reply is JSON, ``{"error": "..."}`` (:func:`error_reply`). A node serves at most
+``http_max_connections`` connections at once (:class:`HttpConnections`); one more is answered
+``503`` (``X-Kv-Applied: no``) and closed. Peer connections are not counted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import resource
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +39,11 @@ MAX_HTTP_HEAD = 16 * 1024
 #: for after the answer, so that closing it with unread bytes does not reset the answer away.
 LINGER_S = 1.0
 LINGER_BYTES = 64 * 1024
+#: Connections past the cap being answered ``503`` at once, at most (each for up to a second);
+#: past it, one is closed without an answer.
+REFUSING_MAX = 100
+#: File descriptors a node needs besides its HTTP connections: listeners, peers, storage files.
+OTHER_DESCRIPTORS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +88,48 @@ def json_reply(status: int, payload: dict[str, Any],
 def error_reply(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     """The store's error reply: ``{"error": message}``."""
     return json_reply(status, {"error": message}, headers)
+
+
+class HttpConnections:
+    """The HTTP connections of one node: each served by :func:`serve_http` with ``handler``
+    within ``limits``, at most ``cap`` at once; one more is answered ``503`` (``X-Kv-Applied:
+    no``) and closed — at most :data:`REFUSING_MAX` at once, past which one is closed without an
+    answer. Counts in ``counters`` (``http_connections_refused``, and :func:`serve_http`'s).
+    Warns at once if the process's open-file limit leaves too few descriptors for ``cap``."""
+
+    def __init__(self, handler: Handler, limits: HttpLimits, cap: int,
+                 counters: Counter[str]) -> None:
+        self._handler, self._limits, self._cap, self._counters = handler, limits, cap, counters
+        #: Connections being served.
+        self.open = 0
+        self._refusing = 0
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = cap + REFUSING_MAX + OTHER_DESCRIPTORS
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            log.warning("http_max_connections = %d needs about %d file descriptors, and the "
+                        "limit is %d: raise it (ulimit -n) or lower http_max_connections",
+                        cap, wanted, soft)
+
+    async def serve(self, stream: trio.abc.HalfCloseableStream, data: bytes) -> None:
+        """Serve one connection, whose first bytes ``data`` are in, or refuse it past the cap.
+        The caller closes ``stream``; its errors propagate."""
+        if self.open >= self._cap:
+            self._counters["http_connections_refused"] += 1
+            if self._refusing < REFUSING_MAX:
+                self._refusing += 1
+                try:
+                    await close_with(stream, json_reply(503, {
+                        "error": f"too many connections: this node serves {self._cap} at once "
+                                 f"(http_max_connections); try again later",
+                        "applied": "no"}, ((APPLIED_HEADER, "no"),)))
+                finally:
+                    self._refusing -= 1
+            return
+        self.open += 1
+        try:
+            await serve_http(stream, data, self._handler, self._limits, self._counters)
+        finally:
+            self.open -= 1
 
 
 class _TooLarge(Exception):

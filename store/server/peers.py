@@ -118,7 +118,6 @@ class Peers:
         self._incoming: Counter[str] = Counter()  # open authenticated sessions, by peer
         self._handshakes = 0  # incoming connections in their handshake
         self._minute_started, self._logged, self._unlogged = time.monotonic(), 0, 0
-        self._last_failure: dict[str, str] = {}  # so a failing link logs each reason once
 
     def keep_links(self, peers: Iterable[str], nursery: trio.Nursery) -> None:
         """Keep a link to exactly ``peers``: close the links to others (their queued messages
@@ -185,10 +184,11 @@ class Peers:
                     seal = await self._introduce(stream, peer)
             except (OSError, ConfigError, trio.TooSlowError, trio.BrokenResourceError,
                     ProtocolError, AuthError) as exc:
-                link.refused = None
-                if isinstance(exc, (ProtocolError, AuthError)):
-                    link.refused = f"handshake failed: {exc}"
-                    self._log_failure(peer, link.refused)
+                refused = (f"handshake failed: {exc}"
+                           if isinstance(exc, (ProtocolError, AuthError)) else None)
+                if refused is not None and refused != link.refused:  # each reason once
+                    log.warning("cannot connect to %s: %s", peer, refused)
+                link.refused = refused
                 if stream is not None:
                     await stream.aclose()
                 if link.connected is None:  # the first attempt failed
@@ -198,7 +198,6 @@ class Peers:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             log.info("connected to %s at %s", peer, address)
-            self._last_failure.pop(peer, None)
             link.connected, link.refused = True, None
             backoff = FIRST_BACKOFF
             try:
@@ -235,11 +234,6 @@ class Peers:
               welcome_proof(self._secret, challenge.nonce, nonce, peer), f"the node at {peer}'s "
               f"address")
         return seal_for(self._secret, challenge.nonce, nonce)
-
-    def _log_failure(self, peer: str, reason: str) -> None:
-        if self._last_failure.get(peer) != reason:
-            self._last_failure[peer] = reason
-            log.warning("cannot connect to %s: %s", peer, reason)
 
     def _fail_queued(self, peer: str, link: _Link) -> None:
         """Report every message queued on ``link`` as undeliverable, emptying the queue."""

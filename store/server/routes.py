@@ -19,35 +19,25 @@ path ``404``. A key is the percent-decoded path after the resource's prefix (any
 one). On ``/kv/`` the query may override the request's quorum (``r`` for GET, ``w`` for PUT and
 DELETE, from 1 to N); :func:`kv_event` checks the query, the body and the causal context, and
 turns a valid request into the node's event. The replies' contents come from :mod:`.views`.
-
-A node serves at most ``http_max_connections`` HTTP connections at once (:meth:`Routes.serve`);
-one more is answered ``503`` (``X-Kv-Applied: no``) and closed. Peer connections are not
-counted.
 """
 
 from __future__ import annotations
 
 import logging
-import resource
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote_to_bytes
 
-import trio
-
 from kvcheck.store.config import MAX_PAIR_BYTES
-from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER
+from kvcheck.store.http import CONTEXT_HEADER
 from kvcheck.store.node import ClientGet, ClientPut, Written
 from kvcheck.store.server import views
 from kvcheck.store.server.http_connection import (
-    HttpLimits,
     Reply,
     Request,
-    close_with,
     error_reply,
     json_reply,
-    serve_http,
 )
 from kvcheck.store.storage import StorageError
 from kvcheck.store.versions import BadContext, parse_context_token
@@ -59,56 +49,14 @@ log = logging.getLogger(__package__)
 
 #: A valid ``/kv/`` request as the node's event, once it has a request id.
 KvEvent = Callable[[int], ClientGet | ClientPut]
-#: Connections past the cap being answered ``503`` at once, at most (each for up to a second);
-#: past it, one is closed without an answer.
-REFUSING_MAX = 100
-#: File descriptors a node needs besides its HTTP connections: listeners, peers, storage files.
-OTHER_DESCRIPTORS = 100
 
 
 class Routes:
-    """The HTTP API of one :class:`~kvcheck.store.server.driver.Server`: its connections, and
-    the reply to each request."""
+    """The HTTP API of one :class:`~kvcheck.store.server.driver.Server`: the reply to each
+    request."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        cluster = server.config.cluster
-        self._limits = HttpLimits(cluster.http_request_timeout_ms / 1000,
-                                  cluster.http_idle_timeout_ms / 1000)
-        #: HTTP connections being served.
-        self.connections = 0
-        self._refusing = 0
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        wanted = cluster.http_max_connections + REFUSING_MAX + OTHER_DESCRIPTORS
-        if soft != resource.RLIM_INFINITY and soft < wanted:
-            log.warning("http_max_connections = %d needs about %d file descriptors, and the "
-                        "limit is %d: raise it (ulimit -n) or lower http_max_connections",
-                        cluster.http_max_connections, wanted, soft)
-
-    async def serve(self, stream: trio.abc.HalfCloseableStream, data: bytes) -> None:
-        """Serve one HTTP connection, whose first bytes ``data`` are in, within the node's HTTP
-        limits; or, with ``http_max_connections`` served already, answer ``503`` and end it
-        (counted in ``http_connections_refused``). The caller closes ``stream``; its errors
-        propagate."""
-        counters = self._server.node.counters
-        cap = self._server.config.cluster.http_max_connections
-        if self.connections >= cap:
-            counters["http_connections_refused"] += 1
-            if self._refusing < REFUSING_MAX:
-                self._refusing += 1
-                try:
-                    await close_with(stream, json_reply(503, {
-                        "error": f"too many connections: this node serves {cap} at once "
-                                 f"(http_max_connections); try again later",
-                        "applied": "no"}, ((APPLIED_HEADER, "no"),)))
-                finally:
-                    self._refusing -= 1
-            return
-        self.connections += 1
-        try:
-            await serve_http(stream, data, self.reply, self._limits, counters)
-        finally:
-            self.connections -= 1
 
     async def reply(self, request: Request) -> Reply:
         """The reply to ``request``. Never raises for what a client sends."""

@@ -62,7 +62,7 @@ def status(server: Server) -> dict[str, Any]:
                             key=lambda r: natural_key(r.node_id))
         ],
         "node": node.status(),
-        "http_connections": server.routes.connections,
+        "http_connections": server.http.open,
         "storage": server.storage.stats(),
     }
 

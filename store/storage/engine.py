@@ -308,12 +308,7 @@ class LsmStorage:
         """Make every put so far durable. Raises :class:`StorageError` when fsync fails, which
         trips :attr:`fail_stop`, and on every call after that (a later fsync could succeed
         without the pages the failed one lost)."""
-        self.fail_stop.check()
-        if self._log is not None:
-            try:
-                self._log.sync()
-            except OSError as exc:
-                raise self.fail_stop.trip("commit log sync", exc) from exc
+        self.fail_stop.sync(self._log, "commit log sync")
 
     def _open_log(self) -> None:
         """Open (create) the current segment if it is not open. Raises OSError, or
@@ -383,11 +378,7 @@ class LsmStorage:
             if build is not None:
                 build.writer.abort()
         self._flush = self._compaction = None
-        if self._log is not None:
-            try:
-                self._log.close(sync=self.fail_stop.reason is None)
-            except OSError as exc:
-                self.fail_stop.trip("commit log sync", exc)
+        self.fail_stop.close(self._log, "commit log sync")
         self._close_tables()
 
     def _close_tables(self) -> None:

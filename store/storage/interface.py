@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kvcheck.store.versions import Version
+
+if TYPE_CHECKING:
+    from kvcheck.store.storage.commitlog import CommitLog
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,26 @@ class FailStop:
         """Raise :class:`StorageError` once tripped."""
         if self.reason is not None:
             raise StorageError(f"writes refused until the node restarts: {self.reason}")
+
+    def sync(self, log: CommitLog | None, what: str) -> None:
+        """Sync ``log`` (None: not open, nothing to sync), the ``what`` of a node under this
+        policy. Raises :class:`StorageError` once tripped, and when the fsync fails (which
+        trips it)."""
+        self.check()
+        if log is not None:
+            try:
+                log.sync()
+            except OSError as exc:
+                raise self.trip(what, exc) from exc
+
+    def close(self, log: CommitLog | None, what: str) -> None:
+        """Close ``log`` (None: not open), synced unless tripped. Never raises: a failed sync
+        trips this."""
+        if log is not None:
+            try:
+                log.close(sync=self.reason is None)
+            except OSError as exc:
+                self.trip(what, exc)
 
 
 class Storage(Protocol):

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from kvcheck.store.client import StoreClient, StoreError
-from kvcheck.store.peer_auth import new_secret
+from kvcheck.store.peer_auth import new_secret, write_secret
 
 
 def free_ports(count: int) -> list[int]:
@@ -39,8 +39,7 @@ class LocalCluster:
         self.settings = {"n": min(3, size), "w": 2, "r": 2, **settings}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.secret_file = root / "secret"
-        self.secret_file.write_text(new_secret())
-        self.secret_file.chmod(0o600)
+        write_secret(self.secret_file, new_secret())
 
     def command(self, node: str) -> list[str]:
         peers = ",".join(f"{p}=127.0.0.1:{port}" for p, port in self.ports.items() if p != node)
