@@ -17,11 +17,22 @@ are measured and the result is valid. ``figures["guarantee"]`` says which applie
 evidence is the reads that *could* have been stale (``figures["reads_checked"]``): ok reads
 that began after some write of their key had completed. Where the promise applies and there
 is none, the result is unknown: nothing could have shown a stale read.
+
+Two figures measure staleness in the terms of the PBS model (:mod:`kvcheck.harness.pbs`), over
+the checked reads. ``visibility`` buckets them by t, from the completion of the write a read
+must see to the read's invocation (a read is stale exactly when it misses the write with the
+latest invocation among those completed before it began): ``{"le_ms", "reads", "stale"}`` per
+bucket, which holds the reads with t above the previous edge and up to its own
+(:data:`VISIBILITY_EDGES_MS`; ``None``: no bound). ``versions_behind_counts`` counts them by
+how many newer versions each missed (``"0"``: the fresh ones), so that the share that missed
+at least k can be measured.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +44,9 @@ _EMPTY = ("kvcheck-empty-value",)
 _NEVER = -2**62  # "completed before everything": the initial empty value
 _OPEN = 2**62  # an indeterminate write never completes
 _WRITES = ("write", "delete")
+#: The upper edges (ms) of the ``visibility`` buckets; ``None``: no bound.
+VISIBILITY_EDGES_MS: tuple[int | None, ...] = (
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, None)
 
 
 def _s(ns: int) -> str:
@@ -90,8 +104,9 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
     reads = checked = stale = 0
     behind: list[int] = []
     lags: list[int] = []
+    seen: list[tuple[int, int]] = []
     for key, cs in groups.items():
-        r, k, s = _check_key(key, cs, anomalies, behind, lags, max_anomalies)
+        r, k, s = _check_key(key, cs, anomalies, behind, lags, seen, max_anomalies)
         reads += r
         checked += k
         stale += s
@@ -117,15 +132,35 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
         "stale_rate": round(stale / reads, 6) if reads else 0.0,
         "versions_behind": quantiles(behind),
         "since_newer_write_ms": ns_quantiles_ms(lags),
+        "visibility": _visibility(seen),
+        "versions_behind_counts": {str(n): count for n, count
+                                   in sorted(Counter(missed for _, missed in seen).items())},
         "anomalies_listed": len(anomalies),
     }
     return CheckResult("stale-reads", valid, figures, tuple(anomalies), basis=basis)
 
 
+def _visibility(seen: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
+    """The ``visibility`` buckets (module docstring) of reads given as (ns since the write
+    they must see completed, versions missed)."""
+    bounds = [math.inf if edge is None else edge * 1_000_000 for edge in VISIBILITY_EDGES_MS]
+    reads = [0] * len(bounds)
+    stale = [0] * len(bounds)
+    for since, missed in seen:
+        i = bisect.bisect_left(bounds, since)
+        reads[i] += 1
+        stale[i] += missed > 0
+    return [{"le_ms": edge, "reads": n, "stale": m}
+            for edge, n, m in zip(VISIBILITY_EDGES_MS, reads, stale, strict=True)]
+
+
 def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[int],
-               lags: list[int], max_anomalies: int) -> tuple[int, int, int]:
+               lags: list[int], seen: list[tuple[int, int]], max_anomalies: int
+               ) -> tuple[int, int, int]:
     """Judge the reads of one key; return how many ok reads it has, how many of them could
-    have been stale, and how many were."""
+    have been stale, and how many were. Appends to ``seen``, for each read that could have
+    been, how long (ns) before it began the write it must see completed, and how many
+    versions it missed."""
     maxret: dict[Any, int] = {_EMPTY: _NEVER}
     last_writer: dict[Any, Call] = {}
     done: list[Call] = []  # ok writes
@@ -161,7 +196,9 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
         except TypeError:
             continue  # unhashable value: not a register read
         nchecked += 1
+        since = c.invoke.time - _completion(newer).time
         if m >= newer.inv_index:
+            seen.append((since, 0))
             continue
         nstale += 1
         # Versions missed: completed writes that began after every returned value's writes
@@ -173,6 +210,7 @@ def _check_key(key: Any, cs: list[Call], anomalies: list[Anomaly], behind: list[
         lag = c.invoke.time - written
         behind.append(len(missed))
         lags.append(lag)
+        seen.append((since, len(missed)))
         if len(anomalies) < max_anomalies:
             names = [*c.indexes, *newer.indexes]
             for v in vals:

@@ -25,6 +25,7 @@ differs from the cluster in containers.
 from __future__ import annotations
 
 import errno
+import json
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -115,13 +116,18 @@ class SimCluster:
         await self.wait_ready(self.nodes)
 
     async def teardown(self) -> None:
-        """Stop moving the simulation on; write each node's log. Nothing else outlives it."""
+        """Stop moving the simulation on; write each node's log and the replicas' latencies
+        (``replica-latency.json``). Nothing else outlives it."""
         self._driver.cancel()
         for node, lines in sorted(self._log.items()):
             node_dir = self.run_dir / "nodes" / node
             node_dir.mkdir(parents=True, exist_ok=True)
             (node_dir / "kvstore.log").write_text("".join(f"{line}\n" for line in lines))
         self._log.clear()
+        latencies = {kind: [round(s * 1000, 3) for s in samples]
+                     for kind, samples in self.sim.latencies.items()}
+        (self.run_dir / "replica-latency.json").write_text(json.dumps(
+            {"format": "kvcheck-replica-latency", "version": 1, "unit": "ms", **latencies}))
 
     async def _drive(self) -> None:
         """Move the simulation on with trio's clock.

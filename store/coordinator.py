@@ -222,6 +222,8 @@ class Coordinator:
                 self._ask_next_stamper(op, out)
             elif peer in op.pending:
                 op.pending.discard(peer)
+                if self._context.cluster.sloppy_quorum:
+                    self._stand_in_for(op, peer, out)
                 self._progress_put(op, out)
         elif isinstance(op, _Get) and peer in op.repairing:
             self._repaired(op, peer, False, out)
@@ -265,6 +267,27 @@ class Coordinator:
                 return
             op.refused_here = stamped.reason
         self._fail_put(op, "no replica could stamp the write", out)
+
+    def _stand_in_for(self, op: _Put, lost: str, out: list[Action]) -> None:
+        """Sloppy: ``lost`` refused the put's replication (it is down, though the failure
+        detector may not know yet), so the next node along the ring that is up and not yet
+        asked takes its place, with a hint for the replica ``lost`` held (or stood in for), as
+        Dynamo's coordinator does. Nothing changes if there is no such node."""
+        asked = set(op.targets.nodes)
+        up = self._context.membership.up()
+        stand_in = next((node for node in self._context.placement.next.walk(op.key)
+                         if node not in asked and node in up), None)
+        if stand_in is None:
+            return
+        replaced = op.targets.stand_ins.get(lost, lost)
+        stand_ins = {node: was for node, was in op.targets.stand_ins.items() if node != lost}
+        stand_ins[stand_in] = replaced
+        groups = tuple(tuple(stand_in if node == lost else node for node in group)
+                       for group in op.targets.groups)
+        op.targets = Targets((*op.targets.nodes, stand_in), stand_ins, groups)
+        op.pending.add(stand_in)
+        self._context.counters["stand_ins_after_refusal"] += 1
+        out.append(Send(stand_in, Replicate(op.id, op.key, op.versions, replaced)))
 
     def _refuse_put(self, op: _Put, siblings: int, out: list[Action]) -> None:
         """The stamper refused the put at the sibling cap: it fails at once, surely not applied

@@ -26,12 +26,16 @@ how the real cluster differs:
   skewed — as with libfaketime in the containers;
 - a bug: an exception the node logic raises crashes that node (as it would stop the server),
   and is kept in :attr:`Simulation.failures`.
+
+It also measures the replicas' latencies in the quorum exchanges (:attr:`Simulation.latencies`),
+the inputs of a staleness model, without changing a thing it does.
 """
 
 from __future__ import annotations
 
 import functools
 import heapq
+import itertools
 import random
 import traceback
 from collections.abc import Callable, Iterable
@@ -39,7 +43,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kvcheck.store.config import ClusterConfig
-from kvcheck.store.messages import Message, encode_frame
+from kvcheck.store.ids import Kind, kind_of
+from kvcheck.store.messages import (
+    Message,
+    ReadReply,
+    ReadRequest,
+    Replicate,
+    ReplicateAck,
+    encode_frame,
+)
 from kvcheck.store.node import (
     Action,
     CancelTimer,
@@ -71,6 +83,12 @@ EPOCH_MS = 1_700_000_000_000
 MAX_RECONNECT_S = 1.0
 #: TCP's first retransmission timeout: what a lost packet costs a message.
 RETRANSMIT_S = 0.2
+#: The kinds of :attr:`Simulation.latencies`.
+LATENCY_KINDS = ("write", "ack", "read", "reply")
+#: The most samples :attr:`Simulation.latencies` keeps of each kind.
+MAX_LATENCY_SAMPLES = 20_000
+#: The most replications awaiting their acknowledgement that the latency samples track.
+MAX_AWAITED_ACKS = 10_000
 
 State = Literal["up", "crashed", "paused"]
 
@@ -157,6 +175,21 @@ class Simulation:
         #: (node, why) each time a failed sync stopped a node's writes (it serves reads on until
         #: it restarts), as the server's do.
         self.halts: list[tuple[str, str]] = []
+        #: Latencies (seconds) of the quorum exchanges, by kind: ``write``, a ``Replicate`` of
+        #: a client request (a put's replication, or a blocking read repair; not a hint, a
+        #: repair write, a handoff or anti-entropy) from sending to arrival; ``ack``, from that
+        #: ``Replicate``'s arrival to its ``ReplicateAck``'s (the replica's merge, its group
+        #: commit's sync, the way back); ``read`` and ``reply``, a ``ReadRequest``'s and a
+        #: ``ReadReply``'s from sending to arrival. A message is sampled when it is sent, at
+        #: the arrival then scheduled (:meth:`restore` may bring that forward); one dropped or
+        #: undeliverable is not. At most :data:`MAX_LATENCY_SAMPLES` of each kind, evenly spread
+        #: over the run: once that many are kept, every other one is dropped and from then on
+        #: only every other one is kept (then every fourth, ...). Nothing random decides it.
+        self.latencies: dict[str, list[float]] = {kind: [] for kind in LATENCY_KINDS}
+        self._sampled = dict.fromkeys(LATENCY_KINDS, 0)  # samples offered, of each kind
+        self._sample_every = dict.fromkeys(LATENCY_KINDS, 1)
+        #: (coordinator, replica, request) -> when that replica got the Replicate sampled.
+        self._awaiting_ack: dict[tuple[str, str, int], float] = {}
         self._tracing = trace
         self._answered = answered
         self._queue: list[tuple[float, int, str, Event | _Commit]] = []
@@ -491,6 +524,42 @@ class Simulation:
         self._arrival[link] = at
         self._seq += 1
         heapq.heappush(self._queue, (at, self._seq, peer, Received(source, message)))
+        self._measure(source, peer, message, at)
+
+    def _measure(self, source: str, peer: str, message: Message, at: float) -> None:
+        """Sample ``message``'s latency, sent now and due at ``at`` (see :attr:`latencies`)."""
+        match message:
+            case Replicate(request, hint_for=None) if kind_of(request) is Kind.REQUEST:
+                self._sample("write", at - self.now)
+                if len(self._awaiting_ack) >= MAX_AWAITED_ACKS:  # the oldest half never came
+                    for key in list(itertools.islice(self._awaiting_ack,
+                                                     MAX_AWAITED_ACKS // 2)):
+                        del self._awaiting_ack[key]
+                self._awaiting_ack[(source, peer, request)] = at
+            case ReplicateAck(request):
+                # The replica sends it now, so what it answers arrived by now: a Replicate not
+                # yet there is a later one of the same id (the coordinator restarted since).
+                replicated = self._awaiting_ack.get((peer, source, request))
+                if replicated is not None and replicated <= self.now:
+                    del self._awaiting_ack[(peer, source, request)]
+                    self._sample("ack", at - replicated)
+            case ReadRequest():
+                self._sample("read", at - self.now)
+            case ReadReply():
+                self._sample("reply", at - self.now)
+
+    def _sample(self, kind: str, seconds: float) -> None:
+        """Keep every ``_sample_every[kind]``-th sample of ``kind``, thinning the kept ones to
+        every other one (and the rate by half) when they exceed :data:`MAX_LATENCY_SAMPLES`."""
+        offered = self._sampled[kind]
+        self._sampled[kind] = offered + 1
+        if offered % self._sample_every[kind]:
+            return
+        kept = self.latencies[kind]
+        kept.append(seconds)
+        if len(kept) > MAX_LATENCY_SAMPLES:
+            del kept[1::2]
+            self._sample_every[kind] *= 2
 
     def _degrade(self, source: str, degraded: Degradation, message: Message, at: float) -> float:
         at += degraded.delay + self.random.uniform(0.0, degraded.jitter)

@@ -23,8 +23,8 @@ from kvcheck.terminal import console
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The commands, in the order ``--help`` lists them; each is the module of that name here.
-COMMANDS = ("run", "explore", "suite", "check", "export", "report", "serve", "cluster", "image",
-            "cleanup")
+COMMANDS = ("run", "explore", "matrix", "suite", "check", "export", "report", "serve",
+            "cluster", "image", "cleanup")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from kvcheck.harness.cli import main
 from kvcheck.harness.cli.options import add_histories
-from kvcheck.harness.cli.values import positive_float
+from kvcheck.harness.cli.values import positive_float, shard_option
 from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.explore import Axes, Case, Outcome, Search, versionings_for
 from kvcheck.harness.runner import new_run_id
@@ -60,7 +60,7 @@ def register(commands: Any) -> None:
                    "that does not depend on the machine's speed)")
     p.add_argument("--seed", type=int, default=0,
                    help="the search's seed: the same seed tries the same runs (default: 0)")
-    p.add_argument("--shard", type=_shard, default=(0, 1), metavar="I/N",
+    p.add_argument("--shard", type=shard_option, default=(0, 1), metavar="I/N",
                    help="search the I-th of N disjoint parts (I from 0), e.g. one per job of "
                    "a batch system")
     p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
@@ -68,13 +68,6 @@ def register(commands: Any) -> None:
                    "these directories")
     add_histories(p, "where explore/ goes (default: %(default)s)")
     p.set_defaults(handler=_explore)
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, not {text!r}")
-    return int(index), int(count)
 
 
 def axes_from(args: argparse.Namespace) -> Axes:

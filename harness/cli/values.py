@@ -15,3 +15,12 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
+
+
+def shard_option(text: str) -> tuple[int, int]:
+    """``I/N`` (the I-th of N parts, I from 0) as ``(I, N)``. Raises
+    argparse.ArgumentTypeError otherwise."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, not {text!r}")
+    return int(index), int(count)

@@ -195,3 +195,72 @@ def test_declared_guarantee_decides_over_quorums() -> None:
     relaxed = TestConfig(n=3, w=2, r=2, guarantee="eventual-convergence")
     assert check_stale_reads(h.ops, relaxed).valid is Verdict.VALID
     assert TestConfig.from_json({"expect": "linearizable"}).promises_latest_reads
+
+
+# --- visibility by time, and versions missed ---------------------------------------------------
+
+MS = 1_000_000
+
+
+def buckets(res: Any) -> dict[Any, tuple[int, int]]:
+    """The non-empty ``visibility`` buckets: upper edge -> (reads, stale)."""
+    return {b["le_ms"]: (b["reads"], b["stale"]) for b in res.figures["visibility"] if b["reads"]}
+
+
+def test_visibility_buckets_reads_by_time_since_the_write_they_must_see() -> None:
+    h = H()
+    h.call(2, "read", out=None, time=0)  # no write completed yet: not counted
+    h.invoke(0, "write", 1, time=0)
+    h.ok(0, "write", 1, time=1 * MS)
+    h.call(1, "read", out=1, time=int(1.5 * MS))  # 0.5 ms after w1: fresh
+    h.invoke(0, "write", 2, time=2 * MS)
+    h.ok(0, "write", 2, time=10 * MS)
+    h.call(1, "read", out=1, time=int(10.5 * MS))  # 0.5 ms after w2: stale, 1 behind
+    h.call(1, "read", out=2, time=13 * MS)  # 3 ms: fresh
+    h.invoke(0, "write", 3, time=20 * MS)
+    h.ok(0, "write", 3, time=30 * MS)
+    h.call(1, "read", out=1, time=180 * MS)  # 150 ms after w3: stale, 2 behind
+    h.call(1, "read", out=3, time=6030 * MS)  # 6 s: fresh, in the open bucket
+    res = check_stale_reads(h.ops, WEAK)
+    figures = res.figures
+    assert [b["le_ms"] for b in figures["visibility"]] == [
+        1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, None]
+    assert buckets(res) == {1: (2, 1), 5: (1, 0), 200: (1, 1), None: (1, 0)}
+    assert figures["versions_behind_counts"] == {"0": 3, "1": 1, "2": 1}
+    assert figures["reads_checked"] == 5 and figures["stale_reads"] == 2
+
+
+def test_visibility_counts_from_the_latest_invoked_write_not_the_last_completed() -> None:
+    # w2 began after w1 and completed first: a read after both must see w2 or w1 (concurrent
+    # with it), and its time is counted from w2's completion, the write it must see.
+    h = H()
+    h.invoke(0, "write", 1, time=0)
+    h.invoke(1, "write", 2, time=1 * MS)
+    h.ok(1, "write", 2, time=2 * MS)
+    h.ok(0, "write", 1, time=50 * MS)
+    h.call(2, "read", out=1, time=51 * MS)
+    res = check_stale_reads(h.ops, WEAK)
+    assert buckets(res) == {50: (1, 0)}
+    assert res.figures["versions_behind_counts"] == {"0": 1}
+
+
+def test_a_read_exactly_at_an_edge_falls_in_that_bucket() -> None:
+    h = H()
+    h.invoke(0, "write", 1, time=0)
+    h.ok(0, "write", 1, time=1 * MS)
+    h.call(1, "read", out=None, time=3 * MS)  # 2 ms after: stale
+    assert buckets(check_stale_reads(h.ops, WEAK)) == {2: (1, 1)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(register_histories(max_calls=10, nprocs=3, siblings=True))
+def test_visibility_and_versions_missed_add_up_to_the_checked_and_stale_reads(
+        ops: list[Op]) -> None:
+    figures = check_stale_reads(ops, WEAK).figures
+    visibility = figures["visibility"]
+    counts = {int(k): n for k, n in figures["versions_behind_counts"].items()}
+    assert sum(b["reads"] for b in visibility) == figures["reads_checked"] == sum(counts.values())
+    assert sum(b["stale"] for b in visibility) == figures["stale_reads"]
+    assert counts.get(0, 0) == figures["reads_checked"] - figures["stale_reads"]
+    assert all(0 <= b["stale"] <= b["reads"] for b in visibility)
+    assert max(counts, default=0) == (figures["versions_behind"]["max"] or 0)

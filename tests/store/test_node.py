@@ -300,6 +300,26 @@ def test_strict_quorums_refuse_what_sloppy_ones_accept_when_a_replica_is_down() 
         assert isinstance(sim.wait_for(sim.put(outsider(sim, key), key, b"v")), expected)
 
 
+def test_a_sloppy_write_refused_by_a_crashed_replica_goes_to_a_stand_in_at_once() -> None:
+    """Before the failure detector knows the replica is down, its refused connection is enough
+    (Dynamo's coordinator walks on along the ring); a strict quorum fails the same write."""
+    key = KEYS[0]
+    for sloppy, expected in ((False, Failed), (True, Written)):
+        sim = Simulation(NODES, ClusterConfig(n=3, w=3, sloppy_quorum=sloppy), seed=15)
+        lost, coordinator = replicas(sim, key)[1], outsider(sim, key)
+        sim.crash(lost)
+        assert isinstance(sim.wait_for(sim.put(coordinator, key, b"v")), expected)
+        assert lost in sim.nodes[coordinator].logic.context.membership.up()  # not marked down yet
+        if sloppy:
+            stand_ins = [n for n in sim.nodes if n not in replicas(sim, key)
+                         and sim.nodes[n].hints.counts().get(lost)]
+            assert len(stand_ins) == 1 and sim.nodes[coordinator].logic.counters[
+                "stand_ins_after_refusal"] == 1
+            sim.restart(lost)
+            sim.run_for(5)  # the stand-in hands the write to the replica it stood in for
+            assert [v.value for v in sim.nodes[lost].disk.get(key)] == [b"v"]
+
+
 def test_a_whole_zone_down_leaves_every_key_readable_and_writable() -> None:
     zones = {"n1": "a", "n2": "a", "n3": "b", "n4": "b", "n5": "c", "n6": "c"}
     sim = Simulation(list(zones), ClusterConfig(n=3, w=3, r=3), seed=16, zones=zones)

@@ -1,0 +1,394 @@
+"""``kvcheck matrix``: the design's claims about N, W, R, sloppy quorums and clocks, measured.
+
+Runs every cell of a grid (:mod:`kvcheck.harness.matrix`) over ``--seeds`` seeds — cells in
+parallel on ``--jobs`` processes — into ``DIR/matrices/<timestamp>[-shard-I-of-N]/``: the cells'
+run directories under ``runs/``, ``matrix.json``, ``matrix.html``, and ``DIR/matrices/latest``
+pointing there. ``--merge DIR…`` joins shards run anywhere into one matrix. docs/consistency.md
+reads the default matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+from rich.console import Console
+from rich.table import Table
+
+from kvcheck.harness.cli import build_parser
+from kvcheck.harness.cli.options import SPEC_DEFAULTS, add_histories
+from kvcheck.harness.cli.run import run_tests, specs_from
+from kvcheck.harness.cli.values import positive_float, shard_option
+from kvcheck.harness.exitcodes import Exit
+from kvcheck.harness.matrix import (
+    RUN_OPTIONS,
+    Cell,
+    Grid,
+    GridError,
+    RunEntry,
+    cell_json,
+    entries_of,
+    matrix_json,
+    merge,
+    read_matrix,
+    shard,
+    write_matrix,
+)
+from kvcheck.harness.matrix_figures import FIGURES
+from kvcheck.harness.runner import new_run_id
+from kvcheck.harness.spec import Workload
+from kvcheck.nemesis import NemesisError, parse_kinds
+from kvcheck.store.versions import Versioning
+from kvcheck.terminal import percent, seconds
+
+#: Every value of each axis: what ``--full`` runs.
+FULL = Grid(quorums=("all",), nemesis=("none", "partition", "kill", "pause", "clock",
+                                       "packet", "partition+kill+clock"))
+
+#: Wall seconds a simulated run takes per operation issued and per node-second simulated, on
+#: this project's 2-core machine (benchmarks/matrix_bench.py): the estimate before a matrix
+#: starts. Docker runs take their time limit, the recovery wait and about 25 s of set-up.
+SIM_SECONDS_PER_OP = 0.0004
+SIM_SECONDS_PER_NODE_SECOND = 0.003
+DOCKER_OVERHEAD_S = 25.0
+
+
+def register(commands: Any) -> None:
+    """Add ``matrix`` to the ``kvcheck`` subcommands ``commands``."""
+    p = commands.add_parser(
+        "matrix", help="measure a grid of configurations (N, W/R, sloppy, versioning, "
+        "nemesis, workload) over several seeds",
+        description="Run every cell of a grid of configurations of the reference store over "
+        "--seeds seeds, each as kvcheck run would, and tabulate availability, staleness, lost "
+        "writes, siblings, convergence, latency and verdicts per cell (matrix.json, "
+        "matrix.html, and a table here). Each axis is a comma list. The defaults answer the "
+        "design's claims (docs/consistency.md); --full runs every value of every axis. Exit "
+        "code: 0 once every run finished, whatever its verdict; 255 if some run could not run.")
+    p.add_argument("--n", type=_ints, default=Grid().n, metavar="N,…",
+                   help="replicas per key (default: 3)")
+    p.add_argument("--quorums", type=_words, default=Grid().quorums, metavar="W/R,…|all",
+                   help="write/read quorums, or all: every W and R from 1 to N "
+                   f"(default: {','.join(Grid().quorums)})")
+    p.add_argument("--sloppy", type=_sloppy, default=Grid().sloppy, metavar="off,on",
+                   help="strict (off) and/or sloppy (on) quorums (default: off,on)")
+    p.add_argument("--versioning", type=_choices(get_args(Versioning)),
+                   default=Grid().versioning, metavar="vclock,lww",
+                   help="default: vclock,lww")
+    p.add_argument("--nemesis", type=_nemeses, default=Grid().nemesis, metavar="KIND[+KIND],…",
+                   help="the nemesis of each cell: none, or kinds joined by + to overlap in one "
+                   f"cell (default: {','.join(Grid().nemesis)})")
+    p.add_argument("--workload", type=_choices(get_args(Workload)), default=Grid().workload,
+                   metavar="register,set", help="default: register,set")
+    p.add_argument("--full", action="store_true",
+                   help="every value of every axis given no value: all quorums, "
+                   f"nemesis {','.join(FULL.nemesis)} (says how long it will take first)")
+    p.add_argument("--seeds", type=int, default=3, metavar="K",
+                   help="runs per cell, seeds SEED … SEED+K-1 (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1, help="the first seed (default: %(default)s)")
+    p.add_argument("--time-limit", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="seconds of client load per run; simulated seconds with --backend "
+                   "sim (default: %(default)g)")
+    p.add_argument("--rate", type=positive_float, default=SPEC_DEFAULTS.rate,
+                   help="operations per second per run (default: %(default)g)")
+    p.add_argument("--nodes", type=int, default=SPEC_DEFAULTS.nodes,
+                   help="cluster size (default: %(default)s)")
+    p.add_argument("--nemesis-interval", type=positive_float, default=8.0, metavar="SECONDS",
+                   help="seconds between faults, and how long each lasts (default: %(default)g)")
+    p.add_argument("--recovery-time", type=float, default=SPEC_DEFAULTS.recovery_time,
+                   metavar="SECONDS", help="default: %(default)g")
+    p.add_argument("--backend", choices=("sim", "docker"), default="sim",
+                   help="sim: simulated in virtual time, reproducible; docker: containers "
+                   "(default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help="cells run at once, each in a process of its own (default: the "
+                   "machine's cores with --backend sim, 1 with docker)")
+    p.add_argument("--shard", type=shard_option, default=(0, 1), metavar="I/N",
+                   help="run the I-th of N disjoint parts of the grid (I from 0); join them "
+                   "with --merge")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
+                   help="instead of running, join the matrices found under these directories "
+                   "(shards) into one")
+    p.add_argument("--plan", action="store_true",
+                   help="list the cells and say how long they would take; run nothing")
+    add_histories(p, "where matrices/ goes (default: %(default)s)")
+    p.set_defaults(handler=_matrix)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    words = tuple(dict.fromkeys(w.strip() for w in text.split(",") if w.strip()))
+    if not words:
+        raise argparse.ArgumentTypeError("expected a comma list")
+    return words
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    words = _words(text)
+    if not all(w.isdigit() and int(w) > 0 for w in words):
+        raise argparse.ArgumentTypeError(f"expected positive integers, not {text!r}")
+    return tuple(map(int, words))
+
+
+def _sloppy(text: str) -> tuple[bool, ...]:
+    words = _words(text)
+    if unknown := [w for w in words if w not in ("off", "on")]:
+        raise argparse.ArgumentTypeError(f"expected off and/or on, not {', '.join(unknown)}")
+    return tuple(w == "on" for w in words)
+
+
+def _choices(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    def parse(text: str) -> tuple[str, ...]:
+        words = _words(text)
+        if unknown := [w for w in words if w not in allowed]:
+            raise argparse.ArgumentTypeError(
+                f"no such value: {', '.join(unknown)} (choose from {', '.join(allowed)})")
+        return words
+    return parse
+
+
+def _nemeses(text: str) -> tuple[str, ...]:
+    cells = []
+    for word in _words(text):
+        kinds = [k.strip() for k in word.split("+")]
+        if word == "none":
+            cells.append(word)
+            continue
+        try:
+            parse_kinds(",".join(kinds))
+        except (NemesisError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if "none" in kinds:
+            raise argparse.ArgumentTypeError(f"none cannot be combined: {word!r}")
+        cells.append("+".join(kinds))
+    return tuple(dict.fromkeys(cells))
+
+
+def _grid(args: argparse.Namespace) -> Grid:
+    """The grid the options ask for: ``--full`` fills each axis the command line left at its
+    default."""
+    given = {name: getattr(args, name) for name in ("n", "quorums", "sloppy", "versioning",
+                                                     "nemesis", "workload")}
+    if args.full:
+        default = Grid()
+        given = {name: getattr(FULL, name) if value == getattr(default, name) else value
+                 for name, value in given.items()}
+    return Grid(**given)
+
+
+def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.merge:
+        return _merge(args, out, err)
+    try:
+        grid = _grid(args)
+        cells = shard(grid.cells(), *args.shard)
+        _check(args, cells)
+    except (GridError, ValueError) as exc:
+        err.print(f"[bold red]kvcheck matrix:[/] {exc}", highlight=False)
+        return Exit.USAGE
+    jobs = args.jobs or (os.cpu_count() or 1 if args.backend == "sim" else 1)
+    settings = {name: getattr(args, name) for name in RUN_OPTIONS}
+    runs = len(cells) * args.seeds
+    index, count = args.shard
+    out.print(f"{len(cells)} cells x {args.seeds} seeds = {runs} runs "
+              f"({args.backend}, {args.time_limit:g} s each{_of_shard(index, count)}); "
+              f"about {seconds(_estimate(settings, runs, jobs))} on {jobs} job(s)",
+              highlight=False)
+    if args.plan:
+        for cell in cells:
+            out.print(f"  {cell.id}", markup=False, highlight=False)
+        return Exit.OK
+    stamp, _ = new_run_id()
+    matrix_dir = (args.histories / "matrices" /
+                  (stamp if count == 1 else f"{stamp}-shard-{index}-of-{count}")).resolve()
+    (matrix_dir / "runs").mkdir(parents=True)
+    out.print(f"→ {matrix_dir}", markup=False, highlight=False)
+    done: dict[Cell, dict[str, Any]] = {}
+    started = time.monotonic()
+    interrupted = False
+    try:
+        for cell, guarantee, entries in _run_cells(cells, settings, args.seeds, args.seed,
+                                                   matrix_dir, jobs):
+            done[cell] = cell_json(cell, guarantee, entries, matrix_dir)
+            _progress(out, done[cell], len(done), len(cells), time.monotonic() - started)
+    except KeyboardInterrupt:
+        interrupted = True
+        err.print("kvcheck matrix: interrupted; writing the cells that finished",
+                  highlight=False)
+    command = shlex.join(["kvcheck", "matrix", *sys.argv[2:]]) if sys.argv[1:2] == [
+        "matrix"] else "kvcheck matrix"
+    matrix = matrix_json(grid, settings, [done[c] for c in cells if c in done],
+                         command=command, seeds=args.seeds, shard_of=args.shard,
+                         interrupted=interrupted)
+    write_matrix(matrix_dir, matrix)
+    print_table(out, matrix)
+    out.print(f"matrix: {matrix_dir / 'matrix.html'}", markup=False, highlight=False)
+    if interrupted:
+        return Exit.INTERRUPTED
+    crashed = [run for cell in matrix["cells"] for run in cell["runs"] if run["valid"] is None]
+    if crashed:
+        err.print(f"[bold red]kvcheck matrix:[/] {len(crashed)} run(s) could not run: see "
+                  "runs.log of their cells", highlight=False)
+        return Exit.CRASH
+    return Exit.OK
+
+
+def _of_shard(index: int, count: int) -> str:
+    return f", shard {index}/{count}" if count > 1 else ""
+
+
+def _check(args: argparse.Namespace, cells: Sequence[Cell]) -> None:
+    """Raise ValueError for options no cell could run with."""
+    if args.seeds < 1:
+        raise ValueError("--seeds must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError("--jobs must be at least 1")
+    if too_big := sorted({c.n for c in cells if c.n > args.nodes}):
+        raise ValueError(f"--n {too_big[0]} needs at least as many --nodes ({args.nodes})")
+
+
+def _estimate(settings: dict[str, Any], runs: int, jobs: int) -> float:
+    """Wall seconds the runs should take (:data:`SIM_SECONDS_PER_OP`); a rough guide."""
+    simulated = float(settings["time_limit"]) + float(settings["recovery_time"])
+    if settings["backend"] == "sim":
+        each = (float(settings["rate"]) * float(settings["time_limit"]) * SIM_SECONDS_PER_OP
+                + SIM_SECONDS_PER_NODE_SECOND * int(settings["nodes"]) * simulated)
+    else:
+        each = simulated + DOCKER_OVERHEAD_S
+    return runs * each / jobs
+
+
+def _run_cells(cells: Sequence[Cell], settings: dict[str, Any], seeds: int, first_seed: int,
+               matrix_dir: Path, jobs: int) -> Iterator[tuple[Cell, str, list[RunEntry]]]:
+    """Yield ``(cell, guarantee, runs)`` as each cell's runs finish, in any order."""
+    tasks = [(cell.run_argv(settings, first_seed, seeds), str(matrix_dir)) for cell in cells]
+    if jobs == 1:
+        for cell, task in zip(cells, tasks, strict=True):
+            yield cell, *_decode(run_cell(*task))
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_cell, *task): cell for cell, task in zip(cells, tasks,
+                                                                             strict=True)}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                yield futures[future], *_decode(future.result())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _decode(result: tuple[str, list[dict[str, Any]]]) -> tuple[str, list[RunEntry]]:
+    guarantee, entries = result
+    return guarantee, [RunEntry.from_json(e) for e in entries]
+
+
+def run_cell(argv: list[str], matrix_dir: str) -> tuple[str, list[dict[str, Any]]]:
+    """Run one cell's seeds as ``kvcheck run argv`` would, into ``matrix_dir/runs``, its
+    output to ``runs/<cell>/runs.log``; return the guarantee and each run's entry (plain
+    values: this runs in a worker process)."""
+    where = Path(matrix_dir)
+    args = build_parser("run").parse_args(["run", *argv, "--histories", str(where / "runs")])
+    name = args.name
+    (where / "runs" / name).mkdir(parents=True, exist_ok=True)
+    with open(where / "runs" / name / "runs.log", "w", encoding="utf-8") as log:
+        console = Console(file=log, width=1 << 16, no_color=True)
+        guarantee = specs_from(args)[0].guarantee
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            _, records = run_tests(args, console, console)
+    return guarantee, [e.to_json() for e in entries_of(records, where, args.seed)]
+
+
+def _progress(out: Console, cell: dict[str, Any], done: int, total: int,
+              elapsed: float) -> None:
+    figures = cell["figures"]
+    verdicts = ", ".join(f"{count} {word}" for word, count in cell["verdicts"].items() if count)
+    left = elapsed / done * (total - done)
+    out.print(f"[{done}/{total}] {cell['id']}: {verdicts or 'no verdict'} · availability "
+              f"{_mean(figures['availability'], percent)} · stale "
+              f"{_mean(figures['stale_read_share'], percent)} · "
+              f"{seconds(left)} left", markup=False, highlight=False)
+
+
+def _mean(spread: dict[str, float] | None, show: Callable[[float], str]) -> str:
+    return "-" if spread is None else show(spread["mean"])
+
+
+#: The figures of the terminal table (the page has them all).
+TABLE = ("availability", "availability_in_faults", "stale_read_share", "lost_writes",
+         "convergence_seconds", "read_p50_ms", "write_p50_ms")
+
+
+def print_table(out: Console, matrix: dict[str, Any]) -> None:
+    """The matrix as a terminal table: a row per cell, the means of :data:`TABLE`."""
+    table = Table(title="consistency matrix (means over seeds)", title_justify="left")
+    for column in ("configuration", "nemesis", "guarantee", "verdicts",
+                   *(FIGURES[name].title for name in TABLE)):
+        table.add_column(column, overflow="fold")
+    for cell in matrix["cells"]:
+        verdicts = cell["verdicts"]
+        table.add_row(
+            f"N={cell['n']} W={cell['w']} R={cell['r']} "
+            f"{'sloppy' if cell['sloppy_quorum'] else 'strict'} {cell['versioning']} "
+            f"{cell['workload']}", cell["nemesis"], cell["guarantee"],
+            f"{verdicts['valid']}✓ {verdicts['invalid']}✗ {verdicts['unknown']}?",
+            *(_show(name, cell["figures"][name]) for name in TABLE))
+    out.print(table)
+
+
+def _show(name: str, spread: dict[str, float] | None) -> str:
+    if spread is None:
+        return "-"
+    value = spread["mean"]
+    match FIGURES[name].unit:
+        case "share":
+            return percent(value)
+        case "ms":
+            return f"{value:.1f} ms"
+        case "s":
+            return f"{value:.1f} s"
+        case _:
+            return f"{value:g}"
+
+
+def _merge(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Join the matrices under ``--merge`` into one under ``--histories``."""
+    found = sorted({p.resolve() for d in args.merge for p in d.rglob("matrix.json")
+                    if "latest" not in p.relative_to(d).parts})
+    shards = []
+    for path in found:
+        try:
+            shards.append((path.parent, read_matrix(path)))
+        except (OSError, ValueError) as exc:
+            err.print(f"kvcheck matrix: skipping {path}: {exc}", markup=False, highlight=False)
+    if not shards:
+        err.print(f"[bold red]kvcheck matrix:[/] no matrix.json under "
+                  f"{', '.join(map(str, args.merge))}", highlight=False)
+        return Exit.USAGE
+    stamp, _ = new_run_id()
+    matrix_dir = (args.histories / "matrices" / f"{stamp}-merged").resolve()
+    matrix_dir.mkdir(parents=True)
+    cells = merge(shards, matrix_dir)
+    first = shards[0][1]
+    axes = {name: list(dict.fromkeys(v for _, m in shards for v in m["axes"][name]))
+            for name in first["axes"]}
+    grid = Grid(n=tuple(axes["n"]), quorums=tuple(axes["quorums"]),
+                sloppy=tuple(s == "on" for s in axes["sloppy"]),
+                versioning=tuple(axes["versioning"]), nemesis=tuple(axes["nemesis"]),
+                workload=tuple(axes["workload"]))
+    matrix = matrix_json(grid, first["settings"], cells, command=first["command"],
+                         seeds=max(m["seeds"] for _, m in shards),
+                         interrupted=not all(m.get("complete", True) for _, m in shards))
+    matrix["merged_from"] = [str(where) for where, _ in shards]
+    write_matrix(matrix_dir, matrix)
+    print_table(out, matrix)
+    out.print(f"merged {len(shards)} matrices ({len(cells)} cells) → "
+              f"{matrix_dir / 'matrix.html'}", markup=False, highlight=False)
+    return Exit.OK

@@ -1,0 +1,284 @@
+"""The consistency matrix: a grid of configurations, each run over several seeds, tabulated.
+
+A :class:`Grid` is the product of its axes — replicas ``n``, quorums ``W/R``, sloppy or strict,
+versioning, nemesis (``+`` joins kinds in one cell), workload — less the quorums a replica count
+cannot have. Each :class:`Cell` of it is run as ``kvcheck run`` would run it (the same parser,
+the same runner), once per seed, into ``<matrix>/runs/<cell id>/<timestamp>/``: ordinary run
+directories, re-checkable with ``kvcheck check`` and browsable with ``kvcheck serve``. A cell's
+runs are summarised by :mod:`kvcheck.harness.matrix_figures` and, for the simulator's runs, set
+beside the staleness the PBS model predicts (:mod:`kvcheck.harness.pbs`).
+
+``matrix.json`` (:func:`matrix_json`) is built from its cells' runs alone, so shards run
+anywhere merge by concatenating their runs (:func:`merge`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kvcheck.checkers import Verdict
+from kvcheck.harness.matrix_figures import run_figures, summarise
+from kvcheck.harness.matrix_page import write_page
+from kvcheck.harness.pbs import cell_theory
+
+FORMAT = "kvcheck-matrix"
+
+#: The run options every cell's runs take from the matrix's command line.
+RUN_OPTIONS = ("backend", "nodes", "rate", "time_limit", "nemesis_interval", "recovery_time")
+
+
+class GridError(ValueError):
+    """An impossible grid; the message names the option."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Cell:
+    """One configuration of the grid, with the axes' values as the command line writes them."""
+
+    n: int
+    w: int
+    r: int
+    sloppy_quorum: bool
+    versioning: str
+    nemesis: str  # kinds joined by ``+``, or ``none``
+    workload: str
+
+    @property
+    def id(self) -> str:
+        """A name for the cell, usable as a directory and a run name."""
+        sloppy = "sloppy" if self.sloppy_quorum else "strict"
+        return (f"n{self.n}-w{self.w}-r{self.r}-{sloppy}-{self.versioning}-"
+                f"{self.nemesis}-{self.workload}")
+
+    def run_argv(self, settings: Mapping[str, Any], seed: int, count: int) -> list[str]:
+        """The ``kvcheck run`` arguments of this cell's ``count`` runs from ``seed`` on, with
+        the run options ``settings`` (:data:`RUN_OPTIONS`)."""
+        kinds = "none" if self.nemesis == "none" else self.nemesis.replace("+", ",")
+        argv = ["--name", self.id, "--n", str(self.n), "--w", str(self.w), "--r", str(self.r),
+                "--sloppy-quorum" if self.sloppy_quorum else "--no-sloppy-quorum",
+                "--versioning", self.versioning, "--nemesis", kinds,
+                "--workload", self.workload, "--seed", str(seed), "--test-count", str(count)]
+        for name in RUN_OPTIONS:
+            argv += [f"--{name.replace('_', '-')}", str(settings[name])]
+        return argv
+
+    def axes(self) -> dict[str, Any]:
+        return {"n": self.n, "w": self.w, "r": self.r, "sloppy_quorum": self.sloppy_quorum,
+                "versioning": self.versioning, "nemesis": self.nemesis,
+                "workload": self.workload}
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """The axes of a matrix, as the command line gives them (comma lists split)."""
+
+    n: tuple[int, ...] = (3,)
+    quorums: tuple[str, ...] = ("1/1", "2/2", "3/3")  # W/R pairs, or ("all",)
+    sloppy: tuple[bool, ...] = (False, True)
+    versioning: tuple[str, ...] = ("vclock", "lww")
+    nemesis: tuple[str, ...] = ("none", "partition", "kill", "clock", "partition+kill+clock")
+    workload: tuple[str, ...] = ("register", "set")
+
+    def cells(self) -> list[Cell]:
+        """Every cell, in the grid's order: each ``W/R`` pair with each ``n`` it fits.
+        Raises GridError for a malformed pair, or one that fits no ``n``."""
+        pairs = _pairs(self.quorums)
+        cells = []
+        for n in self.n:
+            fitting = (itertools.product(range(1, n + 1), repeat=2) if pairs is None
+                       else [(w, r) for w, r in pairs if w <= n and r <= n])
+            for (w, r), sloppy, versioning, nemesis, workload in itertools.product(
+                    fitting, self.sloppy, self.versioning, self.nemesis, self.workload):
+                cells.append(Cell(n, w, r, sloppy, versioning, nemesis, workload))
+        for w, r in pairs or ():
+            if not any(w <= n and r <= n for n in self.n):
+                raise GridError(f"--quorums {w}/{r}: W and R must be from 1 to N "
+                                f"({', '.join(map(str, self.n))})")
+        return cells
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": list(self.n), "quorums": list(self.quorums),
+                "sloppy": ["on" if s else "off" for s in self.sloppy],
+                "versioning": list(self.versioning), "nemesis": list(self.nemesis),
+                "workload": list(self.workload)}
+
+
+def _pairs(quorums: Sequence[str]) -> list[tuple[int, int]] | None:
+    """The ``W/R`` pairs of ``--quorums``, or None for ``all``. Raises GridError."""
+    if tuple(quorums) == ("all",):
+        return None
+    pairs = []
+    for text in quorums:
+        w, slash, r = text.partition("/")
+        if not (slash and w.isdigit() and r.isdigit() and int(w) > 0 and int(r) > 0):
+            raise GridError(f"--quorums: expected W/R like 2/2 (or all), not {text!r}")
+        pairs.append((int(w), int(r)))
+    return pairs
+
+
+def shard(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
+    """The ``index``-th of ``count`` disjoint parts of ``cells`` (every ``count``-th cell)."""
+    return list(cells[index::count])
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """One finished (or failed) run of a cell, as ``matrix.json`` lists it."""
+
+    seed: int
+    path: str | None  # relative to the matrix directory; None if the run left no directory
+    valid: bool | str | None  # None: no results (it could not run)
+    exit_code: int
+    figures: Mapping[str, float | None]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "path": self.path, "valid": self.valid,
+                "exit_code": self.exit_code, "figures": dict(self.figures)}
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> RunEntry:
+        return cls(int(obj["seed"]), obj.get("path"), obj.get("valid"),
+                   int(obj["exit_code"]), dict(obj.get("figures") or {}))
+
+
+def entries_of(records: Iterable[Any], matrix_dir: Path, first_seed: int) -> list[RunEntry]:
+    """The :class:`RunEntry` of each ``RunRecord`` of a cell's runs (seeds from
+    ``first_seed`` on), figures read from each run directory."""
+    entries = []
+    for seed, record in enumerate(records, start=first_seed):
+        valid = None if record.results is None else Verdict.read(
+            record.results.get("valid")).to_json()
+        figures: Mapping[str, float | None] = {}
+        if record.results is not None:
+            try:
+                figures = run_figures(record.run_dir)
+            except (OSError, ValueError):
+                figures = {}
+        path = (record.run_dir.relative_to(matrix_dir).as_posix()
+                if record.run_dir.is_relative_to(matrix_dir) else None)
+        entries.append(RunEntry(seed, path, valid, int(record.exit_code), figures))
+    return entries
+
+
+def cell_json(cell: Cell, guarantee: str, runs: Sequence[RunEntry],
+              matrix_dir: Path) -> dict[str, Any]:
+    """A cell of ``matrix.json``: its axes, its runs, each figure over them, the verdicts and
+    (for the simulator's runs) the PBS model beside the staleness measured."""
+    verdicts = {"valid": 0, "invalid": 0, "unknown": 0}
+    for run in runs:
+        if run.valid is not None:
+            verdicts[Verdict.read(run.valid).value] += 1
+    run_dirs = [matrix_dir / run.path for run in runs if run.path is not None]
+    return {"id": cell.id, **cell.axes(), "guarantee": guarantee,
+            "runs": [run.to_json() for run in runs], "verdicts": verdicts,
+            "figures": summarise(run.figures for run in runs),
+            "pbs": _theory(cell, run_dirs)}
+
+
+def _theory(cell: Cell, run_dirs: Sequence[Path]) -> dict[str, Any] | None:
+    """The PBS model beside the staleness measured, for a register cell's runs (only the
+    stale-reads checker, which register runs get, measures staleness by time and versions)."""
+    if cell.workload != "register":
+        return None
+    buckets: dict[Any, dict[str, Any]] = {}
+    behind: Counter[str] = Counter()
+    for run_dir in run_dirs:
+        try:
+            results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        figures = ((results.get("checkers") or {}).get("stale-reads") or {}).get("figures") or {}
+        for bucket in figures.get("visibility") or ():
+            total = buckets.setdefault(bucket["le_ms"], {"le_ms": bucket["le_ms"], "reads": 0,
+                                                         "stale": 0})
+            total["reads"] += bucket["reads"]
+            total["stale"] += bucket["stale"]
+        behind.update(figures.get("versions_behind_counts") or {})
+    return cell_theory(run_dirs, cell.n, cell.w, cell.r, list(buckets.values()), dict(behind))
+
+
+def matrix_json(grid: Grid, settings: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
+                *, command: str, seeds: int, shard_of: tuple[int, int] = (0, 1),
+                interrupted: bool = False) -> dict[str, Any]:
+    """The whole of ``matrix.json``."""
+    return {"format": FORMAT, "version": 1,
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "command": command, "backend": settings["backend"], "seeds": seeds,
+            "time_limit": settings["time_limit"], "settings": dict(settings),
+            "shard": list(shard_of), "complete": not interrupted,
+            "axes": grid.to_json(), "cells": list(cells)}
+
+
+def write_matrix(matrix_dir: Path, matrix: Mapping[str, Any]) -> None:
+    """Write ``matrix.json`` and ``matrix.html`` into ``matrix_dir`` and point
+    ``matrices/latest`` (its parent's) at it."""
+    temporary = matrix_dir / ".matrix.json.tmp"
+    temporary.write_text(json.dumps(matrix, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, matrix_dir / "matrix.json")
+    write_page(matrix_dir, matrix)
+    latest = matrix_dir.parent / "latest"
+    link = matrix_dir.parent / f".latest-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(matrix_dir.name)
+    os.replace(link, latest)
+
+
+def read_matrix(path: Path) -> dict[str, Any]:
+    """A ``matrix.json``. Raises ValueError (or OSError) for anything else."""
+    matrix = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(matrix, dict) or matrix.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a kvcheck matrix")
+    if matrix.get("version") != 1:
+        raise ValueError(f"{path}: matrix version {matrix.get('version')!r} is not 1")
+    return matrix
+
+
+def merge(matrices: Sequence[tuple[Path, Mapping[str, Any]]], matrix_dir: Path
+          ) -> list[dict[str, Any]]:
+    """The cells of the shards ``matrices`` (each ``(its directory, its matrix.json)``) as one
+    matrix in ``matrix_dir``: each cell's runs from every shard that ran it, copied into
+    ``matrix_dir/runs`` (hard links where the file system allows), figures summarised anew."""
+    runs: dict[Cell, list[RunEntry]] = {}
+    guarantees: dict[Cell, str] = {}
+    for where, matrix in matrices:
+        for obj in matrix["cells"]:
+            cell = Cell(int(obj["n"]), int(obj["w"]), int(obj["r"]), bool(obj["sloppy_quorum"]),
+                        str(obj["versioning"]), str(obj["nemesis"]), str(obj["workload"]))
+            guarantees[cell] = str(obj.get("guarantee", ""))
+            for run in map(RunEntry.from_json, obj["runs"]):
+                path = None if run.path is None else _copy_run(where / run.path, matrix_dir,
+                                                               cell)
+                runs.setdefault(cell, []).append(RunEntry(
+                    run.seed, path, run.valid, run.exit_code, run.figures))
+    return [cell_json(cell, guarantees[cell], sorted(entries, key=lambda e: e.seed),
+                      matrix_dir) for cell, entries in runs.items()]
+
+
+def _copy_run(run_dir: Path, matrix_dir: Path, cell: Cell) -> str | None:
+    """Copy ``run_dir`` into ``matrix_dir/runs/<cell id>/``; its path there, or None when it
+    is gone."""
+    if not run_dir.is_dir():
+        return None
+    target = matrix_dir / "runs" / cell.id / run_dir.name
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{run_dir.name}-{suffix}")
+    shutil.copytree(run_dir, target, symlinks=True, copy_function=_link_or_copy)
+    return target.relative_to(matrix_dir).as_posix()
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

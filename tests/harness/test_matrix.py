@@ -1,0 +1,167 @@
+"""``kvcheck matrix``: a grid of simulated runs tabulated into matrix.json and matrix.html, each
+cell's runs ordinary run directories; shards merge into the matrix one run would have made; bad
+grids are refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kvcheck.harness.cli import main
+from kvcheck.harness.exitcodes import Exit
+from kvcheck.harness.matrix import Grid, GridError, shard
+from kvcheck.harness.matrix_figures import FIGURES, summarise
+
+#: Two cells of two short runs each: W + R <= N and W + R > N, under a partition.
+SMALL = ["--quorums", "1/1,2/2", "--sloppy", "off", "--versioning", "vclock",
+         "--nemesis", "partition", "--workload", "register", "--seeds", "2",
+         "--time-limit", "12", "--rate", "60", "--nemesis-interval", "4",
+         "--recovery-time", "3"]
+
+
+def matrix_of(histories: Path, name: str = "latest") -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        (histories / "matrices" / name / "matrix.json").read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    histories = tmp_path_factory.mktemp("matrix")
+    assert main(["matrix", *SMALL, "--jobs", "2", "--histories", str(histories)]) == Exit.OK
+    return histories
+
+
+def test_each_cell_has_its_axes_runs_figures_and_verdicts(small: Path) -> None:
+    matrix = matrix_of(small)
+    assert matrix["format"] == "kvcheck-matrix" and matrix["complete"]
+    cells = {(c["w"], c["r"]): c for c in matrix["cells"]}
+    assert set(cells) == {(1, 1), (2, 2)}
+    for cell in cells.values():
+        assert (cell["n"], cell["sloppy_quorum"], cell["versioning"], cell["nemesis"],
+                cell["workload"]) == (3, False, "vclock", "partition", "register")
+        assert [run["seed"] for run in cell["runs"]] == [1, 2]
+        assert sum(cell["verdicts"].values()) == 2
+        assert set(cell["figures"]) == set(FIGURES)
+        assert cell["figures"]["lost_writes"] is None  # a register cannot tell a lost write
+        for name in ("availability", "stale_read_share", "p50_ms", "p99_ms",
+                     "convergence_seconds"):
+            spread = cell["figures"][name]
+            assert spread["min"] <= spread["mean"] <= spread["max"], name
+    assert cells[2, 2]["guarantee"] == "no-stale-reads"
+    assert cells[2, 2]["verdicts"]["valid"] == 2
+    assert cells[2, 2]["figures"]["stale_read_share"]["max"] == 0
+    assert cells[1, 1]["figures"]["stale_read_share"]["min"] > 0
+
+
+def test_every_run_is_an_ordinary_run_directory_that_checks_the_same_again(
+        small: Path) -> None:
+    matrix_dir = (small / "matrices" / "latest").resolve()
+    for cell in matrix_of(small)["cells"]:
+        for run in cell["runs"]:
+            run_dir = matrix_dir / run["path"]
+            assert (run_dir / "report.html").is_file()
+            test = json.loads((run_dir / "test.json").read_text())
+            assert (test["name"], test["seed"], test["w"]) == (cell["id"], run["seed"],
+                                                                cell["w"])
+            assert main(["check", str(run_dir)]) == run["exit_code"]
+    page = (matrix_dir / "matrix.html").read_text()
+    assert all(run["path"] in page for cell in matrix_of(small)["cells"]
+               for run in cell["runs"])
+
+
+def test_shards_merge_into_the_matrix_one_run_makes(small: Path, tmp_path: Path) -> None:
+    shards = tmp_path / "shards"
+    for index in (0, 1):
+        assert main(["matrix", *SMALL, "--jobs", "1", "--shard", f"{index}/2",
+                     "--histories", str(shards / str(index))]) == Exit.OK
+        assert len(matrix_of(shards / str(index))["cells"]) == 1
+    merged = tmp_path / "merged"
+    assert main(["matrix", "--merge", str(shards), "--histories", str(merged)]) == Exit.OK
+
+    def by_id(matrix: dict[str, Any]) -> dict[str, Any]:
+        return {c["id"]: (c["figures"], c["verdicts"], [r["seed"] for r in c["runs"]])
+                for c in matrix["cells"]}
+
+    assert by_id(matrix_of(merged)) == by_id(matrix_of(small))  # simulated: same seeds, same
+    merged_dir = (merged / "matrices" / "latest").resolve()
+    for cell in matrix_of(merged)["cells"]:
+        for run in cell["runs"]:
+            assert (merged_dir / run["path"] / "results.json").is_file()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--quorums", "4/1"], "--quorums 4/1"),
+    (["--quorums", "2-2"], "W/R"),
+    (["--n", "6"], "--nodes"),
+    (["--seeds", "0"], "--seeds"),
+])
+def test_an_impossible_grid_is_refused_before_anything_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str) -> None:
+    assert main(["matrix", *argv, "--histories", str(tmp_path)]) == Exit.USAGE
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "matrices").exists()
+
+
+@pytest.mark.parametrize("argv", [["--nemesis", "partition+bogus"], ["--sloppy", "maybe"],
+                                  ["--versioning", "lamport"], ["--nemesis", "none+kill"]])
+def test_a_bad_axis_value_is_a_usage_error(tmp_path: Path, argv: list[str]) -> None:
+    assert main(["matrix", *argv, "--histories", str(tmp_path)]) == Exit.USAGE
+
+
+def test_merge_without_a_matrix_is_a_usage_error(tmp_path: Path) -> None:
+    assert main(["matrix", "--merge", str(tmp_path), "--histories", str(tmp_path)]) == Exit.USAGE
+
+
+def test_the_plan_lists_the_full_grid_and_its_duration_and_runs_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["matrix", "--full", "--plan", "--histories", str(tmp_path)]) == Exit.OK
+    printed = capsys.readouterr().out
+    first, *cells = printed.splitlines()
+    full = 9 * 2 * 2 * 7 * 2  # W x R, sloppy, versioning, nemesis, workload
+    assert first.startswith(f"{full} cells x 3 seeds = {3 * full} runs") and "about" in first
+    assert len(cells) == full and not (tmp_path / "matrices").exists()
+
+
+@given(n=st.lists(st.integers(1, 5), min_size=1, max_size=3, unique=True),
+       sloppy=st.lists(st.booleans(), min_size=1, max_size=2, unique=True),
+       nemesis=st.lists(st.sampled_from(["none", "partition", "kill+clock"]), min_size=1,
+                        max_size=3, unique=True))
+def test_the_grid_is_the_product_of_its_axes(n: list[int], sloppy: list[bool],
+                                             nemesis: list[str]) -> None:
+    grid = Grid(n=tuple(n), quorums=("all",), sloppy=tuple(sloppy), nemesis=tuple(nemesis),
+                workload=("register",), versioning=("vclock",))
+    cells = grid.cells()
+    assert len(cells) == sum(k * k for k in n) * len(sloppy) * len(nemesis)
+    assert len({c.id for c in cells}) == len(cells)
+    parts = [shard(cells, i, 3) for i in range(3)]
+    assert sorted(c for part in parts for c in part) == sorted(cells)
+
+
+def test_a_quorum_pair_is_kept_for_each_n_it_fits_and_refused_if_it_fits_none() -> None:
+    cells = Grid(n=(1, 3), quorums=("1/1", "3/2"), sloppy=(False,), versioning=("vclock",),
+                 nemesis=("none",), workload=("set",)).cells()
+    assert [(c.n, c.w, c.r) for c in cells] == [(1, 1, 1), (3, 1, 1), (3, 3, 2)]
+    with pytest.raises(GridError, match="4/1"):
+        Grid(quorums=("4/1",)).cells()
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(sorted(FIGURES)),
+                                st.one_of(st.none(), st.floats(0, 1e6)), max_size=4),
+                max_size=5))
+def test_a_summary_spans_the_runs_that_give_each_figure(runs: list[dict[str, Any]]) -> None:
+    summary = summarise(runs)
+    for name in FIGURES:
+        values = [run[name] for run in runs if run.get(name) is not None]
+        if not values:
+            assert summary[name] is None
+        else:
+            spread = summary[name]
+            assert spread is not None
+            assert (spread["min"], spread["max"]) == (min(values), max(values))
+            assert spread["min"] - 1e-6 <= spread["mean"] <= spread["max"] + 1e-6
