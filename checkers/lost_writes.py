@@ -8,7 +8,8 @@ Per key (one set per key), with ok reads ordered by history position:
   failed adds attempted (``fail`` means it did not happen). Invalid.
 * **stale** -- an element missing from a read that began after another read that returned it
   had completed. Invalid only where the configuration promises read-your-latest-write
-  (:attr:`~kvcheck.checkers.history.TestConfig.promises_latest_reads`); otherwise measured.
+  (:attr:`~kvcheck.checkers.history.TestConfig.promises_latest_reads`); otherwise measured:
+  ``stale`` counts the elements, ``stale_reads`` the reads that missed at least one.
 * **never read** -- acknowledged elements no read ever returned (counted).
 * **recovered** -- indeterminate adds whose element some read returned (counted; fine).
 * **stable latency** -- for each acknowledged element, the time from its add's invocation to
@@ -58,8 +59,8 @@ def check_lost_writes(history: Sequence[Op], config: TestConfig | None = None, *
     groups = by_key(c for c in calls if c.f in ("add", "read"))
     anomalies: list[Anomaly] = []
     totals: dict[str, int] = dict.fromkeys(
-        ("attempted", "acknowledged", "lost", "unexpected", "stale", "never_read",
-         "recovered", "final_reads", "reads"), 0)
+        ("attempted", "acknowledged", "lost", "unexpected", "stale", "stale_reads",
+         "never_read", "recovered", "final_reads", "reads"), 0)
     latencies: list[int] = []
     verdicts = []
     for key, cs in groups.items():
@@ -169,7 +170,9 @@ def _check_key(key: Any, cs: list[Call], config: TestConfig, anomalies: list[Ano
             for e in sets[by_ret[k]]:
                 known.setdefault(e, r)
             k += 1
-        for e in known.keys() - s:
+        missed = known.keys() - s
+        totals["stale_reads"] += bool(missed)
+        for e in missed:
             if e not in stale_pairs:
                 stale_pairs[e] = (known[e], c)
     totals["stale"] += len(stale_pairs)

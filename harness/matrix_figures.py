@@ -104,7 +104,7 @@ def run_figures(run_dir: Path) -> dict[str, float | None]:
         figures["stale_versions_max"] = (stale.get("versions_behind") or {}).get("max") or 0
         figures["stale_ms_p99"] = (stale.get("since_newer_write_ms") or {}).get("p99") or 0.0
     elif lost and lost.get("reads"):
-        figures["stale_read_share"] = lost.get("stale", 0) / lost["reads"]
+        figures["stale_read_share"] = round(lost.get("stale_reads", 0) / lost["reads"], 6)
     figures.update(_from_history(run_dir / "history.jsonl"))
     return figures
 

@@ -56,10 +56,10 @@ FULL = Grid(quorums=("all",), nemesis=("none", "partition", "kill", "pause", "cl
 
 #: Wall seconds a simulated run takes per operation issued and per node-second simulated, on
 #: this project's 2-core machine (benchmarks/matrix_bench.py): the estimate before a matrix
-#: starts. Docker runs take their time limit, the recovery wait and about 25 s of set-up.
+#: starts. Docker runs take their time limit, the recovery wait and about 10 s of set-up.
 SIM_SECONDS_PER_OP = 0.0004
 SIM_SECONDS_PER_NODE_SECOND = 0.003
-DOCKER_OVERHEAD_S = 25.0
+DOCKER_OVERHEAD_S = 10.0
 
 
 def register(commands: Any) -> None:

@@ -91,6 +91,18 @@ def test_stale_element_is_measured_and_invalid_only_under_strict_quorums() -> No
     assert check_lost_writes(h.ops, STRICT).valid is Verdict.INVALID
 
 
+def test_stale_reads_are_counted_once_each_however_many_elements_they_miss() -> None:
+    h = base()
+    h.call(2, "add", 3)
+    h.call(0, "read", out=[1, 2, 3])
+    h.call(1, "read", out=[1])  # misses 2 and 3: one stale read, two stale elements
+    h.call(1, "read", out=[1, 2])  # misses 3 again: a second stale read, no new element
+    h.call(0, "read", out=[1, 2, 3], final=True)
+    res = check_lost_writes(h.ops, SET)
+    assert res.valid is Verdict.VALID  # measured, not judged: nothing lost in the end
+    assert (res.figures["stale"], res.figures["stale_reads"], res.figures["reads"]) == (2, 2, 4)
+
+
 def test_concurrent_read_missing_an_element_is_not_stale() -> None:
     h = base()
     h.invoke(0, "read")
