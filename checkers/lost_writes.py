@@ -170,9 +170,9 @@ def _check_key(key: Any, cs: list[Call], config: TestConfig, anomalies: list[Ano
             for e in sets[by_ret[k]]:
                 known.setdefault(e, r)
             k += 1
-        missed = known.keys() - s
-        totals["stale_reads"] += bool(missed)
-        for e in missed:
+        absent = known.keys() - s
+        totals["stale_reads"] += bool(absent)
+        for e in absent:
             if e not in stale_pairs:
                 stale_pairs[e] = (known[e], c)
     totals["stale"] += len(stale_pairs)

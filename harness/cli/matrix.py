@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import errno
 import multiprocessing
 import os
 import shlex
@@ -45,7 +46,7 @@ from kvcheck.harness.matrix import (
 )
 from kvcheck.harness.matrix_figures import FIGURES
 from kvcheck.harness.runner import new_run_id
-from kvcheck.harness.spec import Workload
+from kvcheck.harness.spec import SpecError, Workload
 from kvcheck.nemesis import NemesisError, parse_kinds
 from kvcheck.store.versions import Versioning
 from kvcheck.terminal import percent, seconds
@@ -186,15 +187,15 @@ def _grid(args: argparse.Namespace) -> Grid:
 def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.merge:
         return _merge(args, out, err)
+    settings = {name: getattr(args, name) for name in RUN_OPTIONS}
     try:
         grid = _grid(args)
         cells = shard(grid.cells(), *args.shard)
-        _check(args, cells)
+        _check(args, settings, cells)
     except (GridError, ValueError) as exc:
         err.print(f"[bold red]kvcheck matrix:[/] {exc}", highlight=False)
         return Exit.USAGE
     jobs = args.jobs or (os.cpu_count() or 1 if args.backend == "sim" else 1)
-    settings = {name: getattr(args, name) for name in RUN_OPTIONS}
     runs = len(cells) * args.seeds
     index, count = args.shard
     out.print(f"{len(cells)} cells x {args.seeds} seeds = {runs} runs "
@@ -206,32 +207,31 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
             out.print(f"  {cell.id}", markup=False, highlight=False)
         return Exit.OK
     stamp, _ = new_run_id()
-    matrix_dir = (args.histories / "matrices" /
-                  (stamp if count == 1 else f"{stamp}-shard-{index}-of-{count}")).resolve()
-    (matrix_dir / "runs").mkdir(parents=True)
+    try:
+        matrix_dir = _new_dir(args.histories, stamp if count == 1
+                              else f"{stamp}-shard-{index}-of-{count}")
+    except OSError as exc:
+        err.print(f"[bold red]kvcheck matrix:[/] cannot keep the matrix in {args.histories}: "
+                  f"{exc.strerror or exc}; choose another place with --histories",
+                  highlight=False)
+        return Exit.USAGE
     out.print(f"→ {matrix_dir}", markup=False, highlight=False)
     done: dict[Cell, dict[str, Any]] = {}
     started = time.monotonic()
-    interrupted = False
     try:
         for cell, guarantee, entries in _run_cells(cells, settings, args.seeds, args.seed,
                                                    matrix_dir, jobs):
             done[cell] = cell_json(cell, guarantee, entries, matrix_dir)
             _progress(out, done[cell], len(done), len(cells), time.monotonic() - started)
-    except KeyboardInterrupt:
-        interrupted = True
-        err.print("kvcheck matrix: interrupted; writing the cells that finished",
-                  highlight=False)
-    command = shlex.join(["kvcheck", "matrix", *sys.argv[2:]]) if sys.argv[1:2] == [
-        "matrix"] else "kvcheck matrix"
-    matrix = matrix_json(grid, settings, [done[c] for c in cells if c in done],
-                         command=command, seeds=args.seeds, shard_of=args.shard,
-                         interrupted=interrupted)
-    write_matrix(matrix_dir, matrix)
-    print_table(out, matrix)
-    out.print(f"matrix: {matrix_dir / 'matrix.html'}", markup=False, highlight=False)
-    if interrupted:
+    except BaseException as exc:
+        # What finished is kept: the matrix of the cells done, marked incomplete.
+        _finish(out, grid, settings, args, cells, done, matrix_dir, complete=False)
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        err.print("kvcheck matrix: interrupted; the cells that finished are in "
+                  f"{matrix_dir / 'matrix.json'}", markup=False, highlight=False)
         return Exit.INTERRUPTED
+    matrix = _finish(out, grid, settings, args, cells, done, matrix_dir, complete=True)
     crashed = [run for cell in matrix["cells"] for run in cell["runs"] if run["valid"] is None]
     if crashed:
         err.print(f"[bold red]kvcheck matrix:[/] {len(crashed)} run(s) could not run: see "
@@ -240,18 +240,53 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
     return Exit.OK
 
 
+def _new_dir(histories: Path, name: str) -> Path:
+    """``histories/matrices/name``, made with its ``runs/``. Raises OSError."""
+    matrix_dir = (histories / "matrices" / name).resolve()
+    (matrix_dir / "runs").mkdir(parents=True)
+    if not os.access(matrix_dir, os.W_OK):
+        raise PermissionError(errno.EACCES, "not writable")
+    return matrix_dir
+
+
+def _finish(out: Console, grid: Grid, settings: dict[str, Any], args: argparse.Namespace,
+            cells: Sequence[Cell], done: dict[Cell, dict[str, Any]], matrix_dir: Path, *,
+            complete: bool) -> dict[str, Any]:
+    """Write the matrix of the cells ``done`` (in the grid's order) and show it."""
+    command = (shlex.join(["kvcheck", "matrix", *sys.argv[2:]])
+               if sys.argv[1:2] == ["matrix"] else "kvcheck matrix")
+    matrix = matrix_json(grid, settings, [done[c] for c in cells if c in done],
+                         command=command, seeds=args.seeds, shard_of=args.shard,
+                         interrupted=not complete)
+    write_matrix(matrix_dir, matrix)
+    print_table(out, matrix)
+    out.print(f"matrix: {matrix_dir / 'matrix.html'}", markup=False, highlight=False)
+    return matrix
+
+
 def _of_shard(index: int, count: int) -> str:
     return f", shard {index}/{count}" if count > 1 else ""
 
 
-def _check(args: argparse.Namespace, cells: Sequence[Cell]) -> None:
-    """Raise ValueError for options no cell could run with."""
+def _check(args: argparse.Namespace, settings: dict[str, Any], cells: Sequence[Cell]) -> None:
+    """Raise ValueError for options some cell could not run with, as ``kvcheck run`` would
+    refuse them."""
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     if args.jobs is not None and args.jobs < 1:
         raise ValueError("--jobs must be at least 1")
     if too_big := sorted({c.n for c in cells if c.n > args.nodes}):
         raise ValueError(f"--n {too_big[0]} needs at least as many --nodes ({args.nodes})")
+    for cell in cells:
+        try:
+            specs_from(_run_arguments(cell.run_argv(settings, args.seed, 1), args.histories))
+        except SpecError as exc:
+            raise ValueError(f"cell {cell.id}: {exc}") from None
+
+
+def _run_arguments(argv: list[str], runs: Path) -> argparse.Namespace:
+    """The parsed ``kvcheck run argv --histories runs``."""
+    return build_parser("run").parse_args(["run", *argv, "--histories", str(runs)])
 
 
 def _estimate(settings: dict[str, Any], runs: int, jobs: int) -> float:
@@ -295,7 +330,7 @@ def run_cell(argv: list[str], matrix_dir: str) -> tuple[str, list[dict[str, Any]
     output to ``runs/<cell>/runs.log``; return the guarantee and each run's entry (plain
     values: this runs in a worker process)."""
     where = Path(matrix_dir)
-    args = build_parser("run").parse_args(["run", *argv, "--histories", str(where / "runs")])
+    args = _run_arguments(argv, where / "runs")
     name = args.name
     (where / "runs" / name).mkdir(parents=True, exist_ok=True)
     with open(where / "runs" / name / "runs.log", "w", encoding="utf-8") as log:

@@ -100,6 +100,8 @@ def test_shards_merge_into_the_matrix_one_run_makes(small: Path, tmp_path: Path)
     (["--quorums", "2-2"], "W/R"),
     (["--n", "6"], "--nodes"),
     (["--seeds", "0"], "--seeds"),
+    (["--nodes", "1", "--n", "1", "--quorums", "1/1", "--nemesis", "none,partition"],
+     "cell n1-w1-r1-strict-vclock-partition-register: --nemesis partition and packet need"),
 ])
 def test_an_impossible_grid_is_refused_before_anything_runs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str) -> None:
