@@ -71,7 +71,16 @@ class Cell:
             argv += [f"--{name.replace('_', '-')}", str(settings[name])]
         return argv
 
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Cell:
+        """The cell of a ``matrix.json`` cell. Raises KeyError, TypeError or ValueError."""
+        if not isinstance(obj["sloppy_quorum"], bool):
+            raise TypeError(f"sloppy_quorum must be true or false, not {obj['sloppy_quorum']!r}")
+        return cls(int(obj["n"]), int(obj["w"]), int(obj["r"]), obj["sloppy_quorum"],
+                   str(obj["versioning"]), str(obj["nemesis"]), str(obj["workload"]))
+
     def axes(self) -> dict[str, Any]:
+        """The cell's axes as ``matrix.json`` names them."""
         return {"n": self.n, "w": self.w, "r": self.r, "sloppy_quorum": self.sloppy_quorum,
                 "versioning": self.versioning, "nemesis": self.nemesis,
                 "workload": self.workload}
@@ -92,13 +101,14 @@ class Grid:
         """Every cell, in the grid's order: each ``W/R`` pair with each ``n`` it fits.
         Raises GridError for a malformed pair, or one that fits no ``n``."""
         pairs = _pairs(self.quorums)
-        cells = []
+        cells: list[Cell] = []
         for n in self.n:
             fitting = (itertools.product(range(1, n + 1), repeat=2) if pairs is None
                        else [(w, r) for w, r in pairs if w <= n and r <= n])
             for (w, r), sloppy, versioning, nemesis, workload in itertools.product(
                     fitting, self.sloppy, self.versioning, self.nemesis, self.workload):
                 cells.append(Cell(n, w, r, sloppy, versioning, nemesis, workload))
+        cells = list(dict.fromkeys(cells))
         for w, r in pairs or ():
             if not any(w <= n and r <= n for n in self.n):
                 raise GridError(f"--quorums {w}/{r}: W and R must be from 1 to N "
@@ -106,10 +116,24 @@ class Grid:
         return cells
 
     def to_json(self) -> dict[str, Any]:
+        """The axes as ``matrix.json`` keeps them (sloppy as ``off``/``on``)."""
         return {"n": list(self.n), "quorums": list(self.quorums),
                 "sloppy": ["on" if s else "off" for s in self.sloppy],
                 "versioning": list(self.versioning), "nemesis": list(self.nemesis),
                 "workload": list(self.workload)}
+
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Grid:
+        """The grid of a ``matrix.json``'s ``axes``. Raises KeyError, TypeError or
+        ValueError."""
+        if unknown := set(obj["sloppy"]) - {"off", "on"}:
+            raise ValueError(f"sloppy must be off or on, not {sorted(unknown)}")
+        return cls(n=tuple(map(int, obj["n"])), quorums=tuple(map(str, obj["quorums"])),
+                   sloppy=tuple(s == "on" for s in obj["sloppy"]),
+                   versioning=tuple(map(str, obj["versioning"])),
+                   nemesis=tuple(map(str, obj["nemesis"])),
+                   workload=tuple(map(str, obj["workload"])))
 
 
 def _pairs(quorums: Sequence[str]) -> list[tuple[int, int]] | None:
@@ -122,7 +146,7 @@ def _pairs(quorums: Sequence[str]) -> list[tuple[int, int]] | None:
         if not (slash and w.isdigit() and r.isdigit() and int(w) > 0 and int(r) > 0):
             raise GridError(f"--quorums: expected W/R like 2/2 (or all), not {text!r}")
         pairs.append((int(w), int(r)))
-    return pairs
+    return list(dict.fromkeys(pairs))
 
 
 def shard(cells: Sequence[Cell], index: int, count: int) -> list[Cell]:
@@ -146,13 +170,17 @@ class RunEntry:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> RunEntry:
+        """A run of a ``matrix.json`` cell. Raises KeyError, TypeError or ValueError."""
         return cls(int(obj["seed"]), obj.get("path"), obj.get("valid"),
                    int(obj["exit_code"]), dict(obj.get("figures") or {}))
 
 
-def entries_of(records: Iterable[Any], matrix_dir: Path, first_seed: int) -> list[RunEntry]:
+def entries_of(records: Iterable[Any], matrix_dir: Path, cell_id: str,
+               first_seed: int) -> list[RunEntry]:
     """The :class:`RunEntry` of each ``RunRecord`` of a cell's runs (seeds from
-    ``first_seed`` on), figures read from each run directory."""
+    ``first_seed`` on), figures read from each run directory; a run that made no directory of
+    its own under ``runs/<cell id>/`` (it could not start) has no path."""
+    cell_runs = matrix_dir / "runs" / cell_id
     entries = []
     for seed, record in enumerate(records, start=first_seed):
         valid = None if record.results is None else Verdict.read(
@@ -163,20 +191,21 @@ def entries_of(records: Iterable[Any], matrix_dir: Path, first_seed: int) -> lis
                 figures = run_figures(record.run_dir)
             except (OSError, ValueError):
                 figures = {}
-        path = (record.run_dir.relative_to(matrix_dir).as_posix()
-                if record.run_dir.is_relative_to(matrix_dir) else None)
+        run_dir = Path(record.run_dir)
+        path = (run_dir.relative_to(matrix_dir).as_posix()
+                if run_dir.parent == cell_runs else None)
         entries.append(RunEntry(seed, path, valid, int(record.exit_code), figures))
     return entries
 
 
 def cell_json(cell: Cell, guarantee: str, runs: Sequence[RunEntry],
               matrix_dir: Path) -> dict[str, Any]:
-    """A cell of ``matrix.json``: its axes, its runs, each figure over them, the verdicts and
-    (for the simulator's runs) the PBS model beside the staleness measured."""
-    verdicts = {"valid": 0, "invalid": 0, "unknown": 0}
+    """A cell of ``matrix.json``: its axes, its runs, each figure over them, the verdicts (a
+    run that could not run counts as ``crashed``) and (for the simulator's runs) the PBS model
+    beside the staleness measured."""
+    verdicts = {"valid": 0, "invalid": 0, "unknown": 0, "crashed": 0}
     for run in runs:
-        if run.valid is not None:
-            verdicts[Verdict.read(run.valid).value] += 1
+        verdicts["crashed" if run.valid is None else Verdict.read(run.valid).value] += 1
     run_dirs = [matrix_dir / run.path for run in runs if run.path is not None]
     return {"id": cell.id, **cell.axes(), "guarantee": guarantee,
             "runs": [run.to_json() for run in runs], "verdicts": verdicts,
@@ -203,7 +232,11 @@ def _theory(cell: Cell, run_dirs: Sequence[Path]) -> dict[str, Any] | None:
             total["reads"] += bucket["reads"]
             total["stale"] += bucket["stale"]
         behind.update(figures.get("versions_behind_counts") or {})
-    return cell_theory(run_dirs, cell.n, cell.w, cell.r, list(buckets.values()), dict(behind))
+    try:
+        return cell_theory(run_dirs, cell.n, cell.w, cell.r, list(buckets.values()),
+                           dict(behind))
+    except ValueError:  # a malformed replica-latency.json: no prediction, the rest stands
+        return None
 
 
 def matrix_json(grid: Grid, settings: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
@@ -239,28 +272,40 @@ def read_matrix(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a kvcheck matrix")
     if matrix.get("version") != 1:
         raise ValueError(f"{path}: matrix version {matrix.get('version')!r} is not 1")
+    try:
+        Grid.from_json(matrix["axes"])
+        for obj in matrix["cells"]:
+            Cell.from_json(obj)
+            [RunEntry.from_json(run) for run in obj["runs"]]
+        int(matrix["seeds"]), dict(matrix["settings"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: malformed matrix ({type(exc).__name__}: {exc})") from None
     return matrix
 
 
 def merge(matrices: Sequence[tuple[Path, Mapping[str, Any]]], matrix_dir: Path
           ) -> list[dict[str, Any]]:
-    """The cells of the shards ``matrices`` (each ``(its directory, its matrix.json)``) as one
-    matrix in ``matrix_dir``: each cell's runs from every shard that ran it, copied into
-    ``matrix_dir/runs`` (hard links where the file system allows), figures summarised anew."""
-    runs: dict[Cell, list[RunEntry]] = {}
+    """The cells of the shards ``matrices`` (each ``(its directory, its matrix.json)``, read
+    by :func:`read_matrix`) as one matrix in ``matrix_dir``: each cell's runs from every shard
+    that ran it, copied into ``matrix_dir/runs`` (hard links where the file system allows),
+    figures summarised anew. A cell's seed run twice (a shard retried) counts once: the first
+    found. Raises OSError when a run cannot be copied."""
+    runs: dict[Cell, dict[int, RunEntry]] = {}
     guarantees: dict[Cell, str] = {}
     for where, matrix in matrices:
         for obj in matrix["cells"]:
-            cell = Cell(int(obj["n"]), int(obj["w"]), int(obj["r"]), bool(obj["sloppy_quorum"]),
-                        str(obj["versioning"]), str(obj["nemesis"]), str(obj["workload"]))
+            cell = Cell.from_json(obj)
             guarantees[cell] = str(obj.get("guarantee", ""))
+            seeds = runs.setdefault(cell, {})
             for run in map(RunEntry.from_json, obj["runs"]):
+                if run.seed in seeds:
+                    continue
                 path = None if run.path is None else _copy_run(where / run.path, matrix_dir,
                                                                cell)
-                runs.setdefault(cell, []).append(RunEntry(
-                    run.seed, path, run.valid, run.exit_code, run.figures))
-    return [cell_json(cell, guarantees[cell], sorted(entries, key=lambda e: e.seed),
-                      matrix_dir) for cell, entries in runs.items()]
+                seeds[run.seed] = RunEntry(run.seed, path, run.valid, run.exit_code,
+                                           run.figures)
+    return [cell_json(cell, guarantees[cell], [seeds[s] for s in sorted(seeds)], matrix_dir)
+            for cell, seeds in runs.items()]
 
 
 def _copy_run(run_dir: Path, matrix_dir: Path, cell: Cell) -> str | None:

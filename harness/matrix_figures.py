@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from kvcheck.checkers.history import OK, pair_calls, read_history
+from kvcheck.checkers.history import NEMESIS, OK, Op, pair_calls, read_history
 from kvcheck.checkers.stats import nearest_rank, nemesis_windows
 
 
@@ -61,7 +61,8 @@ FIGURES: dict[str, Figure] = {f.name: f for f in (
     Figure("siblings_max", "most siblings", "count", None,
            "the most siblings one read returned"),
     Figure("convergence_seconds", "convergence after heal", "s", "lower",
-           "from the heal to the last key's replicas agreeing, in the final-state samples"),
+           "from the heal (with no fault, the end of the load) to the last key's replicas "
+           "agreeing, in the final-state samples (every 0.25 s simulated, 2 s in Docker)"),
     Figure("p50_ms", "latency p50", "ms", "lower", "median latency of every ok operation"),
     Figure("p99_ms", "latency p99", "ms", "lower", "99th percentile of the same"),
     Figure("read_p50_ms", "read p50", "ms", "lower", "median latency of ok reads"),
@@ -94,12 +95,13 @@ def run_figures(run_dir: Path) -> dict[str, float | None]:
         "availability_in_faults": (round((overall["ok"] - outside["ok"]) / in_faults, 6)
                                    if in_faults else None),
         "stale_read_share": None, "stale_versions_max": None, "stale_ms_p99": None,
-        "lost_writes": lost.get("lost") if lost else None,
+        # Without a final read nothing tells a lost add: none, rather than a 0 it cannot show.
+        "lost_writes": lost.get("lost") if lost.get("final_reads") else None,
         "siblings_share": siblings.get("rate"),
         "siblings_max": siblings.get("max"),
         "convergence_seconds": _seconds((convergence.get("convergence_ms") or {}).get("max")),
     }
-    if stale:
+    if stale.get("reads_checked"):
         figures["stale_read_share"] = stale.get("stale_rate")
         figures["stale_versions_max"] = (stale.get("versions_behind") or {}).get("max") or 0
         figures["stale_ms_p99"] = (stale.get("since_newer_write_ms") or {}).get("p99") or 0.0
@@ -113,9 +115,31 @@ def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
 
 
-#: The faults whose targets are down while they last: a client bound to one fails, as a client
-#: of a dead server does, whatever the quorums.
+#: The faults whose targets are down while they last, and until they are ready again after (a
+#: ``ready`` line, written for a node restarted while other faults are on): a client bound to
+#: one fails, as a client of a dead server does, whatever the quorums.
 TAKE_DOWN = frozenset({"kill", "pause", "power"})
+
+
+Span = tuple[int, int]  # the first and last history index of a stretch of time
+
+
+def _down_spans(ops: Sequence[Op]) -> tuple[list[Span], dict[str, list[Span]]]:
+    """The fault windows (first and last history index), and for each node the spans in
+    which a :data:`TAKE_DOWN` fault had it down."""
+    windows = nemesis_windows(ops)
+    ready = [(op.index, set(op.value.get("nodes") or ())) for op in ops
+             if op.process == NEMESIS and op.f == "ready" and op.type == "info"
+             and isinstance(op.value, dict)]
+    down: dict[str, list[Span]] = {}
+    for w in windows:
+        if w["fault"] not in TAKE_DOWN:
+            continue
+        for node in w["targets"] or ():
+            back = next((i for i, nodes in ready if i > w["end_index"] and node in nodes),
+                        w["end_index"])
+            down.setdefault(node, []).append((w["start_index"], back))
+    return [(w["start_index"], w["end_index"]) for w in windows], down
 
 
 def _from_history(path: Path) -> dict[str, float | None]:
@@ -123,16 +147,15 @@ def _from_history(path: Path) -> dict[str, float | None]:
     all, reads, writes (``write`` or ``add``) — and the share of the writes invoked inside a
     fault window through a node that was up (:data:`TAKE_DOWN`) that succeeded."""
     ops = read_history(path)
-    windows = [(w["start_index"], w["end_index"],
-                frozenset(w["targets"] or ()) if w["fault"] in TAKE_DOWN else frozenset())
-               for w in nemesis_windows(ops)]
+    windows, down = _down_spans(ops)
     calls = [c for c in pair_calls(ops, path) if not c.invoke.final]
     by_kind: dict[str, list[float]] = {"": [], "read_": [], "write_": []}
     writes_in_faults = ok_in_faults = 0
     for call in calls:
         write = call.f != "read"
-        inside = [down for start, end, down in windows if start <= call.inv_index <= end]
-        if write and inside and not any(call.invoke.node in down for down in inside):
+        at = call.inv_index
+        if write and any(start <= at <= end for start, end in windows) and not any(
+                start <= at <= end for start, end in down.get(str(call.invoke.node), ())):
             writes_in_faults += 1
             ok_in_faults += call.type == OK
         if call.type == OK and call.latency_ns is not None:

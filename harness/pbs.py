@@ -35,6 +35,7 @@ from kvcheck.checkers.stale_reads import VISIBILITY_EDGES_MS
 
 #: The file a simulated run writes its replica latencies to (``docs/history-format.md``).
 LATENCY_FILE = "replica-latency.json"
+LATENCY_FORMAT = "kvcheck-replica-latency"
 _KINDS = ("write", "ack", "read", "reply")
 #: The k of the k-staleness that :func:`cell_theory` gives.
 K_VALUES = (1, 2, 3, 4, 5)
@@ -87,6 +88,14 @@ class ReplicaLatencies:
         return {name: len(getattr(self, name)) for name in _KINDS}
 
 
+def write_latencies(run_dir: Path, samples: Mapping[str, Iterable[float]]) -> None:
+    """Write a run's replica latencies (seconds, by kind: ``write``, ``ack``, ``read``,
+    ``reply``) to ``run_dir`` (:data:`LATENCY_FILE`, in milliseconds). Raises OSError."""
+    latencies = {kind: [round(s * 1000, 3) for s in samples.get(kind, ())] for kind in _KINDS}
+    (run_dir / LATENCY_FILE).write_text(json.dumps(
+        {"format": LATENCY_FORMAT, "version": 1, "unit": "ms", **latencies}), encoding="utf-8")
+
+
 def read_latencies(run_dir: Path) -> ReplicaLatencies | None:
     """The replica latencies ``run_dir`` recorded (:data:`LATENCY_FILE`), or None when it has
     none (a Docker run). Raises ValueError, naming the file, when it is malformed."""
@@ -99,8 +108,8 @@ def read_latencies(run_dir: Path) -> ReplicaLatencies | None:
         raise ValueError(f"{path}: {exc}") from None
     try:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != "kvcheck-replica-latency":
-            raise ValueError("not a kvcheck-replica-latency file")
+        if not isinstance(data, dict) or data.get("format") != LATENCY_FORMAT:
+            raise ValueError(f"not a {LATENCY_FORMAT} file")
         if data.get("version") != 1 or data.get("unit") != "ms":
             raise ValueError(f"version {data.get('version')!r}, unit {data.get('unit')!r} "
                              "unknown (1, ms expected)")

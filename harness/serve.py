@@ -27,6 +27,7 @@ from typing import Any, Literal, TypedDict
 from urllib.parse import quote, unquote, urlsplit
 
 from kvcheck.checkers import Verdict, combine
+from kvcheck.harness.matrix import FORMAT as MATRIX_FORMAT
 from kvcheck.harness.report_assets import VERDICT_STYLE
 
 
@@ -117,7 +118,7 @@ def find_matrices(root: Path) -> list[MatrixSummary]:
     matrices: list[MatrixSummary] = []
     for where in _holding(root, "matrix.json"):
         matrix = _read_json(where / "matrix.json")
-        if not isinstance(matrix, dict) or matrix.get("format") != "kvcheck-matrix":
+        if not isinstance(matrix, dict) or matrix.get("format") != MATRIX_FORMAT:
             continue
         cells = [c for c in _list(matrix.get("cells")) if isinstance(c, dict)]
         runs = [r for c in cells for r in _list(c.get("runs")) if isinstance(r, dict)]

@@ -25,7 +25,6 @@ differs from the cluster in containers.
 from __future__ import annotations
 
 import errno
-import json
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -39,6 +38,7 @@ import trio.testing
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Cluster, Database, DatabaseError
 from kvcheck.harness.databases.kvstore import LEAVE_LIMIT, KvStore, KvStoreClient
+from kvcheck.harness.pbs import write_latencies
 from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
@@ -124,10 +124,7 @@ class SimCluster:
             node_dir.mkdir(parents=True, exist_ok=True)
             (node_dir / "kvstore.log").write_text("".join(f"{line}\n" for line in lines))
         self._log.clear()
-        latencies = {kind: [round(s * 1000, 3) for s in samples]
-                     for kind, samples in self.sim.latencies.items()}
-        (self.run_dir / "replica-latency.json").write_text(json.dumps(
-            {"format": "kvcheck-replica-latency", "version": 1, "unit": "ms", **latencies}))
+        write_latencies(self.run_dir, self.sim.latencies)
 
     async def _drive(self) -> None:
         """Move the simulation on with trio's clock.

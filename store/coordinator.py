@@ -272,7 +272,10 @@ class Coordinator:
         """Sloppy: ``lost`` refused the put's replication (it is down, though the failure
         detector may not know yet), so the next node along the ring that is up and not yet
         asked takes its place, with a hint for the replica ``lost`` held (or stood in for), as
-        Dynamo's coordinator does. Nothing changes if there is no such node."""
+        Dynamo's coordinator does. Nothing changes if there is no such node.
+
+        ``lost`` keeps its entry in ``stand_ins`` if it was a stand-in, so that when the put
+        ends its missed write is hinted for the replica it stood in for, never for itself."""
         asked = set(op.targets.nodes)
         up = self._context.membership.up()
         stand_in = next((node for node in self._context.placement.next.walk(op.key)
@@ -280,14 +283,16 @@ class Coordinator:
         if stand_in is None:
             return
         replaced = op.targets.stand_ins.get(lost, lost)
-        stand_ins = {node: was for node, was in op.targets.stand_ins.items() if node != lost}
-        stand_ins[stand_in] = replaced
         groups = tuple(tuple(stand_in if node == lost else node for node in group)
                        for group in op.targets.groups)
-        op.targets = Targets((*op.targets.nodes, stand_in), stand_ins, groups)
-        op.pending.add(stand_in)
+        op.targets = Targets((*op.targets.nodes, stand_in),
+                             {**op.targets.stand_ins, stand_in: replaced}, groups)
         self._context.counters["stand_ins_after_refusal"] += 1
-        out.append(Send(stand_in, Replicate(op.id, op.key, op.versions, replaced)))
+        if stand_in != self._context.node_id:
+            op.pending.add(stand_in)
+            out.append(Send(stand_in, Replicate(op.id, op.key, op.versions, replaced)))
+        elif self._replica.merge(op.key, op.versions, replaced):
+            op.acked.add(stand_in)
 
     def _refuse_put(self, op: _Put, siblings: int, out: list[Action]) -> None:
         """The stamper refused the put at the sibling cap: it fails at once, surely not applied

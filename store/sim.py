@@ -512,7 +512,8 @@ class Simulation:
 
     def _send(self, source: str, peer: str, message: Message) -> None:
         link = (source, peer)
-        if self.nodes[peer].state == "crashed" or self._reconnect.get(link, 0.0) > self.now:
+        if peer == source or self.nodes[peer].state == "crashed" \
+                or self._reconnect.get(link, 0.0) > self.now:  # the server has no link to itself
             self._schedule(0.0, source, Undeliverable(peer, message))
             return
         if link in self.cut_links or (self.loss and self.random.random() < self.loss):

@@ -13,9 +13,11 @@ import argparse
 import concurrent.futures
 import contextlib
 import errno
+import json
 import multiprocessing
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -74,20 +76,20 @@ def register(commands: Any) -> None:
         "matrix.html, and a table here). Each axis is a comma list. The defaults answer the "
         "design's claims (docs/consistency.md); --full runs every value of every axis. Exit "
         "code: 0 once every run finished, whatever its verdict; 255 if some run could not run.")
-    p.add_argument("--n", type=_ints, default=Grid().n, metavar="N,…",
+    p.add_argument("--n", type=_ints, default=None, metavar="N,…",
                    help="replicas per key (default: 3)")
-    p.add_argument("--quorums", type=_words, default=Grid().quorums, metavar="W/R,…|all",
+    p.add_argument("--quorums", type=_words, default=None, metavar="W/R,…|all",
                    help="write/read quorums, or all: every W and R from 1 to N "
                    f"(default: {','.join(Grid().quorums)})")
-    p.add_argument("--sloppy", type=_sloppy, default=Grid().sloppy, metavar="off,on",
+    p.add_argument("--sloppy", type=_sloppy, default=None, metavar="off,on",
                    help="strict (off) and/or sloppy (on) quorums (default: off,on)")
     p.add_argument("--versioning", type=_choices(get_args(Versioning)),
-                   default=Grid().versioning, metavar="vclock,lww",
+                   default=None, metavar="vclock,lww",
                    help="default: vclock,lww")
-    p.add_argument("--nemesis", type=_nemeses, default=Grid().nemesis, metavar="KIND[+KIND],…",
+    p.add_argument("--nemesis", type=_nemeses, default=None, metavar="KIND[+KIND],…",
                    help="the nemesis of each cell: none, or kinds joined by + to overlap in one "
                    f"cell (default: {','.join(Grid().nemesis)})")
-    p.add_argument("--workload", type=_choices(get_args(Workload)), default=Grid().workload,
+    p.add_argument("--workload", type=_choices(get_args(Workload)), default=None,
                    metavar="register,set", help="default: register,set")
     p.add_argument("--full", action="store_true",
                    help="every value of every axis given no value: all quorums, "
@@ -172,16 +174,16 @@ def _nemeses(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(cells))
 
 
+#: The options that are axes of the grid.
+AXES = ("n", "quorums", "sloppy", "versioning", "nemesis", "workload")
+
+
 def _grid(args: argparse.Namespace) -> Grid:
     """The grid the options ask for: ``--full`` fills each axis the command line left at its
     default."""
-    given = {name: getattr(args, name) for name in ("n", "quorums", "sloppy", "versioning",
-                                                     "nemesis", "workload")}
-    if args.full:
-        default = Grid()
-        given = {name: getattr(FULL, name) if value == getattr(default, name) else value
-                 for name, value in given.items()}
-    return Grid(**given)
+    left = FULL if args.full else Grid()
+    return Grid(**{name: getattr(left, name) if getattr(args, name) is None
+                   else getattr(args, name) for name in AXES})
 
 
 def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -226,11 +228,11 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
     except BaseException as exc:
         # What finished is kept: the matrix of the cells done, marked incomplete.
         _finish(out, grid, settings, args, cells, done, matrix_dir, complete=False)
-        if not isinstance(exc, KeyboardInterrupt):
+        if not isinstance(exc, Stopped):
             raise
-        err.print("kvcheck matrix: interrupted; the cells that finished are in "
+        err.print(f"kvcheck matrix: stopped by {exc}; the cells that finished are in "
                   f"{matrix_dir / 'matrix.json'}", markup=False, highlight=False)
-        return Exit.INTERRUPTED
+        return Exit.of_signal(exc.signum)
     matrix = _finish(out, grid, settings, args, cells, done, matrix_dir, complete=True)
     crashed = [run for cell in matrix["cells"] for run in cell["runs"] if run["valid"] is None]
     if crashed:
@@ -241,8 +243,13 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def _new_dir(histories: Path, name: str) -> Path:
-    """``histories/matrices/name``, made with its ``runs/``. Raises OSError."""
+    """``histories/matrices/name`` (``name-2``, … if taken), made with its ``runs/``. Raises
+    OSError."""
     matrix_dir = (histories / "matrices" / name).resolve()
+    suffix = 1
+    while matrix_dir.exists():
+        suffix += 1
+        matrix_dir = matrix_dir.with_name(f"{name}-{suffix}")
     (matrix_dir / "runs").mkdir(parents=True)
     if not os.access(matrix_dir, os.W_OK):
         raise PermissionError(errno.EACCES, "not writable")
@@ -300,45 +307,102 @@ def _estimate(settings: dict[str, Any], runs: int, jobs: int) -> float:
     return runs * each / jobs
 
 
+class Stopped(Exception):
+    """The matrix was stopped by ``signum`` (SIGINT or SIGTERM): runs under way tear down and
+    are dropped; the cells that finished stand."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
 def _run_cells(cells: Sequence[Cell], settings: dict[str, Any], seeds: int, first_seed: int,
                matrix_dir: Path, jobs: int) -> Iterator[tuple[Cell, str, list[RunEntry]]]:
-    """Yield ``(cell, guarantee, runs)`` as each cell's runs finish, in any order."""
+    """Yield ``(cell, guarantee, runs)`` as each cell's runs finish, in any order, ``jobs``
+    cells at a time. Raises :class:`Stopped` on SIGINT or SIGTERM, once the runs under way
+    (told by a SIGINT of their own) have torn down."""
     tasks = [(cell.run_argv(settings, first_seed, seeds), str(matrix_dir)) for cell in cells]
-    if jobs == 1:
-        for cell, task in zip(cells, tasks, strict=True):
-            yield cell, *_decode(run_cell(*task))
-        return
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        if jobs == 1:
+            for cell, task in zip(cells, tasks, strict=True):
+                yield cell, *_decode(run_cell(*task))
+            return
+        yield from _in_pool(cells, tasks, jobs)
+    except KeyboardInterrupt:
+        raise Stopped(signal.SIGINT) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _in_pool(cells: Sequence[Cell], tasks: Sequence[tuple[list[str], str]],
+             jobs: int) -> Iterator[tuple[Cell, str, list[RunEntry]]]:
+    """:func:`_run_cells` on a pool of ``jobs`` worker processes, given no more cells than it
+    has workers, so that a stop leaves nothing queued to run."""
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        futures = {pool.submit(run_cell, *task): cell for cell, task in zip(cells, tasks,
-                                                                             strict=True)}
+    waiting = list(zip(cells, tasks, strict=True))[::-1]
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
+                                                initializer=_quiet_worker) as pool:
+        running: dict[concurrent.futures.Future[Any], Cell] = {}
         try:
-            for future in concurrent.futures.as_completed(futures):
-                yield futures[future], *_decode(future.result())
+            while waiting or running:
+                while waiting and len(running) < jobs:
+                    cell, task = waiting.pop()
+                    running[pool.submit(run_cell, *task)] = cell
+                finished, _ = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED)
+                for future in finished:
+                    yield running.pop(future), *_decode(future.result())
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # A terminal's Ctrl-C reaches the workers too; a signal to this process alone
+            # does not: pass it on (the pool keeps no public handle on its processes).
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGINT)
+            concurrent.futures.wait(running)
             raise
 
 
-def _decode(result: tuple[str, list[dict[str, Any]]]) -> tuple[str, list[RunEntry]]:
-    guarantee, entries = result
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+def _quiet_worker() -> None:
+    """A worker ignores SIGINT between cells (:func:`run_cell` heeds it during one)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode(result: tuple[str, list[dict[str, Any]], int | None]) -> tuple[str, list[RunEntry]]:
+    """A cell's result from :func:`run_cell`. Raises :class:`Stopped` for a cell whose run a
+    signal stopped."""
+    guarantee, entries, signum = result
+    if signum is not None:
+        raise Stopped(signum)
     return guarantee, [RunEntry.from_json(e) for e in entries]
 
 
-def run_cell(argv: list[str], matrix_dir: str) -> tuple[str, list[dict[str, Any]]]:
+def run_cell(argv: list[str], matrix_dir: str
+             ) -> tuple[str, list[dict[str, Any]], int | None]:
     """Run one cell's seeds as ``kvcheck run argv`` would, into ``matrix_dir/runs``, its
-    output to ``runs/<cell>/runs.log``; return the guarantee and each run's entry (plain
-    values: this runs in a worker process)."""
+    output to ``runs/<cell>/runs.log``; return the guarantee, each run's entry (plain values:
+    this runs in a worker process), and the signal that stopped a run, if one did."""
     where = Path(matrix_dir)
     args = _run_arguments(argv, where / "runs")
     name = args.name
     (where / "runs" / name).mkdir(parents=True, exist_ok=True)
-    with open(where / "runs" / name / "runs.log", "w", encoding="utf-8") as log:
-        console = Console(file=log, width=1 << 16, no_color=True)
-        guarantee = specs_from(args)[0].guarantee
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            _, records = run_tests(args, console, console)
-    return guarantee, [e.to_json() for e in entries_of(records, where, args.seed)]
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with open(where / "runs" / name / "runs.log", "w", encoding="utf-8") as log:
+            console = Console(file=log, width=1 << 16, no_color=True)
+            guarantee = specs_from(args)[0].guarantee
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                _, records = run_tests(args, console, console)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    signum = next((int(r.exit_code) - 128 for r in records
+                   if r.exit_code in (Exit.INTERRUPTED, Exit.TERMINATED)), None)
+    return (guarantee, [e.to_json() for e in entries_of(records, where, name, args.seed)],
+            signum)
 
 
 def _progress(out: Console, cell: dict[str, Any], done: int, total: int,
@@ -373,7 +437,7 @@ def print_table(out: Console, matrix: dict[str, Any]) -> None:
             f"N={cell['n']} W={cell['w']} R={cell['r']} "
             f"{'sloppy' if cell['sloppy_quorum'] else 'strict'} {cell['versioning']} "
             f"{cell['workload']}", cell["nemesis"], cell["guarantee"],
-            f"{verdicts['valid']}✓ {verdicts['invalid']}✗ {verdicts['unknown']}?",
+            ", ".join(f"{n} {word}" for word, n in verdicts.items() if n) or "no runs",
             *(_show(name, cell["figures"][name]) for name in TABLE))
     out.print(table)
 
@@ -400,24 +464,38 @@ def _merge(args: argparse.Namespace, out: Console, err: Console) -> int:
     shards = []
     for path in found:
         try:
-            shards.append((path.parent, read_matrix(path)))
+            matrix = read_matrix(path)
         except (OSError, ValueError) as exc:
             err.print(f"kvcheck matrix: skipping {path}: {exc}", markup=False, highlight=False)
+            continue
+        if "merged_from" in matrix:  # its runs are copies of its shards'
+            err.print(f"kvcheck matrix: skipping {path}: a merge of other matrices",
+                      markup=False, highlight=False)
+            continue
+        shards.append((path.parent, matrix))
     if not shards:
-        err.print(f"[bold red]kvcheck matrix:[/] no matrix.json under "
-                  f"{', '.join(map(str, args.merge))}", highlight=False)
+        err.print(f"[bold red]kvcheck matrix:[/] no matrix to merge under "
+                  f"{', '.join(map(str, args.merge))} ({len(found)} matrix.json found)",
+                  highlight=False)
+        return Exit.USAGE
+    settings = {json.dumps(m["settings"], sort_keys=True) for _, m in shards}
+    if len(settings) > 1:
+        err.print("[bold red]kvcheck matrix:[/] these matrices ran with different settings "
+                  "(time limit, rate, nodes, backend, …), so their cells do not compare: "
+                  f"{'; '.join(sorted(settings))}", highlight=False)
         return Exit.USAGE
     stamp, _ = new_run_id()
-    matrix_dir = (args.histories / "matrices" / f"{stamp}-merged").resolve()
-    matrix_dir.mkdir(parents=True)
-    cells = merge(shards, matrix_dir)
+    try:
+        matrix_dir = _new_dir(args.histories, f"{stamp}-merged")
+        cells = merge(shards, matrix_dir)
+    except OSError as exc:
+        err.print(f"[bold red]kvcheck matrix:[/] cannot merge into {args.histories}: "
+                  f"{exc.strerror or exc}", highlight=False)
+        return Exit.USAGE
     first = shards[0][1]
-    axes = {name: list(dict.fromkeys(v for _, m in shards for v in m["axes"][name]))
-            for name in first["axes"]}
-    grid = Grid(n=tuple(axes["n"]), quorums=tuple(axes["quorums"]),
-                sloppy=tuple(s == "on" for s in axes["sloppy"]),
-                versioning=tuple(axes["versioning"]), nemesis=tuple(axes["nemesis"]),
-                workload=tuple(axes["workload"]))
+    grids = [Grid.from_json(m["axes"]) for _, m in shards]
+    grid = Grid(**{name: tuple(dict.fromkeys(v for g in grids for v in getattr(g, name)))
+                   for name in AXES})
     matrix = matrix_json(grid, first["settings"], cells, command=first["command"],
                          seeds=max(m["seeds"] for _, m in shards),
                          interrupted=not all(m.get("complete", True) for _, m in shards))

@@ -5,17 +5,21 @@ grids are refused before anything runs."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polling import wait_until
 
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.matrix import Grid, GridError, shard
-from kvcheck.harness.matrix_figures import FIGURES, summarise
+from kvcheck.harness.matrix_figures import FIGURES, run_figures, summarise
 
 #: Two cells of two short runs each: W + R <= N and W + R > N, under a partition.
 SMALL = ["--quorums", "1/1,2/2", "--sloppy", "off", "--versioning", "vclock",
@@ -93,6 +97,24 @@ def test_shards_merge_into_the_matrix_one_run_makes(small: Path, tmp_path: Path)
     for cell in matrix_of(merged)["cells"]:
         for run in cell["runs"]:
             assert (merged_dir / run["path"] / "results.json").is_file()
+    # Merging again, with a shard given twice, an earlier merge among them (its runs are
+    # copies) and a damaged matrix.json, counts each seed of each cell once.
+    (shards / "damaged").mkdir()
+    (shards / "damaged" / "matrix.json").write_text('{"format": "kvcheck-matrix", "version": 1}')
+    again = tmp_path / "again"
+    assert main(["matrix", "--merge", str(shards), str(shards / "0"), str(merged),
+                 "--histories", str(again)]) == Exit.OK
+    assert by_id(matrix_of(again)) == by_id(matrix_of(small))
+
+
+def test_matrices_run_with_other_settings_are_not_merged(small: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    other = tmp_path / "other"
+    assert main(["matrix", *SMALL, "--rate", "40", "--seeds", "1", "--quorums", "1/1",
+                 "--histories", str(other)]) == Exit.OK
+    code = main(["matrix", "--merge", str(small), str(other), "--histories", str(tmp_path)])
+    assert code == Exit.USAGE and "different settings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "says"), [
@@ -167,3 +189,63 @@ def test_a_summary_spans_the_runs_that_give_each_figure(runs: list[dict[str, Any
             assert spread is not None
             assert (spread["min"], spread["max"]) == (min(values), max(values))
             assert spread["min"] - 1e-6 <= spread["mean"] <= spread["max"] + 1e-6
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_runs_under_way_and_keeps_the_cells_that_finished(
+        tmp_path: Path, signum: int) -> None:
+    """A signal to kvcheck alone (not to its workers) stops every run under way, which tear
+    down; nothing queued runs after it; the matrix is written, marked incomplete."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kvcheck", "matrix", "--quorums", "1/1,2/2,3/3", "--sloppy",
+         "off", "--versioning", "vclock", "--nemesis", "none", "--workload", "register",
+         "--seeds", "1", "--time-limit", "100000", "--jobs", "2",
+         "--histories", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    runs = tmp_path / "matrices"
+    wait_until(lambda: len(list(runs.glob("*/runs/*/*/history.jsonl"))) == 2, process,
+               what="two cells' runs under way")
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, output
+    matrix = matrix_of(tmp_path)
+    assert matrix["complete"] is False and matrix["cells"] == []
+    assert not list(runs.glob("*/runs/n3-w3-r3-*"))  # the third cell never started
+    assert f"stopped by {signal.Signals(signum).name}" in output
+    for log in runs.glob("*/runs/*/runs.log"):  # each run under way was told, and ended
+        assert "the cluster was torn down" in log.read_text(), log
+
+
+def test_writes_inside_faults_count_only_those_through_nodes_that_were_up(
+        tmp_path: Path) -> None:
+    """A write through a killed node fails whatever the quorums: it is not counted, from the
+    kill until the node is ready again (later than the kill's stop, if a partition was on)."""
+    lines: list[dict[str, Any]] = []
+
+    def op(process: Any, type_: str, f: str, node: str | None = None, value: Any = None) -> None:
+        lines.append({"index": len(lines), "time": len(lines) * 1000, "process": process,
+                      "type": type_, "f": f, "key": "r0" if node else None, "value": value,
+                      "node": node})
+
+    def write(node: str, outcome: str) -> None:
+        op(0, "invoke", "write", node, 1)
+        op(0, outcome, "write", node, 1)
+
+    write("n1", "fail")  # before any fault: not counted
+    op("nemesis", "info", "start-partition", value={"fault": "partition", "targets": ["n1"]})
+    op("nemesis", "info", "start-kill", value={"fault": "kill", "targets": ["n2"]})
+    write("n2", "fail")  # n2 is down: not counted
+    write("n1", "ok")
+    op("nemesis", "info", "stop-kill", value={"fault": "kill", "targets": ["n2"]})
+    write("n2", "fail")  # restarted, not ready yet: not counted
+    op("nemesis", "info", "ready", value={"nodes": ["n2"], "after_s": 1.0})
+    write("n2", "ok")
+    write("n3", "info")
+    op("nemesis", "info", "heal", value={"fault": "all"})
+    (tmp_path / "history.jsonl").write_text("\n".join(
+        [json.dumps({"format": "kvcheck-history", "version": 1}),
+         *map(json.dumps, lines)]) + "\n")
+    (tmp_path / "results.json").write_text(json.dumps({"checkers": {}}))
+    figures = run_figures(tmp_path)
+    assert figures["write_availability_in_faults"] == pytest.approx(2 / 3)
+    assert figures["lost_writes"] is None and figures["stale_read_share"] is None

@@ -60,7 +60,7 @@ def test_strict_intersecting_quorums_with_vector_clocks_keep_every_promise(
     assert len(strict) == 2 * 6 * 2
     for key, cell in strict.items():
         assert cell["guarantee"] == "no-stale-reads"
-        assert cell["verdicts"] == {"valid": 3, "invalid": 0, "unknown": 0}, key
+        assert cell["verdicts"] == {"valid": 3, "invalid": 0, "unknown": 0, "crashed": 0}, key
         assert figure(cell, "stale_read_share")["max"] == 0, key
         if cell["workload"] == "set":
             assert figure(cell, "lost_writes")["max"] == 0, key
