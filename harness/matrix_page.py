@@ -364,13 +364,12 @@ _DISAGREEMENT = (
     "<b>Reading them together.</b> In the reference store one replica stamps a write first "
     "&mdash; the coordinator itself when it is one of the key's replicas &mdash; and sends it to "
     "the others only after its own group commit; with W = 1 the client's acknowledgement "
-    "leaves at that same moment. The other replicas get the write one link delay later, so "
-    "a read through one of them in the next millisecond or two misses it: staleness at "
-    "small t that WARS, which sends every replica the write at once, does not predict. Past a "
-    "few link delays both say a read sees the write. The closed-form k-staleness assumes a "
-    "write reaches only W replicas, where here it reaches all N within milliseconds, so the "
-    "measured k-staleness lies far below it; under a nemesis the writes that miss replicas "
-    "are what make the measured staleness.")
+    "leaves at that same moment. For one link delay the other replicas lack it, so a read "
+    "through one of them may be stale at small t where WARS, which sends every replica the "
+    "write at once, predicts none. The closed-form k-staleness assumes a write reaches only W "
+    "replicas; where writes reach all N within milliseconds, the measured share falls below "
+    "it. Under a nemesis, writes that miss replicas make staleness no latency model predicts. "
+    "docs/consistency.md works through the default matrix's numbers.")
 
 
 def _li(item: str) -> str:

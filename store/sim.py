@@ -8,7 +8,8 @@ how the real cluster differs:
 - links: each node sends to each peer over one link of its own, as the server does over one TCP
   connection: a message takes a random delay in ``latency`` and never overtakes an earlier one on
   the same link; a cut link (:meth:`Simulation.cut`) drops everything, silently — as iptables
-  DROP does; ``loss`` drops a share of all messages outright (for unit tests of timeouts: TCP
+  DROP does; a node has no link to itself (a message to itself is undeliverable, as the
+  server has none); ``loss`` drops a share of all messages outright (for unit tests of timeouts: TCP
   would retransmit them — :meth:`Simulation.degrade` models packet faults as TCP sees them);
 - crash: the node's volatile state (requests in flight, timers, its membership view) is gone,
   its storage and hints (the disk) stay; messages sent to it fail at once as *undeliverable* —

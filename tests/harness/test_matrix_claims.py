@@ -127,7 +127,9 @@ def test_last_write_wins_under_clock_skew_loses_acknowledged_writes(tmp_path: Pa
     for run in skewed:
         assert run["valid"] is False and run["figures"]["stale_read_share"] > 0, run["seed"]
     assert anomalies(register, tmp_path) == {"stale-read"}
-    # Concurrent adds of a set overwrite each other under last-write-wins, skew or none.
+    # Concurrent adds of a set overwrite each other under last-write-wins, skew or none: the
+    # set shows the loss of acknowledged writes; the register's stale reads above are the
+    # skew's own evidence (a read after an acknowledged write returns an older value).
     assert adds["verdicts"]["invalid"] == 3
     assert figure(adds, "lost_writes")["min"] > 0
     assert "lost" in anomalies(adds, tmp_path)
