@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from kvcheck.checkers.history import NEMESIS, OK, Op, pair_calls, read_history
 from kvcheck.checkers.stats import nearest_rank, nemesis_windows
+from kvcheck.terminal import count, percent, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,17 @@ class Figure:
     unit: Literal["share", "ms", "s", "count", "versions"]
     better: Literal["higher", "lower"] | None
     description: str
+
+    def show(self, value: float) -> str:
+        """``value`` as people write it: ``97.3 %``, ``3.4 ms``, ``1.25 s``, ``12`` (a mean of
+        counts that is not whole keeps one decimal: ``0.3`` lost writes is not none)."""
+        if self.unit == "share":
+            return percent(value)
+        if self.unit == "ms":
+            return "0 ms" if value == 0 else seconds(value / 1000)
+        if self.unit == "s":
+            return seconds(value)
+        return count(int(value)) if value == int(value) else f"{value:,.1f}"
 
 
 #: Every figure, in the order the page and the terminal table show them.

@@ -222,18 +222,6 @@ def _spread(cell: Mapping[str, Any], name: str) -> tuple[float, float, float] | 
     return mean, mean if low is None else low, mean if high is None else high
 
 
-def _format(value: float, unit: str) -> str:
-    """A figure as people write it: ``97.3 %``, ``3.4 ms``, ``1.25 s``, ``12`` (a mean of
-    counts that is not whole keeps one decimal: ``0.3`` lost writes is not none)."""
-    if unit == "share":
-        return percent(value)
-    if unit == "ms":
-        return "0 ms" if value == 0 else seconds(value / 1000)
-    if unit == "s":
-        return seconds(value)
-    return count(int(value)) if value == int(value) else f"{value:,.1f}"
-
-
 def _colour(value: float, low: float, high: float, better: str | None) -> str:
     """The background of ``value`` in a table whose means span ``low`` to ``high``: red to
     green by ``better``, or pale to deep blue when neither end is better."""
@@ -253,7 +241,7 @@ def _figure_section(figure: Figure, rows: list[_Row], columns: list[str], grid: 
         spread = _spread(cell, figure.name)
         if spread is None:
             return f"<td class=none>{_NULL}{_seeds(cell)}</td>"
-        mean, lo, hi = (_format(v, figure.unit) for v in spread)
+        mean, lo, hi = (figure.show(v) for v in spread)
         between = f"<small>{lo} &ndash; {hi}</small>" if lo != hi else ""
         return (f'<td style="background: {_colour(spread[0], low, high, figure.better)}">'
                 f"{_linked(cell, f'<span class=value>{mean}</span>')}{between}"

@@ -124,7 +124,7 @@ def read_latencies(run_dir: Path) -> ReplicaLatencies | None:
         raise ValueError(f"{path}: {exc}") from None
 
 
-def combine(latencies: Iterable[ReplicaLatencies | None]) -> ReplicaLatencies | None:
+def pooled(latencies: Iterable[ReplicaLatencies | None]) -> ReplicaLatencies | None:
     """The samples of several runs together (None entries skipped); None if there are none."""
     runs = [run for run in latencies if run is not None]
     if not runs:
@@ -192,7 +192,7 @@ def cell_theory(run_dirs: Iterable[Path], n: int, w: int, r: int,
     k versions. A share with nothing to measure it on is None. Raises ValueError for a
     malformed latency file or quorums outside 1 <= W, R <= N.
     """
-    latencies = combine(read_latencies(run_dir) for run_dir in run_dirs)
+    latencies = pooled(read_latencies(run_dir) for run_dir in run_dirs)
     if latencies is None or not all(latencies.counts().values()):
         return None
     buckets = [dict(bucket) for bucket in visibility_buckets] or [

@@ -443,18 +443,7 @@ def print_table(out: Console, matrix: dict[str, Any]) -> None:
 
 
 def _show(name: str, spread: dict[str, float] | None) -> str:
-    if spread is None:
-        return "-"
-    value = spread["mean"]
-    match FIGURES[name].unit:
-        case "share":
-            return percent(value)
-        case "ms":
-            return f"{value:.1f} ms"
-        case "s":
-            return f"{value:.1f} s"
-        case _:
-            return f"{value:g}"
+    return "-" if spread is None else FIGURES[name].show(spread["mean"])
 
 
 def _merge(args: argparse.Namespace, out: Console, err: Console) -> int:

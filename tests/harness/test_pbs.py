@@ -19,8 +19,8 @@ from kvcheck.harness.pbs import (
     LATENCY_FILE,
     ReplicaLatencies,
     cell_theory,
-    combine,
     k_staleness,
+    pooled,
     read_latencies,
     t_visibility,
 )
@@ -155,12 +155,12 @@ def test_runs_without_latencies_read_as_none_and_malformed_files_are_named(
         read_latencies(tmp_path)
 
 
-def test_combine_pools_the_runs_samples() -> None:
+def test_pooled_samples_are_every_runs_together() -> None:
     a = ReplicaLatencies((1.0,), (2.0,), (3.0,), (4.0,))
     b = ReplicaLatencies((5.0, 6.0), (7.0,), (8.0,), (9.0,))
-    assert combine([a, None, b]) == ReplicaLatencies((1.0, 5.0, 6.0), (2.0, 7.0), (3.0, 8.0),
+    assert pooled([a, None, b]) == ReplicaLatencies((1.0, 5.0, 6.0), (2.0, 7.0), (3.0, 8.0),
                                                      (4.0, 9.0))
-    assert combine([None]) is None
+    assert pooled([None]) is None
 
 
 def test_cell_theory_puts_the_measured_shares_beside_the_predicted(tmp_path: Path) -> None:
