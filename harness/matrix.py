@@ -9,7 +9,7 @@ runs are summarised by :mod:`kvcheck.harness.matrix_figures` and, for the simula
 beside the staleness the PBS model predicts (:mod:`kvcheck.harness.pbs`).
 
 ``matrix.json`` (:func:`matrix_json`) is built from its cells' runs alone, so shards run
-anywhere merge by concatenating their runs (:func:`merge`).
+anywhere merge by pooling their runs (:func:`merge`).
 """
 
 from __future__ import annotations
@@ -274,13 +274,26 @@ def read_matrix(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: matrix version {matrix.get('version')!r} is not 1")
     try:
         Grid.from_json(matrix["axes"])
+        int(matrix["seeds"])
+        if not isinstance(matrix["settings"], dict):
+            raise TypeError("settings is not an object")
         for obj in matrix["cells"]:
             Cell.from_json(obj)
-            [RunEntry.from_json(run) for run in obj["runs"]]
-        int(matrix["seeds"]), dict(matrix["settings"])
+            for run in map(RunEntry.from_json, obj["runs"]):
+                _check_path(run.path)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path}: malformed matrix ({type(exc).__name__}: {exc})") from None
     return matrix
+
+
+def _check_path(path: str | None) -> None:
+    """Raise ValueError unless ``path`` (a run's) is None or a plain relative path below the
+    matrix directory: a merge copies what it names."""
+    if path is None:
+        return
+    if not isinstance(path, str) or Path(path).is_absolute() or ".." in Path(path).parts \
+            or not Path(path).parts:
+        raise ValueError(f"a run path must lie inside the matrix directory, not {path!r}")
 
 
 def merge(matrices: Sequence[tuple[Path, Mapping[str, Any]]], matrix_dir: Path

@@ -101,6 +101,10 @@ def test_shards_merge_into_the_matrix_one_run_makes(small: Path, tmp_path: Path)
     # copies) and a damaged matrix.json, counts each seed of each cell once.
     (shards / "damaged").mkdir()
     (shards / "damaged" / "matrix.json").write_text('{"format": "kvcheck-matrix", "version": 1}')
+    hostile = matrix_of(shards / "0")  # a run path out of its matrix: a merge would copy it
+    hostile["cells"][0]["runs"][0].update(path="../../..", seed=99)
+    (shards / "hostile").mkdir()
+    (shards / "hostile" / "matrix.json").write_text(json.dumps(hostile))
     again = tmp_path / "again"
     assert main(["matrix", "--merge", str(shards), str(shards / "0"), str(merged),
                  "--histories", str(again)]) == Exit.OK
