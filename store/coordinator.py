@@ -65,6 +65,12 @@ from kvcheck.store.versions import Clock, Dot, Version, canonical, join, resolve
 Groups = tuple[tuple[str, ...], ...]
 
 
+def _swapped(groups: Groups, lost: str, stand_in: str) -> Groups:
+    """``groups`` with ``stand_in`` in ``lost``'s place."""
+    return tuple(tuple(stand_in if node == lost else node for node in group)
+                 for group in groups)
+
+
 @dataclass(frozen=True, slots=True)
 class Targets:
     """Where a request for a key goes: ``nodes`` in preference order, ``stand_ins`` (stand-in
@@ -102,6 +108,7 @@ class _Get:
     key: bytes
     r: int
     groups: Groups  # R replies are needed from each
+    asked: set[str]  # every node asked for its copy, stand-ins after a refusal included
     replies: dict[str, list[Version]] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     answered: bool = False
@@ -161,18 +168,23 @@ class Coordinator:
         """Start a client's get: ask every replica, this node's own storage at once."""
         r = self._context.cluster.r if event.r is None else event.r
         targets = self.targets(event.key)
-        op = _Get(self._context.ids.request(), event.request, event.key, r, targets.groups)
+        op = _Get(self._context.ids.request(), event.request, event.key, r, targets.groups,
+                  set(targets.nodes))
         with self._opened(op, out):
             self._context.counters["get"] += 1
             for node in targets.nodes:
-                if node == self._context.node_id:
-                    versions = self._replica.read(event.key)
-                    if not isinstance(versions, Unavailable):
-                        op.replies[node] = versions  # else this replica does not answer
-                else:
-                    op.pending.add(node)
-                    out.append(Send(node, ReadRequest(op.id, event.key)))
+                self._ask(op, node, out)
             self._progress_get(op, out)
+
+    def _ask(self, op: _Get, node: str, out: list[Action]) -> None:
+        """Ask ``node`` for its copy of the get's key; this node reads its own at once."""
+        if node == self._context.node_id:
+            versions = self._replica.read(op.key)
+            if not isinstance(versions, Unavailable):
+                op.replies[node] = versions  # else this replica does not answer
+        else:
+            op.pending.add(node)
+            out.append(Send(node, ReadRequest(op.id, op.key)))
 
     def stamp_reply(self, peer: str, reply: StampReply, out: list[Action]) -> None:
         op = self._requests.get(RequestId(reply.request))
@@ -229,6 +241,8 @@ class Coordinator:
             self._repaired(op, peer, False, out)
         elif isinstance(op, _Get) and peer in op.pending:
             op.pending.discard(peer)
+            if self._context.cluster.sloppy_quorum:
+                self._read_stand_in_for(op, peer, out)
             self._progress_get(op, out)
 
     def timed_out(self, request: RequestId, out: list[Action]) -> None:
@@ -271,28 +285,43 @@ class Coordinator:
     def _stand_in_for(self, op: _Put, lost: str, out: list[Action]) -> None:
         """Sloppy: ``lost`` refused the put's replication (it is down, though the failure
         detector may not know yet), so the next node along the ring that is up and not yet
-        asked takes its place, with a hint for the replica ``lost`` held (or stood in for), as
-        Dynamo's coordinator does. Nothing changes if there is no such node.
+        asked takes its place (:meth:`_next_stand_in`), with a hint for the replica ``lost``
+        held (or stood in for), as Dynamo's coordinator does. Nothing changes if there is no
+        such node.
 
         ``lost`` keeps its entry in ``stand_ins`` if it was a stand-in, so that when the put
         ends its missed write is hinted for the replica it stood in for, never for itself."""
-        asked = set(op.targets.nodes)
-        up = self._context.membership.up()
-        stand_in = next((node for node in self._context.placement.next.walk(op.key)
-                         if node not in asked and node in up), None)
+        stand_in = self._next_stand_in(op.key, set(op.targets.nodes))
         if stand_in is None:
             return
         replaced = op.targets.stand_ins.get(lost, lost)
-        groups = tuple(tuple(stand_in if node == lost else node for node in group)
-                       for group in op.targets.groups)
         op.targets = Targets((*op.targets.nodes, stand_in),
-                             {**op.targets.stand_ins, stand_in: replaced}, groups)
-        self._context.counters["stand_ins_after_refusal"] += 1
+                             {**op.targets.stand_ins, stand_in: replaced},
+                             _swapped(op.targets.groups, lost, stand_in))
         if stand_in != self._context.node_id:
             op.pending.add(stand_in)
             out.append(Send(stand_in, Replicate(op.id, op.key, op.versions, replaced)))
         elif self._replica.merge(op.key, op.versions, replaced):
             op.acked.add(stand_in)
+
+    def _read_stand_in_for(self, op: _Get, lost: str, out: list[Action]) -> None:
+        """Sloppy: ``lost`` refused the get, so the next node along the ring that is up and
+        not yet asked is asked in its place, as a put's replication would have gone there."""
+        stand_in = self._next_stand_in(op.key, op.asked)
+        if stand_in is None:
+            return
+        op.asked.add(stand_in)
+        op.groups = _swapped(op.groups, lost, stand_in)
+        self._ask(op, stand_in, out)
+
+    def _next_stand_in(self, key: bytes, asked: set[str]) -> str | None:
+        """The first node along ``key``'s ring walk that is up and not in ``asked``."""
+        up = self._context.membership.up()
+        stand_in = next((node for node in self._context.placement.next.walk(key)
+                         if node not in asked and node in up), None)
+        if stand_in is not None:
+            self._context.counters["stand_ins_after_refusal"] += 1
+        return stand_in
 
     def _refuse_put(self, op: _Put, siblings: int, out: list[Action]) -> None:
         """The stamper refused the put at the sibling cap: it fails at once, surely not applied

@@ -60,7 +60,9 @@ def test_write_quorum_counts_acks_and_a_silent_replica_makes_w_equal_n_indetermi
 
 
 def test_reads_answer_after_r_replies_and_time_out_without_them() -> None:
-    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2, request_timeout_ms=500), seed=3)
+    # Strict: a sloppy read would ask a stand-in in the refused replica's place (below).
+    sim = Simulation(NODES, ClusterConfig(n=3, w=3, r=2, request_timeout_ms=500,
+                                          sloppy_quorum=False), seed=3)
     key = b"k"
     sim.wait_for(sim.put("n1", key, b"v"))
     first, second, third = replicas(sim, key)
@@ -326,6 +328,26 @@ def test_a_sloppy_write_refused_by_a_crashed_replica_goes_to_a_stand_in_at_once(
             assert [v.value for v in sim.nodes[lost].disk.get(key)] == [b"v"]
             assert not any(sim.nodes[n].hints.counts() for n in sim.nodes)
     assert 0 < coordinator_stood_in < 12  # both cases were exercised
+
+
+def test_a_sloppy_read_refused_by_a_crashed_replica_asks_a_stand_in_at_once() -> None:
+    """R = N with a replica crashed, before the failure detector knows: a strict read fails,
+    a sloppy one asks the next node along the ring (or reads the coordinator's own copy) and
+    answers with what the live replicas hold."""
+    for key in KEYS[:6]:
+        for sloppy, expected in ((False, Failed), (True, Found)):
+            sim = Simulation(NODES, ClusterConfig(n=3, w=2, r=3, sloppy_quorum=sloppy), seed=16)
+            coordinator = outsider(sim, key)
+            assert isinstance(sim.wait_for(sim.put(coordinator, key, b"v")), Written)
+            sim.run_for(1)
+            lost = replicas(sim, key)[1]
+            sim.crash(lost)
+            response = sim.wait_for(sim.get(coordinator, key))
+            assert isinstance(response, expected), (key, sloppy, response)
+            assert lost in sim.nodes[coordinator].logic.context.membership.up()
+            if sloppy:
+                assert values(response) == [b"v"]
+                assert sim.nodes[coordinator].logic.counters["stand_ins_after_refusal"] == 1
 
 
 def test_a_whole_zone_down_leaves_every_key_readable_and_writable() -> None:
