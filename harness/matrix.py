@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.checkers import Verdict
+from kvcheck.harness.directories import new_dir
 from kvcheck.harness.matrix_figures import run_figures, summarise
 from kvcheck.harness.matrix_page import write_page
 from kvcheck.harness.pbs import cell_theory
@@ -34,6 +35,19 @@ FORMAT = "kvcheck-matrix"
 
 #: The run options every cell's runs take from the matrix's command line.
 RUN_OPTIONS = ("backend", "nodes", "rate", "time_limit", "nemesis_interval", "recovery_time")
+
+
+#: How the command line and ``matrix.json``'s axes write strict (False) and sloppy (True).
+SLOPPY_WORDS = {False: "off", True: "on"}
+
+
+def sloppy_of(words: Iterable[str]) -> tuple[bool, ...]:
+    """``off``/``on`` words as strict (False) / sloppy (True) quorums. Raises ValueError for
+    any other word."""
+    words = list(words)
+    if unknown := [w for w in words if w not in SLOPPY_WORDS.values()]:
+        raise ValueError(f"expected off and/or on, not {', '.join(map(str, unknown))}")
+    return tuple(w == SLOPPY_WORDS[True] for w in words)
 
 
 class GridError(ValueError):
@@ -118,7 +132,7 @@ class Grid:
     def to_json(self) -> dict[str, Any]:
         """The axes as ``matrix.json`` keeps them (sloppy as ``off``/``on``)."""
         return {"n": list(self.n), "quorums": list(self.quorums),
-                "sloppy": ["on" if s else "off" for s in self.sloppy],
+                "sloppy": [SLOPPY_WORDS[s] for s in self.sloppy],
                 "versioning": list(self.versioning), "nemesis": list(self.nemesis),
                 "workload": list(self.workload)}
 
@@ -127,10 +141,8 @@ class Grid:
     def from_json(cls, obj: Mapping[str, Any]) -> Grid:
         """The grid of a ``matrix.json``'s ``axes``. Raises KeyError, TypeError or
         ValueError."""
-        if unknown := set(obj["sloppy"]) - {"off", "on"}:
-            raise ValueError(f"sloppy must be off or on, not {sorted(unknown)}")
         return cls(n=tuple(map(int, obj["n"])), quorums=tuple(map(str, obj["quorums"])),
-                   sloppy=tuple(s == "on" for s in obj["sloppy"]),
+                   sloppy=sloppy_of(obj["sloppy"]),
                    versioning=tuple(map(str, obj["versioning"])),
                    nemesis=tuple(map(str, obj["nemesis"])),
                    workload=tuple(map(str, obj["workload"])))
@@ -252,17 +264,12 @@ def matrix_json(grid: Grid, settings: Mapping[str, Any], cells: Sequence[Mapping
 
 
 def write_matrix(matrix_dir: Path, matrix: Mapping[str, Any]) -> None:
-    """Write ``matrix.json`` and ``matrix.html`` into ``matrix_dir`` and point
-    ``matrices/latest`` (its parent's) at it."""
+    """Write ``matrix.json`` (replacing it at once) and ``matrix.html`` into ``matrix_dir``.
+    Raises OSError."""
     temporary = matrix_dir / ".matrix.json.tmp"
     temporary.write_text(json.dumps(matrix, indent=1) + "\n", encoding="utf-8")
     os.replace(temporary, matrix_dir / "matrix.json")
     write_page(matrix_dir, matrix)
-    latest = matrix_dir.parent / "latest"
-    link = matrix_dir.parent / f".latest-{os.getpid()}"
-    link.unlink(missing_ok=True)
-    link.symlink_to(matrix_dir.name)
-    os.replace(link, latest)
 
 
 def read_matrix(path: Path) -> dict[str, Any]:
@@ -326,12 +333,9 @@ def _copy_run(run_dir: Path, matrix_dir: Path, cell: Cell) -> str | None:
     is gone."""
     if not run_dir.is_dir():
         return None
-    target = matrix_dir / "runs" / cell.id / run_dir.name
-    suffix = 1
-    while target.exists():
-        suffix += 1
-        target = target.with_name(f"{run_dir.name}-{suffix}")
-    shutil.copytree(run_dir, target, symlinks=True, copy_function=_link_or_copy)
+    target = new_dir(matrix_dir / "runs" / cell.id / run_dir.name)
+    shutil.copytree(run_dir, target, symlinks=True, copy_function=_link_or_copy,
+                    dirs_exist_ok=True)
     return target.relative_to(matrix_dir).as_posix()
 
 

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from kvcheck.checkers.stale_reads import VISIBILITY_EDGES_MS
+from kvcheck.store.sim import LATENCY_KINDS
 
 #: The file a simulated run writes its replica latencies to (``docs/history-format.md``).
 LATENCY_FILE = "replica-latency.json"
 LATENCY_FORMAT = "kvcheck-replica-latency"
-_KINDS = ("write", "ack", "read", "reply")
 #: The k of the k-staleness that :func:`cell_theory` gives.
 K_VALUES = (1, 2, 3, 4, 5)
 #: What the model assumes, and where the reference store differs (:func:`cell_theory`).
@@ -77,7 +77,7 @@ class ReplicaLatencies:
     reply: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        for name in _KINDS:
+        for name in LATENCY_KINDS:
             for value in getattr(self, name):
                 if isinstance(value, bool) or not isinstance(value, int | float) \
                         or not math.isfinite(value) or value < 0:
@@ -85,13 +85,14 @@ class ReplicaLatencies:
 
     def counts(self) -> dict[str, int]:
         """How many samples of each kind, by name."""
-        return {name: len(getattr(self, name)) for name in _KINDS}
+        return {name: len(getattr(self, name)) for name in LATENCY_KINDS}
 
 
 def write_latencies(run_dir: Path, samples: Mapping[str, Iterable[float]]) -> None:
     """Write a run's replica latencies (seconds, by kind: ``write``, ``ack``, ``read``,
     ``reply``) to ``run_dir`` (:data:`LATENCY_FILE`, in milliseconds). Raises OSError."""
-    latencies = {kind: [round(s * 1000, 3) for s in samples.get(kind, ())] for kind in _KINDS}
+    latencies = {kind: [round(s * 1000, 3) for s in samples.get(kind, ())]
+                 for kind in LATENCY_KINDS}
     (run_dir / LATENCY_FILE).write_text(json.dumps(
         {"format": LATENCY_FORMAT, "version": 1, "unit": "ms", **latencies}), encoding="utf-8")
 
@@ -114,7 +115,7 @@ def read_latencies(run_dir: Path) -> ReplicaLatencies | None:
             raise ValueError(f"version {data.get('version')!r}, unit {data.get('unit')!r} "
                              "unknown (1, ms expected)")
         kinds: list[tuple[float, ...]] = []
-        for kind in _KINDS:
+        for kind in LATENCY_KINDS:
             samples = data.get(kind)
             if not isinstance(samples, list):
                 raise ValueError(f"{kind} is not a list")
@@ -130,7 +131,7 @@ def pooled(latencies: Iterable[ReplicaLatencies | None]) -> ReplicaLatencies | N
     if not runs:
         return None
     return ReplicaLatencies(*(tuple(x for run in runs for x in getattr(run, kind))
-                              for kind in _KINDS))
+                              for kind in LATENCY_KINDS))
 
 
 def k_staleness(n: int, w: int, r: int, k: int) -> float:

@@ -16,7 +16,6 @@ of each replica's state depends on the database (:attr:`Capability.REPLICA_STATE
 from __future__ import annotations
 
 import json
-import os
 import random
 import secrets
 import signal
@@ -32,6 +31,7 @@ import trio
 from kvcheck.harness.backend import Backend, execute
 from kvcheck.harness.clients import OperationLimit, Worker, perform, run_worker
 from kvcheck.harness.databases import Capability, Client, Operation, guard
+from kvcheck.harness.directories import new_dir, point_latest
 from kvcheck.harness.faults import FaultRunner
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.spec import TestSpec
@@ -88,16 +88,8 @@ def new_run_dir(histories: Path, name: str) -> tuple[Path, str]:
     Returns the directory and a run id unique enough to name containers.
     """
     stamp, run_id = new_run_id()
-    run_dir = histories / name / stamp
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = histories / name / f"{stamp}-{suffix}"
-    run_dir.mkdir(parents=True)
-    latest = histories / "latest"
-    temporary = histories / f".latest-{run_id}"
-    temporary.symlink_to(run_dir.relative_to(histories))
-    os.replace(temporary, latest)
+    run_dir = new_dir(histories / name / stamp)
+    point_latest(histories, run_dir)
     return run_dir, run_id
 
 

@@ -26,6 +26,7 @@ from rich.table import Table
 from kvcheck.harness.cli.options import SPEC_DEFAULTS, add_histories
 from kvcheck.harness.cli.run import specs_from
 from kvcheck.harness.cli.values import positive_float, shard_option
+from kvcheck.harness.directories import new_dir, point_latest
 from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.matrix import (
     RUN_OPTIONS,
@@ -37,6 +38,7 @@ from kvcheck.harness.matrix import (
     merge,
     read_matrix,
     shard,
+    sloppy_of,
     write_matrix,
 )
 from kvcheck.harness.matrix_figures import FIGURES
@@ -135,10 +137,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _sloppy(text: str) -> tuple[bool, ...]:
-    words = _words(text)
-    if unknown := [w for w in words if w not in ("off", "on")]:
-        raise argparse.ArgumentTypeError(f"expected off and/or on, not {', '.join(unknown)}")
-    return tuple(w == "on" for w in words)
+    try:
+        return sloppy_of(_words(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _choices(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
@@ -239,12 +241,8 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
 def _new_dir(histories: Path, name: str) -> Path:
     """``histories/matrices/name`` (``name-2``, … if taken), made with its ``runs/``. Raises
     OSError."""
-    matrix_dir = (histories / "matrices" / name).resolve()
-    suffix = 1
-    while matrix_dir.exists():
-        suffix += 1
-        matrix_dir = matrix_dir.with_name(f"{name}-{suffix}")
-    (matrix_dir / "runs").mkdir(parents=True)
+    matrix_dir = new_dir((histories / "matrices" / name).resolve())
+    (matrix_dir / "runs").mkdir()
     if not os.access(matrix_dir, os.W_OK):
         raise PermissionError(errno.EACCES, "not writable")
     return matrix_dir
@@ -260,6 +258,7 @@ def _finish(out: Console, grid: Grid, settings: dict[str, Any], args: argparse.N
                          command=command, seeds=args.seeds, shard_of=args.shard,
                          interrupted=not complete)
     write_matrix(matrix_dir, matrix)
+    point_latest(matrix_dir.parent, matrix_dir)
     print_table(out, matrix)
     out.print(f"matrix: {matrix_dir / 'matrix.html'}", markup=False, highlight=False)
     return matrix
@@ -381,6 +380,7 @@ def _merge(args: argparse.Namespace, out: Console, err: Console) -> int:
                          interrupted=not all(m.get("complete", True) for _, m in shards))
     matrix["merged_from"] = [str(where) for where, _ in shards]
     write_matrix(matrix_dir, matrix)
+    point_latest(matrix_dir.parent, matrix_dir)
     print_table(out, matrix)
     out.print(f"merged {len(shards)} matrices ({len(cells)} cells) → "
               f"{matrix_dir / 'matrix.html'}", markup=False, highlight=False)
