@@ -46,6 +46,8 @@ class Backend(Cluster, Protocol):
     #: The initial nodes (members also counts those that joined since).
     nodes: list[str]
     database: Database
+    #: What the run could not do as asked, in a sentence each: ``test.json`` keeps them.
+    notes: list[str]
 
     async def setup(self) -> None:
         """Create and start every node; return when each is ready and the cluster settled."""
@@ -72,8 +74,9 @@ class Backend(Cluster, Protocol):
         """Drop every packet from ``src`` to ``dst`` for each pair, silently."""
         ...
 
-    async def heal(self) -> None:
-        """Remove every cut."""
+    async def heal(self, links: frozenset[Link] | None = None) -> None:
+        """Undo one :meth:`cut` of ``links`` (a link two cuts dropped stays cut until both
+        are undone), or every cut (``None``)."""
         ...
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
@@ -119,8 +122,8 @@ async def execute(backend: Backend, action: Action) -> None:
     match action:
         case CutLinks(links):
             await backend.cut(links)
-        case HealLinks():
-            await backend.heal()
+        case HealLinks(links):
+            await backend.heal(links)
         case KillNodes(nodes):
             for node in nodes:
                 await backend.kill(node)

@@ -11,8 +11,9 @@ leftovers of any run. The backend is also the database's view of the cluster
 
 How each fault is made (``docs/nemesis.md`` has the why):
 
-- partition: in the receiving node's namespace, ``iptables -A KVCHECK -s <peer> -j DROP`` in a
-  chain of our own jumped from INPUT; healing flushes that chain only;
+- partition (and a zone's network outage): in the receiving node's namespace, ``iptables -A
+  KVCHECK -s <peer> -j DROP`` in a chain of our own jumped from INPUT; a fault's heal deletes
+  its own rules (``-D``), the final heal flushes that chain;
 - kill / pause: ``kill -KILL`` / ``-STOP`` / ``-CONT`` of the pids of the node's processes that
   faults apply to (``Process.faults``);
 - clock: those processes run under libfaketime (where the database can undergo clock faults),
@@ -21,6 +22,9 @@ How each fault is made (``docs/nemesis.md`` has the why):
   touched;
 - packets: ``tc ... netem`` where the kernel has netem; otherwise loss through iptables'
   ``statistic`` match in an OUTPUT chain of our own, and bandwidth through ``tc tbf``;
+- distance between zones (``--zone-latency-ms``): where the kernel has netem, a ``prio`` root
+  queueing discipline whose netem band the packets to other zones' nodes are filtered into
+  (:func:`zone_delay_script`); elsewhere the run notes that there is no such delay;
 - membership: a node joins with the processes the database gives for a joining node, on an
   emptied data directory (its container is created when first needed), and leaves as the
   database says (:meth:`~kvcheck.harness.databases.Database.leave`); once it has left, its
@@ -98,6 +102,9 @@ class DockerCluster:
         self._qdisc_on: set[str] = set()
         self._netem = False
         self._down: set[str] = set()  # nodes whose processes are stopped (killed, left)
+        self._delayed: set[str] = set()  # nodes whose packets to other zones are delayed
+        #: What the run could not do as asked, in a sentence each (the run reports them).
+        self.notes: list[str] = []
         self._running: dict[str, list[Process]] = {}  # what was started on each node
 
     # -- the cluster, as the database sees it --
@@ -117,10 +124,15 @@ class DockerCluster:
 
     async def setup(self) -> None:
         await trio.to_thread.run_sync(self._create)
+        self._netem = await trio.to_thread.run_sync(self._probe_netem)
+        if self.spec.zone_latency_ms and not self._netem:
+            self.notes.append(f"no delay between zones (--zone-latency-ms "
+                              f"{self.spec.zone_latency_ms:g}): this kernel has no netem "
+                              "queueing discipline")
+        await self._delay_between_zones(self.nodes)
         for node in self.nodes:
             await self._start(node)
         await self.wait_ready(self.nodes)
-        self._netem = await trio.to_thread.run_sync(self._probe_netem)
 
     def _create(self) -> None:
         self._network = self.client.networks.create(
@@ -274,6 +286,7 @@ class DockerCluster:
         created the first time); return once it is ready."""
         if node not in self._containers:
             await trio.to_thread.run_sync(self._create_container, node)
+            await self._delay_between_zones([node])
         await self._exec_async(node, f"rm -rf {shlex.quote(self.database.data_dir)}")
         await self._start(node, join=via)
         self._down.discard(node)
@@ -321,18 +334,29 @@ class DockerCluster:
     # -- faults --
 
     async def cut(self, links: frozenset[Link]) -> None:
-        by_receiver: dict[str, list[str]] = {}
-        for src, dst in sorted(links):
-            by_receiver.setdefault(dst, []).append(self._ips[src])
-        for node, sources in by_receiver.items():
+        for node, sources in self._by_receiver(links).items():
             self._cut_on.add(node)
             await self._exec_async(node, " && ".join(
                 f"iptables -A KVCHECK -s {ip} -j DROP" for ip in sources))
 
-    async def heal(self) -> None:
+    async def heal(self, links: frozenset[Link] | None = None) -> None:
+        """Delete one rule of each link (``iptables -D`` deletes the first that matches: a
+        link two faults cut keeps the other's), or flush every node's chain."""
+        if links is not None:
+            for node, sources in self._by_receiver(links).items():
+                await self._exec_async(node, " && ".join(
+                    f"iptables -D KVCHECK -s {ip} -j DROP" for ip in sources))
+            return
         for node in sorted(self._cut_on):
             await self._exec_async(node, "iptables -F KVCHECK")
         self._cut_on.clear()
+
+    def _by_receiver(self, links: frozenset[Link]) -> dict[str, list[str]]:
+        """The addresses each node drops packets from, for ``links``."""
+        by_receiver: dict[str, list[str]] = {}
+        for src, dst in sorted(links):
+            by_receiver.setdefault(dst, []).append(self._ips[src])
+        return by_receiver
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         for node, seconds in offsets.items():
@@ -358,6 +382,22 @@ class DockerCluster:
             ["sh", "-c", "tc qdisc add dev eth0 root netem delay 1ms && "
                          "tc qdisc del dev eth0 root"])
         return code == 0
+
+    async def _delay_between_zones(self, nodes: Sequence[str]) -> None:
+        """Delay the packets ``nodes`` (just created) send to nodes of other zones, and those
+        that earlier nodes of other zones send to them, by ``--zone-latency-ms`` (netem on a
+        band of a ``prio`` root; a ``u32`` filter per destination). Nothing without netem."""
+        if not (self.spec.zone_latency_ms and self._netem):
+            return
+        zone = self.spec.zone_of
+        for node in nodes:
+            far = [self._ips[n] for n in self._ips if zone(n) != zone(node)]
+            await self._exec_async(node, zone_delay_script(self.spec.zone_latency_ms, far))
+            self._delayed.add(node)
+        for node in sorted(self._delayed - set(nodes)):
+            far = [self._ips[n] for n in nodes if zone(n) != zone(node)]
+            if far:
+                await self._exec_async(node, " && ".join(_delay_filter(ip) for ip in far))
 
     async def packet_fault(self, fault: PacketFault) -> None:
         unsupported = fault.effects - self.packet_support().effects
@@ -413,6 +453,21 @@ class DockerCluster:
 
 def _pid_file(process: Process) -> str:
     return f"{MOUNT}/{process.name}.pid"
+
+
+def zone_delay_script(delay_ms: float, far: Sequence[str]) -> str:
+    """The ``tc`` commands that delay packets to the addresses ``far`` by ``delay_ms``, and
+    no others: a ``prio`` root whose fourth band (no traffic class maps to it) holds netem,
+    and a filter sending each far address to that band."""
+    commands = ["tc qdisc add dev eth0 root handle 1: prio bands 4 "
+                "priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+                f"tc qdisc add dev eth0 parent 1:4 handle 40: netem delay {delay_ms:g}ms"]
+    return " && ".join([*commands, *(_delay_filter(ip) for ip in far)])
+
+
+def _delay_filter(ip: str) -> str:
+    return f"tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst {ip}/32 " \
+           "flowid 1:4"
 
 
 def _netem(fault: PacketFault) -> str:

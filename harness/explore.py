@@ -46,7 +46,7 @@ from kvcheck.harness.runner import Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.virtual_time import run_virtual
-from kvcheck.nemesis import KINDS, Nemesis, PacketSupport, Planned
+from kvcheck.nemesis import KINDS, NEEDS_ZONES, Nemesis, PacketSupport, Planned
 from kvcheck.nemesis.schedule import write_schedule
 
 #: The operation limit drawn is at most this: more than the longest run at the default rate
@@ -56,6 +56,8 @@ MAX_OPERATIONS = 20_000
 #: (``stats``: an operation type never succeeded — one write during a partition, say): such a
 #: run is not a failure of the store.
 NO_EVIDENCE = frozenset({"stats"})
+#: The fault kinds a search draws from: the cases' nodes are in one zone, so not zone faults.
+SEARCHED_KINDS = tuple(k for k in KINDS if k not in NEEDS_ZONES)
 _ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
 
 
@@ -70,7 +72,7 @@ class Axes:
     n: int = 3
     w: tuple[int, ...] = (1, 2, 3)
     r: tuple[int, ...] = (1, 2, 3)
-    kinds: tuple[str, ...] = KINDS
+    kinds: tuple[str, ...] = SEARCHED_KINDS
     bugs: tuple[str, ...] = ()
     longest: int = 60  # seconds of client load, at most
 

@@ -11,16 +11,17 @@ Where the schedule comes from (``docs/nemesis.md``):
 
 Overlaps are sound. Faults overlap in time, but their starts and stops take turns (a node is
 never resumed while it is being killed); a fault that ends as the next of its kind starts stops
-first. Healing one kind never undoes another: a partition heal flushes only the partition's
-rules, packet faults live in their own queueing discipline, a restarted node keeps its clock
-offset (it lives in a file libfaketime reads). A killed node (``kill`` or ``power``) that was
-paused is killed (recorded as ``was_paused``), and the pause no longer resumes it; a pause, a
-kill or a power cut leaves out the nodes that are down. A node restarted while another fault is
-on is not waited for (a partition may keep it from ever looking ready): the faults go on, and a
-``ready`` event in the history records when it became ready, or an ``unready`` one that it had
-not within :data:`READY_WATCH_S`; the final heal waits for every node. A membership change needs
-every member reachable to finish in bounded time: it is skipped while another fault is on, and
-other faults are skipped while it is going on. A skipped fault is recorded, with why, in
+first. Healing one kind never undoes another: a partition's heal undoes only its own cuts (a
+zone's network outage keeps its), packet faults live in their own queueing discipline, a
+restarted node keeps its clock offset (it lives in a file libfaketime reads). A killed node
+(``kill``, ``power``, a zone's power outage) that was paused is killed (recorded as
+``was_paused``), and the pause no longer resumes it; a pause, a kill or a power cut leaves out
+the nodes that are down. A node restarted while another fault is on is not waited for (a
+partition may keep it from ever looking ready): the faults go on, and a ``ready`` event in the
+history records when it became ready, or an ``unready`` one that it had not within
+:data:`READY_WATCH_S`; the final heal waits for every node. A membership change needs every
+member reachable to finish in bounded time: it is skipped while another fault is on, and other
+faults are skipped while it is going on. A skipped fault is recorded, with why, in
 ``schedule.json`` and as a ``skip-<kind>`` event in the history.
 """
 
@@ -38,7 +39,9 @@ from kvcheck.harness.databases import Capability, guard
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.nemesis import (
     Action,
+    CutPower,
     Fault,
+    KillNodes,
     Nemesis,
     Planned,
     RestartNodes,
@@ -47,8 +50,6 @@ from kvcheck.nemesis import (
     fault_of,
 )
 
-#: The kinds that take nodes down until their stop restarts them.
-_DOWN = ("kill", "power")
 #: Seconds a node restarted while other faults are on is watched for becoming ready.
 READY_WATCH_S = 30.0
 
@@ -164,7 +165,7 @@ class FaultRunner:
                 self._background.start_soon(self._strobing, action, self._strobe)
             else:
                 await execute(self.backend, action)
-        if fault.kind in _DOWN:
+        if _takes_down(fault):
             self.killed |= set(fault.targets)
             self.paused -= set(fault.targets)
         elif fault.kind == "pause":
@@ -181,13 +182,15 @@ class FaultRunner:
                     "is on")
         if "membership" in others:
             return "a membership change is going on"
-        if planned.kind in ("pause", *_DOWN) and (down := set(planned.targets) & self.killed):
+        down_kind = _takes_down(fault_of(planned))
+        if (planned.kind == "pause" or down_kind) \
+                and (down := set(planned.targets) & self.killed):
             left = tuple(n for n in planned.targets if n not in down)
             if not left:
                 return "every target is down"
             planned = dataclasses.replace(planned, targets=left, params={
                 **planned.params, "left_out_killed": sorted(down)})
-        if planned.kind in _DOWN and (was := sorted(set(planned.targets) & self.paused)):
+        if down_kind and (was := sorted(set(planned.targets) & self.paused)):
             return dataclasses.replace(planned, params={**planned.params, "was_paused": was})
         return planned
 
@@ -214,7 +217,7 @@ class FaultRunner:
             if (isinstance(action, RestartNodes) and not action.wait
                     and self._watchers is not None):
                 self._watchers.start_soon(self._watch_ready, action.nodes)
-        if kind in _DOWN:
+        if _takes_down(fault):
             self.killed -= set(fault.targets)
         elif kind == "pause":
             self.paused -= set(fault.targets)
@@ -285,8 +288,16 @@ class FaultRunner:
         return round(trio.current_time() - self._started, 3)
 
 
+def _takes_down(fault: Fault) -> bool:
+    """Whether ``fault`` takes its targets down until its stop restarts them (a kill, a power
+    cut, a zone's power outage)."""
+    return any(isinstance(action, KillNodes | CutPower) for action in fault.start)
+
+
 def _summary(description: dict[str, Any]) -> str:
     text = f"{description['fault']} {','.join(description.get('targets', []))}"
     if "topology" in description:
         text += f" ({description['topology']})"
+    elif "outage" in description:
+        text += f" ({description['outage']} outage of zone {description.get('zone')})"
     return text

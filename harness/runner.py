@@ -113,8 +113,7 @@ class Runner:
     async def run(self, view: Callable[[Progress], Awaitable[None]] | None = None) -> None:
         """Set up, test, heal, recover, read, collect, tear down. Raises :class:`Interrupted`
         on SIGINT/SIGTERM and whatever the backend raises, after tearing down."""
-        test = {**self.spec.to_json(), "run_id": self.backend.run_id}
-        (self.run_dir / "test.json").write_text(json.dumps(test, indent=2) + "\n")
+        self._write_test({})
         history = HistoryWriter(self.run_dir / "history.jsonl", clock=trio.current_time)
         self.progress.history = history
         try:
@@ -135,6 +134,11 @@ class Runner:
         if self._signal is not None:
             raise Interrupted(self._signal)
 
+    def _write_test(self, extra: dict[str, Any]) -> None:
+        """``test.json``: the spec, the run's id, and ``extra``."""
+        test = {**self.spec.to_json(), "run_id": self.backend.run_id, **extra}
+        (self.run_dir / "test.json").write_text(json.dumps(test, indent=2) + "\n")
+
     async def _watch_signals(self, scope: trio.CancelScope) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
@@ -146,6 +150,8 @@ class Runner:
         spec = self.spec
         self.progress.phase = "starting the cluster"
         await self.backend.setup()
+        if self.backend.notes:
+            self._write_test({"notes": self.backend.notes})
         history.start_clock()
         self.progress.phase = "running"
         until = trio.current_time() + spec.time_limit
@@ -182,7 +188,8 @@ class Runner:
             kinds, self.backend.nodes, random.Random(rng.randrange(2**32)),
             hold=spec.nemesis_interval, packets=self.backend.packet_support(),
             spare=spec.spare_node, replicas=spec.n, topologies=spec.partition_topologies,
-            primaries=Capability.PRIMARY in self.database.capabilities)
+            primaries=Capability.PRIMARY in self.database.capabilities,
+            zones=spec.node_zones, outage=spec.zone_outage)
         mode = "schedule" if spec.schedule else spec.nemesis_mode
         return FaultRunner(self.backend, history, mode=mode,
                            interval=spec.nemesis_interval, rng=rng, nemesis=nemesis,

@@ -15,11 +15,12 @@ words and its timeout rule are those of a Docker run. A killed node refuses conn
 requests in flight end as a broken connection); a paused one accepts them and does not answer.
 
 How each fault is made: a partition cuts the simulated links (dropped silently); kill and
-restart crash the node's logic and boot it again on its disk; pause defers everything it
-receives until it is resumed; clock faults set its wall-clock offset; packet faults degrade its
-outgoing links as TCP shows them (:class:`~kvcheck.store.sim.Degradation`); a node joins on an
-empty disk and leaves as the store decommissions, then stops. ``docs/sim.md`` says where this
-differs from the cluster in containers.
+restart crash the node's logic and boot it again on its disk (a zone's outage: its nodes' links
+to the other zones cut, or its nodes killed); pause defers everything it receives until it is
+resumed; clock faults set its wall-clock offset; packet faults degrade its outgoing links as TCP
+shows them (:class:`~kvcheck.store.sim.Degradation`); links between zones always carry
+``--zone-latency-ms`` more; a node joins on an empty disk and leaves as the store decommissions,
+then stops. ``docs/sim.md`` says where this differs from the cluster in containers.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class SimCluster:
         self.joined: list[str] = []
         self.config = ClusterConfig(**spec.store_settings())
         self.sim = Simulation(self.nodes, self.config, seed=spec.seed, trace=False,
-                              answered=self._answered)
+                              answered=self._answered, zones=spec.node_zones,
+                              weights={n: spec.weight(n) for n in self.nodes},
+                              zone_delay=spec.zone_latency_ms / 1000)
         self._down: set[str] = set()
         self._waiting: dict[int, _Waiter] = {}
         self._reported = 0  # failures of the node logic already reported as crashes
@@ -93,6 +96,7 @@ class SimCluster:
         self._wake: trio.CancelScope | None = None
         self._driver = trio.CancelScope()
         self._log: dict[str, list[str]] = {}
+        self.notes: list[str] = []  # the simulator does all it is asked
 
     # -- the cluster, as the database sees it --
 
@@ -310,9 +314,12 @@ class SimCluster:
         for source, target in sorted(links):
             self.sim.cut(source, target, both_ways=False)
 
-    async def heal(self) -> None:
+    async def heal(self, links: frozenset[Link] | None = None) -> None:
         self._catch_up()
-        self.sim.heal()
+        if links is None:
+            self.sim.heal()
+        for source, target in sorted(links or ()):
+            self.sim.uncut(source, target, both_ways=False)
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         self._catch_up()
@@ -337,7 +344,7 @@ class SimCluster:
         """Start ``node`` on an empty disk, joining through ``via``; return once it is ready."""
         self._catch_up()
         try:
-            self.sim.join(node, via)
+            self.sim.join(node, via, self.spec.zone_of(node), self.spec.weight(node))
         except ValueError as exc:
             raise BackendError(f"{node} cannot join through {via}: {exc}") from None
         self._down.discard(node)

@@ -22,7 +22,9 @@ expected to fail, and shows how.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,7 +37,15 @@ from kvcheck.harness.databases import (
     load,
     resolve_options,
 )
-from kvcheck.nemesis import SIMULATED_ONLY, NemesisError, Planned, check_nodes, parse_kinds
+from kvcheck.nemesis import (
+    NEEDS_ZONES,
+    SIMULATED_ONLY,
+    ZONE_OUTAGES,
+    NemesisError,
+    Planned,
+    check_nodes,
+    parse_kinds,
+)
 from kvcheck.nemesis.plan import usable_topologies
 from kvcheck.store.bugs import check_bugs
 from kvcheck.store.cli.settings import as_flags
@@ -43,6 +53,9 @@ from kvcheck.store.cli.settings import as_flags
 __all__ = ["GUARANTEES", "SpecError", "TestSpec", "Workload"]
 
 Workload = Literal["register", "set"]
+#: The zones ``--zones Z`` spreads the nodes over: the first Z of these.
+ZONE_NAMES = tuple("abcdefghijklmnopqrstuvwxyz")
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 class SpecError(ValueError):
@@ -93,6 +106,17 @@ class TestSpec:
     bugs: tuple[str, ...] = ()
     #: Operations all workers together issue at most; 0: as many as the time limit allows.
     operation_limit: int = 0
+    #: Zones (data centers) the nodes are spread over, in turn: n1 in ``a``, n2 in ``b``, ...
+    zones: int = 1
+    #: Each node's zone (``--zone-map``) instead; completed, when built, with every node's
+    #: (and the spare's) zone, and ``zones`` set to how many the nodes are in.
+    zone_map: tuple[tuple[str, str], ...] = ()
+    #: Each node's weight, its share of the ring (the reference store); 1 where not given.
+    weights: tuple[tuple[str, int], ...] = ()
+    #: How a zone fault loses its zone: ``network`` or ``power``; empty: drawn for each.
+    zone_outage: str = ""
+    #: Milliseconds each packet between nodes of two zones is delayed (none within a zone).
+    zone_latency_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -135,6 +159,7 @@ class TestSpec:
             raise SpecError(f"--read-repair must be async or blocking, not {self.read_repair!r}")
         if self.nemesis_mode not in ("overlap", "turns"):
             raise SpecError(f"--nemesis-mode must be overlap or turns, not {self.nemesis_mode!r}")
+        self._place()
         if self.schedule:
             object.__setattr__(self, "nemesis", tuple(dict.fromkeys(
                 f.kind for f in self.schedule)))
@@ -164,6 +189,10 @@ class TestSpec:
                 raise SpecError(f"--db {self.db} expects {expected!r} of the {self.workload} "
                                 "workload, which cannot show it: declare what to judge with "
                                 f"--expect (one of {', '.join(GUARANTEES)})")
+        self._check_zone_faults(kinds)
+        if self.weights and self.db != "kvstore":
+            raise SpecError(f"--weights sets the reference store's node weights; {self.db} "
+                            "has none")
         if self.partition_topologies and "partition" not in kinds:
             raise SpecError("--partition-topologies needs the partition nemesis")
         try:
@@ -171,6 +200,90 @@ class TestSpec:
                               Capability.PRIMARY in database.capabilities)
         except NemesisError as exc:
             raise SpecError(f"--partition-topologies: {exc}") from None
+
+    def _place(self) -> None:
+        """Check ``zones``, ``zone_map`` and ``weights``; complete the map and the count."""
+        named = (*self.node_ids, self.spare_node)
+        if self.zone_map:
+            zones = dict(self.zone_map)
+            if unknown := sorted(set(zones) - set(named)):
+                raise SpecError(f"--zone-map names {', '.join(unknown)}, not a node of this "
+                                f"test (its nodes are {', '.join(self.node_ids)})")
+            if missing := [n for n in self.node_ids if n not in zones]:
+                raise SpecError(f"--zone-map gives no zone for {', '.join(missing)}: give "
+                                "every node's")
+            count = len({zones[n] for n in self.node_ids})
+            if self.zones not in (1, count):
+                raise SpecError(f"--zones {self.zones} and a --zone-map of {count} zone(s) "
+                                "disagree: give one of them")
+        else:
+            count = self.zones
+            if not 1 <= count <= min(self.nodes, len(ZONE_NAMES)):
+                raise SpecError(f"--zones must be from 1 to the number of nodes "
+                                f"({min(self.nodes, len(ZONE_NAMES))} at most)")
+            zones = {n: ZONE_NAMES[i % count] for i, n in enumerate(self.node_ids)}
+        if bad := [z for z in zones.values() if not _ZONE_NAME.fullmatch(z)]:
+            raise SpecError(f"zone {bad[0]!r} is not a zone name: letters, digits, - and _, "
+                            "at most 32")
+        if self.spare_node not in zones:  # it joins the zones in turn, as the nodes do
+            used = sorted({zones[n] for n in self.node_ids})
+            zones[self.spare_node] = used[self.nodes % len(used)]
+        object.__setattr__(self, "zone_map", tuple((n, zones[n]) for n in named))
+        object.__setattr__(self, "zones", count)
+        weights = dict(self.weights)
+        if unknown := sorted(set(weights) - set(named)):
+            raise SpecError(f"--weights names {', '.join(unknown)}, not a node of this test")
+        if bad := [n for n, w in weights.items() if type(w) is not int or not 1 <= w <= 64]:
+            raise SpecError(f"--weights: the weight of {bad[0]} must be a whole number from "
+                            "1 to 64")
+        if self.zone_outage not in ("", *ZONE_OUTAGES):
+            raise SpecError(f"--zone-outage must be {' or '.join(ZONE_OUTAGES)}, not "
+                            f"{self.zone_outage!r}")
+        if not (math.isfinite(self.zone_latency_ms) and self.zone_latency_ms >= 0):
+            raise SpecError("--zone-latency-ms must be a number of milliseconds >= 0")
+        if self.zone_latency_ms and count < 2:
+            raise SpecError("--zone-latency-ms delays packets between zones: give --zones 2 "
+                            "or more (or a --zone-map of two zones or more)")
+
+    def _check_zone_faults(self, kinds: tuple[str, ...]) -> None:
+        """Zone faults need two zones; a zone fault of a schedule loses exactly its zone."""
+        if self.zone_outage and "zone" not in kinds:
+            raise SpecError("--zone-outage needs the zone nemesis")
+        if set(kinds) & NEEDS_ZONES and self.zones < 2:
+            raise SpecError("--nemesis zone takes a zone away: spread the nodes over two zones "
+                            "or more (--zones 2, or --zone-map)")
+        if self.zone_latency_ms and self.backend == "docker" and "packet" in kinds:
+            raise SpecError("--zone-latency-ms and --nemesis packet both need each node's "
+                            "queueing discipline in Docker: use one of them, or --backend sim")
+        zones = self.node_zones
+        for planned in self.schedule:
+            if planned.kind != "zone":
+                continue
+            zone = planned.params.get("zone")
+            members = sorted(n for n in self.node_ids if zones[n] == zone)
+            if sorted(planned.targets) != members:
+                raise SpecError(f"the zone fault at {planned.at:g} s loses zone {zone!r}, "
+                                f"whose nodes are {', '.join(members) or 'none'}, but its "
+                                f"targets are {', '.join(planned.targets)}")
+
+    @property
+    def node_zones(self) -> dict[str, str]:
+        """Each node's zone, the spare's too."""
+        return dict(self.zone_map)
+
+    def zone_of(self, node: str) -> str:
+        """``node``'s zone; a node beyond the spare (one an autoscaler adds) takes the zones in
+        turn, as the nodes do."""
+        zones = dict(self.zone_map)
+        if node in zones:
+            return zones[node]
+        used = sorted(set(zones.values()))
+        index = int(node[1:]) - 1 if node[:1] == "n" and node[1:].isdigit() else 0
+        return used[index % len(used)]
+
+    def weight(self, node: str) -> int:
+        """``node``'s weight: its share of the ring."""
+        return dict(self.weights).get(node, 1)
 
     @property
     def database(self) -> Database:
@@ -223,7 +336,10 @@ class TestSpec:
     def to_json(self) -> dict[str, Any]:
         """``test.json``: every option (the reference store's settings only as the database
         describes them), plus what the checkers read."""
-        common = {k: v for k, v in dataclasses.asdict(self).items() if k not in _STORE_SETTINGS}
+        common = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in _STORE_SETTINGS and k not in ("zones", "zone_map")}
+        described = [*self.node_ids, *([self.spare_node] if "membership" in self.nemesis
+                                       else [])]
         return {
             **common,
             **self.database.describe(self),
@@ -238,6 +354,8 @@ class TestSpec:
             "checkers": list(self.checkers),
             "skipped_checkers": self.skipped_checkers,
             "backend": self.backend,
+            "zones": {n: z for n, z in self.zone_map if n in described},
+            "weights": {n: self.weight(n) for n in described},
         }
 
 

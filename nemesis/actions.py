@@ -14,7 +14,7 @@ from typing import Any
 
 from kvcheck.nemesis.topology import Link
 
-KINDS = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power")
+KINDS = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power", "zone")
 #: The kinds only the simulator can make, and why a real cluster's backend cannot.
 SIMULATED_ONLY: Mapping[str, str] = {
     "disk": "a container's disk cannot be made to fail writes, reads or syncs on demand",
@@ -23,6 +23,11 @@ SIMULATED_ONLY: Mapping[str, str] = {
 }
 #: How a disk fault makes the device fail: every write (a full disk), read, or sync.
 DISK_ERRORS = ("write", "read", "fsync")
+#: How a data center (a ``zone`` fault) is lost: its network cut off from the other zones, or
+#: its power (every node of the zone killed).
+ZONE_OUTAGES = ("network", "power")
+#: The kinds that need the nodes spread over two zones or more.
+NEEDS_ZONES = frozenset({"zone"})
 
 
 # -- actions ------------------------------------------------------------------------------------
@@ -37,7 +42,10 @@ class CutLinks:
 
 @dataclass(frozen=True, slots=True)
 class HealLinks:
-    """Remove every cut this nemesis made."""
+    """Undo one :class:`CutLinks` of ``links``, or, with none given, every cut this nemesis
+    made. A link cut by two faults that overlap stays cut until both heal it."""
+
+    links: frozenset[Link] | None = None
 
 
 @dataclass(frozen=True, slots=True)

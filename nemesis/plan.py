@@ -19,17 +19,27 @@ Kinds (``docs/nemesis.md`` says how each is done and what it proves):
   nodes while clients run. Shrinking needs more members than replicas per key;
 - ``disk`` (simulator only): a minority's disks fail every write, read or sync until the stop;
 - ``power`` (simulator only): a minority, or half the time every node, loses power — a rack
-  or a data center going dark — and starts again at the stop.
+  or a data center going dark — and starts again at the stop;
+- ``zone``: a data center lost — a zone drawn, every node of it cut off from the other zones
+  (``network``) or killed and restarted at the stop (``power``); the outage drawn too unless
+  fixed. Needs the nodes spread over two zones or more.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from kvcheck.nemesis.actions import DISK_ERRORS, KINDS, Fault, NemesisError, PacketSupport
+from kvcheck.nemesis.actions import (
+    DISK_ERRORS,
+    KINDS,
+    ZONE_OUTAGES,
+    Fault,
+    NemesisError,
+    PacketSupport,
+)
 from kvcheck.nemesis.schedule import PACKET_FIELDS, Planned, fault_of
 from kvcheck.nemesis.topology import MIN_NODES, PRIMARY_TOPOLOGIES, TOPOLOGIES
 
@@ -55,14 +65,17 @@ class Nemesis:
     node that is not a member, for membership faults to add; ``replicas`` is N, which a
     membership fault never takes the cluster below. ``topologies`` restricts the partitions
     drawn (by default every one these nodes allow, with ``isolate-primary`` where
-    ``primaries``: the database can name its primary). Raises :class:`NemesisError` when a
-    kind or a topology cannot work with these nodes.
+    ``primaries``: the database can name its primary). ``zones`` maps each node to its zone
+    (zone faults draw one of them); ``outage`` fixes how a zone is lost (``network`` or
+    ``power``; empty: drawn). Raises :class:`NemesisError` when a kind or a topology cannot
+    work with these nodes.
     """
 
     def __init__(self, kinds: Sequence[str], nodes: Sequence[str], rng: random.Random,
                  hold: float, packets: PacketSupport | None = None, *, spare: str = "",
                  replicas: int = 3, topologies: Sequence[str] = (),
-                 primaries: bool = False) -> None:
+                 primaries: bool = False, zones: Mapping[str, str] | None = None,
+                 outage: str = "") -> None:
         self.kinds = tuple(kinds)
         self.nodes = list(nodes)
         self.rngs = {kind: random.Random(rng.randrange(2**32)) for kind in self.kinds}
@@ -71,7 +84,14 @@ class Nemesis:
         self.spare = spare
         self.replicas = replicas
         self.topologies = usable_topologies(len(self.nodes), topologies, primaries)
+        self.zones = {node: (zones or {}).get(node, "") for node in self.nodes}
+        self.outage = outage
         self._turn = 0
+        if "zone" in self.kinds and len(set(self.zones.values())) < 2:
+            raise NemesisError("the zone nemesis needs the nodes spread over two zones or more")
+        if outage and outage not in ZONE_OUTAGES:
+            raise NemesisError(f"a zone outage is one of {', '.join(ZONE_OUTAGES)}, "
+                               f"not {outage!r}")
         if "membership" in self.kinds and not spare and len(self.nodes) <= replicas:
             raise NemesisError("the membership nemesis needs a spare node to add, or more "
                                "nodes than replicas per key to remove one")
@@ -140,6 +160,15 @@ class Nemesis:
 
     def _kill(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
         return self._minority(rng), {}
+
+    def _zone(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
+        zone = rng.choice(sorted(set(self.zones.values())))
+        outage = self.outage or rng.choice(ZONE_OUTAGES)
+        lost = tuple(n for n in self.nodes if self.zones[n] == zone)
+        params: dict[str, Any] = {"zone": zone, "outage": outage}
+        if outage == "network":
+            params["components"] = [list(lost), [n for n in self.nodes if n not in lost]]
+        return lost, params
 
     def _disk(self, rng: random.Random) -> tuple[tuple[str, ...], dict[str, Any]]:
         return self._minority(rng), {"error": rng.choice(DISK_ERRORS)}

@@ -29,6 +29,14 @@ fault into the actions that start and stop it. ``docs/nemesis.md`` documents the
 ``power`` (simulator only)
     none: the targets lose power (what they had not synced may be lost) and start again at
     the stop.
+``zone``
+    a data center lost: the targets are every node of ``zone``; ``outage`` is ``network``
+    (the links between the zone's nodes and every other node cut, as ``components``
+    ``[[the zone's nodes], [the others]]`` says; the zone's nodes still talk among themselves)
+    or ``power`` (the targets killed, as ``kill`` does, and restarted at the stop).
+
+Two faults that cut links (a partition and a zone's network outage) may overlap: each heals
+only its own cuts.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ from typing import Any
 from kvcheck.nemesis.actions import (
     DISK_ERRORS,
     KINDS,
+    ZONE_OUTAGES,
     Action,
     ClearPackets,
     CutLinks,
@@ -140,7 +149,7 @@ def _partition(p: Planned) -> _Actions:
         links = cut_between(p.params["components"])
     if not links:
         raise ValueError("it cuts no link")
-    return (CutLinks(links),), (HealLinks(),)
+    return (CutLinks(links),), (HealLinks(links),)
 
 
 def cut_between(components: Sequence[Sequence[str]]) -> frozenset[Link]:
@@ -202,8 +211,25 @@ def _power(p: Planned) -> _Actions:
     return (CutPower(p.targets),), (RestartNodes(p.targets),)
 
 
+def _zone(p: Planned) -> _Actions:
+    outage = p.params["outage"]
+    if not isinstance(p.params.get("zone"), str) or not p.params["zone"]:
+        raise ValueError("zone must name the zone lost")
+    if outage == "power":
+        return _kill(p)
+    if outage != "network":
+        raise ValueError(f"outage must be one of {', '.join(ZONE_OUTAGES)}, not {outage!r}")
+    if "components" not in p.params:
+        raise ValueError("a network outage needs components: [[the zone's nodes], "
+                         "[every other node]]")
+    if sorted(map(str, p.params["components"][0])) != sorted(p.targets):
+        raise ValueError("the first of its components must be its targets, the zone's nodes")
+    return _partition(p)
+
+
 _BUILDERS = {"partition": _partition, "kill": _kill, "pause": _pause, "clock": _clock,
-             "packet": _packet, "membership": _membership, "disk": _disk, "power": _power}
+             "packet": _packet, "membership": _membership, "disk": _disk, "power": _power,
+             "zone": _zone}
 
 
 def read_schedule(path: Path) -> tuple[Planned, ...]:

@@ -6,8 +6,9 @@ both the current and the next ring, each a *group* that must reach the quorum on
 replaced, in the request and in its groups, by the next node along the ring that is up: a
 *stand-in*, which keeps a hint for the replica it replaces.
 
-**Put.** The replicas are asked to stamp one at a time, this node first if it is one, until one
-does (a replica that refuses or cannot be reached passes the turn on); the sibling set it returns
+**Put.** The replicas are asked to stamp one at a time, this node first if it is one, then those
+the failure detector believes alive, until one does (a replica that refuses or cannot be reached
+passes the turn on); the sibling set it returns
 is replicated to the others, and the put answers once W replicas of every group hold it. A
 stamper that refuses the write at the sibling cap (:mod:`kvcheck.store.replica`) ends the put at
 once: it fails, surely not applied, and no other replica is asked. When
@@ -156,13 +157,20 @@ class Coordinator:
         """Start a client's put (or delete)."""
         cluster = self._context.cluster
         targets = self.targets(event.key)
-        me = self._context.node_id
         op = _Put(self._context.ids.request(), event.request, event.key, event.value,
                   event.context, now.wall_ms, cluster.w if event.w is None else event.w,
-                  targets, sorted(targets.nodes, key=lambda node: node != me))  # self first
+                  targets, sorted(targets.nodes, key=self._stamper_rank))
         with self._opened(op, out):
             self._context.counters["put"] += 1
             self._ask_next_stamper(op, out)
+
+    def _stamper_rank(self, node: str) -> int:
+        """Who is asked to stamp a put first: this node, then the replicas the failure detector
+        believes alive, then those it suspects, then those it believes down (a stamper that
+        cannot be reached holds the put up until it times out)."""
+        if node == self._context.node_id:
+            return 0
+        return _STAMPER_ORDER[self._context.membership.state(node)]
 
     def get(self, event: ClientGet, out: list[Action]) -> None:
         """Start a client's get: ask every replica, this node's own storage at once."""
@@ -509,6 +517,10 @@ class Coordinator:
             self._repair(op, out)
         else:
             self._hint_missed(op)
+
+
+#: The rank of a stamper by its state in this node's failure detector (after this node, 0).
+_STAMPER_ORDER = {"alive": 1, "suspect": 2, "down": 3}
 
 
 def _fewest(groups: Groups, nodes: Iterable[str]) -> int:

@@ -9,8 +9,10 @@ how the real cluster differs:
   connection: a message takes a random delay in ``latency`` and never overtakes an earlier one on
   the same link; a cut link (:meth:`Simulation.cut`) drops everything, silently — as iptables
   DROP does; a node has no link to itself (a message to itself is undeliverable, as the
-  server has none); ``loss`` drops a share of all messages outright (for unit tests of timeouts: TCP
-  would retransmit them — :meth:`Simulation.degrade` models packet faults as TCP sees them);
+  server has none); a message between nodes of two zones takes ``zone_delay`` longer (the
+  distance between data centers); ``loss`` drops a share of all messages outright (for unit
+  tests of timeouts: TCP would retransmit them — :meth:`Simulation.degrade` models packet
+  faults as TCP sees them);
 - crash: the node's volatile state (requests in flight, timers, its membership view) is gone,
   its storage and hints (the disk) stay; messages sent to it fail at once as *undeliverable* —
   as a refused TCP connect does — and after its restart, until each peer's link to it has
@@ -39,6 +41,7 @@ import heapq
 import itertools
 import random
 import traceback
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -150,6 +153,8 @@ class Simulation:
         fsync: tuple[float, float] = (0.001, 0.004),
         loss: float = 0.0,
         zones: dict[str, str] | None = None,
+        weights: dict[str, int] | None = None,
+        zone_delay: float = 0.0,
         trace: bool = True,
         answered: Callable[[int, Response], None] | None = None,
     ) -> None:
@@ -160,7 +165,8 @@ class Simulation:
         self.loss = loss
         self.now = 0.0
         self.ring = _ring(
-            tuple(Member(n, (zones or {}).get(n, "default")) for n in node_ids),
+            tuple(Member(n, (zones or {}).get(n, "default"), (weights or {}).get(n, 1))
+                  for n in node_ids),
             self.cluster.vnodes_per_weight,
         )
         #: The placement of the cluster as configured (a node's address is its id).
@@ -168,7 +174,12 @@ class Simulation:
             initial_records(self.ring.members.values(), {n: n for n in self.ring.members},
                             self.cluster.vnodes_per_weight),
             self.cluster.vnodes_per_weight, self.cluster.n)
-        self.cut_links: set[tuple[str, str]] = set()
+        #: The links cut, each with how many cuts hold it.
+        #: Each node's zone, and the delay a message between two zones takes on top of
+        #: ``latency``, each way (none within a zone).
+        self.zones = {m.node_id: m.zone for m in self.ring.members.values()}
+        self.zone_delay = zone_delay
+        self.cut_links: Counter[tuple[str, str]] = Counter()
         self.responses: dict[int, tuple[float, Response]] = {}
         self.trace: list[str] = []
         #: (node, traceback) for each exception the node logic raised (it crashed the node).
@@ -243,9 +254,18 @@ class Simulation:
 
     def cut(self, a: str, b: str, *, both_ways: bool = True) -> None:
         """Drop every message from ``a`` to ``b`` (and back, unless not ``both_ways``), silently."""
-        self.cut_links |= {(a, b), (b, a)} if both_ways else {(a, b)}
+        for link in {(a, b), (b, a)} if both_ways else {(a, b)}:
+            self.cut_links[link] += 1
+
+    def uncut(self, a: str, b: str, *, both_ways: bool = True) -> None:
+        """Undo one :meth:`cut` of the link (a link cut twice stays cut until both are undone)."""
+        for link in {(a, b), (b, a)} if both_ways else {(a, b)}:
+            self.cut_links[link] -= 1
+            if self.cut_links[link] <= 0:
+                del self.cut_links[link]
 
     def heal(self) -> None:
+        """Undo every cut."""
         self.cut_links.clear()
 
     def degrade(self, node_id: str, degradation: Degradation) -> None:
@@ -315,10 +335,11 @@ class Simulation:
 
     # -- membership --
 
-    def join(self, node_id: str, via: str, zone: str = "default") -> None:
+    def join(self, node_id: str, via: str, zone: str = "default", weight: int = 1) -> None:
         """Start a new node that joins through ``via`` (it takes ``via``'s records, as a real
         node fetches them from its seed). Raises ValueError for an id already a member."""
-        placement = self.nodes[via].logic.placement.joined(node_id, node_id, zone, 1)
+        placement = self.nodes[via].logic.placement.joined(node_id, node_id, zone, weight)
+        self.zones[node_id] = zone
         node = self._boot(node_id, *self._new_disk(), 1, placement)
         self.nodes[node_id] = node
         self._note(f"{node_id} join via {via}")
@@ -520,6 +541,8 @@ class Simulation:
         if link in self.cut_links or (self.loss and self.random.random() < self.loss):
             return
         at = self.now + self.random.uniform(*self.latency)
+        if self.zone_delay and self.zones.get(source) != self.zones.get(peer):
+            at += self.zone_delay
         if (degraded := self._degraded.get(source)) is not None:
             at = self._degrade(source, degraded, message, at)
         at = max(at, self._arrival.get(link, 0.0))  # one connection: in order

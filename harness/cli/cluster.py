@@ -19,7 +19,12 @@ from rich.console import Console
 from kvcheck.harness.autoscale import ABOVE, BELOW, SUSTAIN, Policy, PolicyError, autoscale
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.base_image import ImageError
-from kvcheck.harness.cli.options import BY_HAND, add_cluster_options, add_histories
+from kvcheck.harness.cli.options import (
+    BY_HAND,
+    add_cluster_options,
+    add_histories,
+    zone_settings,
+)
 from kvcheck.harness.databases.kvstore import PORT, KvStore
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import EngineUnavailable, connect
@@ -63,7 +68,7 @@ def _up(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         spec = TestSpec(name="cluster", nodes=args.nodes, n=args.n, w=args.w, r=args.r,
                         versioning=args.versioning, sloppy_quorum=args.sloppy_quorum,
-                        read_repair=args.read_repair, nemesis=())
+                        read_repair=args.read_repair, nemesis=(), **zone_settings(args))
         policy = None
         if args.autoscale:
             low, high = Policy.parse_range(args.autoscale)
@@ -118,6 +123,8 @@ async def _keep_up(backend: DockerCluster, policy: Policy | None, args: argparse
                 temporary.write_text(json.dumps({"nodes": addresses}) + "\n")
                 temporary.replace(cluster_dir / "cluster.json")
 
+            for note in backend.notes:
+                say(f"note: {note}")
             publish(backend.nodes)
             secret = cluster_dir / "secret"  # for a node added by hand: kvstore serve --secret-file
             write_secret(secret, backend.secret)

@@ -21,10 +21,10 @@ from kvcheck.harness.cli import main
 from kvcheck.harness.cli.options import add_histories
 from kvcheck.harness.cli.values import positive_float, shard_option
 from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.explore import Axes, Case, Outcome, Search, versionings_for
+from kvcheck.harness.explore import SEARCHED_KINDS, Axes, Case, Outcome, Search, versionings_for
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import Workload
-from kvcheck.nemesis import KINDS, NemesisError, parse_kinds
+from kvcheck.nemesis import NemesisError, parse_kinds
 from kvcheck.nemesis.schedule import write_schedule
 from kvcheck.store.bugs import BUGS
 from kvcheck.store.versions import Versioning
@@ -41,7 +41,7 @@ def register(commands: Any) -> None:
         "without one (docs/sim.md).")
     p.add_argument("--workload", choices=get_args(Workload), help="default: either")
     p.add_argument("--versioning", choices=get_args(Versioning), help="default: either")
-    p.add_argument("--nemesis", default=",".join(KINDS),
+    p.add_argument("--nemesis", default=",".join(SEARCHED_KINDS),
                    help="the fault kinds to draw from, comma-separated, or none "
                    "(default: %(default)s)")
     p.add_argument("--nodes", type=int, default=5, help="cluster size (default: %(default)s)")
@@ -73,6 +73,9 @@ def register(commands: Any) -> None:
 def axes_from(args: argparse.Namespace) -> Axes:
     """The search space the options leave. Raises ValueError naming a bad option."""
     kinds = tuple(parse_kinds(args.nemesis))
+    if zoned := sorted(set(kinds) - set(SEARCHED_KINDS)):
+        raise ValueError(f"--nemesis {', '.join(zoned)}: the search puts every node in one "
+                         "zone; test zone outages with kvcheck run --zones")
     if not 1 <= args.n <= args.nodes:
         raise ValueError(f"--n must be from 1 to --nodes ({args.nodes})")
     for name in ("w", "r"):

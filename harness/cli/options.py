@@ -11,8 +11,9 @@ import argparse
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import get_args
+from typing import Any, get_args
 
+from kvcheck.harness.cli.values import node_values, node_weights
 from kvcheck.harness.databases import BUILTIN
 from kvcheck.harness.spec import TestSpec
 from kvcheck.store.config import ClusterConfig
@@ -63,8 +64,8 @@ BY_HAND = ClusterDefaults(
 
 
 def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaults) -> None:
-    """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning``, ``--sloppy-quorum`` and
-    ``--read-repair``."""
+    """``--nodes``, ``--n``, ``--w``, ``--r``, ``--versioning``, ``--sloppy-quorum``,
+    ``--read-repair`` and the zone options (:func:`add_zone_options`)."""
     parser.add_argument("--nodes", type=int, default=defaults.nodes, help=defaults.nodes_help)
     parser.add_argument("--n", type=int, default=SPEC_DEFAULTS.n,
                         help="replicas per key (default: %(default)s)")
@@ -80,6 +81,32 @@ def add_cluster_options(parser: argparse.ArgumentParser, defaults: ClusterDefaul
                         default=defaults.sloppy_quorum, help=defaults.sloppy_quorum_help)
     parser.add_argument("--read-repair", choices=("async", "blocking"),
                         default=defaults.read_repair, help=defaults.read_repair_help)
+    add_zone_options(parser)
+
+
+def add_zone_options(parser: argparse.ArgumentParser) -> None:
+    """``--zones``, ``--zone-map``, ``--weights`` and ``--zone-latency-ms``."""
+    zones = parser.add_mutually_exclusive_group()
+    zones.add_argument("--zones", type=int, default=SPEC_DEFAULTS.zones, metavar="Z",
+                       help="spread the nodes over Z zones (data centers) in turn: n1 in a, n2 "
+                       "in b, ...; the store puts a key's replicas in distinct zones first "
+                       "(default: %(default)s)")
+    zones.add_argument("--zone-map", type=node_values, default=(), metavar="N1=A,N2=A,...",
+                       help="each node's zone, instead of --zones")
+    parser.add_argument("--weights", type=node_weights, default=(), metavar="N1=2,N2=1,...",
+                        help="nodes' weights, their shares of the reference store's ring "
+                        "(default: 1 each)")
+    parser.add_argument("--zone-latency-ms", type=float, default=SPEC_DEFAULTS.zone_latency_ms,
+                        metavar="MS", help="delay every packet between nodes of two zones by "
+                        "MS, each way (none within a zone): always simulated; in Docker where "
+                        "the kernel has netem, else the run says it is unavailable "
+                        "(default: none)")
+
+
+def zone_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TestSpec` fields :func:`add_zone_options` sets."""
+    return {"zones": args.zones, "zone_map": args.zone_map, "weights": args.weights,
+            "zone_latency_ms": args.zone_latency_ms}
 
 
 def add_database(parser: argparse.ArgumentParser) -> None:

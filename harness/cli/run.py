@@ -28,6 +28,7 @@ from kvcheck.harness.cli.options import (
     add_concurrency,
     add_database,
     add_histories,
+    zone_settings,
 )
 from kvcheck.harness.cli.values import positive_float
 from kvcheck.harness.databases import DatabaseError, describe
@@ -43,7 +44,7 @@ from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
 from kvcheck.harness.virtual_time import DeterminismUnavailable, run_virtual
-from kvcheck.nemesis import NemesisError, read_schedule
+from kvcheck.nemesis import ZONE_OUTAGES, NemesisError, read_schedule
 from kvcheck.store.bugs import describe_bugs
 from kvcheck.terminal import count, seconds
 
@@ -85,8 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="register: reads and unique writes; set: adds by read-modify-write "
                    "(default: %(default)s)")
     p.add_argument("--nemesis", default=None,
-                   help="comma list of partition, kill, pause, clock, packet, membership; "
-                   f"or none (default: {','.join(SPEC_DEFAULTS.nemesis)})")
+                   help="comma list of partition, kill, pause, clock, packet, membership, "
+                   "zone (with --zones 2 or more); disk and power with --backend sim; or none "
+                   f"(default: {','.join(SPEC_DEFAULTS.nemesis)})")
     p.add_argument("--nemesis-mode", choices=("overlap", "turns"),
                    default=SPEC_DEFAULTS.nemesis_mode,
                    help="overlap: each kind starts and stops on its own timeline, so faults of "
@@ -94,6 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--schedule", type=Path, metavar="FILE",
                    help="run exactly the faults of this schedule (a schedule.json, written by "
                    "every run, or by hand: docs/nemesis.md) instead of drawing them")
+    p.add_argument("--zone-outage", choices=ZONE_OUTAGES, default=SPEC_DEFAULTS.zone_outage,
+                   help="how the zone nemesis loses a zone: network (cut off from the other "
+                   "zones, its nodes still talking among themselves) or power (every node of "
+                   "it killed, restarted at the stop) (default: drawn for each fault)")
     p.add_argument("--partition-topologies", default="", metavar="A,B",
                    help="the partition topologies to draw from: halves, random-halves, "
                    "isolate-one, majorities-ring, bridge, and isolate-primary (the primary, "
@@ -155,7 +161,8 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         sloppy_quorum=args.sloppy_quorum, read_repair=args.read_repair, expect=args.expect,
         op_timeout=args.op_timeout, request_timeout_ms=args.request_timeout_ms,
         leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug),
-        operation_limit=args.operation_limit)
+        operation_limit=args.operation_limit, zone_outage=args.zone_outage,
+        **zone_settings(args))
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
             for i in range(max(1, args.test_count))]
 
@@ -253,6 +260,8 @@ def _run_one(spec: TestSpec, docker: tuple[Any, str] | None, histories: Path, ou
     if spec.leave_running:
         hosts = ", ".join(f"{n}={backend.host(n)}" for n in backend.nodes)
         out.print(f"cluster left running ({hosts}); remove it with kvcheck cleanup")
+    for note in backend.notes:
+        err.print(f"kvcheck run: note: {note}", markup=False, highlight=False)
     results = check_run(run_dir)
     write_report(run_dir)
     _summarise(out, spec, results, run_dir)

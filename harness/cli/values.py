@@ -24,3 +24,27 @@ def shard_option(text: str) -> tuple[int, int]:
     if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
         raise argparse.ArgumentTypeError(f"must be I/N with 0 <= I < N, not {text!r}")
     return int(index), int(count)
+
+
+def node_values(text: str) -> tuple[tuple[str, str], ...]:
+    """``n1=a,n2=b`` as ``(("n1", "a"), ("n2", "b"))``. Raises argparse.ArgumentTypeError for
+    an item without ``=``, a node or a value, or a node named twice."""
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, equals, value = (part.strip() for part in item.partition("="))
+        if not (equals and node and value):
+            raise argparse.ArgumentTypeError(f"expected NODE=VALUE, not {item!r}")
+        pairs.append((node, value))
+    nodes = [node for node, _ in pairs]
+    if twice := sorted({node for node in nodes if nodes.count(node) > 1}):
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} named twice")
+    return tuple(pairs)
+
+
+def node_weights(text: str) -> tuple[tuple[str, int], ...]:
+    """``n1=2,n2=1`` as ``(("n1", 2), ("n2", 1))``. Raises argparse.ArgumentTypeError for a
+    weight that is not a whole number (see :func:`node_values`)."""
+    pairs = node_values(text)
+    if bad := [value for _, value in pairs if not value.isdigit()]:
+        raise argparse.ArgumentTypeError(f"a weight is a whole number, not {bad[0]!r}")
+    return tuple((node, int(value)) for node, value in pairs)

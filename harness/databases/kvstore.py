@@ -1,10 +1,11 @@
 """The reference store as a database under test (``--db kvstore``, the default).
 
 Each node runs ``kvstore serve`` from kvcheck's own package, with the test's N, W, R, versioning,
-sloppy quorums and request timeout, its peers authenticated by the cluster's secret (written to
-:data:`SECRET_FILE` on each node); a new cluster names every other node as a peer, a node that
-joins names the member it joins through (``--join``), and a node restarted on its data follows
-the layout saved there. It can report what each replica stores (``GET /replica``), where each
+sloppy quorums and request timeout, its zone and weight, its peers authenticated by the
+cluster's secret (written to :data:`SECRET_FILE` on each node); a new cluster names every other
+node as a peer, with its zone and weight (:data:`PEERS_FILE`), a node that joins names the
+member it joins through (``--join``), and a node restarted on its data follows the layout saved
+there. It can report what each replica stores (``GET /replica``), where each
 key belongs (``GET /placement``), and decommission a member (``POST /leave``); it has no
 compare-and-set. Its expected guarantee follows from its configuration: no stale reads where
 strict quorums intersect (W + R > N), else only eventual convergence.
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 PORT = 7000
 #: Where each node keeps the cluster's secret (outside the data directory, which a join wipes).
 SECRET_FILE = "/etc/kvstore/secret"
+#: The peers of a new cluster, with their zones and weights (``[peers]`` of a node's TOML).
+PEERS_FILE = "/etc/kvstore/peers.toml"
 #: Seconds a leave may take before the adapter gives up on it.
 LEAVE_LIMIT = 180.0
 
@@ -71,15 +74,19 @@ class KvStore(Database):
     data_dir = "/var/lib/kvstore"
 
     def processes(self, node: str, cluster: Cluster, join: str | None = None) -> list[Process]:
+        spec = cluster.spec
+        files = {SECRET_FILE: cluster.secret}
         if join is not None:
             peering = ["--join", f"{cluster.host(join)}:{PORT}"]
         else:
-            peers = ",".join(f"{p}={cluster.host(p)}:{PORT}" for p in cluster.members if p != node)
-            peering = ["--peers", peers] if peers else []
+            files[PEERS_FILE] = peers_toml({p: cluster.host(p) for p in cluster.members
+                                            if p != node}, spec)
+            peering = ["--config", PEERS_FILE]
         argv = ("kvstore", "serve", "--node-id", node, "--listen", f"{cluster.host(node)}:{PORT}",
-                "--data-dir", self.data_dir, *peering, *cluster.spec.store_flags(),
+                "--data-dir", self.data_dir, "--zone", spec.zone_of(node),
+                "--weight", str(spec.weight(node)), *peering, *spec.store_flags(),
                 "--secret-file", SECRET_FILE)
-        return [Process("kvstore", argv, files={SECRET_FILE: cluster.secret})]
+        return [Process("kvstore", argv, files=files)]
 
     async def ready(self, node: str, cluster: Cluster) -> bool:
         """``node`` answers ``/ready`` (connected both ways to every peer that answers), and
@@ -142,7 +149,9 @@ class KvStore(Database):
                 return Placement({r.node_id: r for r in records}, vnodes, cluster.spec.n).current
             except (StoreError, ValueError, KeyError, TypeError):
                 continue
-        return Ring.build((Member(node) for node in cluster.members), vnodes)
+        spec = cluster.spec
+        return Ring.build((Member(node, spec.zone_of(node), spec.weight(node))
+                           for node in cluster.members), vnodes)
 
     async def leave(self, node: str, cluster: Cluster) -> None:
         """Ask ``node`` to leave until it accepts (it refuses while another change is in
@@ -170,6 +179,16 @@ class KvStore(Database):
         except StoreError:
             return False
         return any(r.get("node_id") == node and r.get("status") == "left" for r in records)
+
+
+def peers_toml(hosts: dict[str, str], spec: TestSpec) -> str:
+    """The ``[peers]`` table naming each peer's address (``hosts``: node → host), zone and
+    weight, as ``kvstore serve --config`` reads it."""
+    lines = ["[peers]"]
+    for node, host in hosts.items():
+        lines.append(f"{node} = {{ address = {json.dumps(f'{host}:{PORT}')}, zone = "
+                     f"{json.dumps(spec.zone_of(node))}, weight = {spec.weight(node)} }}")
+    return "\n".join(lines) + "\n"
 
 
 async def _accepted_leave(node: str, client: StoreClient) -> bool:

@@ -60,8 +60,8 @@ class Recorder:
         self._note("cut", links)
         self.cut_on = True
 
-    async def heal(self) -> None:
-        self._note("heal")
+    async def heal(self, links: frozenset[Link] | None = None) -> None:
+        self._note("heal", links)
         self.cut_on = False
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
@@ -240,3 +240,32 @@ def test_a_fault_that_ends_as_the_next_of_its_kind_starts_stops_first_whatever_t
         assert partitions == [(1, 2), (3, 2)]
         events = [c[1] for c in backend.calls if c[1] in ("cut", "heal")]
         assert events == ["cut", "heal", "cut", "heal"]
+
+
+def test_a_zone_network_outage_and_a_partition_that_overlap_each_heal_their_own_cuts(
+        tmp_path: Path) -> None:
+    zone = Planned(1, 10, "zone", ("n1", "n2"), {
+        "zone": "a", "outage": "network", "components": [["n1", "n2"], ["n3", "n4", "n5"]]})
+    partition = Planned(3, 4, "partition", ("n5",), {"components": [["n5"], NODES[:4]]})
+    _, backend = run(tmp_path, schedule=(zone, partition))
+    cuts = [(at, name, arg) for at, name, arg in backend.calls if name in ("cut", "heal")]
+    zone_links = {(a, b) for a in ("n1", "n2") for b in ("n3", "n4", "n5")}
+    zone_links |= {(b, a) for a, b in zone_links}
+    partition_links = {(a, b) for a in ("n5",) for b in NODES[:4]}
+    partition_links |= {(b, a) for a, b in partition_links}
+    assert cuts == [(1, "cut", zone_links), (3, "cut", partition_links),
+                    (7, "heal", partition_links), (11, "heal", zone_links)]
+
+
+def test_a_zone_power_outage_kills_its_zone_leaves_out_killed_nodes_and_restarts_its_own(
+        tmp_path: Path) -> None:
+    runner, backend = run(tmp_path, schedule=(
+        Planned(1, 10, "kill", ("n1",)),
+        Planned(3, 2, "zone", ("n1", "n3"), {"zone": "a", "outage": "power"}),
+        Planned(6, 2, "pause", ("n3",))))
+    zone = next(f for f in runner.record if f.kind == "zone")
+    assert zone.targets == ("n3",) and zone.params["left_out_killed"] == ["n1"]
+    assert [(at, name, arg) for at, name, arg in backend.calls
+            if name in ("kill", "restart", "pause")] == [
+        (1, "kill", "n1"), (3, "kill", "n3"), (5, "restart", "n3"), (6, "pause", "n3"),
+        (11, "restart", "n1")]

@@ -143,3 +143,27 @@ def test_topologies_that_cannot_be_drawn_are_refused(nodes: int, wanted: list[st
 def test_by_default_every_topology_the_cluster_allows() -> None:
     assert usable_topologies(3) == ("halves", "random-halves", "isolate-one", "bridge")
     assert usable_topologies(5, primaries=True)[-1] == "isolate-primary"
+
+
+def test_a_zone_outage_takes_a_whole_zone_by_network_or_power_and_needs_two_zones() -> None:
+    zones = {"n1": "a", "n2": "b", "n3": "c", "n4": "a", "n5": "b"}
+    nemesis = Nemesis(["zone"], NODES, random.Random(4), hold=5, zones=zones)
+    seen = set()
+    for _ in range(60):
+        fault = nemesis.draw("zone")
+        zone, outage = fault.detail["zone"], fault.detail["outage"]
+        seen.add((zone, outage))
+        assert fault.targets == tuple(n for n in NODES if zones[n] == zone)
+        if outage == "network":
+            assert fault.detail["components"] == [list(fault.targets),
+                                                  [n for n in NODES if zones[n] != zone]]
+            assert fault.stop == (HealLinks(fault.start[0].links),)  # type: ignore[union-attr]
+        else:
+            assert fault.start == (KillNodes(fault.targets),)
+    assert seen == {(z, o) for z in "abc" for o in ("network", "power")}
+    only_power = Nemesis(["zone"], NODES, random.Random(4), hold=5, zones=zones, outage="power")
+    assert {only_power.draw("zone").detail["outage"] for _ in range(20)} == {"power"}
+    with pytest.raises(NemesisError, match="two zones or more"):
+        Nemesis(["zone"], NODES, random.Random(4), hold=5, zones=dict.fromkeys(NODES, "a"))
+    with pytest.raises(NemesisError, match="network, power"):
+        Nemesis(["zone"], NODES, random.Random(4), hold=5, zones=zones, outage="flood")

@@ -31,6 +31,7 @@ from kvcheck.nemesis import (
 )
 
 NODES = ["n1", "n2", "n3", "n4", "n5"]
+ZONES = {"n1": "a", "n2": "b", "n3": "c", "n4": "a", "n5": "b"}
 ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
 
 
@@ -38,7 +39,7 @@ ALL_PACKETS = PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", 
 @given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from(KINDS))
 def test_a_drawn_fault_and_its_written_form_make_the_same_actions(seed: int, kind: str) -> None:
     nemesis = Nemesis([kind], NODES, random.Random(seed), hold=4.0, packets=ALL_PACKETS,
-                      spare="n6", replicas=3)
+                      spare="n6", replicas=3, zones=ZONES)
     fault = nemesis.draw(kind)
     written = Planned(1.5, 4.0, kind, fault.targets, fault.detail).to_json()
     again = fault_of(planned_from_json(json.loads(json.dumps(written)), "here"))
@@ -145,3 +146,25 @@ def test_the_spec_takes_its_kinds_from_the_schedule() -> None:
                                              "targets": ["n1"]}
     with pytest.raises(SpecError, match="names n4"):
         TestSpec(nodes=3, schedule=(Planned(1, 2, "kill", ("n4",)),))
+
+
+def test_a_zone_fault_reads_as_it_says_and_a_bad_one_is_refused_naming_what_to_write(
+        tmp_path: Path) -> None:
+    network = {"at": 2, "duration": 5, "kind": "zone", "targets": ["n1", "n4"], "zone": "a",
+               "outage": "network", "components": [["n1", "n4"], ["n2", "n3", "n5"]]}
+    power = {"at": 9, "duration": 3, "kind": "zone", "targets": ["n2", "n5"], "zone": "b",
+             "outage": "power"}
+    first, second = read_schedule(schedule(tmp_path, power, network))
+    (cut,) = fault_of(first).start
+    assert isinstance(cut, CutLinks) and ("n1", "n2") in cut.links and ("n3", "n4") in cut.links
+    assert ("n1", "n4") not in cut.links  # the zone's nodes still talk among themselves
+    assert fault_of(second).start == (KillNodes(("n2", "n5")),)
+    for bad, words in (
+            ({**network, "outage": "flood"}, "outage must be one of network, power"),
+            ({k: v for k, v in network.items() if k != "components"},
+             r"a network outage needs components"),
+            ({**network, "components": [["n1"], ["n2", "n3", "n4", "n5"]]},
+             "the first of its components must be its targets"),
+            ({**power, "zone": ""}, "zone must name the zone lost")):
+        with pytest.raises(NemesisError, match=words):
+            read_schedule(schedule(tmp_path, bad))
