@@ -308,7 +308,9 @@ class TestConfig:
     ``versioning``: ``"vector-clock"`` (reads may return siblings) or ``"lww"``;
     ``workload``: ``"register"`` or ``"set"``; ``checkers``: names to run (``None``: the
     workload's default); ``guarantee``: what the test declares it expects (one of
-    :data:`~.guarantees.GUARANTEES`; ``None``: derived from N, W, R, see :attr:`expected`).
+    :data:`~.guarantees.GUARANTEES`; ``None``: derived from N, W, R, see :attr:`expected`);
+    ``zones``: node → the zone (data center) it is in, every node of the test and maybe spares
+    (empty: one implicit zone; see :func:`zone_groups`).
     """
 
     __test__ = False  # not a pytest test class
@@ -324,6 +326,7 @@ class TestConfig:
     checkers: tuple[str, ...] | None = None
     guarantee: str | None = None
     history_format: int = HISTORY_FORMAT_VERSION
+    zones: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -343,6 +346,7 @@ class TestConfig:
                              f"got {self.guarantee!r}")
         if self.history_format != HISTORY_FORMAT_VERSION:
             raise ValueError(f"history_format {self.history_format!r} is not supported")
+        zones_from_json(self.zones)
 
     @property
     def expected(self) -> str | None:
@@ -386,8 +390,32 @@ class TestConfig:
             versioning=obj.get("versioning", "vector-clock"), nodes=tuple(nodes),
             nemesis=obj.get("nemesis"), checkers=checkers,
             guarantee=obj.get("guarantee") or obj.get("expect") or None,
-            history_format=obj.get("history_format", HISTORY_FORMAT_VERSION), raw=dict(obj),
+            history_format=obj.get("history_format", HISTORY_FORMAT_VERSION),
+            zones=zones_from_json(obj.get("zones", {})), raw=dict(obj),
         )
+
+
+def zones_from_json(zones: Any) -> dict[str, str]:
+    """``test.json``'s ``zones`` as a new dict, node → zone; raises ``ValueError`` unless it is
+    an object of strings to non-empty strings."""
+    if not isinstance(zones, Mapping):
+        raise ValueError("zones must be an object of node names to zone names, got "
+                         f"{type(zones).__name__}")
+    for node, zone in zones.items():
+        if not isinstance(node, str) or not isinstance(zone, str) or not zone:
+            raise ValueError(f"zones: node {node!r} must name a non-empty zone, got {zone!r}")
+    return dict(zones)
+
+
+def zone_groups(zones: Mapping[str, str]) -> dict[str, list[str]]:
+    """Zone → its nodes: zones sorted by name, nodes in ``zones``' order. Empty unless
+    ``zones`` names two zones or more: the one rule for whether a test *has zones*. A single
+    zone is the one implicit zone of a ``test.json`` without ``zones``, and nothing is counted
+    or shown per zone then."""
+    groups: dict[str, list[str]] = {}
+    for node, zone in zones.items():
+        groups.setdefault(zone, []).append(node)
+    return dict(sorted(groups.items())) if len(groups) >= 2 else {}
 
 
 def read_test_config(path: str | os.PathLike[str]) -> TestConfig:

@@ -7,16 +7,35 @@ test (final reads aside) must have succeeded at least once, else the result is i
 shows nothing about lost writes or stale reads, whatever the other checkers say. A history
 without client operations is unknown. Durations come from the ``time`` fields (ns); "inside a
 nemesis window" is decided by history position (see :func:`nemesis_windows`).
+
+Availability is the share of calls that succeeded, final reads aside, each call placed by its
+invocation: over the whole test, outside every fault window, and in each window. When the test
+has zones (two or more in ``test.json``'s ``zones``: :func:`~.history.zone_groups`), the whole
+test and each window also count by zone -- the zone of the node a call was sent through (its
+invocation's ``node``) -- in ``by_zone``, every zone of the test listed, and ``no_zone`` counts
+the calls sent through no node or a node ``zones`` does not name. So a zone outage shows
+whether only the clients bound to the lost zone's nodes failed, or the calls through the
+other zones' nodes too.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, Call, Op, TestConfig, pair_calls
+from kvcheck.checkers.history import (
+    FAIL,
+    INFO,
+    NEMESIS,
+    OK,
+    Call,
+    Op,
+    TestConfig,
+    pair_calls,
+    zone_groups,
+)
 from kvcheck.checkers.result import Anomaly, CheckResult, Verdict
 
 #: The quantiles every checker and the report give, by name.
@@ -90,7 +109,8 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
     if an operation type never succeeded (module docstring).
 
     Siblings are counted for the register workload only (a register read returning a list of
-    two or more values). Final reads are left out of latency, throughput and availability.
+    two or more values). Final reads are left out of latency, throughput and availability;
+    availability is counted by zone too when ``config`` has zones (module docstring).
     Raises :class:`~kvcheck.checkers.history.HistoryError` for unpaired ops.
     """
     config = config or TestConfig()
@@ -141,7 +161,7 @@ def check_stats(history: Sequence[Op], config: TestConfig | None = None, *,
         "counts": counts,
         "latency_ms": {f: ns_quantiles_ms(v) for f, v in sorted(lat.items())},
         "throughput": throughput,
-        "availability": _availability(calls, windows),
+        "availability": _availability(calls, windows, config.zones),
     }
     if config.workload == "register":
         figures["siblings"] = {
@@ -174,11 +194,23 @@ def _judge(figures: dict[str, Any], test_calls: Sequence[Call]) -> CheckResult:
                        anomalies, basis=basis)
 
 
-def _availability(calls: Sequence[Call], windows: list[dict[str, Any]]) -> dict[str, Any]:
-    def share(cs: list[Call]) -> dict[str, Any]:
-        ok = sum(1 for c in cs if c.type == OK)
-        return {"calls": len(cs), "ok": ok, "availability": round(ok / len(cs), 6)
-                if cs else None}
+def _availability(calls: Sequence[Call], windows: list[dict[str, Any]],
+                  zones: Mapping[str, str]) -> dict[str, Any]:
+    """Shares of ok calls overall, outside every window and in each window; by zone too when
+    the test has zones (module docstring)."""
+    groups = zone_groups(zones)
+
+    def by_zone(cs: list[Call]) -> dict[str, Any]:
+        if not groups:
+            return {}
+        per_zone: dict[str, list[Call]] = {z: [] for z in groups}
+        no_zone: list[Call] = []
+        for c in cs:
+            node = c.invoke.node
+            zone = zones.get(node) if node is not None else None
+            (per_zone[zone] if zone is not None else no_zone).append(c)
+        return {"by_zone": {z: _share(zc) for z, zc in per_zone.items()},
+                "no_zone": _share(no_zone)}
 
     client = sorted((c for c in calls if not c.invoke.final), key=lambda c: c.inv_index)
     invs = [c.inv_index for c in client]
@@ -190,6 +222,15 @@ def _availability(calls: Sequence[Call], windows: list[dict[str, Any]]) -> dict[
         cs = client[lo:hi]
         inside_any.update(range(lo, hi))
         per_window.append({"fault": w["fault"], "targets": w["targets"],
-                           "start_ns": w["start_ns"], "end_ns": w["end_ns"], **share(cs)})
+                           "start_ns": w["start_ns"], "end_ns": w["end_ns"], **_share(cs),
+                           **by_zone(cs)})
     outside = [c for i, c in enumerate(client) if i not in inside_any]
-    return {"overall": share(client), "outside_faults": share(outside), "windows": per_window}
+    return {"overall": _share(client), "outside_faults": _share(outside),
+            "windows": per_window, **by_zone(client)}
+
+
+def _share(cs: Sequence[Call]) -> dict[str, Any]:
+    """How many of ``cs`` there are, how many succeeded, and that share (``None``: no calls)."""
+    ok = sum(1 for c in cs if c.type == OK)
+    return {"calls": len(cs), "ok": ok,
+            "availability": round(ok / len(cs), 6) if cs else None}

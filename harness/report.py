@@ -9,6 +9,10 @@ key timeline) are drawn in the browser by the inline script of
 escapes. The script only ever puts history text into the page with ``textContent``; a
 Content-Security-Policy forbids every fetch. So a key or value such as
 ``<script>alert(1)</script>`` renders literally and runs nothing.
+
+A test with zones (two or more in ``test.json``'s ``zones``) has its nodes listed by zone, in
+the configuration and the convergence table, and the stats checker's availability by zone over
+the test and in each fault window; a test without them shows none of this.
 """
 
 from __future__ import annotations
@@ -60,10 +64,34 @@ def _verdict(valid: Any) -> str:
     return f'<span class="verdict {word}">{word}</span>'
 
 
-def _config(test: Mapping[str, Any]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(test[k])}</td></tr>"
+def _config(test: Mapping[str, Any], zones: Mapping[str, list[str]],
+            weights: Mapping[str, int]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>"
+                   f"{_nodes(test, zones, weights) if k == 'nodes' else _e(test[k])}</td></tr>"
                    for k in _CONFIG if k in test)
     return f"<table class=config>{rows}</table>"
+
+
+def _nodes(test: Mapping[str, Any], zones: Mapping[str, list[str]],
+           weights: Mapping[str, int]) -> str:
+    """The test's nodes: one line per zone when it has zones (a node only ``zones`` names is
+    the spare), each node with its weight when not all weigh 1; else as ``test.json`` has them."""
+    nodes = test["nodes"]
+    names = nodes if isinstance(nodes, list) and all(isinstance(n, str) for n in nodes) else None
+    if not zones and not (weights and names):
+        return _e(nodes)
+
+    def node(n: str) -> str:
+        weight = f" (weight {weights.get(n, 1)})" if weights else ""
+        return f"{_e(n)}{weight}{'' if names is None or n in names else ' (spare)'}"
+
+    if not zones:
+        return ", ".join(node(n) for n in names or ())
+    groups = [(f"zone {z}", ns) for z, ns in zones.items()]
+    zoned = {n for ns in zones.values() for n in ns}
+    if rest := [n for n in names or () if n not in zoned]:
+        groups.append(("no zone", rest))
+    return "<br>".join(f"{_e(label)}: {', '.join(node(n) for n in ns)}" for label, ns in groups)
 
 
 def _headline(name: str, check: Mapping[str, Any]) -> str:
@@ -114,10 +142,10 @@ def _anomalies(data: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _convergence(conv: Mapping[str, Any]) -> str:
+def _convergence(conv: Mapping[str, Any], zones: Mapping[str, list[str]]) -> str:
     if not conv["keys"]:
         return "<p>No final state was recorded.</p>"
-    nodes = conv["nodes"]
+    nodes, zone_head = _by_zone(conv["nodes"], zones)
     head = "".join(f"<th>{html.escape(n)}</th>" for n in nodes)
     rows = []
     for row in conv["keys"]:
@@ -132,8 +160,20 @@ def _convergence(conv: Mapping[str, Any]) -> str:
     return (f"<p>Last of {conv['samples']} samples: each replica's versions as a letter (same "
             "letter, same versions); <code>-</code> lacks the key, <code>?</code> could not be "
             f"asked, blank is not a replica.{shown}</p>"
-            f"<table class=convergence><tr><th>key</th>{head}<th></th></tr>{''.join(rows)}"
-            "</table>")
+            f"<table class=convergence>{zone_head}<tr><th>key</th>{head}<th></th></tr>"
+            f"{''.join(rows)}</table>")
+
+
+def _by_zone(nodes: list[str], zones: Mapping[str, list[str]]) -> tuple[list[str], str]:
+    """``nodes`` in zone order and a header row naming each zone over its columns (nodes in no
+    zone last); ``nodes`` as they are and no row when the test has no zones."""
+    if not zones:
+        return nodes, ""
+    groups = [(f"zone {z}", [n for n in ns if n in nodes]) for z, ns in zones.items()]
+    zoned = {n for _, ns in groups for n in ns}
+    groups.append(("no zone", [n for n in nodes if n not in zoned]))
+    cells = "".join(f"<th colspan={len(ns)}>{_e(label)}</th>" for label, ns in groups if ns)
+    return [n for _, ns in groups for n in ns], f"<tr><th></th>{cells}<th></th></tr>"
 
 
 def _key_convergence(row: Mapping[str, Any]) -> str:
@@ -169,6 +209,33 @@ def _faults(data: Mapping[str, Any]) -> str:
             "<div id=faults class=chart></div>")
 
 
+def _zone_availability(data: Mapping[str, Any]) -> str:
+    """The stats checker's availability by zone over the whole test and in each fault window,
+    a zone holding one of the window's targets in bold; nothing for a test without zones."""
+    whole = data["zone_availability"]
+    if not whole:
+        return ""
+    rows = [("whole test", "", "", _e(share_text(data["availability"].get("overall"))), whole)]
+    rows += [(w["fault"], f"{w['start'] / 1000:.2f} to {w['end'] / 1000:.2f} s",
+              w["targets"] + (f" {w['detail']}" if w["detail"] else ""),
+              _e(w["availability"] or "-"), w["zones"]) for w in data["windows"]]
+    columns: list[str | None] = list(data["zones"])
+    if any(z["zone"] is None for *_, zs in rows for z in zs):
+        columns.append(None)
+    head = "".join(f"<th>{'no zone' if z is None else f'zone {_e(z)}'}</th>" for z in columns)
+    body = []
+    for label, when, targets, overall, zs in rows:
+        by = {z["zone"]: z for z in zs}
+        cells = "".join(f"<td{' class=hit' if by[z]['hit'] else ''}>{_e(by[z]['share'])}</td>"
+                        if z in by else "<td>-</td>" for z in columns)
+        body.append(f"<tr><th>{_e(label)}</th><td>{_e(when)}</td><td>{_e(targets)}</td>"
+                    f"<td>{overall}</td>{cells}</tr>")
+    return ("<p class=hint>Availability by zone: the calls sent through each zone's nodes "
+            "(in bold, a zone holding a target of the window); <i>no zone</i> counts calls "
+            "through a node no zone names.</p><table class=zones><tr><th>window</th><th>when"
+            f"</th><th>targets</th><th>all calls</th>{head}</tr>{''.join(body)}</table>")
+
+
 def render(data: Mapping[str, Any]) -> str:
     """The page for one run's data (as :func:`kvcheck.harness.report_data.load_run` returns it)."""
     test, results = data["test"], data["results"]
@@ -191,18 +258,19 @@ def render(data: Mapping[str, Any]) -> str:
 <p>Expected guarantee: <b>{_e(test.get('guarantee') or test.get('expect') or '?')}</b>.
 The verdict is about that guarantee; every checker's figures are shown either way.
 {_e(results.get('meta', {}).get('ops', 0))} history lines, {data['duration'] / 1000:.1f} s.</p>
-{problems}{_config(test)}{_checkers(results, test)}</header>
+{problems}{_config(test, data["zones"], data["weights"])}{_checkers(results, test)}</header>
 <section id=timeline-section><h2>Timeline</h2>
 <p class=hint>{note} Wheel to zoom, drag to pan, double-click to reset (all charts
 follow; the address names the window, e.g. <code>report.html#t=5-10</code>).
 Hover an operation or a fault for its details.</p>
-{_faults(data)}<div class=legend><span class=ok>ok</span><span class=fail>fail</span>
+{_faults(data)}{_zone_availability(data)}
+<div class=legend><span class=ok>ok</span><span class=fail>fail</span>
 <span class=info>info (indeterminate)</span></div>
 <div id=timeline class=chart></div></section>
 <section><h2>Latency</h2><div id=latency class=chart></div></section>
 <section><h2>Throughput</h2><div id=throughput class=chart></div></section>
 <section id=anomalies><h2>Anomalies</h2>{_anomalies(data)}</section>
-<section><h2>Convergence</h2>{_convergence(data["convergence"])}</section>
+<section><h2>Convergence</h2>{_convergence(data["convergence"], data["zones"])}</section>
 <section><h2>Files</h2><ul>{_links(data["links"])}</ul></section>
 <div id=tip hidden></div>
 <script type="application/json" id=kv-data>{embed_json(script_data)}</script>

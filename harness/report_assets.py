@@ -29,6 +29,7 @@ section { border-top: 1px solid #d0d7de; clear: both; }
 .legend .ok::before { color: #2da44e; } .legend .fail::before { color: #cf222e; }
 .legend .info::before { color: #d4a72c; }
 .anomaly { margin: .6em 0; } .anomaly p { margin: .2em 0; }
+table.zones td.hit { font-weight: 600; }
 table.convergence td.cell { text-align: center; min-width: 2em; font-family: monospace; }
 td.cA { background: #dafbe1; } td.cB, td.cC, td.cD { background: #ffebe9; }
 td.c- { background: #fff8c5; } td.c\? { background: #eaeef2; }
@@ -49,9 +50,10 @@ const D = JSON.parse(document.getElementById("kv-data").textContent);
 const NS = "http://www.w3.org/2000/svg";
 const TYPE = ["ok", "fail", "info"];
 const COLOUR = ["#2da44e", "#cf222e", "#d4a72c"];
-// By lane colour: partition, kill, pause, clock, packet, membership, disk, power, any other kind.
+// By lane colour: partition, kill, pause, clock, packet, membership, disk, power, zone, any
+// other kind.
 const FAULTS = ["#0969da", "#8250df", "#bf3989", "#1b7c83", "#bc4c00", "#7d4e00", "#953800",
-                "#1a7f37", "#6e7781"];
+                "#1a7f37", "#a40e26", "#6e7781"];
 const LEFT = 70, RIGHT = 20, TOP = 24, BOTTOM = 24;
 const end = Math.max(D.duration, 1);
 const view = {t0: 0, t1: end};
@@ -143,6 +145,8 @@ function windowLines(w) {
     seconds(w.start) + " → " + seconds(w.end) + "  (" + seconds(w.end - w.start) + ")"];
   if (w.detail) lines.push(w.detail);
   if (w.availability) lines.push("availability: " + w.availability + " invoked in it");
+  w.zones.forEach(z => lines.push("  " + (z.zone === null ? "no zone" : "zone " + z.zone) +
+    ": " + z.share + (z.hit ? " (holds a target)" : "")));
   const during = D.windows.filter(o => o !== w && o.start < w.end && o.end > w.start);
   if (during.length) {
     lines.push("overlaps: " + during.map(o => o.fault + " " + (o.targets || "-")).join("; "));

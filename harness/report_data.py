@@ -2,9 +2,9 @@
 
 :func:`load_run` reads ``test.json``, ``results.json``, ``history.jsonl`` and ``final-state.json``
 and returns one JSON-able dict (the page's data): calls to draw, per-bucket latency quantiles and
-throughput, nemesis windows (each in its fault kind's lane, with its availability), anomalies with
-the calls of their key around them, and each key's replicas per node. Times are milliseconds
-since the test started.
+throughput, nemesis windows (each in its fault kind's lane, with its availability, by zone too when
+the test has zones), anomalies with the calls of their key around them, and each key's replicas
+per node. Times are milliseconds since the test started.
 
 What a checker decides -- verdicts, anomalies, their counts, figures, whether and when a key
 converged -- is read from ``results.json``, never worked out again here; the history and the
@@ -34,7 +34,7 @@ from kvcheck.checkers import (
     read_history,
 )
 from kvcheck.checkers.convergence import ABSENT, replica_holders, replica_versions
-from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK
+from kvcheck.checkers.history import FAIL, INFO, NEMESIS, OK, zone_groups, zones_from_json
 from kvcheck.checkers.stats import ns_quantiles_ms
 from kvcheck.terminal import count, percent
 
@@ -48,7 +48,8 @@ TYPES = (OK, FAIL, INFO)
 FILES = ("test.json", "history.jsonl", "results.json", "final-state.json")
 #: The fault kinds in the order of the page's fault lanes (and of their colours); any other kind
 #: follows them, in alphabetical order, in a grey lane.
-FAULT_ORDER = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power")
+FAULT_ORDER = ("partition", "kill", "pause", "clock", "packet", "membership", "disk", "power",
+               "zone")
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
@@ -62,6 +63,8 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     data: dict[str, Any] = {"test": test, "results": results, "problems": [],
                             "links": _links(run_dir)}
+    data["zones"] = _zones(test, data["problems"])
+    data["weights"] = _weights(test, data["problems"])
     try:
         ops = read_history(run_dir / "history.jsonl")
         calls = pair_calls(ops)
@@ -72,10 +75,11 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     data["duration"] = _ms(end_ns)
     starts = {op.index: op.value for op in ops if op.process == NEMESIS}
     data["availability"] = _availability(results)
+    data["zone_availability"] = _zone_shares(data["availability"], data["zones"], None)
     shares = {(text(w.get("fault")), w.get("start_ns")): w
               for w in data["availability"].get("windows") or [] if isinstance(w, Mapping)}
     data["windows"] = [_window(w, starts.get(w["start_index"]), end_ns,
-                               shares.get((text(w["fault"]), w["start_ns"])))
+                               shares.get((text(w["fault"]), w["start_ns"])), data["zones"])
                        for w in nemesis_windows(ops)]
     data["faults"] = _lanes(data["windows"])
     anomalies = _anomalies(results)
@@ -123,6 +127,27 @@ def _targets(targets: Any) -> str:
     return "" if targets is None else text(targets)
 
 
+def _zones(test: Mapping[str, Any], problems: list[str]) -> dict[str, list[str]]:
+    """Zone → its nodes (:func:`~kvcheck.checkers.history.zone_groups`): empty when the test
+    has no zones, or when ``zones`` is malformed (``problems`` says so)."""
+    try:
+        return zone_groups(zones_from_json(test.get("zones", {})))
+    except ValueError as exc:
+        problems.append(f"test.json: {exc}")
+        return {}
+
+
+def _weights(test: Mapping[str, Any], problems: list[str]) -> dict[str, int]:
+    """``test.json``'s node weights when some is not 1 (a node it leaves out weighs 1); empty
+    when all are 1, or when ``weights`` is malformed (``problems`` says so)."""
+    weights = test.get("weights", {})
+    if not (isinstance(weights, Mapping) and all(
+            isinstance(n, str) and type(w) is int for n, w in weights.items())):
+        problems.append("test.json: weights must be an object of node names to integers")
+        return {}
+    return dict(weights) if any(w != 1 for w in weights.values()) else {}
+
+
 def _availability(results: Mapping[str, Any]) -> dict[str, Any]:
     """The stats checker's availability figures (``overall``, ``outside_faults``, ``windows``);
     empty when it did not run."""
@@ -131,10 +156,11 @@ def _availability(results: Mapping[str, Any]) -> dict[str, Any]:
     return availability if isinstance(availability, dict) else {}
 
 
-def _window(w: Mapping[str, Any], value: Any, end_ns: int,
-            share: Mapping[str, Any] | None) -> dict[str, Any]:
+def _window(w: Mapping[str, Any], value: Any, end_ns: int, share: Mapping[str, Any] | None,
+            zones: Mapping[str, list[str]]) -> dict[str, Any]:
     """A fault window for the page: its label, the start event's other fields as text, and the
-    stats checker's availability figure for it in words (``share``; ``None`` when none)."""
+    stats checker's availability figure for it in words (``share``; ``None`` when none), by
+    zone too (:func:`_zone_shares`)."""
     extra = {k: v for k, v in value.items() if k not in ("fault", "targets")} if isinstance(
         value, Mapping) else {}
     components = extra.get("components")
@@ -142,7 +168,27 @@ def _window(w: Mapping[str, Any], value: Any, end_ns: int,
                if isinstance(components, list | tuple) else _targets(w["targets"]))
     return {"fault": text(w["fault"]), "targets": targets, "detail": text(extra) if extra else "",
             "start": _ms(w["start_ns"]), "end": _ms(w["end_ns"] or end_ns),
-            "availability": share_text(share) if share is not None else ""}
+            "availability": share_text(share) if share is not None else "",
+            "zones": _zone_shares(share, zones, w["targets"])}
+
+
+def _zone_shares(share: Mapping[str, Any] | None, zones: Mapping[str, list[str]],
+                 targets: Any) -> list[dict[str, Any]]:
+    """The ``by_zone`` part of a stats availability figure in words: per zone of the test
+    (``zones``, zone → nodes), its share and whether it holds one of ``targets`` (``hit``);
+    then, as zone ``None``, the calls through no zone's node if there were any. Empty when the
+    test has no zones or the figure has no ``by_zone``."""
+    if not zones or not isinstance(share, Mapping) or not isinstance(
+            by_zone := share.get("by_zone"), Mapping):
+        return []
+    hit = ({t for t in targets if isinstance(t, str)}
+           if isinstance(targets, list | tuple) else set())
+    out = [{"zone": zone, "share": share_text(by_zone.get(zone)),
+            "hit": not hit.isdisjoint(nodes)} for zone, nodes in zones.items()]
+    no_zone = share.get("no_zone")
+    if isinstance(no_zone, Mapping) and no_zone.get("calls"):
+        out.append({"zone": None, "share": share_text(no_zone), "hit": False})
+    return out
 
 
 def share_text(share: Any) -> str:

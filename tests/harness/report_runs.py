@@ -5,7 +5,8 @@
 real checkers (``check_run``) and writes the report. The history has a partition window, a failed
 and an indeterminate call, a stale read (so the run is invalid under its no-stale-reads guarantee),
 a key that diverged, and hostile text in keys, values, errors and node names. With ``overlaps``
-faults of other kinds overlap it and each other (:data:`OVERLAPS`).
+faults of other kinds overlap it and each other (:data:`OVERLAPS`). :func:`make_zone_run` writes
+a run over three zones, one of which is lost for a while.
 """
 
 from __future__ import annotations
@@ -103,5 +104,41 @@ def make_run(run_dir: Path, *, stale: bool = True, rounds: int = 40,
     log = run_dir / "nodes" / "n1" / "kvstore.log"
     log.parent.mkdir(parents=True)
     log.write_text("started\n")
+    check_run(run_dir)
+    return write_report(run_dir)
+
+
+#: :func:`make_zone_run`'s zones: two nodes in each, the spare ``n7`` in zone a; the third zone
+#: has a hostile name.
+ZONES = {"n1": "a", "n2": "b", "n3": IMG, "n4": "a", "n5": "b", "n6": IMG, "n7": "a"}
+
+
+def make_zone_run(run_dir: Path) -> Path:
+    """Write a register run over :data:`ZONES` into ``run_dir`` (created), check it, write its
+    report. Each of 30 rounds writes through n1 to n6 in turn; in rounds 10 to 19 zone a loses
+    its network: the writes through n1 and n4 fail, the others succeed, and one more write goes
+    through ``n9``, a node no zone names. n2 weighs 2, every other node 1.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    nodes = [n for n in ZONES if n != "n7"]
+    h = _History()
+    t = 1.0
+    for i in range(30):
+        if i in (10, 20):
+            h.add(t, "nemesis", "info", "start-zone" if i == 10 else "stop-zone",
+                  value={"fault": "zone", "targets": ["n1", "n4"], "zone": "a",
+                         "outage": "network"})
+        for p, node in enumerate(nodes):
+            lost = 10 <= i < 20 and ZONES[node] == "a"
+            h.call(t, t + 2, p, "write", f"k{p}", i, None if lost else i, node,
+                   type_="fail" if lost else "ok", error="connection refused" if lost else None)
+        if i == 15:
+            h.call(t, t + 2, 9, "write", "k9", i, i, "n9")
+        t += 10
+    write_history(run_dir / "history.jsonl", h.ops)
+    test = {"name": "zones", "workload": "register", "nodes": nodes, "zones": ZONES,
+            "weights": {n: 2 if n == "n2" else 1 for n in ZONES}, "nemesis": ["zone"],
+            "concurrency": 6, "checkers": ["stats"]}
+    (run_dir / "test.json").write_text(json.dumps(test))
     check_run(run_dir)
     return write_report(run_dir)

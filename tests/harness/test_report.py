@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from report_runs import IMG, MS, SCRIPT, make_run
+from report_runs import IMG, MS, SCRIPT, make_run, make_zone_run
 
 from kvcheck.checkers import Op, check_stats, pair_calls, read_history
 from kvcheck.harness import report_assets, report_data
@@ -206,3 +207,67 @@ def test_a_run_without_replica_states_has_no_convergence_table(tmp_path: Path) -
         "crashed_nodes": []}))
     assert report_data.load_run(tmp_path)["convergence"] == {"nodes": [], "keys": []}
     assert write_report(tmp_path).exists()
+
+
+def test_a_run_with_zones_lists_its_nodes_and_availability_by_zone(tmp_path: Path) -> None:
+    page = make_zone_run(tmp_path / "run").read_text()
+    assert "<img" not in page
+    zone_img = html.escape(f"zone {IMG}")
+    assert (f"<th>nodes</th><td>{zone_img}: n3 (weight 1), n6 (weight 1)<br>"
+            "zone a: n1 (weight 1), n4 (weight 1), n7 (weight 1) (spare)<br>"
+            "zone b: n2 (weight 2), n5 (weight 1)</td>") in page
+    assert (f"<th>all calls</th><th>{zone_img}</th><th>zone a</th><th>zone b</th>"
+            "<th>no zone</th></tr>") in page
+    assert ("<tr><th>whole test</th><td></td><td></td><td>89.0 % of 181 calls</td>"
+            "<td>100.0 % of 60 calls</td><td>66.7 % of 60 calls</td><td>100.0 % of 60 calls</td>"
+            "<td>100.0 % of 1 calls</td></tr>") in page
+    # In zone a's outage its nodes' calls fail; every call through the other zones succeeds.
+    assert ("<td>67.2 % of 61 calls</td><td>100.0 % of 20 calls</td>"
+            "<td class=hit>0.0 % of 20 calls</td><td>100.0 % of 20 calls</td>"
+            "<td>100.0 % of 1 calls</td></tr>") in page
+    (w,) = data_block(page)["windows"]
+    assert (w["fault"], w["targets"]) == ("zone", "n1,n4")
+    assert w["zones"] == [{"zone": IMG, "share": "100.0 % of 20 calls", "hit": False},
+                          {"zone": "a", "share": "0.0 % of 20 calls", "hit": True},
+                          {"zone": "b", "share": "100.0 % of 20 calls", "hit": False},
+                          {"zone": None, "share": "100.0 % of 1 calls", "hit": False}]
+
+
+def test_a_run_without_zones_shows_none(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    page = make_run(run).read_text()
+    assert "zone" not in re.sub(r"<(style|script)\b.*?</\1>", "", page, flags=re.S)
+    assert "<th>nodes</th><td>[&quot;n1&quot;, &quot;n2&quot;," in page
+    data = data_block(page)
+    assert [w["zones"] for w in data["windows"]] == [[]]
+    test = json.loads((run / "test.json").read_text())
+    for zones in ({"n1": "a", "n2": "a", IMG: "a"}, {"n1": "a", "n2": ""}):
+        (run / "test.json").write_text(json.dumps({**test, "zones": zones}))
+        page = write_report(run).read_text()
+        assert "<th>all calls</th>" not in page and "zone a:" not in page
+    assert "zones: node &#x27;n2&#x27; must name a non-empty zone" in page
+
+
+def test_the_convergence_table_groups_its_nodes_by_zone(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run)
+    test = json.loads((run / "test.json").read_text())
+    (run / "test.json").write_text(json.dumps({**test, "zones": {"n2": "b", IMG: "a"}}))
+    page = write_report(run).read_text()
+    img = html.escape(IMG)
+    assert ("<tr><th></th><th colspan=1>zone a</th><th colspan=1>zone b</th>"
+            "<th colspan=1>no zone</th><th></th></tr>"
+            f"<tr><th>key</th><th>{img}</th><th>n2</th><th>n1</th><th></th></tr>") in page
+    assert f"zone a: {img}<br>zone b: n2<br>no zone: n1</td>" in page
+
+
+def test_weights_are_shown_only_when_some_node_does_not_weigh_1(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    make_run(run)
+    test = json.loads((run / "test.json").read_text())
+    (run / "test.json").write_text(json.dumps({**test, "weights": {"n1": 1, "n2": 1, IMG: 1}}))
+    assert "<th>nodes</th><td>[&quot;n1&quot;" in write_report(run).read_text()
+    (run / "test.json").write_text(json.dumps({**test, "weights": {"n1": 3}}))
+    img = html.escape(IMG)
+    assert (f"<th>nodes</th><td>n1 (weight 3), n2 (weight 1), {img} (weight 1)</td>"
+            in write_report(run).read_text())

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from headless import load, require_chromium
-from report_runs import make_run
+from report_runs import make_run, make_zone_run
 
 from kvcheck.harness.serve import make_server
 
@@ -66,6 +66,17 @@ def test_overlapping_faults_are_drawn_one_lane_per_kind(tmp_path: Path) -> None:
     timeline = page.dom.split('id="timeline"')[1].split("</section>")[0]
     assert timeline.count('class="band"') == 5
     assert "<img" not in page.dom  # the clock's hostile target is text
+
+
+def test_a_zone_outage_is_drawn_in_its_lane(tmp_path: Path) -> None:
+    require_chromium()
+    report = make_zone_run(tmp_path / "run")
+    shot = tmp_path / "report.png"
+    page = load(report.as_uri(), tmp_path / "profile", screenshot=shot)
+    print(f"screenshot: {shot}")
+    assert page.console == [] and "data-errors" not in page.dom
+    assert fault_lanes(page.dom) == [("zone", 1)]
+    assert '<table class="zones">' in page.dom and "<img" not in page.dom
 
 
 def test_a_linked_time_window_is_drawn(tmp_path: Path) -> None:
