@@ -1,12 +1,14 @@
 """The consistency matrix: a grid of configurations, each run over several seeds, tabulated.
 
-A :class:`Grid` is the product of its axes — replicas ``n``, quorums ``W/R``, sloppy or strict,
-versioning, nemesis (``+`` joins kinds in one cell), workload — less the quorums a replica count
-cannot have. Each :class:`Cell` of it is run as ``kvcheck run`` would run it (the same parser,
-the same runner), once per seed, into ``<matrix>/runs/<cell id>/<timestamp>/``: ordinary run
-directories, re-checkable with ``kvcheck check`` and browsable with ``kvcheck serve``. A cell's
-runs are summarised by :mod:`kvcheck.harness.matrix_figures` and, for the simulator's runs, set
-beside the staleness the PBS model predicts (:mod:`kvcheck.harness.pbs`).
+A :class:`Grid` is the product of its axes — replicas ``n``, zones (the nodes spread over
+``Z`` data centers), quorums ``W/R``, sloppy or strict, versioning, nemesis (``+`` joins kinds
+in one cell), workload — less the quorums a replica count cannot have and the nemeses a zone
+count cannot have (:func:`fits_zones`). Each :class:`Cell` of it is run as ``kvcheck run``
+would run it (the same parser, the same runner), once per seed, into
+``<matrix>/runs/<cell id>/<timestamp>/``: ordinary run directories, re-checkable with
+``kvcheck check`` and browsable with ``kvcheck serve``. A cell's runs are summarised by
+:mod:`kvcheck.harness.matrix_figures` and, for the simulator's runs, set beside the staleness
+the PBS model predicts (:mod:`kvcheck.harness.pbs`).
 
 ``matrix.json`` (:func:`matrix_json`) is built from its cells' runs alone, so shards run
 anywhere merge by pooling their runs (:func:`merge`).
@@ -30,6 +32,7 @@ from kvcheck.harness.directories import new_dir
 from kvcheck.harness.matrix_figures import run_figures, summarise
 from kvcheck.harness.matrix_page import write_page
 from kvcheck.harness.pbs import cell_theory
+from kvcheck.nemesis import NEEDS_ZONES
 
 FORMAT = "kvcheck-matrix"
 
@@ -50,6 +53,12 @@ def sloppy_of(words: Iterable[str]) -> tuple[bool, ...]:
     return tuple(w == SLOPPY_WORDS[True] for w in words)
 
 
+def fits_zones(nemesis: str, zones: int) -> bool:
+    """Whether a cell's nemesis (kinds joined by ``+``) can run on nodes spread over ``zones``
+    zones: the zone nemesis takes a zone away, so it needs two or more."""
+    return zones >= 2 or NEEDS_ZONES.isdisjoint(nemesis.split("+"))
+
+
 class GridError(ValueError):
     """An impossible grid; the message names the option."""
 
@@ -59,6 +68,7 @@ class Cell:
     """One configuration of the grid, with the axes' values as the command line writes them."""
 
     n: int
+    zones: int
     w: int
     r: int
     sloppy_quorum: bool
@@ -68,16 +78,19 @@ class Cell:
 
     @property
     def id(self) -> str:
-        """A name for the cell, usable as a directory and a run name."""
+        """A name for the cell, usable as a directory and a run name: ``n3-w2-r2-z3-…``, the
+        zone count left out for one zone (the names of matrices without a zones axis)."""
         sloppy = "sloppy" if self.sloppy_quorum else "strict"
-        return (f"n{self.n}-w{self.w}-r{self.r}-{sloppy}-{self.versioning}-"
+        zones = "" if self.zones == 1 else f"-z{self.zones}"
+        return (f"n{self.n}-w{self.w}-r{self.r}{zones}-{sloppy}-{self.versioning}-"
                 f"{self.nemesis}-{self.workload}")
 
     def run_argv(self, settings: Mapping[str, Any], seed: int, count: int) -> list[str]:
         """The ``kvcheck run`` arguments of this cell's ``count`` runs from ``seed`` on, with
         the run options ``settings`` (:data:`RUN_OPTIONS`)."""
         kinds = "none" if self.nemesis == "none" else self.nemesis.replace("+", ",")
-        argv = ["--name", self.id, "--n", str(self.n), "--w", str(self.w), "--r", str(self.r),
+        argv = ["--name", self.id, "--n", str(self.n), "--zones", str(self.zones),
+                "--w", str(self.w), "--r", str(self.r),
                 "--sloppy-quorum" if self.sloppy_quorum else "--no-sloppy-quorum",
                 "--versioning", self.versioning, "--nemesis", kinds,
                 "--workload", self.workload, "--seed", str(seed), "--test-count", str(count)]
@@ -87,15 +100,18 @@ class Cell:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Cell:
-        """The cell of a ``matrix.json`` cell. Raises KeyError, TypeError or ValueError."""
+        """The cell of a ``matrix.json`` cell (one zone where it has no ``zones``: a matrix
+        made before the axis). Raises KeyError, TypeError or ValueError."""
         if not isinstance(obj["sloppy_quorum"], bool):
             raise TypeError(f"sloppy_quorum must be true or false, not {obj['sloppy_quorum']!r}")
-        return cls(int(obj["n"]), int(obj["w"]), int(obj["r"]), obj["sloppy_quorum"],
-                   str(obj["versioning"]), str(obj["nemesis"]), str(obj["workload"]))
+        return cls(int(obj["n"]), int(obj.get("zones", 1)), int(obj["w"]), int(obj["r"]),
+                   obj["sloppy_quorum"], str(obj["versioning"]), str(obj["nemesis"]),
+                   str(obj["workload"]))
 
     def axes(self) -> dict[str, Any]:
         """The cell's axes as ``matrix.json`` names them."""
-        return {"n": self.n, "w": self.w, "r": self.r, "sloppy_quorum": self.sloppy_quorum,
+        return {"n": self.n, "zones": self.zones, "w": self.w, "r": self.r,
+                "sloppy_quorum": self.sloppy_quorum,
                 "versioning": self.versioning, "nemesis": self.nemesis,
                 "workload": self.workload}
 
@@ -105,6 +121,7 @@ class Grid:
     """The axes of a matrix, as the command line gives them (comma lists split)."""
 
     n: tuple[int, ...] = (3,)
+    zones: tuple[int, ...] = (1,)
     quorums: tuple[str, ...] = ("1/1", "2/2", "3/3")  # W/R pairs, or ("all",)
     sloppy: tuple[bool, ...] = (False, True)
     versioning: tuple[str, ...] = ("vclock", "lww")
@@ -112,26 +129,45 @@ class Grid:
     workload: tuple[str, ...] = ("register", "set")
 
     def cells(self) -> list[Cell]:
-        """Every cell, in the grid's order: each ``W/R`` pair with each ``n`` it fits.
-        Raises GridError for a malformed pair, or one that fits no ``n``."""
+        """Every cell, in the grid's order: each ``W/R`` pair with each ``n`` it fits, each
+        nemesis with each zone count it fits (:func:`fits_zones`). Raises GridError for a
+        malformed pair, a pair that fits no ``n``, or a nemesis that fits no zone count."""
         pairs = _pairs(self.quorums)
         cells: list[Cell] = []
-        for n in self.n:
+        for n, zones in itertools.product(self.n, self.zones):
             fitting = (itertools.product(range(1, n + 1), repeat=2) if pairs is None
                        else [(w, r) for w, r in pairs if w <= n and r <= n])
+            nemeses = [k for k in self.nemesis if fits_zones(k, zones)]
             for (w, r), sloppy, versioning, nemesis, workload in itertools.product(
-                    fitting, self.sloppy, self.versioning, self.nemesis, self.workload):
-                cells.append(Cell(n, w, r, sloppy, versioning, nemesis, workload))
+                    fitting, self.sloppy, self.versioning, nemeses, self.workload):
+                cells.append(Cell(n, zones, w, r, sloppy, versioning, nemesis, workload))
         cells = list(dict.fromkeys(cells))
         for w, r in pairs or ():
             if not any(w <= n and r <= n for n in self.n):
                 raise GridError(f"--quorums {w}/{r}: W and R must be from 1 to N "
                                 f"({', '.join(map(str, self.n))})")
+        given = ",".join(map(str, self.zones))
+        for nemesis in self.nemesis:
+            if not any(fits_zones(nemesis, z) for z in self.zones):
+                raise GridError(f"--nemesis {nemesis}: the zone nemesis takes a zone away, so "
+                                "it needs the nodes spread over two zones or more, and --zones "
+                                f"is {given}: add a zone count, e.g. --zones {given},3")
         return cells
+
+    def left_out(self) -> str | None:
+        """What :meth:`cells` leaves out of the product of the axes for want of zones, in
+        words; None when nothing."""
+        pairs = [(k, z) for k in self.nemesis for z in self.zones if not fits_zones(k, z)]
+        if not pairs:
+            return None
+        nemeses = ", ".join(dict.fromkeys(k for k, _ in pairs))
+        zones = ",".join(dict.fromkeys(str(z) for _, z in pairs))
+        return (f"no cell of nemesis {nemeses} with --zones {zones}: the zone nemesis takes a "
+                "zone away, so it runs only with two zones or more")
 
     def to_json(self) -> dict[str, Any]:
         """The axes as ``matrix.json`` keeps them (sloppy as ``off``/``on``)."""
-        return {"n": list(self.n), "quorums": list(self.quorums),
+        return {"n": list(self.n), "zones": list(self.zones), "quorums": list(self.quorums),
                 "sloppy": [SLOPPY_WORDS[s] for s in self.sloppy],
                 "versioning": list(self.versioning), "nemesis": list(self.nemesis),
                 "workload": list(self.workload)}
@@ -139,9 +175,10 @@ class Grid:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Grid:
-        """The grid of a ``matrix.json``'s ``axes``. Raises KeyError, TypeError or
-        ValueError."""
-        return cls(n=tuple(map(int, obj["n"])), quorums=tuple(map(str, obj["quorums"])),
+        """The grid of a ``matrix.json``'s ``axes`` (one zone where it has no ``zones``: a
+        matrix made before the axis). Raises KeyError, TypeError or ValueError."""
+        return cls(n=tuple(map(int, obj["n"])), zones=tuple(map(int, obj.get("zones", [1]))),
+                   quorums=tuple(map(str, obj["quorums"])),
                    sloppy=sloppy_of(obj["sloppy"]),
                    versioning=tuple(map(str, obj["versioning"])),
                    nemesis=tuple(map(str, obj["nemesis"])),

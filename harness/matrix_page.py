@@ -1,12 +1,13 @@
 """A matrix's ``matrix.html``: one self-contained page of tables made from ``matrix.json`` alone.
 
 One table per figure of :data:`~kvcheck.harness.matrix_figures.FIGURES` (a row per
-configuration, a column per nemesis, each cell coloured within its table by which end is
-better), one of the verdicts, and the PBS model beside the staleness measured. The page has no
-script at all, and a Content-Security-Policy forbids every fetch and every script; every value
-of ``matrix.json`` is escaped (in attributes too), and a run's ``path`` becomes a link only
-when it is a plain relative path inside the matrix directory (no scheme, no ``..``, not
-absolute), percent-quoted. So ``<script>`` anywhere in ``matrix.json`` renders literally.
+configuration — its zone count too where the matrix varies it (:func:`zoned`) —, a column per
+nemesis, each cell coloured within its table by which end is better), one of the verdicts, and
+the PBS model beside the staleness measured. The page has no script at all, and a
+Content-Security-Policy forbids every fetch and every script; every value of ``matrix.json`` is
+escaped (in attributes too), and a run's ``path`` becomes a link only when it is a plain
+relative path inside the matrix directory (no scheme, no ``..``, not absolute), percent-quoted.
+So ``<script>`` anywhere in ``matrix.json`` renders literally.
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from kvcheck.terminal import count, percent, seconds
 _CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
         "form-action 'none'")
 #: The axes that make a row: every one but the nemesis, which makes the columns.
-_ROW = ("n", "w", "r", "sloppy_quorum", "versioning", "workload")
+_ROW = ("n", "zones", "w", "r", "sloppy_quorum", "versioning", "workload")
+#: An axis a cell may lack, and its value then: a matrix made before the axis had one zone.
+_ROW_DEFAULTS = {"zones": 1}
 _NULL = "&ndash;"  # what a null shows as
 _WORDS = ("valid", "invalid", "unknown")
 _Row = tuple[str, ...]
+_Rows = Mapping[_Row, str]  # each row's label, in the rows' order
 _Grid = Mapping[tuple[_Row, str], Mapping[str, Any]]
 _STYLE = VERDICT_STYLE + r"""
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #1f2328; }
@@ -65,7 +69,8 @@ def render_page(matrix: Mapping[str, Any]) -> str:
     """The page for ``matrix``. Never raises for malformed or hostile values: a part that is
     missing or of the wrong type shows as empty or a dash."""
     cells = [c for c in _list(matrix.get("cells")) if isinstance(c, Mapping)]
-    rows, grid = _grid(cells)
+    shows_zones = zoned(cells)
+    rows, grid = _grid(cells, shows_zones)
     columns = _columns(_mapping(matrix.get("axes")), cells)
     figures = [f for f in FIGURES.values() if any(_spread(c, f.name) for c in grid.values())]
     nav = " · ".join([*(f'<a href="#f-{f.name}">{html.escape(f.title)}</a>' for f in figures),
@@ -77,8 +82,8 @@ def render_page(matrix: Mapping[str, Any]) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>kvcheck matrix {_e(matrix.get("created", ""))}</title>
 <style>{_STYLE}</style></head><body>
-<header>{_header(matrix, cells)}<p>{nav}</p></header>
-{tables}{_verdict_section(rows, columns, grid)}{_pbs_section(matrix, cells)}
+<header>{_header(matrix, cells, shows_zones)}<p>{nav}</p></header>
+{tables}{_verdict_section(rows, columns, grid)}{_pbs_section(matrix, cells, shows_zones)}
 </body></html>
 """
 
@@ -102,7 +107,8 @@ def _number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _header(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> str:
+def _header(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
+            shows_zones: bool) -> str:
     """What was run, and how to read the tables."""
     limit = _number(matrix.get("time_limit"))
     shard = _list(matrix.get("shard"))
@@ -120,7 +126,9 @@ def _header(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> st
     return (f"<h1>kvcheck matrix</h1><p><code>{_e(matrix.get('command', ''))}</code></p>"
             f"<table>{rows}</table>"
             "<p class=hint>Each table below is one figure over the grid: a row per configuration "
-            "(N replicas, W and R the write and read quorums, strict or sloppy quorum, "
+            "(N replicas, W and R the write and read quorums, "
+            f"{'Z the zones the nodes are spread over, ' if shows_zones else ''}"
+            "strict or sloppy quorum, "
             "versioning, workload), a column per nemesis. A cell shows the figure's mean over "
             "the cell's runs (one per seed) and, beneath, its min &ndash; max when they differ; "
             f"{_NULL} means no run gives the figure. Colours are scaled within each table, from "
@@ -129,16 +137,27 @@ def _header(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> st
             "link each run's report (hover for its verdict).</p>")
 
 
-def _grid(cells: Sequence[Mapping[str, Any]]) -> tuple[list[_Row], _Grid]:
-    """The rows (configurations, in the cells' order) and each (row, nemesis)'s cell (the
-    first, should two claim the same place)."""
-    rows: dict[_Row, None] = {}
+def zoned(cells: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the zone count tells configurations apart, and so is in their labels: some cell
+    (of ``matrix.json``'s ``cells``) has a zone count other than 1."""
+    return any(text(_axis(c, "zones")) != "1" for c in cells)
+
+
+def _axis(cell: Mapping[str, Any], name: str) -> Any:
+    """An axis of ``cell``; :data:`_ROW_DEFAULTS`' value where it lacks one."""
+    return cell.get(name, _ROW_DEFAULTS.get(name))
+
+
+def _grid(cells: Sequence[Mapping[str, Any]], shows_zones: bool) -> tuple[_Rows, _Grid]:
+    """The rows (configurations, in the cells' order, each with its label: :func:`_label`) and
+    each (row, nemesis)'s cell (the first, should two claim the same place)."""
+    rows: dict[_Row, str] = {}
     grid: dict[tuple[_Row, str], Mapping[str, Any]] = {}
     for cell in cells:
-        row = tuple(text(cell.get(k)) for k in _ROW)
-        rows.setdefault(row)
+        row = tuple(text(_axis(cell, k)) for k in _ROW)
+        rows.setdefault(row, _label(cell, shows_zones))
         grid.setdefault((row, text(cell.get("nemesis"))), cell)
-    return list(rows), grid
+    return rows, grid
 
 
 def _columns(axes: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -148,22 +167,23 @@ def _columns(axes: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> lis
     return list(columns)
 
 
-def _label(cell: Mapping[str, Any]) -> str:
-    """``N=3 W=2 R=2 strict vclock · register``, escaped."""
+def _label(cell: Mapping[str, Any], shows_zones: bool) -> str:
+    """``N=3 W=2 R=2 strict vclock · register``, with ``Z=3`` after R if ``shows_zones``,
+    escaped."""
     sloppy = "sloppy" if cell.get("sloppy_quorum") is True else "strict"
-    return (f"N={_e(cell.get('n'))} W={_e(cell.get('w'))} R={_e(cell.get('r'))} {sloppy} "
-            f"{_e(cell.get('versioning'))} · {_e(cell.get('workload'))}")
+    zones = f" Z={_e(_axis(cell, 'zones'))}" if shows_zones else ""
+    return (f"N={_e(cell.get('n'))} W={_e(cell.get('w'))} R={_e(cell.get('r'))}{zones} "
+            f"{sloppy} {_e(cell.get('versioning'))} · {_e(cell.get('workload'))}")
 
 
-def _table(rows: list[_Row], columns: list[str], grid: _Grid,
+def _table(rows: _Rows, columns: list[str], grid: _Grid,
            td: Callable[[Mapping[str, Any]], str]) -> str:
     """A grid table: a row per configuration, ``td(cell)`` for each nemesis that has a cell."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
-    for row in rows:
-        first = next(grid[row, c] for c in columns if (row, c) in grid)
+    for row, label in rows.items():
         tds = "".join(td(grid[row, c]) if (row, c) in grid else "<td></td>" for c in columns)
-        body.append(f"<tr><th>{_label(first)}</th>{tds}</tr>")
+        body.append(f"<tr><th>{label}</th>{tds}</tr>")
     return (f"<table class=grid><tr><th>configuration \\ nemesis</th>{head}</tr>"
             f"{''.join(body)}</table>")
 
@@ -232,7 +252,7 @@ def _colour(value: float, low: float, high: float, better: str | None) -> str:
     return f"hsl({120 * good:.0f}, 65%, 84%)"
 
 
-def _figure_section(figure: Figure, rows: list[_Row], columns: list[str], grid: _Grid) -> str:
+def _figure_section(figure: Figure, rows: _Rows, columns: list[str], grid: _Grid) -> str:
     """The figure's table; called only for a figure some cell of ``grid`` has."""
     means = [s[0] for c in grid.values() if (s := _spread(c, figure.name))]
     low, high = min(means), max(means)
@@ -269,7 +289,7 @@ def _verdict_cell(cell: Mapping[str, Any]) -> str:
             f"<small>{_e(cell.get('guarantee', '?'))}</small>{_seeds(cell)}</td>")
 
 
-def _verdict_section(rows: list[_Row], columns: list[str], grid: _Grid) -> str:
+def _verdict_section(rows: _Rows, columns: list[str], grid: _Grid) -> str:
     return ("<section id=verdicts><h2>Verdicts</h2><p class=hint>How many of each cell's runs "
             "kept the guarantee beneath the counts (the one its configuration promises), broke "
             "it, or could not be judged; a run without results crashed. Coloured by the "
@@ -291,7 +311,7 @@ def _share(value: Any) -> str:
     return _NULL if share is None else percent(share)
 
 
-def _pbs_cell(cell: Mapping[str, Any], pbs: Mapping[str, Any]) -> str:
+def _pbs_cell(cell: Mapping[str, Any], pbs: Mapping[str, Any], shows_zones: bool) -> str:
     """One partial-quorum cell's predictions beside its measurements."""
     times = "".join(
         f"<tr><td>{'later' if b.get('le_ms') is None else '≤ ' + _e(b.get('le_ms'))}</td>"
@@ -306,7 +326,8 @@ def _pbs_cell(cell: Mapping[str, Any], pbs: Mapping[str, Any]) -> str:
     nemesis = text(cell.get("nemesis"))
     mark = ("" if nemesis == "none" else
             f" <span class=warn>⚠ nemesis {html.escape(nemesis)}: outside the model</span>")
-    return (f"<div class=pbs-cell><h3>{_label(cell)}, nemesis {html.escape(nemesis)}{mark}</h3>"
+    return (f"<div class=pbs-cell><h3>{_label(cell, shows_zones)}, nemesis "
+            f"{html.escape(nemesis)}{mark}</h3>"
             f"<small>latency samples: {samples or _NULL}</small>"
             "<table class=pbs><tr><th>t (ms)</th><th>predicted stale</th>"
             f"<th>measured stale</th><th>reads</th></tr>{times}</table>"
@@ -314,7 +335,8 @@ def _pbs_cell(cell: Mapping[str, Any], pbs: Mapping[str, Any]) -> str:
             f"{versions}</table></div>")
 
 
-def _pbs_section(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) -> str:
+def _pbs_section(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
+                 shows_zones: bool) -> str:
     """The PBS model beside the staleness measured, for the partial-quorum cells that have it;
     or why no cell has it."""
     partial = [c for c in cells if _partial(c)]
@@ -341,7 +363,7 @@ def _pbs_section(matrix: Mapping[str, Any], cells: Sequence[Mapping[str, Any]]) 
             "baseline, not a forecast.</p>"
             f"<p>The model assumes:</p><ul>{''.join(map(_li, assumptions))}</ul>"
             f"<p>{_DISAGREEMENT}</p>"
-            f"{''.join(_pbs_cell(c, p) for c, p in shown)}</section>")
+            f"{''.join(_pbs_cell(c, p, shows_zones) for c, p in shown)}</section>")
 
 
 #: The longest assumption shown (they are the model's own sentences; a cap keeps a hostile

@@ -18,12 +18,14 @@ A suite file::
     known-unsafe = true        # a canary for the checkers: it must be caught,
     expect-anomaly = "lost"    # and for this reason
 
-Keys are ``kvcheck run`` options without the dashes (``time-limit``, ``w``, ``expect``, ...);
-``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum = false``); a table is
-one ``--key name=value`` per entry (``db-opt = { reads = "serializable" }``). A test
-*passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when a checker found the
-anomaly it names in ``expect-anomaly`` (:mod:`kvcheck.harness.canary`: a crash or another
-anomaly does not count). The suite's exit code is the worst over its tests
+Keys are ``kvcheck run`` options without the dashes (``time-limit``, ``w``, ``zones``,
+``expect``, ...); ``true`` and ``false`` are ``--key`` and ``--no-key`` (``sloppy-quorum =
+false``); a list is one comma list (``zone-map = ["n1=a", "n2=b"]``); a table is one ``--key
+name=value`` per entry (``db-opt = { reads = "serializable" }``), so a table of two entries or
+more for an option given once, which would keep only the last (``zone-map``, ``weights``), is
+refused. A test *passes* when its guarantee held (exit 0), or, if ``known-unsafe``, when a
+checker found the anomaly it names in ``expect-anomaly`` (:mod:`kvcheck.harness.canary`: a
+crash or another anomaly does not count). The suite's exit code is the worst over its tests
 (:mod:`kvcheck.harness.exitcodes`): 0 all passed, 1 a guarantee broke or a canary was not
 caught for its reason, 2 undecided, 255 a test could not run; an interrupt stops the suite
 (130 / 143).
@@ -32,6 +34,7 @@ caught for its reason, 2 undecided, 255 a test could not run; an interrupt stops
 from __future__ import annotations
 
 import argparse
+import json
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -87,7 +90,8 @@ def load_suite(path: Path, parse_run: Callable[[Sequence[str]], argparse.Namespa
     """Read a suite file; check each test's options with ``parse_run`` (a ``run`` parser).
 
     Raises SuiteError naming the file and the test when the file is unreadable, not TOML, has
-    no tests, repeats a name, or has options ``kvcheck run`` rejects.
+    no tests, repeats a name, has options ``kvcheck run`` rejects, or a table for an option
+    given once (module docstring).
     """
     try:
         doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -107,11 +111,22 @@ def load_suite(path: Path, parse_run: Callable[[Sequence[str]], argparse.Namespa
         options = {**defaults, **{k: v for k, v in entry.items() if k not in _OWN_KEYS}}
         argv = ["--name", name, *_argv(options, where)]
         try:
-            parse_run(argv)
+            _check_tables(options, parse_run(argv), where)
         except SystemExit:
             raise SuiteError(f"{where}: invalid options {' '.join(argv)}") from None
         tests.append(SuiteTest(name, tuple(argv), _expected_anomaly(entry, where)))
     return tests
+
+
+def _check_tables(options: Mapping[str, Any], args: argparse.Namespace, where: str) -> None:
+    """Raise SuiteError for a table whose option, parsed into ``args``, kept fewer entries than
+    it has: an option given once, which the last ``--key name=value`` overrode."""
+    for key, value in options.items():
+        kept = getattr(args, key.replace("-", "_"), None)
+        if isinstance(value, dict) and isinstance(kept, list | tuple) and len(kept) < len(value):
+            listed = json.dumps([f"{name}={setting}" for name, setting in value.items()])
+            raise SuiteError(f"{where}: --{key} is given once, so a table would keep only its "
+                             f"last entry: write it as a list, {key} = {listed}")
 
 
 def _expected_anomaly(entry: Mapping[str, Any], where: str) -> str | None:

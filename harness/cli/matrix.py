@@ -10,6 +10,7 @@ reads the default matrix.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
 import os
@@ -34,6 +35,7 @@ from kvcheck.harness.matrix import (
     Grid,
     GridError,
     cell_json,
+    fits_zones,
     matrix_json,
     merge,
     read_matrix,
@@ -42,6 +44,7 @@ from kvcheck.harness.matrix import (
     write_matrix,
 )
 from kvcheck.harness.matrix_figures import FIGURES
+from kvcheck.harness.matrix_page import zoned
 from kvcheck.harness.matrix_runs import Stopped, run_arguments, run_cells
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import SpecError, Workload
@@ -50,8 +53,9 @@ from kvcheck.store.versions import Versioning
 from kvcheck.terminal import percent, seconds
 
 #: Every value of each axis: what ``--full`` runs.
-FULL = Grid(quorums=("all",), nemesis=("none", "partition", "kill", "pause", "clock",
-                                       "packet", "partition+kill+clock"))
+FULL = Grid(zones=(1, 3), quorums=("all",),
+            nemesis=("none", "partition", "kill", "pause", "clock", "packet", "zone",
+                     "partition+kill+clock"))
 
 #: Wall seconds a simulated run takes per operation issued and per node-second simulated, on
 #: this project's 2-core machine (benchmarks/matrix_bench.py): the estimate before a matrix
@@ -64,7 +68,7 @@ DOCKER_OVERHEAD_S = 10.0
 def register(commands: Any) -> None:
     """Add ``matrix`` to the ``kvcheck`` subcommands ``commands``."""
     p = commands.add_parser(
-        "matrix", help="measure a grid of configurations (N, W/R, sloppy, versioning, "
+        "matrix", help="measure a grid of configurations (N, zones, W/R, sloppy, versioning, "
         "nemesis, workload) over several seeds",
         description="Run every cell of a grid of configurations of the reference store over "
         "--seeds seeds, each as kvcheck run would, and tabulate availability, staleness, lost "
@@ -74,6 +78,9 @@ def register(commands: Any) -> None:
         "code: 0 once every run finished, whatever its verdict; 255 if some run could not run.")
     p.add_argument("--n", type=_ints, default=None, metavar="N,…",
                    help="replicas per key (default: 3)")
+    p.add_argument("--zones", type=_ints, default=None, metavar="Z,…",
+                   help="zones (data centers) the nodes are spread over, in turn, as kvcheck "
+                   "run --zones does; each at most --nodes (default: 1)")
     p.add_argument("--quorums", type=_words, default=None, metavar="W/R,…|all",
                    help="write/read quorums, or all: every W and R from 1 to N "
                    f"(default: {','.join(Grid().quorums)})")
@@ -84,12 +91,14 @@ def register(commands: Any) -> None:
                    help="default: vclock,lww")
     p.add_argument("--nemesis", type=_nemeses, default=None, metavar="KIND[+KIND],…",
                    help="the nemesis of each cell: none, or kinds joined by + to overlap in one "
-                   f"cell (default: {','.join(Grid().nemesis)})")
+                   "cell; zone only with the zone counts of 2 or more "
+                   f"(default: {','.join(Grid().nemesis)})")
     p.add_argument("--workload", type=_choices(get_args(Workload)), default=None,
                    metavar="register,set", help="default: register,set")
     p.add_argument("--full", action="store_true",
-                   help="every value of every axis given no value: all quorums, "
-                   f"nemesis {','.join(FULL.nemesis)} (says how long it will take first)")
+                   help="every value of every axis given no value: all quorums, zones "
+                   f"{','.join(map(str, FULL.zones))}, nemesis {','.join(FULL.nemesis)} (says "
+                   "how long it will take first)")
     p.add_argument("--seeds", type=int, default=3, metavar="K",
                    help="runs per cell, seeds SEED … SEED+K-1 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="the first seed (default: %(default)s)")
@@ -171,15 +180,19 @@ def _nemeses(text: str) -> tuple[str, ...]:
 
 
 #: The options that are axes of the grid.
-AXES = ("n", "quorums", "sloppy", "versioning", "nemesis", "workload")
+AXES = ("n", "zones", "quorums", "sloppy", "versioning", "nemesis", "workload")
 
 
 def _grid(args: argparse.Namespace) -> Grid:
     """The grid the options ask for: ``--full`` fills each axis the command line left at its
-    default."""
+    default; a nemesis axis left so keeps only the nemeses some zone count fits."""
     left = FULL if args.full else Grid()
-    return Grid(**{name: getattr(left, name) if getattr(args, name) is None
+    grid = Grid(**{name: getattr(left, name) if getattr(args, name) is None
                    else getattr(args, name) for name in AXES})
+    if args.nemesis is not None:
+        return grid
+    return dataclasses.replace(grid, nemesis=tuple(
+        k for k in grid.nemesis if any(fits_zones(k, z) for z in grid.zones)))
 
 
 def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -200,6 +213,8 @@ def _matrix(args: argparse.Namespace, out: Console, err: Console) -> int:
               f"({args.backend}, {args.time_limit:g} s each{_of_shard(index, count)}); "
               f"about {seconds(_estimate(settings, runs, jobs))} on {jobs} job(s)",
               highlight=False)
+    if note := grid.left_out():
+        out.print(f"  ({note})", markup=False, highlight=False)
     if args.plan:
         for cell in cells:
             out.print(f"  {cell.id}", markup=False, highlight=False)
@@ -277,6 +292,10 @@ def _check(args: argparse.Namespace, settings: dict[str, Any], cells: Sequence[C
         raise ValueError("--jobs must be at least 1")
     if too_big := sorted({c.n for c in cells if c.n > args.nodes}):
         raise ValueError(f"--n {too_big[0]} needs at least as many --nodes ({args.nodes})")
+    if too_many := sorted({c.zones for c in cells if c.zones > args.nodes}):
+        raise ValueError(f"--zones {too_many[0]}: the nodes cannot be spread over more zones "
+                         f"than there are nodes ({args.nodes}): give fewer zones or more "
+                         "--nodes")
     for cell in cells:
         try:
             specs_from(run_arguments(cell.run_argv(settings, args.seed, 1), args.histories))
@@ -316,15 +335,18 @@ TABLE = ("availability", "availability_in_faults", "stale_read_share", "lost_wri
 
 
 def print_table(out: Console, matrix: dict[str, Any]) -> None:
-    """The matrix as a terminal table: a row per cell, the means of :data:`TABLE`."""
+    """The matrix as a terminal table: a row per cell, the means of :data:`TABLE`; the zone
+    count is in the configuration where some cell's is not 1 (:func:`zoned`)."""
     table = Table(title="consistency matrix (means over seeds)", title_justify="left")
+    show_zones = zoned(matrix["cells"])
     for column in ("configuration", "nemesis", "guarantee", "verdicts",
                    *(FIGURES[name].title for name in TABLE)):
         table.add_column(column, overflow="fold")
     for cell in matrix["cells"]:
         verdicts = cell["verdicts"]
+        zones = f" Z={cell['zones']}" if show_zones else ""
         table.add_row(
-            f"N={cell['n']} W={cell['w']} R={cell['r']} "
+            f"N={cell['n']} W={cell['w']} R={cell['r']}{zones} "
             f"{'sloppy' if cell['sloppy_quorum'] else 'strict'} {cell['versioning']} "
             f"{cell['workload']}", cell["nemesis"], cell["guarantee"],
             ", ".join(f"{n} {word}" for word, n in verdicts.items() if n) or "no runs",

@@ -5,6 +5,7 @@ grids are refused before anything runs."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from polling import wait_until
 
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.matrix import Grid, GridError, shard
+from kvcheck.harness.matrix import Grid, GridError, read_matrix, shard
 from kvcheck.harness.matrix_figures import FIGURES, run_figures, summarise
+from kvcheck.harness.matrix_page import render_page
 
 #: Two cells of two short runs each: W + R <= N and W + R > N, under a partition.
 SMALL = ["--quorums", "1/1,2/2", "--sloppy", "off", "--versioning", "vclock",
@@ -128,6 +130,11 @@ def test_matrices_run_with_other_settings_are_not_merged(small: Path, tmp_path: 
     (["--seeds", "0"], "--seeds"),
     (["--nodes", "1", "--n", "1", "--quorums", "1/1", "--nemesis", "none,partition"],
      "cell n1-w1-r1-strict-vclock-partition-register: --nemesis partition and packet need"),
+    (["--nemesis", "none,zone"], "--nemesis zone: the zone nemesis takes a zone away, so it "
+     "needs the nodes spread over two zones or more, and --zones is 1: add a zone count, e.g. "
+     "--zones 1,3"),
+    (["--zones", "1,6"], "--zones 6: the nodes cannot be spread over more zones than there are "
+     "nodes (5): give fewer zones or more --nodes"),
 ])
 def test_an_impossible_grid_is_refused_before_anything_runs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], says: str) -> None:
@@ -150,22 +157,98 @@ def test_the_plan_lists_the_full_grid_and_its_duration_and_runs_nothing(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["matrix", "--full", "--plan", "--histories", str(tmp_path)]) == Exit.OK
     printed = capsys.readouterr().out
-    first, *cells = printed.splitlines()
-    full = 9 * 2 * 2 * 7 * 2  # W x R, sloppy, versioning, nemesis, workload
+    first, note, *cells = printed.splitlines()
+    # W x R, sloppy, versioning, workload; 7 nemeses in 1 zone, those and zone in 3
+    full = 9 * 2 * 2 * 2 * (7 + 8)
     assert first.startswith(f"{full} cells x 3 seeds = {3 * full} runs") and "about" in first
+    assert note == ("  (no cell of nemesis zone with --zones 1: the zone nemesis takes a zone "
+                    "away, so it runs only with two zones or more)")
     assert len(cells) == full and not (tmp_path / "matrices").exists()
+    assert main(["matrix", "--full", "--zones", "1", "--plan"]) == Exit.OK  # no zone nemesis
+    assert capsys.readouterr().out.startswith(f"{9 * 2 * 2 * 2 * 7} cells x 3 seeds")
+
+
+#: One configuration, in one zone and in three, with no nemesis and with the zone nemesis.
+ZONED = ["--zones", "1,3", "--nodes", "6", "--nemesis", "none,zone", "--quorums", "2/2",
+         "--sloppy", "off", "--versioning", "vclock", "--workload", "register"]
+
+
+def test_the_zone_nemesis_runs_only_in_the_zone_counts_it_fits(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default's cell keeps its name; a zone count other than 1 is in the name, and the
+    zone nemesis, which needs two zones, is left out of one zone, saying so."""
+    assert main(["matrix", *ZONED, "--plan", "--histories", str(tmp_path)]) == Exit.OK
+    first, note, *cells = capsys.readouterr().out.splitlines()
+    assert first.startswith("3 cells x 3 seeds = 9 runs")
+    assert note == ("  (no cell of nemesis zone with --zones 1: the zone nemesis takes a zone "
+                    "away, so it runs only with two zones or more)")
+    assert cells == ["  n3-w2-r2-strict-vclock-none-register",
+                     "  n3-w2-r2-z3-strict-vclock-none-register",
+                     "  n3-w2-r2-z3-strict-vclock-zone-register"]
+    assert main(["matrix", *ZONED[2:], "--plan",
+                 "--histories", str(tmp_path)]) == Exit.USAGE  # zone in one zone only
+    assert "add a zone count, e.g. --zones 1,3" in capsys.readouterr().err
+    assert not (tmp_path / "matrices").exists()
+
+
+def test_a_zoned_matrix_records_its_zones(tmp_path: Path) -> None:
+    """Each run is spread over the cell's zones and loses one of them; matrix.json, the page
+    and the run directories say so."""
+    argv = ["--zones", "3", "--nodes", "6", "--nemesis", "zone", *ZONED[6:], "--seeds", "1",
+            "--time-limit", "5", "--nemesis-interval", "2", "--recovery-time", "3"]
+    assert main(["matrix", *argv, "--histories", str(tmp_path)]) == Exit.OK
+    matrix = matrix_of(tmp_path)
+    assert matrix["axes"]["zones"] == [3]
+    (cell,) = matrix["cells"]
+    assert (cell["id"], cell["zones"], cell["nemesis"]) == (
+        "n3-w2-r2-z3-strict-vclock-zone-register", 3, "zone")
+    assert cell["guarantee"] == "no-stale-reads" and cell["verdicts"]["valid"] == 1
+    run_dir = tmp_path / "matrices" / "latest" / cell["runs"][0]["path"]
+    test = json.loads((run_dir / "test.json").read_text())
+    assert sorted(set(test["zones"].values())) == ["a", "b", "c"]
+    assert '"start-zone"' in (run_dir / "history.jsonl").read_text()
+    assert cell["figures"]["availability_in_faults"] is not None
+    page = (tmp_path / "matrices" / "latest" / "matrix.html").read_text()
+    assert "N=3 W=2 R=2 Z=3 strict vclock · register" in page
+
+
+def test_a_matrix_from_before_the_zones_axis_reads_and_merges_as_one_zone(
+        small: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree((small / "matrices" / "latest").resolve(), old, symlinks=True)
+    matrix = matrix_of(small)
+    del matrix["axes"]["zones"]
+    for cell in matrix["cells"]:
+        del cell["zones"]
+    (old / "matrix.json").write_text(json.dumps(matrix))
+    assert read_matrix(old / "matrix.json")["cells"] == matrix["cells"]
+    assert "Z=" not in render_page(matrix) and "N=3 W=1 R=1 strict" in render_page(matrix)
+    merged = tmp_path / "merged"
+    assert main(["matrix", "--merge", str(old), "--histories", str(merged)]) == Exit.OK
+    again = matrix_of(merged)
+    assert again["axes"]["zones"] == [1]
+    assert [(c["id"], c["zones"]) for c in again["cells"]] == [
+        (c["id"], 1) for c in matrix_of(small)["cells"]]
 
 
 @given(n=st.lists(st.integers(1, 5), min_size=1, max_size=3, unique=True),
+       zones=st.lists(st.integers(1, 3), min_size=1, max_size=3, unique=True),
        sloppy=st.lists(st.booleans(), min_size=1, max_size=2, unique=True),
-       nemesis=st.lists(st.sampled_from(["none", "partition", "kill+clock"]), min_size=1,
-                        max_size=3, unique=True))
-def test_the_grid_is_the_product_of_its_axes(n: list[int], sloppy: list[bool],
+       nemesis=st.lists(st.sampled_from(["none", "partition", "kill+clock", "zone",
+                                         "partition+zone"]), min_size=1, max_size=3,
+                        unique=True))
+def test_the_grid_is_the_product_of_its_axes(n: list[int], zones: list[int], sloppy: list[bool],
                                              nemesis: list[str]) -> None:
-    grid = Grid(n=tuple(n), quorums=("all",), sloppy=tuple(sloppy), nemesis=tuple(nemesis),
-                workload=("register",), versioning=("vclock",))
+    """Less the zone nemesis in one zone; a grid of only that is refused."""
+    grid = Grid(n=tuple(n), zones=tuple(zones), quorums=("all",), sloppy=tuple(sloppy),
+                nemesis=tuple(nemesis), workload=("register",), versioning=("vclock",))
+    if max(zones) == 1 and any("zone" in m for m in nemesis):
+        with pytest.raises(GridError, match=r"--nemesis .*zone: the zone nemesis"):
+            grid.cells()
+        return
     cells = grid.cells()
-    assert len(cells) == sum(k * k for k in n) * len(sloppy) * len(nemesis)
+    fitting = sum(1 for z in zones for m in nemesis if z > 1 or "zone" not in m)
+    assert len(cells) == sum(k * k for k in n) * len(sloppy) * fitting
     assert len({c.id for c in cells}) == len(cells)
     parts = [shard(cells, i, 3) for i in range(3)]
     assert sorted(c for part in parts for c in part) == sorted(cells)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -60,6 +61,37 @@ def test_a_table_gives_one_option_per_entry(tmp_path: Path) -> None:
     assert test.argv == ("--name", "etcd-stale", "--db", "etcd", "--db-opt",
                          "reads=serializable", "--db-opt", "retries=3")
     assert parse_run(test.argv).db_opt == [("reads", "serializable"), ("retries", "3")]
+
+
+def test_zone_options_are_suite_keys(tmp_path: Path) -> None:
+    """A list gives a comma list; a table for an option given once would keep only its last
+    entry, so it is refused, naming the list to write instead."""
+    (tmp_path / "s.toml").write_text(
+        '[[test]]\nname = "zoned"\nnodes = 4\nzone-map = ["n1=a", "n2=a", "n3=b", "n4=b"]\n'
+        'weights = ["n1=2"]\nzone-latency-ms = 5\nnemesis = "zone"\nzone-outage = "power"\n')
+    (test,) = load_suite(tmp_path / "s.toml", parse_run)
+    args = parse_run(test.argv)
+    assert args.zone_map == (("n1", "a"), ("n2", "a"), ("n3", "b"), ("n4", "b"))
+    assert (args.weights, args.zone_latency_ms, args.zone_outage) == (
+        (("n1", 2),), 5.0, "power")
+    (tmp_path / "s.toml").write_text(
+        '[[test]]\nname = "zoned"\nzone-map = { n1 = "a", n2 = "b" }\n')
+    with pytest.raises(SuiteError, match=re.escape(
+            'test 1 (zoned): --zone-map is given once, so a table would keep only its last '
+            'entry: write it as a list, zone-map = ["n1=a", "n2=b"]')):
+        load_suite(tmp_path / "s.toml", parse_run)
+
+
+def test_a_suite_test_runs_the_zone_nemesis_over_its_zones(tmp_path: Path) -> None:
+    (tmp_path / "s.toml").write_text(
+        '[[test]]\nname = "zone-outage"\nbackend = "sim"\nzones = 3\nnemesis = "zone"\n'
+        'time-limit = 5\nnemesis-interval = 2\nrecovery-time = 3\nseed = 1\n')
+    histories = tmp_path / "h"
+    assert main(["suite", str(tmp_path / "s.toml"), "--histories", str(histories)]) == 0
+    (run_dir,) = (histories / "zone-outage").glob("2*")
+    assert sorted(set(json.loads((run_dir / "test.json").read_text())["zones"].values())) == [
+        "a", "b", "c"]
+    assert '"start-zone"' in (run_dir / "history.jsonl").read_text()
 
 
 @pytest.mark.parametrize("text", ["[[test]]\nname = 'a'\nbogus = 1\n",
