@@ -7,7 +7,6 @@ them neither readable nor writable through the others. (In Docker: test_zones_do
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
+from kvcheck.harness.outage import Outage, outages
 from kvcheck.store.config import ClusterConfig
 
 #: Zone c of six nodes in three zones (n1 in a, n2 in b, n3 in c, n4 in a, ...).
@@ -57,52 +57,22 @@ def run(tmp_path: Path, zones: int, fault: str, seed: int) -> Path:
     return run_dir
 
 
-class Window:
-    """The client operations invoked inside the outage, by key and by where they went."""
-
-    def __init__(self, run_dir: Path) -> None:
-        ops = [json.loads(line) for line in
-               (run_dir / "history.jsonl").read_text().splitlines()[1:]]
-        start = next(o for o in ops if o["process"] == "nemesis" and o["type"] == "info"
-                     and o["f"].startswith("start-"))
-        stop = next(o for o in ops if o["process"] == "nemesis"  # before any node is back
-                    and o["f"].startswith("stop-"))
-        self.replicas: dict[str, list[str]] = json.loads(
-            (run_dir / "final-state.json").read_text())["replicas"]
-        #: (key, f, through a lost node?) -> [(seconds after the start, ok?)]
-        self.calls: dict[tuple[str, str, bool], list[tuple[float, bool]]] = defaultdict(list)
-        invoked: dict[Any, dict[str, Any]] = {}
-        for op in ops:
-            if op["process"] == "nemesis" or op.get("final"):
-                continue
-            if op["type"] == "invoke":
-                invoked[op["process"]] = op
-                continue
-            call = invoked.pop(op["process"])
-            if start["index"] < call["index"] < stop["index"]:
-                self.calls[call["key"], call["f"], call["node"] in LOST].append(
-                    ((call["time"] - start["time"]) / 1e9, op["type"] == "ok"))
-
-    def keys(self) -> set[str]:
-        return {key for key, _, _ in self.calls}
-
-    def through_others(self, key: str, f: str) -> list[tuple[float, bool]]:
-        return self.calls.get((key, f, False), [])
-
-    def two_replicas_lost(self, key: str) -> bool:
-        return len(set(self.replicas[key]) & set(LOST)) >= 2
+def outage_of(run_dir: Path) -> Outage:
+    (outage,) = outages(run_dir)
+    assert outage.lost == set(LOST)
+    return outage
 
 
 @pytest.mark.parametrize("fault", ["zone-power", "zone-network"])
 def test_with_replicas_in_three_zones_losing_one_leaves_every_key_available_elsewhere(
         tmp_path: Path, fault: str) -> None:
     for seed in SEEDS:
-        window = Window(run(tmp_path, 3, fault, seed))
-        assert len(window.keys()) >= 3
-        for key in window.keys():
-            assert not window.two_replicas_lost(key)  # one replica per zone
+        outage = outage_of(run(tmp_path, 3, fault, seed))
+        assert len(outage.keys) >= 3
+        for key in outage.keys:
+            assert outage.replicas_lost(key) == 1  # one replica per zone
             for f in ("read", "write"):
-                calls = window.through_others(key, f)
+                calls = outage.through(key, f, lost=False)
                 assert any(ok for _, ok in calls), (seed, key, f)
                 failed_at = [at for at, ok in calls if not ok]
                 if fault == "zone-power":
@@ -110,17 +80,17 @@ def test_with_replicas_in_three_zones_losing_one_leaves_every_key_available_else
                 else:  # only until the failure detector knows the zone is gone
                     assert all(at < DETECTION_S for at in failed_at), (seed, key, f, failed_at)
             for f in ("read", "write"):  # clients bound to the lost zone's nodes fail
-                assert not any(ok for _, ok in window.calls.get((key, f, True), []))
+                assert not any(ok for _, ok in outage.through(key, f, lost=True))
 
 
 @pytest.mark.parametrize("fault", ["kill", "partition"])
 def test_with_zones_ignored_the_keys_with_two_replicas_on_the_lost_nodes_are_unavailable(
         tmp_path: Path, fault: str) -> None:
     for seed in SEEDS:
-        window = Window(run(tmp_path, 1, fault, seed))
-        doubly = {key for key in window.keys() if window.two_replicas_lost(key)}
+        outage = outage_of(run(tmp_path, 1, fault, seed))
+        doubly = {key for key in outage.keys if outage.replicas_lost(key) >= 2}
         assert doubly, f"seed {seed}: no key with two replicas on {LOST} was used in the outage"
         for key in doubly:
             for f in ("read", "write"):
-                calls = window.through_others(key, f)
+                calls = outage.through(key, f, lost=False)
                 assert calls and not any(ok for _, ok in calls), (seed, key, f)
