@@ -76,6 +76,23 @@ def test_a_cut_pair_cannot_talk_and_a_healed_one_can(cluster: DockerCluster) -> 
     assert "DROP" not in cluster.exec("n2", "iptables -S KVCHECK")
 
 
+def test_two_cuts_of_one_link_heal_one_at_a_time(cluster: DockerCluster) -> None:
+    """A partition and a zone outage that overlap: healing one keeps the other's cuts."""
+    both = frozenset({("n1", "n2"), ("n2", "n1")})
+    one_more = frozenset({("n3", "n2"), ("n2", "n3")})
+    trio.run(execute, cluster, CutLinks(both))
+    trio.run(execute, cluster, CutLinks(both | one_more))
+    try:
+        trio.run(execute, cluster, HealLinks(both | one_more))
+        assert connects(cluster, "n1", "n2") == 0  # the first cut still holds
+        assert connects(cluster, "n3", "n2") == 1
+        trio.run(execute, cluster, HealLinks(both))
+        assert connects(cluster, "n1", "n2") == 1
+        assert "DROP" not in cluster.exec("n2", "iptables -S KVCHECK")
+    finally:
+        trio.run(execute, cluster, HealLinks())
+
+
 def test_a_killed_node_comes_back_as_a_new_process_with_its_data(cluster: DockerCluster) -> None:
     async def scenario() -> None:
         async with StoreClient(cluster.host("n3"), PORT) as client:

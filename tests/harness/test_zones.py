@@ -117,3 +117,13 @@ def test_the_simulator_delays_messages_between_zones_and_not_within_one() -> Non
     assert min(far.latencies["write"]) < 0.005
     assert max(far.latencies["write"]) >= 0.030
     assert far.zones == zones
+
+
+def test_the_simulator_keeps_a_link_cut_twice_until_both_cuts_are_undone() -> None:
+    sim = Simulation(["n1", "n2", "n3"], seed=1, trace=False)
+    sim.cut("n1", "n2")
+    sim.cut("n1", "n2", both_ways=False)
+    sim.uncut("n1", "n2")
+    assert set(sim.cut_links) == {("n1", "n2")}
+    sim.uncut("n1", "n2", both_ways=False)
+    assert not sim.cut_links
