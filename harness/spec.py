@@ -17,6 +17,10 @@ handoff, read repair and anti-entropy, within seconds of a heal) — an async re
 lands (a full disk, a power cut) lets a later quorum read miss what an earlier one returned.
 ``linearizable`` can be asked for; the reference store does not promise it, so such a test is
 expected to fail, and shows how.
+
+Nodes are spread over zones (data centers): ``zones`` of them in turn, or each where
+``zone_map`` puts it; the spare, and nodes an autoscaler adds, take the zones in turn too
+(:meth:`TestSpec.zone_of`). The reference store is configured with each node's zone and weight.
 """
 
 from __future__ import annotations
