@@ -63,6 +63,8 @@ def outages(run_dir: Path, kind: str | None = None) -> list[Outage]:
     for op in ops:
         if op["process"] == "nemesis":
             fault = (op.get("value") or {}).get("fault")
+            if not isinstance(fault, str):  # ready, unready: no fault of its own
+                continue
             if op["f"].startswith("start-") and op["type"] == "info" and kind in (None, fault):
                 on[fault] = Outage({**op["value"], "start_ns": op["time"]},
                                    frozenset(op["value"]["targets"]), replicas)
