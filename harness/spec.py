@@ -60,6 +60,8 @@ Workload = Literal["register", "set"]
 #: The zones ``--zones Z`` spreads the nodes over: the first Z of these.
 ZONE_NAMES = tuple("abcdefghijklmnopqrstuvwxyz")
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+#: The fault kind each zone outage is made of, which the database must be able to undergo.
+_ZONE_OUTAGE_KIND = {"network": "partition", "power": "kill"}
 
 
 class SpecError(ValueError):
@@ -256,6 +258,15 @@ class TestSpec:
         if set(kinds) & NEEDS_ZONES and self.zones < 2:
             raise SpecError("--nemesis zone takes a zone away: spread the nodes over two zones "
                             "or more (--zones 2, or --zone-map)")
+        if "zone" in kinds:
+            outages = {str(f.params.get("outage")) for f in self.schedule if f.kind == "zone"}
+            for outage in sorted(outages or {self.zone_outage} - {""} or set(ZONE_OUTAGES)):
+                made_of = _ZONE_OUTAGE_KIND[outage]
+                if why := self.database.unsupported_faults.get(made_of):
+                    raise SpecError(f"--nemesis zone: a {outage} outage is a {made_of} of the "
+                                    f"zone's nodes, which --db {self.db} cannot undergo: {why}"
+                                    + ("" if self.zone_outage or self.schedule else
+                                       " (choose the other with --zone-outage)"))
         if self.zone_latency_ms and self.backend == "docker" and "packet" in kinds:
             raise SpecError("--zone-latency-ms and --nemesis packet both need each node's "
                             "queueing discipline in Docker: use one of them, or --backend sim")

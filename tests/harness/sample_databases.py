@@ -35,6 +35,14 @@ class Plain(Database):
                                              "membership": "no joins"}
 
 
+class Unkillable(Plain):
+    """The plain store, whose processes cannot be killed."""
+
+    name = "unkillable"
+    unsupported_faults: Mapping[str, str] = {**Plain.unsupported_faults,
+                                             "kill": "it restarts itself"}
+
+
 def raising() -> Database:
     raise RuntimeError("the factory is broken")
 

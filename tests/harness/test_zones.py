@@ -68,6 +68,17 @@ def test_impossible_zones_are_refused_naming_the_option(given: dict[str, Any],
         spec(**given)
 
 
+def test_a_zone_outage_needs_the_database_to_undergo_what_it_is_made_of() -> None:
+    unkillable = {"db": "sample_databases:Unkillable", "zones": 3, "nemesis": ("zone",)}
+    with pytest.raises(SpecError, match="a power outage is a kill of the zone's nodes, which "
+                                        "--db sample_databases:Unkillable cannot undergo: it "
+                                        r"restarts itself \(choose the other with"):
+        spec(**unkillable)
+    assert spec(**unkillable, zone_outage="network").zone_outage == "network"
+    with pytest.raises(SpecError, match="a power outage is a kill"):
+        spec(**unkillable, zone_outage="power")
+
+
 def test_a_scheduled_zone_fault_must_lose_exactly_its_zone() -> None:
     wrong = Planned(1, 5, "zone", ("n1",), {"zone": "a", "outage": "power"})
     with pytest.raises(SpecError, match="loses zone 'a', whose nodes are n1, n4, but its "
