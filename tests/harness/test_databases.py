@@ -103,7 +103,8 @@ def test_db_help_lists_each_database_with_its_options_and_faults() -> None:
     assert "kvstore: kvcheck's reference Dynamo-style store" in text
     assert "--db-opt reads=VALUE (linearizable | serializable): how reads are served " \
            "(default: linearizable)" in text
-    assert "faults: partition, kill, pause, packet\n  not clock: its clock cannot be moved" in text
+    assert "faults: partition, kill, pause, packet, zone\n  not clock: its clock cannot be moved" \
+        in text
     assert "can also: report what each replica stores, add and remove members" in text
     shown = subprocess.run([sys.executable, "-m", "kvcheck", "run", "--db", "help"],
                            capture_output=True, text=True, timeout=60)
