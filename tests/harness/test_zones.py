@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kvcheck.harness.cli import main
 from kvcheck.harness.cli.values import node_values, node_weights
 from kvcheck.harness.databases.kvstore import peers_toml
 from kvcheck.harness.docker_cluster import zone_delay_script
+from kvcheck.harness.exitcodes import Exit
 from kvcheck.harness.spec import SpecError, TestSpec
 from kvcheck.nemesis import Planned
 from kvcheck.store.config import peers_from_mapping
@@ -138,3 +141,12 @@ def test_the_simulator_keeps_a_link_cut_twice_until_both_cuts_are_undone() -> No
     assert set(sim.cut_links) == {("n1", "n2")}
     sim.uncut("n1", "n2", both_ways=False)
     assert not sim.cut_links
+
+
+def test_a_search_for_failures_refuses_zone_faults_it_cannot_place(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["explore", "--nemesis", "partition,zone", "--budget", "1",
+                 "--histories", str(tmp_path)])
+    assert code == Exit.USAGE
+    assert "--nemesis zone: the search puts every node in one zone" in capsys.readouterr().err
+    assert not (tmp_path / "explore").exists()
