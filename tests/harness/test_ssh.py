@@ -1,0 +1,93 @@
+"""Commands on hosts over SSH (harness/ssh.py), against containers that run an SSH server: one
+multiplexed connection per host, every command bounded in time, root or a clear error."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from ssh_hosts import Hosts, ssh_hosts
+
+from kvcheck.harness.ssh import Host, SshError, SshOptions
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    with ssh_hosts(tmp_path_factory.mktemp("ssh"), 2) as running:
+        yield running
+
+
+def host(hosts: Hosts, index: int = 0, **options: object) -> Host:
+    return Host(hosts.addresses[index], dataclasses.replace(hosts.options, **options))
+
+
+def test_commands_run_as_root_over_one_connection_per_host(hosts: Hosts, tmp_path: Path) -> None:
+    first = host(hosts)
+
+    async def scenario() -> list[str]:
+        try:
+            outputs = [await first.run("id -u"), await first.run("cat", stdin=b"hello")]
+            await first.put("/var/lib/kvcheck-test/file", b"data\n", mode=0o600)
+            outputs.append(await first.run("cat /var/lib/kvcheck-test/file"))
+            outputs.append(await first.run("stat -c %a /var/lib/kvcheck-test/file"))
+            for _ in range(5):
+                await first.run("true")
+            return outputs
+        finally:
+            await first.close()
+
+    assert trio.run(scenario) == ["0", "hello", "data", "600"]
+    # Nine commands, one login: sshd logged one accepted key for this host's master.
+    logins = hosts.containers[0].logs().decode().count("Accepted publickey for root")
+    assert logins == 1
+    assert not first.control_dir.exists()  # the master ended with close()
+
+
+def test_a_command_that_overruns_its_timeout_is_killed_on_the_host(
+        hosts: Hosts, tmp_path: Path) -> None:
+    second = host(hosts, 1)
+
+    async def scenario() -> None:
+        try:
+            with pytest.raises(SshError, match=r"did not finish within 1 s; it was killed"):
+                await second.run("sleep 37", timeout=1)
+            with pytest.raises(SshError, match=r"`exit 3` failed with status 3"):
+                await second.run("exit 3")
+            assert await second.run("exit 3", check=False) == ""
+        finally:
+            await second.close()
+
+    trio.run(scenario)
+    assert "sleep 37" not in hosts.exec(1, "ps -eo args")
+
+
+def test_an_unreachable_host_and_a_user_without_root_are_named_with_what_is_missing(
+        hosts: Hosts, tmp_path: Path) -> None:
+    closed = host(hosts, port=2222, connect_timeout=3)
+    with pytest.raises(SshError, match=rf"{hosts.addresses[0]}: cannot connect over SSH: .*"
+                                       "Connection refused"):
+        trio.run(closed.check)
+    plain = host(hosts, user="plain")
+    with pytest.raises(SshError, match=rf"{hosts.addresses[0]}: the user is not root and "
+                                       "cannot sudo without a password"):
+        trio.run(plain.check)
+    trio.run(plain.close)
+    with pytest.raises(SshError, match="is not a host name"):
+        Host("-oProxyCommand=x", SshOptions())
+
+
+def test_the_ssh_command_line_adds_the_options_given_to_the_users_own(tmp_path: Path) -> None:
+    one = Host("db1", SshOptions())
+    plain = one.argv("true")
+    assert plain[0] == "ssh" and plain[-3:] == ["--", "db1", "true"]
+    assert f"ControlPath={one.control_dir}/%C" in plain and "BatchMode=yes" in plain
+    assert "-F" not in plain and "-l" not in plain  # ~/.ssh/config and its User apply
+    given = Host("db1", SshOptions(user="admin", key=Path("k"), port=2200,
+                                   config=Path("c"))).argv()
+    assert given[given.index("-l") + 1] == "admin" and given[given.index("-p") + 1] == "2200"
+    assert given[given.index("-i") + 1] == "k" and given[given.index("-F") + 1] == "c"
