@@ -189,7 +189,7 @@ def build_image(client: docker.DockerClient, database: Database,
         context = Path(tmp)
         if package is not None:
             say("making wheels of kvcheck and its dependencies on the host")
-            _make_wheels(package, context / _WHEELS)
+            make_wheels(package, context / _WHEELS)
         for path, text in image.files.items():
             target = context / _FILES / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,7 +205,7 @@ def build_image(client: docker.DockerClient, database: Database,
     return tag
 
 
-def _make_wheels(package: Package, wheels: Path) -> None:
+def make_wheels(package: Package, wheels: Path) -> None:
     """kvcheck's wheel, built from exactly its hashed inputs, and the pinned dependencies as
     wheels for the image's CPython, into ``wheels``."""
     wheels.mkdir()

@@ -1,5 +1,6 @@
-"""Hosts for the SSH tests: containers that run an SSH server and nothing of kvcheck's, on a
-network of their own, reached with a key made for the test — as real hosts are.
+"""Hosts for the SSH tests: containers that run an SSH server and nothing of kvcheck's, on an
+internal network of their own (the control node reaches them; they reach nothing beyond it, no
+package index either), reached with a key made for the test — as real hosts are.
 
 The image is built like a node image, offline but for Debian's packages (kvcheck's Debian base,
 ``openssh-server`` and ``sudo``); each container runs ``sshd -D`` with ``NET_ADMIN`` (for
@@ -90,7 +91,7 @@ def ssh_hosts(directory: Path, count: int) -> Iterator[Hosts]:
                       "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
                       "  LogLevel ERROR\n")
     run = secrets.token_hex(4)
-    network = client.networks.create(f"kvcheck-ssh-{run}", driver="bridge",
+    network = client.networks.create(f"kvcheck-ssh-{run}", driver="bridge", internal=True,
                                      labels={LABEL: run})
     containers: list[Container] = []
     try:

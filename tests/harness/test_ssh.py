@@ -11,6 +11,16 @@ import pytest
 import trio
 from ssh_hosts import Hosts, ssh_hosts
 
+from kvcheck.harness.host_install import (
+    ROOT,
+    VENV,
+    cached_wheels,
+    check_packages,
+    install_kvcheck,
+    remove,
+    required_packages,
+)
+from kvcheck.harness.package import Package
 from kvcheck.harness.ssh import Host, SshError, SshOptions
 
 pytestmark = pytest.mark.integration
@@ -91,3 +101,27 @@ def test_the_ssh_command_line_adds_the_options_given_to_the_users_own(tmp_path: 
                                    config=Path("c"))).argv()
     assert given[given.index("-l") + 1] == "admin" and given[given.index("-p") + 1] == "2200"
     assert given[given.index("-i") + 1] == "k" and given[given.index("-F") + 1] == "c"
+
+
+def test_kvcheck_goes_onto_a_host_from_the_control_node_alone_and_comes_off_it(
+        hosts: Hosts) -> None:
+    """The host reaches no package index: its network is internal (tests/harness/ssh_hosts.py)."""
+    second = host(hosts, 1)
+    wheels = cached_wheels(Package.running(), lambda line: None)
+    version = Package.running().version
+
+    async def scenario() -> str:
+        try:
+            await check_packages(second, required_packages(()))
+            with pytest.raises(SshError, match=r"the Debian packages no-such-package-kv are not "
+                                               r"installed; install them \(apt-get install"):
+                await check_packages(second, ["procps", "no-such-package-kv"])
+            await install_kvcheck(second, wheels, version)
+            shown = await second.run(f"{VENV}/bin/kvstore serve --help")
+            await remove(second)
+            return shown
+        finally:
+            await second.close()
+
+    assert "--node-id" in trio.run(scenario)
+    assert hosts.exec(1, f"test -e {ROOT} || echo gone") == "gone"
