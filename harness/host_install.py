@@ -5,8 +5,12 @@ Everything kvcheck makes on a host lives under :data:`ROOT`, so that removing it
 (:func:`remove`) leaves the host as it was.
 
 - Debian packages: those every node needs (python3 with venv, iptables, iproute2, libfaketime,
-  procps — the node image's base) and those the database's image names must be installed;
-  a host without them is refused, naming them (:func:`check_packages`).
+  procps — the node image's base) and those the database's image names. Those a host lacks
+  are downloaded on the control node — with their dependencies, by its own apt, into the
+  user's cache — and only the ``.deb`` files the host lacks are copied over and installed with
+  ``dpkg -i`` (:func:`install_packages`). That needs a Debian control node of the hosts'
+  release; elsewhere a host that lacks a package is refused, naming it. Packages installed so
+  stay installed (as in Jepsen): they are the host's, not the run's.
 - kvcheck: where the database runs kvcheck's own package (the reference store), the very
   wheels the node image gets — kvcheck's, built from the running package, and its pinned
   dependencies' for CPython 3.11 (:func:`kvcheck.harness.image.make_wheels`) — are made once
@@ -20,10 +24,14 @@ from __future__ import annotations
 import io
 import os
 import shlex
+import shutil
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import trio
 
 from kvcheck.harness.base_image import DEBOOTSTRAP_PACKAGES, content_hash
 from kvcheck.harness.image import PYTHON_VERSION, make_wheels
@@ -34,6 +42,7 @@ from kvcheck.harness.ssh import Host, SshError
 ROOT = "/var/lib/kvcheck"
 VENV = f"{ROOT}/venv"
 _WHEELS = f"{ROOT}/wheels"
+_DEBS = f"{ROOT}/debs"
 #: Seconds installing the wheels on one host may take.
 _INSTALL_TIMEOUT = 600.0
 
@@ -44,22 +53,98 @@ def required_packages(database_packages: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*DEBOOTSTRAP_PACKAGES, *database_packages]))
 
 
-async def check_packages(host: Host, packages: Sequence[str]) -> None:
-    """Raise SshError naming the ``packages`` that are not installed on ``host``."""
+async def install_packages(host: Host, packages: Sequence[str],
+                           say: Callable[[str], None]) -> None:
+    """Install on ``host`` those of ``packages`` it lacks, from the control node (module
+    docstring). Raises SshError naming the host, the packages and what to do."""
+    missing = await _lacking(host, packages)
+    if not missing:
+        return
+    theirs = await host.run(". /etc/os-release && echo \"$VERSION_CODENAME\"")
+    ours = _release()
+    if theirs != ours or shutil.which("apt-get") is None:
+        here = f"Debian {ours}" if ours else "not Debian"
+        raise SshError(f"{host.address}: the Debian packages {', '.join(missing)} are not "
+                       f"installed, and this control node ({here}) cannot fetch them for "
+                       f"{theirs or 'its release'}: install them (apt-get install "
+                       f"{' '.join(missing)})")
+    debs = await trio.to_thread.run_sync(_download, missing, ours, say)
+    needed = set(await _lacking(host, list(debs)))
+    say(f"{host.address}: installing {', '.join(sorted(needed))}")
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name in sorted(needed):
+            tar.add(debs[name], arcname=debs[name].name)
+    await host.run(f"rm -rf {_DEBS} && mkdir -p {_DEBS} && tar -x -C {_DEBS} && "
+                   f"DEBIAN_FRONTEND=noninteractive dpkg -i {_DEBS}/*.deb; status=$?; "
+                   f"rm -rf {_DEBS}; exit $status", stdin=archive.getvalue(),
+                   timeout=_INSTALL_TIMEOUT)
+    if still := await _lacking(host, missing):
+        raise SshError(f"{host.address}: dpkg did not install {', '.join(still)}")
+
+
+async def _lacking(host: Host, packages: Sequence[str]) -> list[str]:
+    """Those of ``packages`` that are not installed on ``host``."""
     names = " ".join(shlex.quote(p) for p in packages)
-    missing = (await host.run(
+    return (await host.run(
         f"for p in {names}; do dpkg-query -W -f='${{Status}}\\n' \"$p\" 2>/dev/null "
         "| grep -q '^install ok installed' || echo \"$p\"; done")).split()
-    if missing:
-        raise SshError(f"{host.address}: the Debian packages {', '.join(missing)} are not "
-                       f"installed; install them (apt-get install {' '.join(missing)})")
+
+
+def _release() -> str:
+    """This machine's Debian release (``bookworm``), or empty elsewhere."""
+    try:
+        text = Path("/etc/os-release").read_text()
+    except OSError:
+        return ""
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if fields.get("ID", "").strip('"') != "debian":
+        return ""
+    return fields.get("VERSION_CODENAME", "").strip('"')
+
+
+def _download(packages: Sequence[str], release: str, say: Callable[[str], None]
+              ) -> dict[str, Path]:
+    """``packages`` and everything they depend on as ``.deb`` files, by name, downloaded by
+    this machine's apt into the user's cache (those there already are kept). Raises
+    SshError when apt cannot."""
+    cache = _cache() / "debs" / release
+    cache.mkdir(parents=True, exist_ok=True)
+    closure = _apt(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
+                    "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances",
+                    *packages], cache, f"find {', '.join(packages)}")
+    names = sorted({line.split(":")[0] for line in closure.splitlines()
+                    if line and not line.startswith((" ", "<"))})
+    have = {deb.name.split("_")[0]: deb for deb in cache.glob("*.deb")}
+    if fetch := [n for n in names if n not in have]:
+        say(f"downloading {len(fetch)} Debian package(s) for the hosts into {cache}")
+        _apt(["apt-get", "download", *fetch], cache, f"download {', '.join(fetch)}")
+        have = {deb.name.split("_")[0]: deb for deb in cache.glob("*.deb")}
+    if absent := [n for n in names if n not in have]:
+        raise SshError(f"apt downloaded no .deb for {', '.join(absent)}")
+    return {name: have[name] for name in names}
+
+
+def _apt(argv: list[str], cwd: Path, doing: str) -> str:
+    """Run apt's ``argv`` in ``cwd``; its output. Raises SshError saying what it was
+    ``doing``."""
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SshError(f"this control node's apt could not {doing}: "
+                       f"{done.stderr.strip()[-500:]} (its package lists may need "
+                       "`apt-get update`)")
+    return done.stdout
+
+
+def _cache() -> Path:
+    """kvcheck's cache directory on this machine."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvcheck"
 
 
 def cached_wheels(package: Package, say: Callable[[str], None]) -> Path:
     """The directory of ``package``'s wheels and its dependencies' (module docstring), made
     now unless the cache holds them. Raises PackageError when they cannot be made."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    target = cache / "kvcheck" / "wheels" / content_hash(package.hash_parts())
+    target = _cache() / "wheels" / content_hash(package.hash_parts())
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

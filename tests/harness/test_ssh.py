@@ -4,6 +4,7 @@ multiplexed connection per host, every command bounded in time, root or a clear 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +16,8 @@ from kvcheck.harness.host_install import (
     ROOT,
     VENV,
     cached_wheels,
-    check_packages,
     install_kvcheck,
+    install_packages,
     remove,
     required_packages,
 )
@@ -107,15 +108,12 @@ def test_kvcheck_goes_onto_a_host_from_the_control_node_alone_and_comes_off_it(
         hosts: Hosts) -> None:
     """The host reaches no package index: its network is internal (tests/harness/ssh_hosts.py)."""
     second = host(hosts, 1)
-    wheels = cached_wheels(Package.running(), lambda line: None)
+    wheels = cached_wheels(Package.running(), say)
     version = Package.running().version
 
     async def scenario() -> str:
         try:
-            await check_packages(second, required_packages(()))
-            with pytest.raises(SshError, match=r"the Debian packages no-such-package-kv are not "
-                                               r"installed; install them \(apt-get install"):
-                await check_packages(second, ["procps", "no-such-package-kv"])
+            await install_packages(second, required_packages(()), say)  # there already
             await install_kvcheck(second, wheels, version)
             shown = await second.run(f"{VENV}/bin/kvstore serve --help")
             await remove(second)
@@ -125,3 +123,26 @@ def test_kvcheck_goes_onto_a_host_from_the_control_node_alone_and_comes_off_it(
 
     assert "--node-id" in trio.run(scenario)
     assert hosts.exec(1, f"test -e {ROOT} || echo gone") == "gone"
+
+
+def test_debian_packages_a_host_lacks_come_from_the_control_node(hosts: Hosts) -> None:
+    if shutil.which("apt-get") is None:
+        pytest.skip("the control node has no apt: it cannot fetch Debian packages")
+    first = host(hosts)
+
+    async def scenario() -> str:
+        try:
+            assert "not installed" in await first.run("dpkg -s psmisc 2>&1", check=False)
+            await install_packages(first, ["procps", "psmisc"], say)
+            with pytest.raises(SshError, match="no-such-package-kv"):
+                await install_packages(first, ["no-such-package-kv"], say)
+            return await first.run("killall --version 2>&1")
+        finally:
+            await first.close()
+
+    assert "PSmisc" in trio.run(scenario)
+    assert hosts.exec(0, f"test -e {ROOT}/debs || echo gone") == "gone"
+
+
+def say(line: str) -> None:
+    print(line)
