@@ -24,7 +24,8 @@ How each fault is made (``docs/nemesis.md`` has the why):
   ``statistic`` match in an OUTPUT chain of our own, and bandwidth through ``tc tbf``;
 - distance between zones (``--zone-latency-ms``): where the kernel has netem, a ``prio`` root
   queueing discipline whose netem band the packets to other zones' nodes are filtered into
-  (:func:`zone_delay_script`); elsewhere the run notes that there is no such delay;
+  (:func:`~kvcheck.harness.shell_faults.zone_delay_script`); elsewhere the run notes that
+  there is no such delay;
 - membership: a node joins with the processes the database gives for a joining node, on an
   emptied data directory (its container is created when first needed), and leaves as the
   database says (:meth:`~kvcheck.harness.databases.Database.leave`); once it has left, its
@@ -53,6 +54,7 @@ from docker.models.networks import Network
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Database, DatabaseError, Process, guard
 from kvcheck.harness.image import faketime_env
+from kvcheck.harness.shell_faults import CHAINS, delay_filter, netem_args, zone_delay_script
 from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import SIMULATED_ONLY, PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
@@ -67,10 +69,6 @@ FAKETIME_FILE = f"{MOUNT}/faketime"
 #: Seconds nodes may take to become ready (and the cluster to settle) before the run stops.
 READY_LIMIT = 60.0
 
-_CHAINS = (
-    "iptables -N KVCHECK && iptables -I INPUT -j KVCHECK && "
-    "iptables -N KVCHECK-OUT && iptables -I OUTPUT -j KVCHECK-OUT"
-)
 
 
 class DockerCluster:
@@ -154,7 +152,7 @@ class DockerCluster:
         container.reload()
         self._ips[node] = container.attrs["NetworkSettings"]["Networks"][
             self._network.name]["IPAddress"]
-        self.exec(node, _CHAINS)
+        self.exec(node, CHAINS)
 
     async def teardown(self) -> None:
         await trio.to_thread.run_sync(self._remove)
@@ -392,12 +390,14 @@ class DockerCluster:
         zone = self.spec.zone_of
         for node in nodes:
             far = [self._ips[n] for n in self._ips if zone(n) != zone(node)]
-            await self._exec_async(node, zone_delay_script(self.spec.zone_latency_ms, far))
+            await self._exec_async(node, zone_delay_script(self.spec.zone_latency_ms, far,
+                                                                    "eth0"))
             self._delayed.add(node)
         for node in sorted(self._delayed - set(nodes)):
             far = [self._ips[n] for n in nodes if zone(n) != zone(node)]
             if far:
-                await self._exec_async(node, " && ".join(_delay_filter(ip) for ip in far))
+                await self._exec_async(node, " && ".join(delay_filter(ip, "eth0")
+                                                         for ip in far))
 
     async def packet_fault(self, fault: PacketFault) -> None:
         unsupported = fault.effects - self.packet_support().effects
@@ -406,7 +406,7 @@ class DockerCluster:
                                + self.packet_support().missing_reason)
         for node in fault.nodes:
             if self._netem:
-                await self._exec_async(node, f"tc qdisc add dev eth0 root {_netem(fault)}")
+                await self._exec_async(node, f"tc qdisc add dev eth0 root {netem_args(fault)}")
                 self._qdisc_on.add(node)
                 continue
             if fault.loss:
@@ -453,38 +453,6 @@ class DockerCluster:
 
 def _pid_file(process: Process) -> str:
     return f"{MOUNT}/{process.name}.pid"
-
-
-def zone_delay_script(delay_ms: float, far: Sequence[str]) -> str:
-    """The ``tc`` commands that delay packets to the addresses ``far`` by ``delay_ms``, and
-    no others: a ``prio`` root whose fourth band (no traffic class maps to it) holds netem,
-    and a filter sending each far address to that band."""
-    commands = ["tc qdisc add dev eth0 root handle 1: prio bands 4 "
-                "priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
-                f"tc qdisc add dev eth0 parent 1:4 handle 40: netem delay {delay_ms:g}ms"]
-    return " && ".join([*commands, *(_delay_filter(ip) for ip in far)])
-
-
-def _delay_filter(ip: str) -> str:
-    return f"tc filter add dev eth0 parent 1: protocol ip prio 1 u32 match ip dst {ip}/32 " \
-           "flowid 1:4"
-
-
-def _netem(fault: PacketFault) -> str:
-    parts = ["netem"]
-    if fault.delay_ms:
-        parts.append(f"delay {fault.delay_ms:.0f}ms")
-        if fault.jitter_ms:
-            parts.append(f"{fault.jitter_ms:.0f}ms")
-    if fault.loss:
-        parts.append(f"loss {fault.loss * 100:.1f}%")
-    if fault.duplicate:
-        parts.append(f"duplicate {fault.duplicate * 100:.1f}%")
-    if fault.reorder:
-        parts.append(f"reorder {fault.reorder * 100:.1f}%")
-    if fault.rate_kbit:
-        parts.append(f"rate {fault.rate_kbit}kbit")
-    return " ".join(parts)
 
 
 def cleanup(client: docker.DockerClient) -> dict[str, list[str]]:

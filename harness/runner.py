@@ -41,8 +41,8 @@ from kvcheck.nemesis import HEAL_ALL, Nemesis, parse_kinds, write_schedule
 #: Process ids of the final readers start here (workers never get this far).
 FINAL_PROCESS_BASE = 1_000_000
 #: Seconds between two samples of every replica's state during the recovery wait: a sample
-#: asks every node, in Docker; a simulated one reads the simulated disks, and costs nothing.
-SAMPLE_EVERY = {"docker": 2.0, "sim": 0.25}
+#: asks every node (in Docker, or over SSH); a simulated one reads the simulated disks, free.
+SAMPLE_EVERY = {"docker": 2.0, "ssh": 2.0, "sim": 0.25}
 
 
 #: What a node stores, as sampled: for each key ``{"versions": [...]}`` (or ``{"digest": ...}``).

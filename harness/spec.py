@@ -41,6 +41,7 @@ from kvcheck.harness.databases import (
     load,
     resolve_options,
 )
+from kvcheck.harness.ssh import SshOptions
 from kvcheck.nemesis import (
     NEEDS_ZONES,
     SIMULATED_ONLY,
@@ -106,8 +107,9 @@ class TestSpec:
     leave_running: bool = False
     request_timeout_ms: int = 1000
     op_timeout: float = 5.0
-    #: ``docker``: a container per node; ``sim``: the reference store simulated, in virtual time.
-    backend: Literal["docker", "sim"] = "docker"
+    #: ``docker``: a container per node; ``sim``: the reference store simulated, in virtual
+    #: time; ``ssh``: a real host per node (``hosts``).
+    backend: Literal["docker", "sim", "ssh"] = "docker"
     #: Deliberate mistakes switched on in every node of the reference store (store/bugs.py).
     bugs: tuple[str, ...] = ()
     #: Operations all workers together issue at most; 0: as many as the time limit allows.
@@ -123,6 +125,13 @@ class TestSpec:
     zone_outage: str = ""
     #: Milliseconds each packet between nodes of two zones is delayed (none within a zone).
     zone_latency_ms: float = 0.0
+    #: ``--backend ssh``: the hosts, in order (n1 on the first); those beyond the nodes are
+    #: spares. How to reach them: ``SshOptions`` fields (empty: the user's SSH configuration).
+    hosts: tuple[str, ...] = ()
+    ssh_user: str = ""
+    ssh_key: str = ""
+    ssh_port: int = 0
+    ssh_config: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -144,8 +153,16 @@ class TestSpec:
         if self.expect and self.workload not in shown_by(self.expect):
             raise SpecError(f"--expect {self.expect} cannot be judged on the {self.workload} "
                             f"workload: use --workload {' or '.join(shown_by(self.expect))}")
-        if self.backend not in ("docker", "sim"):
-            raise SpecError(f"--backend must be docker or sim, not {self.backend!r}")
+        if self.backend not in ("docker", "sim", "ssh"):
+            raise SpecError(f"--backend must be docker, sim or ssh, not {self.backend!r}")
+        if self.backend == "ssh" and len(self.hosts) < self.nodes:
+            raise SpecError(f"--backend ssh runs a node per host: {self.nodes} nodes need "
+                            f"{self.nodes} hosts (--node HOST, repeated, or --nodes-file), "
+                            f"and {len(self.hosts)} were given")
+        if self.hosts and self.backend != "ssh":
+            raise SpecError("--node and --nodes-file name hosts for --backend ssh")
+        if len(set(self.hosts)) < len(self.hosts):
+            raise SpecError("a host is named twice: each node needs a host of its own")
         if self.backend == "sim" and self.db != "kvstore":
             raise SpecError("--backend sim runs the reference store only (--db kvstore); "
                             f"run --db {self.db} with --backend docker")
@@ -156,9 +173,9 @@ class TestSpec:
         if self.bugs and self.db != "kvstore":
             raise SpecError("--bug switches on mistakes in the reference store (--db kvstore) "
                             f"only, not in {self.db}")
-        if self.backend == "sim" and self.leave_running:
+        if self.backend != "docker" and self.leave_running:
             raise SpecError("--leave-running needs --backend docker: a simulated cluster "
-                            "lives only as long as its run")
+                            "lives only as long as its run, and hosts are left as they were")
         if self.request_timeout_ms < 1:
             raise SpecError("--request-timeout-ms must be >= 1")
         if self.read_repair not in ("async", "blocking"):
@@ -267,9 +284,9 @@ class TestSpec:
                                     f"zone's nodes, which --db {self.db} cannot undergo: {why}"
                                     + ("" if self.zone_outage or self.schedule else
                                        " (choose the other with --zone-outage)"))
-        if self.zone_latency_ms and self.backend == "docker" and "packet" in kinds:
+        if self.zone_latency_ms and self.backend != "sim" and "packet" in kinds:
             raise SpecError("--zone-latency-ms and --nemesis packet both need each node's "
-                            "queueing discipline in Docker: use one of them, or --backend sim")
+                            "queueing discipline: use one of them, or --backend sim")
         zones = self.node_zones
         for planned in self.schedule:
             if planned.kind != "zone":
@@ -295,6 +312,11 @@ class TestSpec:
         used = sorted(set(zones.values()))
         index = int(node[1:]) - 1 if node[:1] == "n" and node[1:].isdigit() else 0
         return used[index % len(used)]
+
+    @property
+    def ssh_options(self) -> SshOptions:
+        """How ``--backend ssh`` reaches the hosts."""
+        return SshOptions.given(self.ssh_user, self.ssh_key, self.ssh_port, self.ssh_config)
 
     def weight(self, node: str) -> int:
         """``node``'s weight: its share of the ring."""
@@ -371,6 +393,8 @@ class TestSpec:
             "backend": self.backend,
             "zones": {n: z for n, z in self.zone_map if n in described},
             "weights": {n: self.weight(n) for n in described},
+            "hosts": dict(zip([*self.node_ids, *(f"n{i}" for i in range(
+                self.nodes + 1, len(self.hosts) + 1))], self.hosts, strict=False)),
         }
 
 

@@ -53,6 +53,13 @@ class SshOptions:
     config: Path | None = None
     connect_timeout: float = 10.0
 
+    @classmethod
+    def given(cls, user: str = "", key: str = "", port: int = 0, config: str = ""
+              ) -> SshOptions:
+        """The options as the command line gives them (empty, 0: not given)."""
+        return cls(user=user or None, key=Path(key) if key else None, port=port or None,
+                   config=Path(config) if config else None)
+
 
 class Host:
     """One host, reached as ``address`` (a name, an address, or a ``~/.ssh/config`` alias).
@@ -89,6 +96,14 @@ class Host:
         if options.key is not None:
             argv += ["-i", str(options.key), "-o", "IdentitiesOnly=yes"]
         return argv
+
+    def hostname(self) -> str:
+        """The name or address the host is reached at, as the SSH configuration resolves
+        ``address`` (an alias's ``HostName``): ``ssh -G``."""
+        shown = subprocess.run(["ssh", *self._options(), "-G", "--", self.address],
+                               capture_output=True, text=True, check=False).stdout
+        names = [line.split()[1] for line in shown.splitlines() if line.startswith("hostname ")]
+        return names[0] if names else self.address
 
     async def run(self, command: str, *, timeout: float = 60.0, stdin: bytes = b"",
                   check: bool = True) -> str:

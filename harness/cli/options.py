@@ -15,7 +15,7 @@ from typing import Any, get_args
 
 from kvcheck.harness.cli.values import node_values, node_weights
 from kvcheck.harness.databases import BUILTIN
-from kvcheck.harness.spec import TestSpec
+from kvcheck.harness.spec import SpecError, TestSpec
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.versions import Versioning
 
@@ -37,8 +37,9 @@ class ClusterDefaults:
 
 #: ``kvcheck run``: a test, judged against the guarantee its configuration promises.
 FOR_TESTS = ClusterDefaults(
-    nodes=SPEC_DEFAULTS.nodes,
-    nodes_help="cluster size (default: %(default)s)",
+    nodes=0,
+    nodes_help=f"cluster size (default: {SPEC_DEFAULTS.nodes}; with --backend ssh, the number "
+    "of hosts)",
     sloppy_quorum=SPEC_DEFAULTS.sloppy_quorum,
     sloppy_quorum_help="sloppy quorums with hinted handoff. Default: off, unlike the store: "
     "with strict quorums and W + R > N a test expects no stale reads, which it can check; "
@@ -101,6 +102,39 @@ def add_zone_options(parser: argparse.ArgumentParser) -> None:
                         "MS, each way (none within a zone): always simulated; in Docker where "
                         "the kernel has netem, else the run says it is unavailable "
                         "(default: none)")
+
+
+def add_host_options(parser: argparse.ArgumentParser) -> None:
+    """``--node``, ``--nodes-file`` and the SSH options of ``--backend ssh``."""
+    parser.add_argument("--node", action="append", default=[], metavar="HOST",
+                        help="a host for --backend ssh (repeatable, in order: n1 on the first; "
+                        "hosts beyond --nodes are spares for the membership nemesis)")
+    parser.add_argument("--nodes-file", type=Path, metavar="FILE",
+                        help="hosts for --backend ssh, one per line (# comments), as in Jepsen")
+    parser.add_argument("--ssh-user", default="", metavar="USER",
+                        help="log in as USER (default: as your SSH configuration says)")
+    parser.add_argument("--ssh-key", default="", metavar="FILE",
+                        help="the identity file (default: your SSH agent and configuration)")
+    parser.add_argument("--ssh-port", type=int, default=0, metavar="PORT",
+                        help="the hosts' SSH port (default: as your SSH configuration says)")
+    parser.add_argument("--ssh-config", default="", metavar="FILE",
+                        help="an SSH configuration file instead of ~/.ssh/config (ssh -F)")
+
+
+def host_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TestSpec` fields :func:`add_host_options` sets. Raises SpecError for a
+    nodes file that cannot be read."""
+    hosts = list(args.node)
+    if args.nodes_file is not None:
+        try:
+            lines = args.nodes_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError(f"--nodes-file {args.nodes_file}: {exc}") from None
+        hosts += [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    return {"hosts": tuple(hosts), "ssh_user": args.ssh_user,
+            "ssh_key": str(Path(args.ssh_key).resolve()) if args.ssh_key else "",
+            "ssh_port": args.ssh_port,
+            "ssh_config": str(Path(args.ssh_config).resolve()) if args.ssh_config else ""}
 
 
 def zone_settings(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from kvcheck.harness.cli.options import (
     add_concurrency,
     add_database,
     add_histories,
+    add_host_options,
+    host_settings,
     zone_settings,
 )
 from kvcheck.harness.cli.values import positive_float
@@ -42,6 +44,7 @@ from kvcheck.harness.report import write_report
 from kvcheck.harness.runner import Interrupted, Progress, Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import GUARANTEES, SpecError, TestSpec, Workload
+from kvcheck.harness.ssh_cluster import SshCluster
 from kvcheck.harness.verdicts import STYLE, WORD, print_results
 from kvcheck.harness.virtual_time import DeterminismUnavailable, run_virtual
 from kvcheck.nemesis import ZONE_OUTAGES, NemesisError, read_schedule
@@ -65,11 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test name: runs go to DIR/NAME/TIMESTAMP/ of --histories "
                    "(default: %(default)s)")
     add_database(p)
-    p.add_argument("--backend", choices=("docker", "sim"), default=SPEC_DEFAULTS.backend,
+    p.add_argument("--backend", choices=("docker", "sim", "ssh"), default=SPEC_DEFAULTS.backend,
                    help="docker: a container per node; sim: the reference store's nodes "
                    "simulated in this process, in virtual time — --time-limit and every other "
                    "duration are simulated seconds, and a seed replays a run exactly "
-                   "(docs/sim.md) (default: %(default)s)")
+                   "(docs/sim.md); ssh: a real host per node (--node, --nodes-file: "
+                   "docs/hosts.md) (default: %(default)s)")
+    add_host_options(p)
     add_cluster_options(p, FOR_TESTS)
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
                    help="switch on a deliberate mistake in every node of the reference store, "
@@ -137,8 +142,11 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
     """The specs of this command's tests: ``--test-count`` of them, seeds SEED, SEED+1, ...
     (each drawn at random without ``--seed``). Raises SpecError."""
     given: dict[str, Any] = {}
+    hosts = host_settings(args)
+    nodes = args.nodes or (len(hosts["hosts"]) if args.backend == "ssh" and hosts["hosts"]
+                           else SPEC_DEFAULTS.nodes)
     if args.concurrency is not None:
-        given["concurrency"] = args.concurrency.workers(args.nodes)
+        given["concurrency"] = args.concurrency.workers(nodes)
     nemesis = SPEC_DEFAULTS.nemesis
     if args.schedule is not None:
         if args.nemesis is not None:
@@ -151,7 +159,7 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
     elif args.nemesis is not None:
         nemesis = tuple(k.strip() for k in args.nemesis.split(",") if k.strip())
     given.update(
-        name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=args.nodes,
+        name=args.name, db=args.db, db_options=tuple(args.db_opt), nodes=nodes,
         rate=args.rate, time_limit=args.time_limit, workload=args.workload,
         nemesis=nemesis, nemesis_mode=args.nemesis_mode,
         partition_topologies=tuple(t.strip() for t in args.partition_topologies.split(",")
@@ -162,7 +170,7 @@ def specs_from(args: argparse.Namespace) -> list[TestSpec]:
         op_timeout=args.op_timeout, request_timeout_ms=args.request_timeout_ms,
         leave_running=args.leave_running, backend=args.backend, bugs=tuple(args.bug),
         operation_limit=args.operation_limit, zone_outage=args.zone_outage,
-        **zone_settings(args))
+        **zone_settings(args), **hosts)
     return [TestSpec(**given, **({} if args.seed is None else {"seed": args.seed + i}))
             for i in range(max(1, args.test_count))]
 
@@ -229,6 +237,10 @@ def _run_one(spec: TestSpec, docker: tuple[Any, str] | None, histories: Path, ou
     backend: Backend
     if spec.backend == "sim":
         backend = SimCluster(spec, run_id, run_dir)
+    elif spec.backend == "ssh":
+        backend = SshCluster(spec, spec.database, run_id, run_dir, spec.hosts,
+                             spec.ssh_options, say=lambda line: err.print(
+                                 line, style="dim", markup=False, highlight=False))
     else:
         assert docker is not None
         backend = DockerCluster(*docker, run_id, spec, spec.database, run_dir)

@@ -28,6 +28,8 @@ from kvcheck.harness.image import ensure_image
 from kvcheck.harness.ssh import SshOptions
 
 LABEL = "org.kvcheck.test-ssh-hosts"
+#: What every node image holds of kvcheck's (the clock wrapper and its files): not on a host.
+_NODE_IMAGE_BITS = "/var/lib/kvcheck /usr/local/lib/kvcheck /usr/local/bin/kvcheck-faketime"
 _SSHD_CONFIG = """PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -97,8 +99,8 @@ def ssh_hosts(directory: Path, count: int) -> Iterator[Hosts]:
     try:
         for index in range(count):
             container = client.containers.run(
-                image, ["sh", "-c", "mkdir -p /run/sshd && ssh-keygen -A && "
-                               "exec /usr/sbin/sshd -D -e"],
+                image, ["sh", "-c", f"rm -rf {_NODE_IMAGE_BITS} && mkdir -p /run/sshd && "
+                               "ssh-keygen -A && exec /usr/sbin/sshd -D -e"],
                 name=f"kvcheck-ssh-{run}-{index + 1}", hostname=f"host{index + 1}",
                 network=network.name, cap_add=["NET_ADMIN"], labels={LABEL: run},
                 detach=True, init=True)

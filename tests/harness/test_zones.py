@@ -13,8 +13,8 @@ import pytest
 from kvcheck.harness.cli import main
 from kvcheck.harness.cli.values import node_values, node_weights
 from kvcheck.harness.databases.kvstore import peers_toml
-from kvcheck.harness.docker_cluster import zone_delay_script
 from kvcheck.harness.exitcodes import Exit
+from kvcheck.harness.shell_faults import zone_delay_script
 from kvcheck.harness.spec import SpecError, TestSpec
 from kvcheck.nemesis import Planned
 from kvcheck.store.config import peers_from_mapping
@@ -112,7 +112,7 @@ def test_the_store_learns_its_peers_zones_and_weights_from_the_file_the_adapter_
 
 
 def test_the_delay_between_zones_goes_to_far_addresses_only() -> None:
-    script = zone_delay_script(30, ["10.0.0.3", "10.0.0.4"])
+    script = zone_delay_script(30, ["10.0.0.3", "10.0.0.4"], "eth0")
     assert "netem delay 30ms" in script and script.count("match ip dst") == 2
     assert "match ip dst 10.0.0.3/32 flowid 1:4" in script
     assert script.startswith("tc qdisc add dev eth0 root handle 1: prio bands 4")

@@ -1,0 +1,68 @@
+"""``kvcheck run --backend ssh``: a whole test on hosts reached over SSH (containers that run
+sshd, on a network that reaches no package index), and hosts left exactly as they were."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ssh_hosts import Hosts, ssh_hosts
+
+from kvcheck.harness.cli import main
+from kvcheck.harness.exitcodes import Exit
+
+pytestmark = pytest.mark.integration
+
+#: What a host looks like from inside, for comparing before and after a run.
+LOOK = ("iptables -S; tc qdisc show; ls -a /var/lib /etc /run; "
+        "ps -eo comm,args | grep -v -e '^ps ' -e '^sh ' -e '^grep ' | sort")
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    with ssh_hosts(tmp_path_factory.mktemp("ssh-run"), 3) as running:
+        yield running
+
+
+def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
+        hosts: Hosts, tmp_path: Path) -> None:
+    before = [hosts.exec(i, LOOK) for i in range(3)]
+    nodes_file = tmp_path / "nodes"
+    nodes_file.write_text("# the test's hosts\n" + "\n".join(hosts.addresses) + "\n")
+    code = main(["run", "--backend", "ssh", "--nodes-file", str(nodes_file),
+                 "--ssh-config", str(hosts.options.config), "--nemesis", "partition,kill",
+                 "--time-limit", "20", "--nemesis-interval", "4", "--recovery-time", "3",
+                 "--seed", "3", "--histories", str(tmp_path / "histories")])
+    run_dir = (tmp_path / "histories" / "latest").resolve()
+    assert code == Exit.OK
+    test = json.loads((run_dir / "test.json").read_text())
+    assert test["backend"] == "ssh" and test["node_count"] == 3
+    assert test["hosts"] == dict(zip(["n1", "n2", "n3"], hosts.addresses, strict=True))
+    ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()[1:]]
+    started = {op["f"] for op in ops if op["process"] == "nemesis" and op["type"] == "info"}
+    assert {"start-partition", "stop-partition", "start-kill", "stop-kill"} <= started
+    assert sum(op["type"] == "ok" for op in ops) > 200
+    for node in ("n1", "n2", "n3"):
+        assert "connected to" in (run_dir / "nodes" / node / "kvstore.log").read_text()
+    assert [hosts.exec(i, LOOK) for i in range(3)] == before
+
+
+def test_cleanup_removes_what_an_earlier_run_left_on_a_host(
+        hosts: Hosts, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = hosts.exec(2, LOOK)
+    hosts.exec(2, "mkdir -p /var/lib/kvcheck/run /etc/kvstore && echo s > /etc/kvstore/secret && "
+                  "printf '/etc/kvstore\\n/etc/kvstore/secret\\n' > /var/lib/kvcheck/created && "
+                  "(setsid sleep 1000 < /dev/null > /dev/null 2>&1 & echo $! > "
+                  "/var/lib/kvcheck/run/kvstore.pid) && iptables -N KVCHECK && "
+                  "iptables -I INPUT -j KVCHECK && iptables -A KVCHECK -s 10.9.9.9 -j DROP")
+    assert hosts.exec(2, LOOK) != before
+    argv = ["cleanup", "--backend", "ssh", "--node", hosts.addresses[2],
+            "--ssh-config", str(hosts.options.config)]
+    assert main(argv) == Exit.OK
+    assert f"cleaned 1 of 1 host(s): {hosts.addresses[2]}" in capsys.readouterr().out
+    assert hosts.exec(2, LOOK) == before
+    assert main(argv) == Exit.OK  # nothing left: nothing to do
+    assert "cleaned 0 of 1 host(s)" in capsys.readouterr().out
+    assert main(["cleanup", "--backend", "ssh"]) == Exit.USAGE
