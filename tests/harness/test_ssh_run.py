@@ -1,5 +1,6 @@
 """``kvcheck run --backend ssh``: a whole test on hosts reached over SSH (containers that run
-sshd, on a network that reaches no package index), and hosts left exactly as they were."""
+sshd, on a network that reaches no package index) — valid, with the faults a Docker run of the
+same seed draws — and hosts left exactly as they were."""
 
 from __future__ import annotations
 
@@ -31,15 +32,20 @@ def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
     before = [hosts.exec(i, LOOK) for i in range(3)]
     nodes_file = tmp_path / "nodes"
     nodes_file.write_text("# the test's hosts\n" + "\n".join(hosts.addresses) + "\n")
+    test = ["--nemesis", "partition,kill", "--time-limit", "20", "--nemesis-interval", "4",
+            "--recovery-time", "3", "--seed", "3"]
     code = main(["run", "--backend", "ssh", "--nodes-file", str(nodes_file),
-                 "--ssh-config", str(hosts.options.config), "--nemesis", "partition,kill",
-                 "--time-limit", "20", "--nemesis-interval", "4", "--recovery-time", "3",
-                 "--seed", "3", "--histories", str(tmp_path / "histories")])
+                 "--ssh-config", str(hosts.options.config), *test,
+                 "--histories", str(tmp_path / "histories")])
     run_dir = (tmp_path / "histories" / "latest").resolve()
     assert code == Exit.OK
-    test = json.loads((run_dir / "test.json").read_text())
-    assert test["backend"] == "ssh" and test["node_count"] == 3
-    assert test["hosts"] == dict(zip(["n1", "n2", "n3"], hosts.addresses, strict=True))
+    assert main(["run", "--backend", "docker", "--nodes", "3", *test,
+                 "--histories", str(tmp_path / "docker")]) == Exit.OK
+    in_docker = (tmp_path / "docker" / "latest").resolve()
+    assert faults(run_dir) == faults(in_docker)  # the same seed: the same faults, in order
+    recorded = json.loads((run_dir / "test.json").read_text())
+    assert recorded["backend"] == "ssh" and recorded["node_count"] == 3
+    assert recorded["hosts"] == dict(zip(["n1", "n2", "n3"], hosts.addresses, strict=True))
     ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()[1:]]
     started = {op["f"] for op in ops if op["process"] == "nemesis" and op["type"] == "info"}
     assert {"start-partition", "stop-partition", "start-kill", "stop-kill"} <= started
@@ -47,6 +53,14 @@ def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
     for node in ("n1", "n2", "n3"):
         assert "connected to" in (run_dir / "nodes" / node / "kvstore.log").read_text()
     assert [hosts.exec(i, LOOK) for i in range(3)] == before
+
+
+def faults(run_dir: Path) -> list[tuple[str, list[str], dict[str, object]]]:
+    """The faults a run applied, without their times."""
+    schedule = json.loads((run_dir / "schedule.json").read_text())["faults"]
+    return [(f.pop("kind"), f.pop("targets"), {k: v for k, v in f.items()
+                                                if k not in ("at", "duration")})
+            for f in schedule]
 
 
 def test_cleanup_removes_what_an_earlier_run_left_on_a_host(
