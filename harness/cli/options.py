@@ -110,7 +110,8 @@ def add_host_options(parser: argparse.ArgumentParser) -> None:
                         help="a host for --backend ssh (repeatable, in order: n1 on the first; "
                         "hosts beyond --nodes are spares for the membership nemesis)")
     parser.add_argument("--nodes-file", type=Path, metavar="FILE",
-                        help="hosts for --backend ssh, one per line (# comments), as in Jepsen")
+                        help="hosts for --backend ssh, one per line (# comments), as in Jepsen, "
+                        "after those of --node")
     parser.add_argument("--ssh-user", default="", metavar="USER",
                         help="log in as USER (default: as your SSH configuration says)")
     parser.add_argument("--ssh-key", default="", metavar="FILE",

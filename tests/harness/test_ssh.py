@@ -12,6 +12,8 @@ import pytest
 import trio
 from ssh_hosts import Hosts, ssh_hosts
 
+from kvcheck.harness.cli import build_parser
+from kvcheck.harness.cli.run import specs_from
 from kvcheck.harness.host_install import (
     ROOT,
     VENV,
@@ -22,6 +24,7 @@ from kvcheck.harness.host_install import (
     required_packages,
 )
 from kvcheck.harness.package import Package
+from kvcheck.harness.spec import SpecError, TestSpec
 from kvcheck.harness.ssh import Host, SshError, SshOptions
 
 pytestmark = pytest.mark.integration
@@ -146,3 +149,35 @@ def test_debian_packages_a_host_lacks_come_from_the_control_node(hosts: Hosts) -
 
 def say(line: str) -> None:
     print(line)
+
+
+@pytest.mark.parametrize(("given", "words"), [
+    ({"backend": "ssh", "hosts": ("a", "b")}, "3 nodes need 3 hosts .--node HOST, repeated, or "
+                                              "--nodes-file., and 2 were given"),
+    ({"hosts": ("a", "b", "c")}, "--node and --nodes-file name hosts for --backend ssh"),
+    ({"backend": "ssh", "hosts": ("a", "b", "a")}, "a host is named twice"),
+    ({"backend": "ssh", "hosts": ("a", "b", "c"), "leave_running": True},
+     "--leave-running needs --backend docker"),
+])
+def test_impossible_host_settings_are_refused_naming_the_option(
+        given: dict[str, object], words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        TestSpec(nodes=3, nemesis=(), **given)  # type: ignore[arg-type]
+
+
+def test_hosts_come_from_the_command_line_and_a_nodes_file_in_order(tmp_path: Path) -> None:
+    nodes_file = tmp_path / "nodes"
+    nodes_file.write_text("db2.example  # the second\n\n# spare:\ndb3.example\n")
+    args = build_parser().parse_args(["run", "--backend", "ssh", "--node", "db1.example",
+                                      "--nodes-file", str(nodes_file)])
+    (spec,) = specs_from(args)
+    assert spec.hosts == ("db1.example", "db2.example", "db3.example") and spec.nodes == 3
+    assert spec.to_json()["hosts"] == {"n1": "db1.example", "n2": "db2.example",
+                                       "n3": "db3.example"}
+    args = build_parser().parse_args(["run", "--backend", "ssh", "--nodes", "2", "--n", "2",
+                                      "--nodes-file", str(nodes_file), "--node", "db1.example"])
+    assert specs_from(args)[0].to_json()["hosts"]["n3"] == "db3.example"  # a spare
+    missing = build_parser().parse_args(["run", "--backend", "ssh", "--nodes-file",
+                                         str(tmp_path / "none")])
+    with pytest.raises(SpecError, match=r"--nodes-file .*none"):
+        specs_from(missing)
