@@ -30,7 +30,7 @@ from kvcheck.harness.verdicts import notes
 
 _CONFIG = ("db", "db_options", "nodes", "n", "w", "r", "sloppy_quorum", "versioning",
            "workload", "nemesis", "nemesis_mode", "nemesis_interval", "seed", "time_limit",
-           "rate", "concurrency", "recovery_time", "backend")
+           "rate", "concurrency", "recovery_time", "backend", "hosts")
 _CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
         "img-src data:; base-uri 'none'; form-action 'none'")
 
@@ -66,9 +66,9 @@ def _verdict(valid: Any) -> str:
 
 def _config(test: Mapping[str, Any], zones: Mapping[str, list[str]],
             weights: Mapping[str, int]) -> str:
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>"
-                   f"{_nodes(test, zones, weights) if k == 'nodes' else _e(test[k])}</td></tr>"
-                   for k in _CONFIG if k in test)
+    shown = {"nodes": lambda: _nodes(test, zones, weights), "hosts": lambda: _hosts(test)}
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{shown[k]() if k in shown else _e(test[k])}"
+                   "</td></tr>" for k in _CONFIG if test.get(k) not in (None, {}))
     return f"<table class=config>{rows}</table>"
 
 
@@ -92,6 +92,14 @@ def _nodes(test: Mapping[str, Any], zones: Mapping[str, list[str]],
     if rest := [n for n in names or () if n not in zoned]:
         groups.append(("no zone", rest))
     return "<br>".join(f"{_e(label)}: {', '.join(node(n) for n in ns)}" for label, ns in groups)
+
+
+def _hosts(test: Mapping[str, Any]) -> str:
+    """Each node's host (``--backend ssh``), ``n1: host`` a line."""
+    hosts = test["hosts"]
+    if not isinstance(hosts, Mapping):
+        return _e(hosts)
+    return "<br>".join(f"{_e(node)}: {_e(host)}" for node, host in hosts.items())
 
 
 def _headline(name: str, check: Mapping[str, Any]) -> str:

@@ -50,8 +50,10 @@ def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
     started = {op["f"] for op in ops if op["process"] == "nemesis" and op["type"] == "info"}
     assert {"start-partition", "stop-partition", "start-kill", "stop-kill"} <= started
     assert sum(op["type"] == "ok" for op in ops) > 200
-    for node in ("n1", "n2", "n3"):
+    report = (run_dir / "report.html").read_text()
+    for node, address in zip(["n1", "n2", "n3"], hosts.addresses, strict=True):
         assert "connected to" in (run_dir / "nodes" / node / "kvstore.log").read_text()
+        assert f"{node}: {address}" in report
     assert [hosts.exec(i, LOOK) for i in range(3)] == before
 
 
