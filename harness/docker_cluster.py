@@ -54,10 +54,9 @@ from docker.models.networks import Network
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Database, DatabaseError, Process, guard
 from kvcheck.harness.image import faketime_env
-from kvcheck.harness.shell_faults import CHAINS, delay_filter, netem_args, zone_delay_script
+from kvcheck.harness.shell_faults import CHAINS, ShellFaults, delay_filter, zone_delay_script
 from kvcheck.harness.spec import TestSpec
-from kvcheck.nemesis import SIMULATED_ONLY, PacketFault, PacketSupport
-from kvcheck.nemesis.topology import Link
+from kvcheck.nemesis import SIMULATED_ONLY
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ READY_LIMIT = 60.0
 
 
 
-class DockerCluster:
+class DockerCluster(ShellFaults):
     """A cluster of ``database`` containers for one run of ``spec``. See the module docstring.
 
     ``image`` is the database's node image (:mod:`kvcheck.harness.image`).
@@ -258,21 +257,6 @@ class DockerCluster:
         return "\n".join(f"{log.name}:\n" + "\n".join(
             log.read_text(errors="replace").splitlines()[-lines:]) for log in logs)
 
-    def _faulty(self, node: str) -> list[Process]:
-        return [p for p in self._running.get(node, []) if p.faults]
-
-    async def kill(self, node: str) -> None:
-        await self._stop(node, "KILL", self._faulty(node))
-
-    async def _stop(self, node: str, signal: str, processes: Sequence[Process]) -> None:
-        """Send ``processes`` of ``node`` the ``signal`` and wait until they are gone; the node
-        counts as down (its peers need not answer for it, and it has not crashed)."""
-        self._down.add(node)
-        for process in processes:
-            await self._exec_async(node, f"kill -{signal} $(cat {_pid_file(process)})")
-            await self._exec_async(node, f"while kill -0 $(cat {_pid_file(process)}) "
-                                         "2>/dev/null; do sleep 0.05; done")
-
     async def restart(self, node: str) -> None:
         """Start the node's processes that faults apply to again, on the same data (see
         :meth:`wait_ready`)."""
@@ -321,41 +305,6 @@ class DockerCluster:
                     break
         return crashed
 
-    async def pause(self, node: str) -> None:
-        for process in self._faulty(node):
-            await self._exec_async(node, f"kill -STOP $(cat {_pid_file(process)})")
-
-    async def resume(self, node: str) -> None:
-        for process in self._faulty(node):
-            await self._exec_async(node, f"kill -CONT $(cat {_pid_file(process)})")
-
-    # -- faults --
-
-    async def cut(self, links: frozenset[Link]) -> None:
-        for node, sources in self._by_receiver(links).items():
-            self._cut_on.add(node)
-            await self._exec_async(node, " && ".join(
-                f"iptables -A KVCHECK -s {ip} -j DROP" for ip in sources))
-
-    async def heal(self, links: frozenset[Link] | None = None) -> None:
-        """Delete one rule of each link (``iptables -D`` deletes the first that matches: a
-        link two faults cut keeps the other's), or flush every node's chain."""
-        if links is not None:
-            for node, sources in self._by_receiver(links).items():
-                await self._exec_async(node, " && ".join(
-                    f"iptables -D KVCHECK -s {ip} -j DROP" for ip in sources))
-            return
-        for node in sorted(self._cut_on):
-            await self._exec_async(node, "iptables -F KVCHECK")
-        self._cut_on.clear()
-
-    def _by_receiver(self, links: frozenset[Link]) -> dict[str, list[str]]:
-        """The addresses each node drops packets from, for ``links``."""
-        by_receiver: dict[str, list[str]] = {}
-        for src, dst in sorted(links):
-            by_receiver.setdefault(dst, []).append(self._ips[src])
-        return by_receiver
-
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         for node, seconds in offsets.items():
             self._write_offset(node, seconds)
@@ -365,14 +314,6 @@ class DockerCluster:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(f"{seconds:+.3f}s\n")
         os.replace(temporary, path)
-
-    def packet_support(self) -> PacketSupport:
-        if self._netem:
-            return PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
-        return PacketSupport(frozenset({"loss", "rate"}),
-                             "this kernel has no netem qdisc, so packet delay, duplication and "
-                             "reordering are not possible here (loss uses iptables' statistic "
-                             "match, bandwidth uses tc tbf)")
 
     def _probe_netem(self) -> bool:
         node = self.nodes[0]
@@ -399,33 +340,6 @@ class DockerCluster:
                 await self._exec_async(node, " && ".join(delay_filter(ip, "eth0")
                                                          for ip in far))
 
-    async def packet_fault(self, fault: PacketFault) -> None:
-        unsupported = fault.effects - self.packet_support().effects
-        if unsupported:
-            raise BackendError(f"cannot {', '.join(sorted(unsupported))} packets: "
-                               + self.packet_support().missing_reason)
-        for node in fault.nodes:
-            if self._netem:
-                await self._exec_async(node, f"tc qdisc add dev eth0 root {netem_args(fault)}")
-                self._qdisc_on.add(node)
-                continue
-            if fault.loss:
-                await self._exec_async(node, "iptables -A KVCHECK-OUT -m statistic --mode "
-                                             f"random --probability {fault.loss} -j DROP")
-                self._packets_on.add(node)
-            if fault.rate_kbit:
-                await self._exec_async(node, f"tc qdisc add dev eth0 root tbf rate "
-                                             f"{fault.rate_kbit}kbit burst 32kbit latency 400ms")
-                self._qdisc_on.add(node)
-
-    async def clear_packets(self) -> None:
-        for node in sorted(self._packets_on):
-            await self._exec_async(node, "iptables -F KVCHECK-OUT")
-        for node in sorted(self._qdisc_on):
-            await self._exec_async(node, "tc qdisc del dev eth0 root")
-        self._packets_on.clear()
-        self._qdisc_on.clear()
-
     async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
         raise BackendError(f"--backend docker cannot fail disks: {SIMULATED_ONLY['disk']}")
 
@@ -436,6 +350,15 @@ class DockerCluster:
         raise BackendError(f"--backend docker cannot cut power: {SIMULATED_ONLY['power']}")
 
     # -- running commands in a node --
+
+    async def _shell(self, node: str, script: str) -> str:
+        return await self._exec_async(node, script)
+
+    def _device(self, node: str) -> str:
+        return "eth0"
+
+    def _pid_path(self, process: Process) -> str:
+        return _pid_file(process)
 
     def exec(self, node: str, script: str) -> str:
         """Run a shell command in ``node``'s container; return its output. Raises

@@ -1,11 +1,15 @@
 """Faults made by shell commands on a node — in a container's namespace or on a host over SSH:
-the commands both backends run, in one place."""
+the commands both backends run, and the faults made of them (:class:`ShellFaults`), in one
+place."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kvcheck.nemesis import PacketFault
+from kvcheck.harness.backend import BackendError
+from kvcheck.harness.databases import Process
+from kvcheck.nemesis import PacketFault, PacketSupport
+from kvcheck.nemesis.topology import Link
 
 #: kvcheck's own iptables chains, jumped from INPUT (partitions) and OUTPUT (packet loss), so
 #: that healing touches nothing else.
@@ -45,3 +49,122 @@ def netem_args(fault: PacketFault) -> str:
     if fault.rate_kbit:
         parts.append(f"rate {fault.rate_kbit}kbit")
     return " ".join(parts)
+
+
+class ShellFaults:
+    """Partitions, kills, pauses and packet faults made by shell commands as root on each node
+    — the same for a container and for a host. A backend mixes it in and provides
+    :meth:`_shell` (run a script on a node), :meth:`_device` (the node's network interface),
+    :meth:`_pid_path` (where a process's pid is kept), and the state below."""
+
+    _ips: dict[str, str]  # node -> its address
+    _running: dict[str, list[Process]]  # what was started on each node
+    _down: set[str]  # nodes whose processes are stopped (killed, left)
+    _netem: bool  # whether the nodes' kernel has netem
+    _cut_on: set[str]
+    _packets_on: set[str]
+    _qdisc_on: set[str]
+    #: Where the kernel without netem is, in a message: "this kernel", "a host's kernel".
+    _kernel = "this kernel"
+
+    async def _shell(self, node: str, script: str) -> str:
+        """Run ``script`` on ``node`` as root; its output. Raises BackendError."""
+        raise NotImplementedError
+
+    def _device(self, node: str) -> str:
+        """The network interface of ``node`` that reaches the other nodes."""
+        raise NotImplementedError
+
+    def _pid_path(self, process: Process) -> str:
+        """The file on the node that holds ``process``'s pid."""
+        raise NotImplementedError
+
+    async def _qdisc_added(self, node: str) -> None:
+        """A queueing discipline was added to ``node``'s interface (for a backend that must
+        remember it past its own life)."""
+
+    def _faulty(self, node: str) -> list[Process]:
+        return [p for p in self._running.get(node, []) if p.faults]
+
+    async def kill(self, node: str) -> None:
+        await self._stop(node, "KILL", self._faulty(node))
+
+    async def _stop(self, node: str, signal: str, processes: Sequence[Process]) -> None:
+        """Send ``processes`` of ``node`` the ``signal`` and wait until they are gone; the node
+        counts as down (its peers need not answer for it, and it has not crashed)."""
+        self._down.add(node)
+        for process in processes:
+            pid = f"$(cat {self._pid_path(process)})"
+            await self._shell(node, f"kill -{signal} {pid}; while kill -0 {pid} 2>/dev/null; "
+                                    "do sleep 0.05; done")
+
+    async def pause(self, node: str) -> None:
+        for process in self._faulty(node):
+            await self._shell(node, f"kill -STOP $(cat {self._pid_path(process)})")
+
+    async def resume(self, node: str) -> None:
+        for process in self._faulty(node):
+            await self._shell(node, f"kill -CONT $(cat {self._pid_path(process)})")
+
+    async def cut(self, links: frozenset[Link]) -> None:
+        for node, sources in self._by_receiver(links).items():
+            self._cut_on.add(node)
+            await self._shell(node, " && ".join(f"iptables -A KVCHECK -s {ip} -j DROP"
+                                                for ip in sources))
+
+    async def heal(self, links: frozenset[Link] | None = None) -> None:
+        """Delete one rule of each link (``iptables -D`` deletes the first that matches: a
+        link two faults cut keeps the other's), or flush every node's chain."""
+        if links is not None:
+            for node, sources in self._by_receiver(links).items():
+                await self._shell(node, " && ".join(f"iptables -D KVCHECK -s {ip} -j DROP"
+                                                    for ip in sources))
+            return
+        for node in sorted(self._cut_on):
+            await self._shell(node, "iptables -F KVCHECK")
+        self._cut_on.clear()
+
+    def _by_receiver(self, links: frozenset[Link]) -> dict[str, list[str]]:
+        """The addresses each node drops packets from, for ``links``."""
+        by_receiver: dict[str, list[str]] = {}
+        for src, dst in sorted(links):
+            by_receiver.setdefault(dst, []).append(self._ips[src])
+        return by_receiver
+
+    def packet_support(self) -> PacketSupport:
+        if self._netem:
+            return PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
+        return PacketSupport(frozenset({"loss", "rate"}),
+                             f"{self._kernel} has no netem qdisc, so packet delay, duplication "
+                             "and reordering are not possible there (loss uses iptables' "
+                             "statistic match, bandwidth uses tc tbf)")
+
+    async def packet_fault(self, fault: PacketFault) -> None:
+        unsupported = fault.effects - self.packet_support().effects
+        if unsupported:
+            raise BackendError(f"cannot {', '.join(sorted(unsupported))} packets: "
+                               + self.packet_support().missing_reason)
+        for node in fault.nodes:
+            dev = self._device(node)
+            if self._netem:
+                await self._shell(node, f"tc qdisc add dev {dev} root {netem_args(fault)}")
+                self._qdisc_on.add(node)
+                await self._qdisc_added(node)
+                continue
+            if fault.loss:
+                await self._shell(node, "iptables -A KVCHECK-OUT -m statistic --mode random "
+                                        f"--probability {fault.loss} -j DROP")
+                self._packets_on.add(node)
+            if fault.rate_kbit:
+                await self._shell(node, f"tc qdisc add dev {dev} root tbf rate "
+                                        f"{fault.rate_kbit}kbit burst 32kbit latency 400ms")
+                self._qdisc_on.add(node)
+                await self._qdisc_added(node)
+
+    async def clear_packets(self) -> None:
+        for node in sorted(self._packets_on):
+            await self._shell(node, "iptables -F KVCHECK-OUT")
+        for node in sorted(self._qdisc_on):
+            await self._shell(node, f"tc qdisc del dev {self._device(node)} root")
+        self._packets_on.clear()
+        self._qdisc_on.clear()

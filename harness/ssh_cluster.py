@@ -51,11 +51,10 @@ from kvcheck.harness.host_install import (
     required_packages,
 )
 from kvcheck.harness.package import Package
-from kvcheck.harness.shell_faults import CHAINS, netem_args, zone_delay_script
+from kvcheck.harness.shell_faults import CHAINS, ShellFaults, zone_delay_script
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.ssh import Host, SshError, SshOptions
-from kvcheck.nemesis import SIMULATED_ONLY, PacketFault, PacketSupport
-from kvcheck.nemesis.topology import Link
+from kvcheck.nemesis import SIMULATED_ONLY
 
 RUN = f"{ROOT}/run"
 DATA = f"{ROOT}/data"
@@ -71,7 +70,7 @@ _CLEAN = (
     f"rm -rf {ROOT}")
 
 
-class SshCluster:
+class SshCluster(ShellFaults):
     """The nodes of one run of ``spec`` on ``hosts`` (module docstring)."""
 
     def __init__(self, spec: TestSpec, database: Database, run_id: str, run_dir: Path,
@@ -272,30 +271,9 @@ class SshCluster:
         raise BackendError(f"nodes {', '.join(nodes)} did not become ready (and the cluster "
                            f"settle) in {limit:.0f} s; their logs are collected at teardown")
 
-    async def kill(self, node: str) -> None:
-        await self._stop(node, "KILL", [p for p in self._running.get(node, []) if p.faults])
-
-    async def _stop(self, node: str, signal: str, processes: Sequence[Process]) -> None:
-        self._down.add(node)
-        for process in processes:
-            pid = f"$(cat {RUN}/{process.name}.pid)"
-            await self._run(node, f"kill -{signal} {pid}; while kill -0 {pid} 2>/dev/null; "
-                                  "do sleep 0.05; done")
-
     async def restart(self, node: str) -> None:
         await self._start(node, only_faulty=True)
         self._down.discard(node)
-
-    async def pause(self, node: str) -> None:
-        await self._signal(node, "STOP")
-
-    async def resume(self, node: str) -> None:
-        await self._signal(node, "CONT")
-
-    async def _signal(self, node: str, signal: str) -> None:
-        for process in self._running.get(node, []):
-            if process.faults:
-                await self._run(node, f"kill -{signal} $(cat {RUN}/{process.name}.pid)")
 
     async def join(self, node: str, via: str) -> None:
         if node not in self._hosts:
@@ -332,40 +310,10 @@ class SshCluster:
 
     # -- faults --
 
-    async def cut(self, links: frozenset[Link]) -> None:
-        for node, sources in self._by_receiver(links).items():
-            self._cut_on.add(node)
-            await self._run(node, " && ".join(f"iptables -A KVCHECK -s {ip} -j DROP"
-                                              for ip in sources))
-
-    async def heal(self, links: frozenset[Link] | None = None) -> None:
-        if links is not None:
-            for node, sources in self._by_receiver(links).items():
-                await self._run(node, " && ".join(f"iptables -D KVCHECK -s {ip} -j DROP"
-                                                  for ip in sources))
-            return
-        for node in sorted(self._cut_on):
-            await self._run(node, "iptables -F KVCHECK")
-        self._cut_on.clear()
-
-    def _by_receiver(self, links: frozenset[Link]) -> dict[str, list[str]]:
-        by_receiver: dict[str, list[str]] = {}
-        for src, dst in sorted(links):
-            by_receiver.setdefault(dst, []).append(self._ips[src])
-        return by_receiver
-
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         for node, seconds in offsets.items():
             if node in self._prepared:
                 await self._put(node, f"{RUN}/faketime", f"{seconds:+.3f}s\n".encode(), 0o644)
-
-    def packet_support(self) -> PacketSupport:
-        if self._netem:
-            return PacketSupport(frozenset({"delay", "loss", "duplicate", "reorder", "rate"}))
-        return PacketSupport(frozenset({"loss", "rate"}),
-                             "a host's kernel has no netem qdisc, so packet delay, duplication "
-                             "and reordering are not possible there (loss uses iptables' "
-                             "statistic match, bandwidth uses tc tbf)")
 
     async def _probe_netem(self, node: str) -> bool:
         """Whether ``node``'s host has netem."""
@@ -373,37 +321,6 @@ class SshCluster:
         found = await self._run(node, f"tc qdisc add dev {dev} root netem delay 1ms && "
                                       f"tc qdisc del dev {dev} root && echo yes || echo no")
         return found == "yes"
-
-    async def packet_fault(self, fault: PacketFault) -> None:
-        unsupported = fault.effects - self.packet_support().effects
-        if unsupported:
-            raise BackendError(f"cannot {', '.join(sorted(unsupported))} packets: "
-                               + self.packet_support().missing_reason)
-        for node in fault.nodes:
-            dev = self._interface[node]
-            if self._netem:
-                await self._run(node, f"tc qdisc add dev {dev} root {netem_args(fault)} && "
-                                      f"echo {dev} > {ROOT}/qdisc")
-                self._qdisc_on.add(node)
-                continue
-            if fault.loss:
-                await self._run(node, "iptables -A KVCHECK-OUT -m statistic --mode random "
-                                      f"--probability {fault.loss} -j DROP")
-                self._packets_on.add(node)
-            if fault.rate_kbit:
-                await self._run(node, f"tc qdisc add dev {dev} root tbf rate "
-                                      f"{fault.rate_kbit}kbit burst 32kbit latency 400ms && "
-                                      f"echo {dev} > {ROOT}/qdisc")
-                self._qdisc_on.add(node)
-
-    async def clear_packets(self) -> None:
-        for node in sorted(self._packets_on):
-            await self._run(node, "iptables -F KVCHECK-OUT")
-        for node in sorted(self._qdisc_on):
-            await self._run(node, f"tc qdisc del dev {self._interface[node]} root; "
-                                  f"rm -f {ROOT}/qdisc")
-        self._packets_on.clear()
-        self._qdisc_on.clear()
 
     async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
         raise BackendError(f"--backend ssh cannot fail disks: {SIMULATED_ONLY['disk']}")
@@ -413,6 +330,21 @@ class SshCluster:
 
     async def cut_power(self, node: str) -> None:
         raise BackendError(f"--backend ssh cannot cut power: {SIMULATED_ONLY['power']}")
+
+    _kernel = "a host's kernel"
+
+    async def _shell(self, node: str, script: str) -> str:
+        return await self._run(node, script)
+
+    def _device(self, node: str) -> str:
+        return self._interface[node]
+
+    def _pid_path(self, process: Process) -> str:
+        return f"{RUN}/{process.name}.pid"
+
+    async def _qdisc_added(self, node: str) -> None:
+        """Remember the interface, so that a cleanup after a crash removes the qdisc."""
+        await self._run(node, f"echo {self._interface[node]} > {ROOT}/qdisc")
 
     async def _run(self, node: str, command: str) -> str:
         """Run ``command`` on ``node``'s host as root. Raises BackendError."""
