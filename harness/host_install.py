@@ -6,9 +6,10 @@ Everything kvcheck makes on a host lives under :data:`ROOT`, so that removing it
 
 - Debian packages: those every node needs (python3 with venv, iptables, iproute2, libfaketime,
   procps — the node image's base) and those the database's image names. Those a host lacks
-  are downloaded on the control node — with their dependencies, by its own apt, into the
-  user's cache — and only the ``.deb`` files the host lacks are copied over and installed with
-  ``dpkg -i`` (:func:`install_packages`). That needs a Debian control node of the hosts'
+  are resolved by the control node's own apt against the host's dpkg status — so exactly what
+  ``apt-get install`` would install there, dependencies the host lacks included — downloaded
+  into the user's cache, copied over and installed with ``dpkg -i``
+  (:func:`install_packages`). That needs a Debian control node of the hosts'
   release; elsewhere a host that lacks a package is refused, naming it. Packages installed so
   stay installed (as in Jepsen): they are the host's, not the run's.
 - kvcheck: where the database runs kvcheck's own package (the reference store), the very
@@ -30,6 +31,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import unquote
 
 import trio
 
@@ -68,13 +70,13 @@ async def install_packages(host: Host, packages: Sequence[str],
                        f"installed, and this control node ({here}) cannot fetch them for "
                        f"{theirs or 'its release'}: install them (apt-get install "
                        f"{' '.join(missing)})")
-    debs = await trio.to_thread.run_sync(_download, missing, ours, say)
-    needed = set(await _lacking(host, list(debs)))
-    say(f"{host.address}: installing {', '.join(sorted(needed))}")
+    status = (await host.run("cat /var/lib/dpkg/status")).encode()
+    debs = await trio.to_thread.run_sync(_download, missing, status, ours, say)
+    say(f"{host.address}: installing {', '.join(deb.name.split('_')[0] for deb in debs)}")
     archive = io.BytesIO()
     with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name in sorted(needed):
-            tar.add(debs[name], arcname=debs[name].name)
+        for deb in debs:
+            tar.add(deb, arcname=deb.name)
     await host.run(f"rm -rf {_DEBS} && mkdir -p {_DEBS} && tar -x -C {_DEBS} && "
                    f"DEBIAN_FRONTEND=noninteractive dpkg -i {_DEBS}/*.deb; status=$?; "
                    f"rm -rf {_DEBS}; exit $status", stdin=archive.getvalue(),
@@ -103,26 +105,32 @@ def _release() -> str:
     return fields.get("VERSION_CODENAME", "").strip('"')
 
 
-def _download(packages: Sequence[str], release: str, say: Callable[[str], None]
-              ) -> dict[str, Path]:
-    """``packages`` and everything they depend on as ``.deb`` files, by name, downloaded by
-    this machine's apt into the user's cache (those there already are kept). Raises
-    SshError when apt cannot."""
+def _download(packages: Sequence[str], status: bytes, release: str,
+              say: Callable[[str], None]) -> list[Path]:
+    """The ``.deb`` files that install ``packages`` on a host whose dpkg status is ``status``:
+    what this machine's apt would install there (dependencies resolved against what the host
+    has), downloaded into the user's cache (those there already are kept). Raises SshError
+    when apt cannot."""
     cache = _cache() / "debs" / release
     cache.mkdir(parents=True, exist_ok=True)
-    closure = _apt(["apt-cache", "depends", "--recurse", "--no-recommends", "--no-suggests",
-                    "--no-conflicts", "--no-breaks", "--no-replaces", "--no-enhances",
-                    *packages], cache, f"find {', '.join(packages)}")
-    names = sorted({line.split(":")[0] for line in closure.splitlines()
-                    if line and not line.startswith((" ", "<"))})
-    have = {deb.name.split("_")[0]: deb for deb in cache.glob("*.deb")}
-    if fetch := [n for n in names if n not in have]:
+    with tempfile.TemporaryDirectory(prefix="kvcheck-apt-") as tmp:
+        host_status = Path(tmp) / "status"
+        host_status.write_bytes(status)
+        (Path(tmp) / "archives" / "partial").mkdir(parents=True)  # empty: every file is named
+        planned = _apt(["apt-get", "install", "--print-uris", "-qq", "--no-install-recommends",
+                        "-o", f"Dir::State::status={host_status}",
+                        "-o", f"Dir::Cache::archives={tmp}/archives",
+                        "-o", "Debug::NoLocking=1", *packages], cache,
+                       f"find {', '.join(packages)}")
+    files = [line.split()[1] for line in planned.splitlines() if line.startswith("'")]
+    if fetch := [f for f in files if not (cache / f).exists()]:
         say(f"downloading {len(fetch)} Debian package(s) for the hosts into {cache}")
-        _apt(["apt-get", "download", *fetch], cache, f"download {', '.join(fetch)}")
-        have = {deb.name.split("_")[0]: deb for deb in cache.glob("*.deb")}
-    if absent := [n for n in names if n not in have]:
-        raise SshError(f"apt downloaded no .deb for {', '.join(absent)}")
-    return {name: have[name] for name in names}
+        wanted = [f"{name}={unquote(version)}" for name, version, _ in
+                  (f.removesuffix(".deb").split("_") for f in fetch)]
+        _apt(["apt-get", "download", *wanted], cache, f"download {', '.join(wanted)}")
+    if absent := [f for f in files if not (cache / f).exists()]:
+        raise SshError(f"apt downloaded no {', '.join(absent)}")
+    return [cache / f for f in files]
 
 
 def _apt(argv: list[str], cwd: Path, doing: str) -> str:

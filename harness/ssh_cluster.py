@@ -90,7 +90,7 @@ class SshCluster(ShellFaults):
         self.say = say
         self._hosts = {f"n{i}": Host(address, options) for i, address in enumerate(hosts, 1)}
         self._ips: dict[str, str] = {}
-        self._prepared: set[str] = set()
+        self._touched: set[str] = set()  # hosts kvcheck may have changed
         self._down: set[str] = set()
         self._running: dict[str, list[Process]] = {}
         self._cut_on: set[str] = set()
@@ -152,6 +152,7 @@ class SshCluster(ShellFaults):
             if await host.run(f"test -e {ROOT} && echo left || true"):
                 raise SshError(f"{host.address}: {ROOT} is there from an earlier run; remove "
                                "it with kvcheck cleanup --backend ssh")
+            self._touched.add(node)  # from now on, teardown cleans it
             await install_packages(host, required_packages(self.database.image.packages),
                                    self.say)
             if wheels is not None:
@@ -181,7 +182,6 @@ class SshCluster(ShellFaults):
                            f"{shlex.quote(data)}")
         except SshError as exc:
             raise BackendError(str(exc)) from None
-        self._prepared.add(node)
 
     async def teardown(self) -> None:
         """Stop everything, collect the logs, remove what kvcheck made on every host."""
@@ -193,14 +193,14 @@ class SshCluster(ShellFaults):
         host = self._hosts[node]
         with trio.CancelScope(shield=True):
             try:
-                if node in self._prepared:
+                if node in self._touched:
                     await self._collect_logs(node)
                     await host.run(_CLEAN, timeout=120)
             except SshError as exc:
                 self.notes.append(f"{host.address} was not cleaned up: {exc}; run kvcheck "
                                   "cleanup --backend ssh")
             finally:
-                self._prepared.discard(node)
+                self._touched.discard(node)
                 await host.close()
 
     async def _collect_logs(self, node: str) -> None:
@@ -312,7 +312,7 @@ class SshCluster(ShellFaults):
 
     async def set_clock(self, offsets: Mapping[str, float]) -> None:
         for node, seconds in offsets.items():
-            if node in self._prepared:
+            if node in self._touched:
                 await self._put(node, f"{RUN}/faketime", f"{seconds:+.3f}s\n".encode(), 0o644)
 
     async def _probe_netem(self, node: str) -> bool:

@@ -57,6 +57,25 @@ def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
     assert [hosts.exec(i, LOOK) for i in range(3)] == before
 
 
+def test_etcd_runs_on_hosts_too_its_package_brought_from_the_control_node(
+        hosts: Hosts, tmp_path: Path) -> None:
+    """Another database's adapter, unchanged: etcd's Debian package comes over (the hosts reach
+    no mirror), its processes start, its faults apply; the run is valid (etcd is
+    linearizable), and nothing of kvcheck's is left (the package stays: it is the host's)."""
+    argv = ["run", "--backend", "ssh", "--db", "etcd", "--ssh-config",
+            str(hosts.options.config), *(a for address in hosts.addresses
+                                         for a in ("--node", address)),
+            "--nemesis", "partition", "--time-limit", "15", "--nemesis-interval", "4",
+            "--recovery-time", "3", "--seed", "2", "--histories", str(tmp_path)]
+    assert main(argv) == Exit.OK
+    for index in range(3):
+        assert "install ok installed" in hosts.exec(index, "dpkg -s etcd-server")
+        assert hosts.exec(index, "iptables -S | grep -c KVCHECK || true") == "0"
+        assert hosts.exec(index, "ls /var/lib/kvcheck /var/lib/kvcheck-db 2>&1 || true") \
+            .count("No such file") == 2
+        assert "etcd" not in hosts.exec(index, "ps -eo comm")
+
+
 def faults(run_dir: Path) -> list[tuple[str, list[str], dict[str, object]]]:
     """The faults a run applied, without their times."""
     schedule = json.loads((run_dir / "schedule.json").read_text())["faults"]
