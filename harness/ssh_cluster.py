@@ -194,7 +194,10 @@ class SshCluster(ShellFaults):
         with trio.CancelScope(shield=True):
             try:
                 if node in self._touched:
-                    await self._collect_logs(node)
+                    try:
+                        await self._collect_logs(node)
+                    except BackendError as exc:
+                        self.notes.append(f"the logs of {node} could not be copied: {exc}")
                     await host.run(_CLEAN, timeout=120)
             except SshError as exc:
                 self.notes.append(f"{host.address} was not cleaned up: {exc}; run kvcheck "

@@ -17,8 +17,8 @@ from kvcheck.harness.exitcodes import Exit
 pytestmark = pytest.mark.integration
 
 #: What a host looks like from inside, for comparing before and after a run.
-LOOK = ("iptables -S; tc qdisc show; ls -a /var/lib /etc /run; "
-        "ps -eo comm,args | grep -v -e '^ps ' -e '^sh ' -e '^grep ' | sort")
+LOOK = ("iptables -S; tc qdisc show; ls -a /var/lib /etc /run; ps -eo comm,args "
+        "| grep -v -e '^ps ' -e '^sh ' -e '^grep ' -e '^sshd ' | sort")  # sshd: the look's own
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +27,13 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
         yield running
 
 
-def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
+def test_a_test_with_each_kind_of_fault_runs_on_hosts_and_leaves_them_as_they_were(
         hosts: Hosts, tmp_path: Path) -> None:
     before = [hosts.exec(i, LOOK) for i in range(3)]
     nodes_file = tmp_path / "nodes"
     nodes_file.write_text("# the test's hosts\n" + "\n".join(hosts.addresses) + "\n")
-    test = ["--nemesis", "partition,kill", "--time-limit", "20", "--nemesis-interval", "4",
-            "--recovery-time", "3", "--seed", "3"]
+    test = ["--nemesis", "partition,kill,pause,clock", "--nemesis-mode", "turns",
+            "--time-limit", "30", "--nemesis-interval", "3", "--recovery-time", "3", "--seed", "3"]
     code = main(["run", "--backend", "ssh", "--nodes-file", str(nodes_file),
                  "--ssh-config", str(hosts.options.config), *test,
                  "--histories", str(tmp_path / "histories")])
@@ -48,7 +48,8 @@ def test_a_partition_and_kill_test_runs_on_hosts_and_leaves_them_as_they_were(
     assert recorded["hosts"] == dict(zip(["n1", "n2", "n3"], hosts.addresses, strict=True))
     ops = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()[1:]]
     started = {op["f"] for op in ops if op["process"] == "nemesis" and op["type"] == "info"}
-    assert {"start-partition", "stop-partition", "start-kill", "stop-kill"} <= started
+    assert {f"{edge}-{kind}" for edge in ("start", "stop")
+            for kind in ("partition", "kill", "pause", "clock")} <= started
     assert sum(op["type"] == "ok" for op in ops) > 200
     report = (run_dir / "report.html").read_text()
     for node, address in zip(["n1", "n2", "n3"], hosts.addresses, strict=True):
