@@ -54,7 +54,7 @@ from docker.models.networks import Network
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Database, DatabaseError, Process, guard
 from kvcheck.harness.image import faketime_env
-from kvcheck.harness.shell_faults import CHAINS, ShellFaults, delay_filter, zone_delay_script
+from kvcheck.harness.shell_faults import CHAINS, ShellFaults
 from kvcheck.harness.spec import TestSpec
 from kvcheck.nemesis import SIMULATED_ONLY
 
@@ -121,11 +121,7 @@ class DockerCluster(ShellFaults):
 
     async def setup(self) -> None:
         await trio.to_thread.run_sync(self._create)
-        self._netem = await trio.to_thread.run_sync(self._probe_netem)
-        if self.spec.zone_latency_ms and not self._netem:
-            self.notes.append(f"no delay between zones (--zone-latency-ms "
-                              f"{self.spec.zone_latency_ms:g}): this kernel has no netem "
-                              "queueing discipline")
+        self._netem = await self._probe_netem(self.nodes[0])
         await self._delay_between_zones(self.nodes)
         for node in self.nodes:
             await self._start(node)
@@ -314,31 +310,6 @@ class DockerCluster(ShellFaults):
         temporary = path.with_suffix(".tmp")
         temporary.write_text(f"{seconds:+.3f}s\n")
         os.replace(temporary, path)
-
-    def _probe_netem(self) -> bool:
-        node = self.nodes[0]
-        code, _ = self._containers[node].exec_run(
-            ["sh", "-c", "tc qdisc add dev eth0 root netem delay 1ms && "
-                         "tc qdisc del dev eth0 root"])
-        return code == 0
-
-    async def _delay_between_zones(self, nodes: Sequence[str]) -> None:
-        """Delay the packets ``nodes`` (just created) send to nodes of other zones, and those
-        that earlier nodes of other zones send to them, by ``--zone-latency-ms`` (netem on a
-        band of a ``prio`` root; a ``u32`` filter per destination). Nothing without netem."""
-        if not (self.spec.zone_latency_ms and self._netem):
-            return
-        zone = self.spec.zone_of
-        for node in nodes:
-            far = [self._ips[n] for n in self._ips if zone(n) != zone(node)]
-            await self._exec_async(node, zone_delay_script(self.spec.zone_latency_ms, far,
-                                                                    "eth0"))
-            self._delayed.add(node)
-        for node in sorted(self._delayed - set(nodes)):
-            far = [self._ips[n] for n in nodes if zone(n) != zone(node)]
-            if far:
-                await self._exec_async(node, " && ".join(delay_filter(ip, "eth0")
-                                                         for ip in far))
 
     async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
         raise BackendError(f"--backend docker cannot fail disks: {SIMULATED_ONLY['disk']}")

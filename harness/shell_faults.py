@@ -5,11 +5,15 @@ place."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from kvcheck.harness.backend import BackendError
 from kvcheck.harness.databases import Process
 from kvcheck.nemesis import PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
+
+if TYPE_CHECKING:
+    from kvcheck.harness.spec import TestSpec
 
 #: kvcheck's own iptables chains, jumped from INPUT (partitions) and OUTPUT (packet loss), so
 #: that healing touches nothing else.
@@ -57,6 +61,8 @@ class ShellFaults:
     :meth:`_shell` (run a script on a node), :meth:`_device` (the node's network interface),
     :meth:`_pid_path` (where a process's pid is kept), and the state below."""
 
+    spec: TestSpec
+    notes: list[str]  # what the run could not do as asked
     _ips: dict[str, str]  # node -> its address
     _running: dict[str, list[Process]]  # what was started on each node
     _down: set[str]  # nodes whose processes are stopped (killed, left)
@@ -64,6 +70,7 @@ class ShellFaults:
     _cut_on: set[str]
     _packets_on: set[str]
     _qdisc_on: set[str]
+    _delayed: set[str]  # nodes whose packets to other zones are delayed
     #: Where the kernel without netem is, in a message: "this kernel", "a host's kernel".
     _kernel = "this kernel"
 
@@ -82,6 +89,37 @@ class ShellFaults:
     async def _qdisc_added(self, node: str) -> None:
         """A queueing discipline was added to ``node``'s interface (for a backend that must
         remember it past its own life)."""
+
+    async def _probe_netem(self, node: str) -> bool:
+        """Whether ``node``'s kernel has netem."""
+        dev = self._device(node)
+        return await self._shell(node, f"tc qdisc add dev {dev} root netem delay 1ms && "
+                                       f"tc qdisc del dev {dev} root && echo yes || echo no") \
+            == "yes"
+
+    async def _delay_between_zones(self, nodes: Sequence[str]) -> None:
+        """Delay the packets ``nodes`` (just set up) send to nodes of other zones, and those
+        that earlier nodes of other zones send to them, by ``--zone-latency-ms``
+        (:func:`zone_delay_script`). Without netem, the run notes that it cannot."""
+        delay_ms = self.spec.zone_latency_ms
+        if not delay_ms:
+            return
+        if not self._netem:
+            note = (f"no delay between zones (--zone-latency-ms {delay_ms:g}): "
+                    f"{self._kernel} has no netem queueing discipline")
+            if note not in self.notes:
+                self.notes.append(note)
+            return
+        zone = self.spec.zone_of
+        for node in nodes:
+            far = [self._ips[n] for n in self._ips if zone(n) != zone(node)]
+            await self._shell(node, zone_delay_script(delay_ms, far, self._device(node)))
+            self._delayed.add(node)
+            await self._qdisc_added(node)
+        for node in sorted(self._delayed - set(nodes)):
+            if far := [self._ips[n] for n in nodes if zone(n) != zone(node)]:
+                await self._shell(node, " && ".join(delay_filter(ip, self._device(node))
+                                                    for ip in far))
 
     def _faulty(self, node: str) -> list[Process]:
         return [p for p in self._running.get(node, []) if p.faults]

@@ -51,7 +51,7 @@ from kvcheck.harness.host_install import (
     required_packages,
 )
 from kvcheck.harness.package import Package
-from kvcheck.harness.shell_faults import CHAINS, ShellFaults, zone_delay_script
+from kvcheck.harness.shell_faults import CHAINS, ShellFaults
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.ssh import Host, SshError, SshOptions
 from kvcheck.nemesis import SIMULATED_ONLY
@@ -96,6 +96,7 @@ class SshCluster(ShellFaults):
         self._cut_on: set[str] = set()
         self._packets_on: set[str] = set()
         self._qdisc_on: set[str] = set()
+        self._delayed: set[str] = set()
         self._netem = False
         self._interface: dict[str, str] = {}
         self._faketime_lib = ""
@@ -130,17 +131,7 @@ class SshCluster(ShellFaults):
                 nursery.start_soon(self._prepare, node, wheels,
                                    package.version if package else "")
         self._netem = await self._probe_netem(self.nodes[0])
-        if self.spec.zone_latency_ms and not self._netem:
-            self.notes.append(f"no delay between zones (--zone-latency-ms "
-                              f"{self.spec.zone_latency_ms:g}): a host's kernel has no netem "
-                              "queueing discipline")
-        if self.spec.zone_latency_ms and self._netem:
-            for node in self._hosts:
-                far = [self._ips[n] for n in self._hosts
-                       if self.spec.zone_of(n) != self.spec.zone_of(node)]
-                await self._run(node, zone_delay_script(self.spec.zone_latency_ms, far,
-                                                        self._interface[node]))
-                await self._run(node, f"echo {self._interface[node]} > {ROOT}/qdisc")
+        await self._delay_between_zones(list(self._hosts))
         for node in self.nodes:
             await self._start(node)
         await self.wait_ready(self.nodes)
@@ -317,13 +308,6 @@ class SshCluster(ShellFaults):
         for node, seconds in offsets.items():
             if node in self._touched:
                 await self._put(node, f"{RUN}/faketime", f"{seconds:+.3f}s\n".encode(), 0o644)
-
-    async def _probe_netem(self, node: str) -> bool:
-        """Whether ``node``'s host has netem."""
-        dev = self._interface[node]
-        found = await self._run(node, f"tc qdisc add dev {dev} root netem delay 1ms && "
-                                      f"tc qdisc del dev {dev} root && echo yes || echo no")
-        return found == "yes"
 
     async def fail_disks(self, nodes: Sequence[str], error: str) -> None:
         raise BackendError(f"--backend ssh cannot fail disks: {SIMULATED_ONLY['disk']}")
