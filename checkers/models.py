@@ -79,10 +79,26 @@ class Model:
     fs: frozenset[str]
     init: Any
     step: Callable[[Any, str, Any, Any], tuple[bool, Any]]
+    #: ``observer(f, arg)``: the op never changes a bound state — wherever it is legal it
+    #: leaves the state as it was (a read; a cas of a value to itself). The search may
+    #: linearize such an op as soon as it is legal, without trying it anywhere later.
+    observer: Callable[[str, Any], bool]
 
 
-REGISTER = Model("register", frozenset({"read", "write"}), None, register_step)
-CAS_REGISTER = Model("cas-register", frozenset({"read", "write", "cas"}), None, cas_register_step)
+def register_observer(f: str, arg: Any) -> bool:
+    """Reads observe; writes change the state."""
+    return f == "read"
+
+
+def cas_register_observer(f: str, arg: Any) -> bool:
+    """Reads observe, and so does a cas that writes back the value it expects."""
+    return f == "read" or (f == "cas" and arg[0] == arg[1])
+
+
+REGISTER = Model("register", frozenset({"read", "write"}), None, register_step,
+                 register_observer)
+CAS_REGISTER = Model("cas-register", frozenset({"read", "write", "cas"}), None, cas_register_step,
+                     cas_register_observer)
 
 MODELS: dict[str, Model] = {m.name: m for m in (REGISTER, CAS_REGISTER)}
 

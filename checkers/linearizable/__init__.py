@@ -35,12 +35,25 @@ Two algorithms.
   O(n log n).
 * Otherwise Wing & Gong's search with Lowe's memoization (:func:`~.search.search`), as in
   Porcupine: a depth-first search over linearization orders of the invocation/completion list,
-  pruning every (set of linearized calls, model state) configuration already explored. Two
-  refinements for indeterminate calls, which an eager search linearizes needlessly: at each step
-  determinate candidates are tried before indeterminate ones, and a configuration is also pruned
-  when an explored one had the same linearized determinate calls and state and a *subset* of its
-  linearized indeterminate calls (it had every option this one has). Both are checked against a
-  brute-force reference in the tests.
+  pruning every (set of linearized calls, model state) configuration already explored. Rules
+  that cut the orders tried, each keeping a linearization wherever one exists:
+
+  - an *observer* (a call that never changes a bound state: a read, a cas of ``v`` to ``v``)
+    that is legal now is linearized now, and nothing else is tried at that point: any
+    linearization placing it later stays one with it moved here (every call that must precede
+    it is already linearized, or it would not be a candidate). An indeterminate observer is
+    dropped.
+  - alike calls are taken in one order, since swapping two of them in a linearization gives
+    another: indeterminate calls with the same op and argument in invocation order;
+    determinate calls with the same op, argument and result, the one invoked and completed
+    first, first.
+  - determinate candidates are tried before indeterminate ones (an eager search linearizes
+    optional calls needlessly), and a configuration is also pruned when an explored one had
+    the same linearized determinate calls and state and a *subset* of its linearized
+    indeterminate calls (it had every option this one has).
+
+  Each is checked against a brute-force reference in the tests. Without the first two a single
+  cas key with 30 busy clients was past any budget; with them it is decided in under a second.
 
 Witnesses. A non-linearizable key names a small set of calls that on their own have no
 linearization. The unique-value algorithm names the (at most six) calls that fix the two

@@ -128,7 +128,7 @@ def check_key(key: Any, ops: Sequence[Prepared], model: Model | str, time_limit:
             except OutOfBudget:
                 return False
 
-        witness, from_any = failing_window(ops, model.init, fails, window_deadline,
+        witness, from_any = failing_window(ops, model, fails, window_deadline,
                                            decision.failing_prefix_end)
     else:
         witness = ops

@@ -1,5 +1,6 @@
-"""Wing & Gong's search with Lowe's memoization, as in Porcupine, plus two refinements for
-indeterminate calls (see the package docstring, :mod:`kvcheck.checkers.linearizable`).
+"""Wing & Gong's search with Lowe's memoization, as in Porcupine, plus rules that cut the orders
+it tries without losing a linearization (see the package docstring,
+:mod:`kvcheck.checkers.linearizable`).
 
 This is the checker's hot loop: it is written for speed (a linked list over the history's
 entries, bit sets, one memo dictionary) rather than for brevity.
@@ -11,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from kvcheck.checkers.linearizable.calls import INF, INV, RET, Prepared
+from kvcheck.checkers.linearizable.calls import ARG, INF, INV, RET, F, Prepared
 from kvcheck.checkers.models import Model
 
 
@@ -35,6 +36,8 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
     one). Raises :class:`OutOfBudget` past ``deadline`` (``time.monotonic()``) or when the memo
     table's estimated size passes ``memory_limit`` bytes.
     """
+    # An indeterminate observer changes no bound state: it may as well never happen.
+    ops = [op for op in ops if op[RET] != INF or not model.observer(op[F], op[ARG])]
     n = len(ops)
     if n == 0:
         return True, 0, INF
@@ -68,6 +71,11 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
     # is kept beside it for the dominance rule below.
     bit = [0] * n
     info = [False] * n
+    # Determinate observers (reads, mostly): one legal now is linearized now, and nothing
+    # else is tried at that point. Any linearization from here that places it later stays one
+    # with it moved here: it changes no state, and every call that must precede it (completed
+    # before its invocation) is already linearized, since it is a candidate.
+    observer = [op[RET] != INF and model.observer(op[F], op[ARG]) for op in ops]
     nd = ni = 0
     for i, op in enumerate(ops):
         if op[RET] == INF:
@@ -77,21 +85,24 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
         else:
             bit[i] = 1 << nd
             nd += 1
+    before = _alike_first(ops, info, bit)
     per_entry = 200 + ni // 8
     max_entries = max(1, memory_limit // per_entry)
     # Memo: (z, D >> z, state) -> the sets S explored with it. A configuration whose S
     # includes an explored S' is pruned: it has the same choices left, fewer optional ones.
     cache: dict[tuple[int, int, Any], Any] = {}
     entries = 0
-    stack: list[tuple[int, Any]] = []
+    # The linearized calls, in order: (call, state before it, whether it was forced).
+    stack: list[tuple[int, Any, bool]] = []
     dset = 0
     sset = 0
     state = init
     entry = nxt[0]
     # Candidates at each level (the calls before the first return entry) are tried in two
     # phases: determinate calls first, then indeterminate ones, which are optional and which an
-    # eager search would linearize needlessly.
+    # eager search would linearize needlessly. A level first looks for a forced observer.
     phase = False
+    fresh_level = True
     steps = 0
     frontier = 0  # node of the latest return any configuration had to pass next
     while True:
@@ -101,9 +112,22 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
                 raise OutOfBudget("time")
             if entries > max_entries:
                 raise OutOfBudget("memory")
+        forced = False
+        if fresh_level:
+            fresh_level = False
+            e = entry
+            while is_call[e]:
+                i = op_of[e]
+                if observer[i]:
+                    _inv, _ret, f, arg, out, _names = ops[i]
+                    legal, new_state = step(state, f, arg, out)
+                    if legal and new_state == state:
+                        entry, forced = e, True
+                        break
+                e = nxt[e]
         if is_call[entry]:
             i = op_of[entry]
-            if info[i] is not phase:
+            if info[i] is not phase or (sset if phase else dset) & before[i] != before[i]:
                 entry = nxt[entry]
                 continue
             _inv, _ret, f, arg, out, _names = ops[i]
@@ -130,7 +154,7 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
                     seen.append(ns_set)
                 if fresh:
                     entries += 1
-                    stack.append((i, state))
+                    stack.append((i, state, forced))
                     dset, sset, state = nd_set, ns_set, new_state
                     # lift the call and its return
                     c, r = entry, ret_node[i]
@@ -140,7 +164,13 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
                     prv[nxt[r]] = prv[r]
                     entry = nxt[0]
                     phase = False
+                    fresh_level = True
                     continue
+            if forced:
+                # Its configuration was explored already: so was every one this level has.
+                entry = tail
+                phase = True
+                continue
             entry = nxt[entry]
         elif not phase:
             if entry == tail or indeterminate[entry]:
@@ -150,17 +180,46 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
             phase = True
             entry = nxt[0]
         else:
-            if not stack:
-                return False, entries, events[frontier - 1][0]
-            i, state = stack.pop()
-            if info[i]:
-                sset &= ~bit[i]
-            else:
-                dset &= ~bit[i]
-            c, r = call_node[i], ret_node[i]
-            nxt[prv[r]] = r
-            prv[nxt[r]] = r
-            nxt[prv[c]] = c
-            prv[nxt[c]] = c
+            while True:
+                if not stack:
+                    return False, entries, events[frontier - 1][0]
+                i, state, was_forced = stack.pop()
+                if info[i]:
+                    sset &= ~bit[i]
+                else:
+                    dset &= ~bit[i]
+                c, r = call_node[i], ret_node[i]
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+                nxt[prv[c]] = c
+                prv[nxt[c]] = c
+                if not was_forced:
+                    break
             entry = nxt[c]
             phase = info[i]
+
+
+def _alike_first(ops: Sequence[Prepared], info: Sequence[bool], bit: Sequence[int]) -> list[int]:
+    """For each call, the bits of the calls alike that must be linearized before it may be.
+
+    Swapping two alike calls in a linearization gives another, so alike calls are taken in one
+    fixed order: indeterminate calls with the same op and argument in the order they were
+    invoked (the earlier one fits wherever the later one was); determinate calls with the same
+    op, argument and result, one invoked and completed before the other, that one first.
+    """
+    before = [0] * len(ops)
+    last_alike: dict[tuple[str, Any], int] = {}
+    open_alike: dict[tuple[str, Any, Any], list[int]] = {}
+    for i in sorted(range(len(ops)), key=lambda i: ops[i][INV]):
+        inv, ret, f, arg, out, _names = ops[i]
+        if info[i]:
+            before[i] = last_alike.get((f, arg), 0)
+            last_alike[f, arg] = bit[i]
+            continue
+        twins = open_alike.setdefault((f, arg, out), [])
+        twins[:] = [j for j in twins if ops[j][RET] > inv]  # completed ones are linearized
+        for j in twins:
+            if ops[j][RET] < ret:
+                before[i] |= bit[j]
+        twins.append(i)
+    return before

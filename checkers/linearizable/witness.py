@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kvcheck.checkers.linearizable.calls import ARG, INF, INV, OUT, RET, F, Prepared
-from kvcheck.checkers.models import FREE, Siblings
+from kvcheck.checkers.models import FREE, Model, Siblings
 
 #: Windows up to this many calls are stripped call by call.
 MINIMIZE_LIMIT = 64
@@ -22,9 +22,10 @@ MINIMIZE_LIMIT = 64
 Oracle = Callable[[Sequence[Prepared], Any], bool]
 
 
-def failing_window(ops: Sequence[Prepared], init: Any, fails: Oracle, deadline: float,
+def failing_window(ops: Sequence[Prepared], model: Model, fails: Oracle, deadline: float,
                    prefix_end: int | None = None) -> tuple[list[Prepared], bool]:
-    """A small non-linearizable sub-history of the non-linearizable ``ops`` (from ``init``).
+    """A small non-linearizable sub-history of the non-linearizable ``ops`` (from the
+    ``model``'s initial state).
 
     ``prefix_end``: the completion position that ends the shortest failing prefix, where the
     caller knows it (the search does); else it is searched for. Returns ``(window,
@@ -33,10 +34,10 @@ def failing_window(ops: Sequence[Prepared], init: Any, fails: Oracle, deadline: 
     (``time.monotonic()``) passes, returning the best window found so far.
     """
     ops = (_prefix(sorted(ops), prefix_end + 1) if prefix_end is not None
-           else _shortest_failing_prefix(sorted(ops), init, fails, deadline))
+           else _shortest_failing_prefix(sorted(ops), model.init, fails, deadline))
     window, from_any = _latest_failing_cut(ops, fails, deadline)
     if len(window) <= MINIMIZE_LIMIT:
-        window = _strip(window, FREE if from_any else init, fails, deadline)
+        window = _strip(window, model, FREE if from_any else model.init, fails, deadline)
     return window, from_any
 
 
@@ -123,16 +124,15 @@ def _latest_failing_cut(ops: list[Prepared], fails: Oracle,
     return ops, False
 
 
-def _strip(window: list[Prepared], init: Any, fails: Oracle,
+def _strip(window: list[Prepared], model: Model, init: Any, fails: Oracle,
            deadline: float) -> list[Prepared]:
     """Remove, from the last call back, each call the window still fails without."""
     i = len(window) - 1
     while i >= 0 and time.monotonic() < deadline:
         op = window[i]
-        # Removing a call that never changes the state (a read, a cas of v to v) or whose
-        # written value no one observes keeps a linearizable history linearizable.
-        if (op[F] == "read" or (op[F] == "cas" and op[ARG][0] == op[ARG][1])
-                or not _observed(op, window)):
+        # Removing a call that never changes the state (an observer) or whose written value
+        # no one observes keeps a linearizable history linearizable.
+        if model.observer(op[F], op[ARG]) or not _observed(op, window):
             cand = window[:i] + window[i + 1:]
             if cand and fails(cand, init):
                 window = cand
