@@ -112,7 +112,7 @@ def check_key(key: Any, ops: Sequence[Prepared], model: Model | str, time_limit:
         decision = _decide(ops, model, model.init, deadline, memory_limit)
     except OutOfBudget as b:
         return KeyResult(key, Verdict.UNKNOWN, WGL, len(ops), time.monotonic() - t0,
-                         message=f"out of {b.reason} budget")
+                         message=_out_of_budget(b))
     from_any = False
     if decision.linearizable:
         witness: Sequence[Prepared] = ()
@@ -133,6 +133,14 @@ def check_key(key: Any, ops: Sequence[Prepared], model: Model | str, time_limit:
     else:
         witness = ops
     return _key_result(key, ops, decision, time.monotonic() - t0, witness, from_any)
+
+
+def _out_of_budget(exc: OutOfBudget) -> str:
+    """Why a key is unknown, and how far its search got."""
+    if exc.linearized_before is None:
+        return f"out of {exc.reason} budget"
+    return (f"out of {exc.reason} budget; the calls before op {exc.linearized_before} have a "
+            "linearization, none was found past it")
 
 
 def _check_keys(batch: list[tuple[Any, list[Prepared]]], model_name: str, time_limit: float,

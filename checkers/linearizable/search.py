@@ -18,11 +18,14 @@ from kvcheck.checkers.models import Model
 
 class OutOfBudget(Exception):
     """The search passed its deadline or its memory limit; ``reason`` is ``"time"`` or
-    ``"memory"``."""
+    ``"memory"``. ``linearized_before``: the history position of the first completion no
+    configuration got past — the history before it has a linearization — or None when the
+    search had not yet reached a completion."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, linearized_before: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.linearized_before = linearized_before
 
 
 def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
@@ -108,10 +111,10 @@ def search(ops: Sequence[Prepared], model: Model, init: Any, deadline: float,
     while True:
         steps += 1
         if steps & 0xFFF == 1:  # the first step too: a spent budget is never ignored
-            if time.monotonic() > deadline:
-                raise OutOfBudget("time")
-            if entries > max_entries:
-                raise OutOfBudget("memory")
+            spent = ("time" if time.monotonic() > deadline
+                     else "memory" if entries > max_entries else None)
+            if spent:
+                raise OutOfBudget(spent, events[frontier - 1][0] if frontier else None)
         forced = False
         if fresh_level:
             fresh_level = False

@@ -13,7 +13,7 @@ from lin_strategies import register_histories
 
 from kvcheck.checkers.history import Call, Op, pair_calls
 from kvcheck.checkers.linearizable import check_key, check_linearizable, prepare
-from kvcheck.checkers.linearizable.search import search
+from kvcheck.checkers.linearizable.search import OutOfBudget, search
 from kvcheck.checkers.linearizable.unique import NotApplicable, check_unique
 from kvcheck.checkers.linearizable.witness import _prefix, _shortest_failing_prefix
 from kvcheck.checkers.models import CAS_REGISTER, FREE, REGISTER
@@ -471,3 +471,19 @@ def test_a_busy_cas_key_is_decided_without_trying_every_order(seed: int) -> None
     found, configurations, _ = search(prepared, CAS_REGISTER, None, float("inf"), 1 << 30)
     assert found
     assert configurations < 40 * len(prepared)
+
+
+def test_a_key_out_of_budget_says_how_far_its_search_got() -> None:
+    """A budget spent on a long history names the completion the search never got past: the
+    history before it has a linearization."""
+    ops = busy_cas_key(30, 3000, 1)
+    prepared = sorted(prepare(pair_calls(ops), CAS_REGISTER))
+    with pytest.raises(OutOfBudget) as spent:
+        search(prepared, CAS_REGISTER, None, float("inf"), memory_limit=2_000_000)
+    reached = spent.value.linearized_before
+    assert reached is not None and 0 < reached < len(ops)
+    assert search(_prefix(prepared, reached), CAS_REGISTER, None, float("inf"), 1 << 30)[0]
+    res = check_key("k", prepared, CAS_REGISTER, memory_limit=2_000_000)
+    assert res.valid is Verdict.UNKNOWN
+    assert res.message == (f"out of memory budget; the calls before op {reached} have a "
+                           "linearization, none was found past it")
