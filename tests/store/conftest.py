@@ -28,6 +28,25 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive ports that are free now, below the kernel's ephemeral
+    range so that no outgoing connection takes one of them before the test binds it."""
+    for base in range(20000, 32000 - count, 97):
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+        return base
+    raise RuntimeError(f"no {count} consecutive free ports in 20000-32000")
+
+
 class LocalCluster:
     """Node processes n1..nK with their own data directories and log files, and the cluster's
     secret in ``root/secret``."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
-from conftest import LocalCluster, free_ports
+from conftest import LocalCluster, free_port_block
 
 from kvcheck.store.messages import PREAMBLE, Challenge, FrameDecoder, Hello, Probe, encode_frame
 
@@ -159,16 +159,20 @@ def test_a_node_refuses_to_start_on_a_log_corrupted_in_the_middle(tmp_path: Path
 
 
 def test_kvstore_cluster_starts_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    base = free_ports(1)[0]
+    base = free_port_block(3)
     process = subprocess.Popen(
         [sys.executable, "-m", "kvcheck.store", "cluster", "--nodes", "3", "--base-port", str(base),
          "--data-root", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert process.stdout is not None
+        seen = []
         for line in process.stdout:  # the table is printed once every node answers
+            seen.append(line)
             if "Ctrl-C stops the cluster" in line:
                 break
+        else:
+            raise AssertionError("the cluster stopped before it was ready:\n" + "".join(seen))
         node = f"127.0.0.1:{base + 1}"
         kvstore = [sys.executable, "-m", "kvcheck.store"]
         put = subprocess.run([*kvstore, "put", "--node", node, "hello", "world"],
