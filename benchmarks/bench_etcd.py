@@ -16,12 +16,13 @@ machine, and :func:`wal_fsyncs` counts the syncs each member made (its Prometheu
 
 Clients: ``POST /v3/kv/range`` (linearizable, or ``"serializable": true``) and
 ``POST /v3/kv/put``, keys and values base64 in proto3 JSON. The default client library is
-:class:`H11Gateway`, a small client of the gateway on h11 and trio — the same HTTP/1.1
-machinery as the reference store's client, so that neither side pays more for its client;
-``httpx`` drives the etcd adapter's own :class:`~kvcheck.harness.databases.etcd_client.Gateway`
-instead (httpx over anyio), to measure what that library costs. The gateway runs inside each
-member and passes every request on as a gRPC call to the member itself: the members' CPU
-includes that translation, which a gRPC client would not cost them.
+:class:`Http1Gateway`, a small client of the gateway on the reference store's own HTTP/1.1
+connection (:class:`~kvcheck.store.client.HttpConnection` over trio), so that neither side pays
+more for its client; ``httpx`` drives the etcd adapter's own
+:class:`~kvcheck.harness.databases.etcd_client.Gateway` instead (httpx over anyio), to measure
+what that library costs. The gateway runs inside each member and passes every request on as a
+gRPC call to the member itself: the members' CPU includes that translation, which a gRPC client
+would not cost them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from typing import Any, Literal, Protocol, Self
 
-import h11
 import httpx
 import trio
 from bench_processes import LocalProcesses
@@ -44,6 +44,8 @@ from bench_processes import LocalProcesses
 from kvcheck.harness.databases.etcd_client import CLIENT_PORT, EtcdError, Gateway
 from kvcheck.harness.databases.interface import Database
 from kvcheck.harness.spec import TestSpec
+from kvcheck.store.client import HttpConnection
+from kvcheck.store.http1 import InvalidRequest, ResponseError
 
 #: How long the cluster may take to start before the benchmark gives up.
 READY_LIMIT = 30.0
@@ -52,7 +54,7 @@ TIMEOUT = 5.0
 #: The Prometheus metric that counts a member's write-ahead-log syncs.
 WAL_FSYNCS = "etcd_disk_wal_fsync_duration_seconds_count"
 
-Library = Literal["h11", "httpx"]
+Library = Literal["http1", "httpx"]
 
 
 class BenchCluster:
@@ -123,7 +125,7 @@ async def wal_fsyncs(cluster: BenchCluster) -> list[float]:
     """How many times each member has synced its write-ahead log (``GET /metrics``)."""
     counts = []
     for node in cluster.members:
-        async with H11Gateway(cluster.host(node)) as gateway:
+        async with Http1Gateway(cluster.host(node)) as gateway:
             metrics = await gateway.text("/metrics")
         counts.append(next(float(line.split()[1]) for line in metrics.splitlines()
                            if line.startswith(WAL_FSYNCS + " ")))
@@ -132,7 +134,7 @@ async def wal_fsyncs(cluster: BenchCluster) -> list[float]:
 
 async def server_version(cluster: BenchCluster) -> str:
     """The version the first member reports (``GET /version``)."""
-    async with H11Gateway(cluster.host(cluster.members[0])) as gateway:
+    async with Http1Gateway(cluster.host(cluster.members[0])) as gateway:
         found: str = json.loads(await gateway.text("/version"))["etcdserver"]
     return found
 
@@ -141,8 +143,9 @@ def describe(version: str, reads: str, library: Library,
              flags: list[str]) -> dict[str, object]:
     """What the report says of this side: the server, its durability, the client."""
     client_library = (
-        f"h11 {package_version('h11')} + trio {trio.__version__} (benchmarks/bench_etcd.py's "
-        "H11Gateway)" if library == "h11" else
+        f"kvcheck {package_version('kvcheck')}'s HttpConnection (httptools "
+        f"{package_version('httptools')}) + trio {trio.__version__} (benchmarks/bench_etcd.py's "
+        "Http1Gateway)" if library == "http1" else
         f"httpx {httpx.__version__} over anyio (kvcheck's etcd adapter's Gateway)")
     return {
         "server": f"etcd {version}",
@@ -175,15 +178,15 @@ class GatewayError(Exception):
     """A request to the gateway that did not succeed: an error answer, or no answer."""
 
 
-class H11Gateway:
-    """One member's JSON gateway over one keep-alive HTTP/1.1 connection (h11 over trio),
-    opened on the first request and again after a failure. Each request has ``timeout``
-    seconds in all; one that fails raises :class:`GatewayError` and closes the connection."""
+class Http1Gateway:
+    """One member's JSON gateway over one keep-alive HTTP/1.1 connection, the reference store's
+    client's own (:class:`~kvcheck.store.client.HttpConnection`), opened on the first request
+    and again after a failure. Each request has ``timeout`` seconds in all; one that fails
+    raises :class:`GatewayError` (and the connection closes)."""
 
     def __init__(self, host: str, port: int = CLIENT_PORT, timeout: float = TIMEOUT) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
-        self._stream: trio.SocketStream | None = None
-        self._connection = h11.Connection(h11.CLIENT)
+        self.timeout = timeout
+        self._connection = HttpConnection(host, port)
 
     async def call(self, method: str, request: dict[str, Any]) -> dict[str, Any]:
         """The answer of ``POST /v3/<method>`` to ``request``."""
@@ -207,9 +210,8 @@ class H11Gateway:
 
     async def aclose(self) -> None:
         """Close the connection, if open. Safe to call more than once."""
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await stream.aclose()
+        self._connection.close()
+        await trio.lowlevel.checkpoint()
 
     async def __aenter__(self) -> Self:
         return self
@@ -218,44 +220,14 @@ class H11Gateway:
         await self.aclose()
 
     async def _request(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
+        headers = [("content-type", "application/json")] if body else []
         try:
-            with trio.fail_after(self.timeout):
-                return await self._exchange(method, target, body)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
-                h11.ProtocolError) as error:
-            await self.aclose()
+            with trio.move_on_after(self.timeout):
+                response = await self._connection.request(method, target, headers, body)
+                return response.status, response.body
+        except (OSError, trio.ClosedResourceError, ResponseError, InvalidRequest) as error:
             raise GatewayError(f"{type(error).__name__}: {error}") from None
-
-    async def _exchange(self, method: str, target: str, body: bytes) -> tuple[int, bytes]:
-        if self._stream is None:
-            self._stream = await trio.open_tcp_stream(self.host, self.port)
-            self._connection = h11.Connection(h11.CLIENT)
-        connection, stream = self._connection, self._stream
-        headers = [("host", f"{self.host}:{self.port}"), ("content-length", str(len(body)))]
-        if body:
-            headers.append(("content-type", "application/json"))
-        await stream.send_all(
-            connection.send(h11.Request(method=method, target=target, headers=headers))
-            + (connection.send(h11.Data(data=body)) if body else b"")
-            + connection.send(h11.EndOfMessage()))
-        status, payload = 0, bytearray()
-        while True:
-            event = connection.next_event()
-            if event is h11.NEED_DATA:
-                connection.receive_data(await stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                payload += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise trio.BrokenResourceError("connection closed by the member")
-        if h11.MUST_CLOSE in (connection.our_state, connection.their_state):
-            await self.aclose()
-        else:
-            connection.start_next_cycle()
-        return status, bytes(payload)
+        raise GatewayError(f"TooSlowError: no answer within {self.timeout:g} s")
 
 
 class _Gateway(Protocol):
@@ -282,7 +254,7 @@ class EtcdClients:
 
     def connect(self, node: int) -> EtcdDriver:
         host = self.hosts[node]
-        gateway = H11Gateway(host) if self.library == "h11" else Gateway(host, TIMEOUT)
+        gateway = Http1Gateway(host) if self.library == "http1" else Gateway(host, TIMEOUT)
         return EtcdDriver(gateway, self.serializable)
 
 

@@ -3,7 +3,7 @@
 Three ``kvstore serve`` processes on 127.0.0.1 (free ports), N=3, W=2, R=2, the store's other
 settings its defaults, ``--fsync`` as asked (``always``: each replica syncs its commit log
 before it acknowledges a write, with group commit). Clients speak the store's HTTP interface
-through :class:`~kvcheck.store.client.StoreClient` (h11 over trio, one keep-alive connection):
+through :class:`~kvcheck.store.client.StoreClient` (one keep-alive connection over trio):
 ``GET /kv/<key>`` with the cluster's R, ``PUT /kv/<key>`` with the cluster's W, carrying the
 causal context of the worker's last read of the key.
 """
@@ -98,9 +98,10 @@ def describe(fsync: str) -> dict[str, object]:
                        "never": "the operating system decides when to write"}[fsync],
         },
         "client": {
-            "protocol": "HTTP/1.1 + h11, kvstore HTTP API (GET and PUT /kv/<key>)",
-            "library": f"kvcheck.store.client.StoreClient (h11 {version('h11')}, trio "
-                       f"{trio.__version__}), one keep-alive connection per client",
+            "protocol": "HTTP/1.1, kvstore HTTP API (GET and PUT /kv/<key>)",
+            "library": f"kvcheck.store.client.StoreClient (kvcheck {version('kvcheck')}, httptools "
+                       f"{version('httptools')}, trio {trio.__version__}), one keep-alive "
+                       "connection per client",
             "reads": f"quorum reads, R={R} of N={N}",
         },
     }

@@ -6,13 +6,16 @@ Starts one cluster of store containers (as ``kvcheck run`` does), then for each 
 the register workload's client workers — recording every operation to a history file, exactly
 as in a test — for ``--seconds``, with no nemesis. Reports, per target rate, the rate of
 operations completed, their latency, and the harness process's own CPU time per operation; and
-the highest target it sustained (completed at least 90% of the target).
+the highest target it sustained (completed at least 90% of the target); with the machine's
+cores and the Python version, as every benchmark.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import random
 import resource
 import tempfile
@@ -110,7 +113,8 @@ def main() -> None:
     sustained = [r["target_ops_per_s"] for r in results
                  if r["completed_ops_per_s"] >= 0.9 * r["target_ops_per_s"]]
     print(json.dumps({
-        "benchmark": "harness", "nodes": args.nodes, "workers": workers,
+        "benchmark": "harness", "cpus": os.cpu_count(), "python": platform.python_version(),
+        "nodes": args.nodes, "workers": workers,
         "seconds_per_rate": args.seconds, "runs": results,
         "highest_sustained_ops_per_s": max(sustained) if sustained else None,
         "highest_completed_ops_per_s": max(r["completed_ops_per_s"] for r in results),

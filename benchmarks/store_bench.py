@@ -1,7 +1,7 @@
 """Throughput and latency of the reference store and of etcd, side by side; prints JSON.
 
     python benchmarks/store_bench.py [--db kvstore|etcd|both] [--seconds 20] [--clients 32]
-        [--client-processes 1] [--fsync always] [--etcd-reads linearizable] [--etcd-client h11]
+        [--client-processes 1] [--fsync always] [--etcd-reads linearizable] [--etcd-client http1]
 
 Each database runs as a 3-node cluster of local processes (``--db both``: the reference store,
 then etcd, in one invocation, with the same parameters), gets the same load and the same
@@ -18,13 +18,14 @@ durability, and is reported the same way:
   (default 100) bytes, then ``--clients`` concurrent clients spread over ``--client-processes``
   processes, each bound to one node round-robin, issue 50% reads and 50% writes of that value
   over uniformly drawn keys, one after another, for ``--seconds``.
-- Clients: the lightest of each protocol, on the same HTTP/1.1 machinery (h11 over trio, one
-  keep-alive connection each): the store's own ``StoreClient``, and a small client of etcd's
-  JSON gateway (``--etcd-client httpx`` uses the etcd adapter's httpx client instead). Reads
-  of etcd are linearizable unless ``--etcd-reads serializable``. The clients run on the same
-  cores as the servers, so the report gives the CPU each side's clients and servers used per
-  operation, and warns when a client process was close to a full core (the clients, not the
-  database, would then set the pace: add ``--client-processes``).
+- Clients: the lightest of each protocol, on the same HTTP/1.1 machinery (the store client's
+  ``HttpConnection`` over trio, one keep-alive connection each): the store's own
+  ``StoreClient``, and a small client of etcd's JSON gateway (``--etcd-client httpx`` uses the
+  etcd adapter's httpx client instead). Reads of etcd are linearizable unless
+  ``--etcd-reads serializable``. The clients run on the same cores as the servers, so the
+  report gives the CPU each side's clients and servers used per operation, and warns when a
+  client process was close to a full core (the clients, not the database, would then set the
+  pace: add ``--client-processes``).
 
 The JSON has, per database: the server's version and configuration, its durability, the client
 protocol and library, ops/s, errors (with the most frequent messages), p50/p99/p99.9 latency per
@@ -202,9 +203,9 @@ def main() -> None:
                         help="the reference store's fsync policy")
     parser.add_argument("--etcd-reads", default="linearizable",
                         choices=["linearizable", "serializable"])
-    parser.add_argument("--etcd-client", default="h11", choices=["h11", "httpx"],
-                        help="h11: a small client of etcd's JSON gateway, as light as the "
-                             "store's; httpx: the etcd adapter's own client")
+    parser.add_argument("--etcd-client", default="http1", choices=["http1", "httpx"],
+                        help="http1: a small client of etcd's JSON gateway on the store "
+                             "client's own connection; httpx: the etcd adapter's own client")
     args = parser.parse_args()
     if min(args.seconds, args.clients, args.client_processes, args.keys, args.value_bytes) <= 0:
         parser.error("--seconds, --clients, --client-processes, --keys and --value-bytes "

@@ -82,9 +82,14 @@ async def perform(client: Client, op: Operation, history: HistoryWriter, process
     """Invoke ``op``, record invocation and completion (``final`` marks a final read; a
     completion's ``detail`` becomes the line's ``error_detail``); return the completion type."""
     history.record(process, "invoke", op.f, op.key, op.value, node, final=final)
-    completion: Completion = Info(f"no answer within {op_timeout:g} s")
-    with guard(f"the client of {node}, running {op},"), trio.move_on_after(op_timeout):
-        completion = await client.invoke(op)
+    try:
+        with trio.move_on_after(op_timeout) as timeout:
+            completion: Completion = await client.invoke(op)
+    except Exception:
+        with guard(f"the client of {node}, running {op},"):  # words made only for a bug
+            raise
+    if timeout.cancelled_caught:
+        completion = Info(f"no answer within {op_timeout:g} s")
     match completion:
         case Ok(value):
             history.record(process, "ok", op.f, op.key, value, node, final=final)

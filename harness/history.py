@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import IO, Any
 
 FORMAT_HEADER = {"format": "kvcheck-history", "version": 1}
+#: An op as one compact line. Made once: ``json.dumps`` given options makes one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 class HistoryWriter:
@@ -58,7 +60,7 @@ class HistoryWriter:
             op["error_detail"] = error_detail
         if final:
             op["final"] = True
-        self._file.write(json.dumps(op, separators=(",", ":")) + "\n")
+        self._file.write(_ENCODER.encode(op) + "\n")
         self._file.flush()
         self.index += 1
         if process != "nemesis":

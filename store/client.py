@@ -5,24 +5,36 @@
         read = await client.get(b"k")
         await client.put(b"k", b"w", context=read.context)
 
-One client holds one keep-alive connection and runs one request at a time. Every failure is a
-:class:`StoreError` whose ``applied`` says what is known about a write: ``"no"`` (it surely did
-not happen) or ``"unknown"`` (it may have: the request is *indeterminate*).
+One client holds one keep-alive connection (:class:`HttpConnection`) and runs one request at a
+time. Every failure is a :class:`StoreError` whose ``applied`` says what is known about a
+write: ``"no"`` (it surely did not happen) or ``"unknown"`` (it may have: the request is
+*indeterminate*).
 """
 
 from __future__ import annotations
 
 import json
 import select
+import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-import h11
 import trio
 
 from kvcheck.store.datadir import RecordJSON
 from kvcheck.store.http import APPLIED_HEADER, CONTEXT_HEADER, MultipartError, decode_siblings
+from kvcheck.store.http1 import (
+    InvalidRequest,
+    Response,
+    ResponseError,
+    ResponseReader,
+    encode_request,
+)
+
+#: The most bytes taken from the socket at once.
+RECEIVE_SIZE = 65536
 
 Applied = Literal["no", "unknown"]
 
@@ -51,7 +63,8 @@ class Unavailable(StoreError):
 
 class ConnectionFailed(StoreError):
     """The connection failed or the answer did not come in time. Raised from (its
-    ``__cause__`` is) the exception of the socket, of h11 or of the timeout."""
+    ``__cause__`` is) the exception of the socket, of :mod:`kvcheck.store.http1` or of the
+    timeout (``trio.TooSlowError``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +82,16 @@ class ReadResult:
 
 
 class StoreClient:
-    """A connection to one node. Reconnects on the next request after a failure."""
+    """A connection to one node. Reconnects on the next request after a failure.
+
+    ``timeout`` bounds each request — unless a caller's cancel scope has an earlier deadline
+    when it starts: that one bounds it then (and its cancellation propagates), so that the
+    harness, whose workers give each operation less than the client's timeout, pays for one
+    deadline per operation, not two."""
 
     def __init__(self, host: str, port: int, timeout: float = 5.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
-        self._stream: trio.SocketStream | None = None
-        self._conn: h11.Connection | None = None
+        self._connection = HttpConnection(host, port)
         self._lock = trio.Lock()
 
     async def __aenter__(self) -> StoreClient:
@@ -84,9 +101,9 @@ class StoreClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
-            await stream.aclose()
+        """Close the connection, if open. Safe to call more than once."""
+        self._connection.close()
+        await trio.lowlevel.checkpoint()
 
     async def get(self, key: bytes | str, r: int | None = None) -> ReadResult:
         """Read ``key`` with read quorum ``r`` (the cluster's when None)."""
@@ -174,73 +191,132 @@ class StoreClient:
         self, method: str, target: str, headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> tuple[int, dict[str, str], bytes]:
+        """The node's answer: status, headers by lower-case name, body. Raises
+        :class:`ConnectionFailed`: ``applied`` is ``"no"`` for a ``GET`` (it writes nothing)
+        and for a request that never left, else ``"unknown"``."""
         applied: Applied = "no" if method == "GET" else "unknown"
-        async with self._lock:
-            try:
-                with trio.fail_after(self.timeout):
-                    return await self._exchange(method, target, headers or [], body)
-            except trio.TooSlowError as exc:
-                await self.aclose()
-                raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
-                                       f"{self.timeout} s", applied) from exc
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
-                    h11.ProtocolError) as exc:
-                await self.aclose()
-                sent = self._conn is not None and self._conn.our_state is not h11.IDLE
-                raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
-                                       applied if sent else "no") from exc
+        try:
+            self._lock.acquire_nowait()  # no checkpoint when free: the request has its own
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            response = await self._within_timeout(method, target, headers or (), body)
+        except trio.TooSlowError as exc:
+            raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
+                                   f"{self.timeout} s", applied) from exc
+        except (OSError, trio.ClosedResourceError, InvalidRequest, ResponseError) as exc:
+            raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
+                                   applied if self._connection.sent else "no") from exc
+        finally:
+            self._lock.release()
+        return response.status, response.headers, response.body
 
-    async def _exchange(self, method: str, target: str, headers: list[tuple[str, str]],
-                        body: bytes) -> tuple[int, dict[str, str], bytes]:
-        if self._stream is not None and _closed_by_node(self._stream):
-            await self.aclose()  # e.g. kept alive past the node's idle timeout
-        if self._stream is None:
-            self._conn = None
-            self._stream = await trio.open_tcp_stream(self.host, self.port)
-            self._conn = h11.Connection(h11.CLIENT)
-        conn = self._conn
-        assert conn is not None
-        all_headers = [("host", f"{self.host}:{self.port}"),
-                       ("content-length", str(len(body))), *headers]
-        data = conn.send(h11.Request(method=method, target=target, headers=all_headers))
-        data += conn.send(h11.Data(data=body)) if body else b""
-        data += conn.send(h11.EndOfMessage())
-        await self._stream.send_all(data)
-        response = None
-        payload = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await self._stream.receive_some(65536))
-            elif isinstance(event, h11.Response):
-                response = event
-            elif isinstance(event, h11.Data):
-                payload += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                raise trio.BrokenResourceError("connection closed by the node")
-        assert response is not None
-        if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-            await self.aclose()
-        else:
-            conn.start_next_cycle()
-        decoded = {k.decode().lower(): v.decode("latin-1") for k, v in response.headers}
-        return response.status_code, decoded, bytes(payload)
+    async def _within_timeout(self, method: str, target: str,
+                              headers: Sequence[tuple[str, str]], body: bytes) -> Response:
+        """The connection's answer within :attr:`timeout` (raising ``trio.TooSlowError``),
+        or within the caller's deadline when that comes first (class docstring)."""
+        deadline = trio.current_time() + self.timeout
+        if trio.current_effective_deadline() <= deadline:
+            return await self._connection.request(method, target, headers, body)
+        with trio.move_on_at(deadline):
+            return await self._connection.request(method, target, headers, body)
+        raise trio.TooSlowError
+
+
+class HttpConnection:
+    """One keep-alive HTTP/1.1 connection to ``host:port`` (:mod:`kvcheck.store.http1`),
+    opened by the first request and again by the first after it closed. One request at a time:
+    the caller serialises them. It closes itself after a response that does not keep it alive
+    and after any failure, cancellation included (the exchange is then out of step)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._authority = f"{host}:{port}"
+        self._socket: socket.socket | None = None
+        self._poller = select.poll()  # the open socket, for closed_by_peer
+        #: Whether the last request left, at least in part, so that even if it failed it may
+        #: have had its effect. False when it failed before: while connecting, or invalid.
+        self.sent = False
+
+    async def request(self, method: str, target: str,
+                      headers: Sequence[tuple[str, str]] = (), body: bytes = b"") -> Response:
+        """Send a request (:func:`~kvcheck.store.http1.encode_request`: ``host`` and
+        ``content-length``, then ``headers``) and return the whole response.
+
+        Raises what the socket raises (``OSError``: connecting, sending, receiving),
+        :class:`~kvcheck.store.http1.IncompleteResponse` or
+        :class:`~kvcheck.store.http1.MalformedResponse`,
+        :class:`~kvcheck.store.http1.InvalidRequest` (nothing sent), and
+        ``trio.ClosedResourceError`` when :meth:`close` is called meanwhile; :attr:`sent`
+        then says whether the request had left. A caller already cancelled sends nothing.
+        """
+        self.sent = False
+        data = encode_request(method, target, self._authority, headers, body)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            if self.closed_by_peer():
+                self.close()  # e.g. kept alive past the node's idle timeout
+            sock = self._socket or await self._connect()
+            self.sent = True
+            await _send_all(sock, data)
+            reader = ResponseReader()
+            while (response := reader.feed(await _receive(sock))) is None:
+                pass
+        except BaseException:
+            self.close()
+            raise
+        if not response.keep_alive:
+            self.close()
+        return response
+
+    def closed_by_peer(self) -> bool:
+        """Whether the connection is open and, with no request out, has something to read:
+        the peer has closed it (or sent what it should not), so a request sent on it would be
+        lost. One ``poll`` of the socket, which does not block."""
+        return self._socket is not None and bool(self._poller.poll(0))
+
+    def close(self) -> None:
+        """Close the connection, if open (call it within trio). Safe to call more than once."""
+        if self._socket is not None:
+            sock, self._socket = self._socket, None
+            self._poller.unregister(sock)
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
+    async def _connect(self) -> socket.socket:
+        """Connect as ``trio.open_tcp_stream`` does, then take the socket over: the requests
+        use it directly, so an exchange costs one wait for the answer and no more."""
+        stream = await trio.open_tcp_stream(self.host, self.port)
+        sock = socket.socket(fileno=stream.socket.detach())
+        sock.setblocking(False)
+        self._poller.register(sock, select.POLLIN)
+        self._socket = sock
+        return sock
+
+
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(sock)
+
+
+async def _receive(sock: socket.socket) -> bytes:
+    """The next bytes from ``sock`` (empty at its end)."""
+    while True:
+        await trio.lowlevel.wait_readable(sock)
+        try:
+            return sock.recv(RECEIVE_SIZE)
+        except BlockingIOError:
+            continue
 
 
 def _path(key: bytes | str, name: str, quorum: int | None) -> str:
     raw = key.encode() if isinstance(key, str) else key
     path = "/kv/" + quote(raw, safe="")
     return f"{path}?{name}={quorum}" if quorum is not None else path
-
-
-def _closed_by_node(stream: trio.SocketStream) -> bool:
-    """Whether a kept-alive connection, with no request on it, has anything to read: the node
-    has closed it (or sent what it should not), so a request sent on it would be lost."""
-    poller = select.poll()
-    poller.register(stream.socket.fileno(), select.POLLIN)
-    return bool(poller.poll(0))
 
 
 def _error(status: int, headers: dict[str, str], body: bytes, applied: Applied) -> StoreError:

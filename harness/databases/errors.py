@@ -8,10 +8,11 @@ object ids, a number only where it says something (seconds waited, replicas that
 ``detail`` is the error as raised, with what caused it, for debugging.
 
 :func:`describe_error` words what the transports raise — the operating system's socket
-errors, trio's streams, h11, httpx, hiredis — looking through the whole chain of causes
-(``raise ... from``, the context of an ``except`` block, exception groups) for the most precise
-account; a database's own error answers (etcd's, Redis's, the reference store's quorums) are
-worded by its adapter.
+errors, trio's streams, h11, httpx, hiredis, the store's client
+(:mod:`kvcheck.store.http1`) — looking through the whole chain of causes (``raise ... from``,
+the context of an ``except`` block, exception groups) for the most precise account; a
+database's own error answers (etcd's, Redis's, the reference store's quorums) are worded by its
+adapter.
 
 ========================================  =========================================================
 words                                     when (the first row that anything in the chain matches)
@@ -26,14 +27,17 @@ words                                     when (the first row that anything in t
 ``could not resolve the host``            ``socket.gaierror``
 ``connection closed before the reply``    the peer closed the connection before its reply was
                                           complete: h11's ``ConnectionClosed`` or "peer closed
-                                          connection", httpx's "Server disconnected"
+                                          connection", httpx's "Server disconnected", the store
+                                          client's ``IncompleteResponse``
 ``timed out connecting [after N s]``      ``httpx.ConnectTimeout``, ``httpx.PoolTimeout``
 ``timed out [after N s]``                 ``trio.TooSlowError``, ``TimeoutError``, httpx's read and
                                           write timeouts
 ``malformed reply``                       the peer broke the protocol: ``h11.RemoteProtocolError``,
                                           ``httpx.RemoteProtocolError``, ``httpx.DecodingError``,
-                                          ``hiredis.ProtocolError``
-``protocol error in the client``          ``h11.LocalProtocolError``, ``httpx.LocalProtocolError``
+                                          ``hiredis.ProtocolError``, the store client's
+                                          ``MalformedResponse``
+``protocol error in the client``          ``h11.LocalProtocolError``, ``httpx.LocalProtocolError``,
+                                          the store client's ``InvalidRequest``
 ``could not connect``                     ``httpx.ConnectError`` of another cause
 the system's words, in lower case         an ``OSError`` of another errno ("cannot assign requested
                                           address")
@@ -55,6 +59,8 @@ import h11
 import hiredis
 import httpx
 import trio
+
+from kvcheck.store.http1 import IncompleteResponse, InvalidRequest, MalformedResponse
 
 CLOSED_BEFORE_REPLY = "connection closed before the reply"
 #: The words of a timeout, to which :func:`describe_error` adds the seconds when it knows them.
@@ -86,9 +92,9 @@ def _known_os_error(e: BaseException) -> str | None:
 
 
 def _closed_by_peer(e: BaseException) -> str | None:
-    closed = isinstance(e, h11.RemoteProtocolError | httpx.RemoteProtocolError) and any(
+    worded = isinstance(e, h11.RemoteProtocolError | httpx.RemoteProtocolError) and any(
         text in str(e) for text in _CLOSED_TEXTS)
-    return CLOSED_BEFORE_REPLY if closed else None
+    return CLOSED_BEFORE_REPLY if worded or isinstance(e, IncompleteResponse) else None
 
 
 def _connect_timeout(e: BaseException) -> str | None:
@@ -103,12 +109,12 @@ def _timeout(e: BaseException) -> str | None:
 
 def _malformed(e: BaseException) -> str | None:
     malformed = isinstance(e, h11.RemoteProtocolError | httpx.RemoteProtocolError
-                           | httpx.DecodingError | hiredis.ProtocolError)
+                           | httpx.DecodingError | hiredis.ProtocolError | MalformedResponse)
     return "malformed reply" if malformed else None
 
 
 def _misused(e: BaseException) -> str | None:
-    misused = isinstance(e, h11.LocalProtocolError | httpx.LocalProtocolError)
+    misused = isinstance(e, h11.LocalProtocolError | httpx.LocalProtocolError | InvalidRequest)
     return "protocol error in the client" if misused else None
 
 

@@ -46,6 +46,7 @@ from kvcheck.harness.databases.redis_client import REDIS_PORT, SENTINEL_PORT, Re
 from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.report import write_report
 from kvcheck.store.client import StoreClient
+from kvcheck.store.http1 import IncompleteResponse, InvalidRequest, MalformedResponse
 
 #: The clients' own timeout in these tests, in seconds.
 TIMEOUT = 0.3
@@ -105,6 +106,8 @@ REQUEST = httpx.Request("GET", "http://127.0.0.1:2379/v3/kv/range")
      "connection closed before the reply"),
     (httpx.RemoteProtocolError("Server disconnected without sending a response.",
                                request=REQUEST), "connection closed before the reply"),
+    (IncompleteResponse("the connection ended before the response, after nothing"),
+     "connection closed before the reply"),
     (os_error(errno.EHOSTUNREACH), "host unreachable"),
     (os_error(errno.EHOSTDOWN), "host unreachable"),
     (os_error(errno.ENETUNREACH), "network unreachable"),
@@ -122,8 +125,11 @@ REQUEST = httpx.Request("GET", "http://127.0.0.1:2379/v3/kv/range")
      "malformed reply"),
     (httpx.DecodingError("bad gzip", request=REQUEST), "malformed reply"),
     (hiredis.ProtocolError('Protocol error, got "@" as reply type byte'), "malformed reply"),
+    (MalformedResponse("not an HTTP/1.1 response: Expected HTTP/, RTSP/ or ICE/"),
+     "malformed reply"),
     (h11.LocalProtocolError("can't send data when our state is DONE"),
      "protocol error in the client"),
+    (InvalidRequest("not a header: 'x-kv-context': 'a\\r\\n'"), "protocol error in the client"),
     (httpx.ConnectError("", request=REQUEST), "could not connect"),
     (os_error(errno.EADDRNOTAVAIL), "cannot assign requested address"),
     (trio.ClosedResourceError("this socket was already closed"),
@@ -395,7 +401,8 @@ def test_the_history_keeps_the_words_and_the_detail_and_the_report_shows_them(
     lines = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()[1:]]
     closed, harness, refused = (line for line in lines if line["type"] != "invoke")
     assert closed["error"] == "connection closed before the reply"
-    assert "ConnectionClosed" in closed["error_detail"] and host in closed["error_detail"]
+    assert "ended before the response" in closed["error_detail"]
+    assert host in closed["error_detail"]
     assert harness["error"] == f"no answer within {TIMEOUT:g} s" and "error_detail" not in harness
     assert refused["error"] == "the store said no" and "error_detail" not in refused
 
