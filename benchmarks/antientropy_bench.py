@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine
+
 from kvcheck.store.antientropy import FANOUT, leaf_of
 from kvcheck.store.config import ClusterConfig
 from kvcheck.store.node import Tick
@@ -113,7 +115,7 @@ def main() -> None:
         if all(disk.get(k) for k in mine):
             elapsed = sim.now - started
     print(json.dumps({
-        "keys": args.keys, "nodes": args.nodes,
+        "benchmark": "antientropy", **machine(), "keys": args.keys, "nodes": args.nodes,
         "build": {"cpu_s_per_node": round(build_s, 3),
                   "keys_per_node": len(list(n1.disk.keys()))},
         "write_overhead_us": round(write_us, 1),

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -226,8 +227,7 @@ def main() -> int:
     for spec in specs:
         results.append(run_case(spec))
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
-    print(json.dumps({"benchmark": "checkers", "cpus": os.cpu_count(),
-                      "python": sys.version.split()[0], "cases": results}, indent=2))
+    print(json.dumps({"benchmark": "checkers", **machine(), "cases": results}, indent=2))
     return 0
 
 

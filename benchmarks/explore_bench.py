@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from machine import machine
+
 from kvcheck.nemesis import SIMULATED_ONLY
 from kvcheck.store.bugs import BUGS
 
@@ -86,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     results = [search(bug, args.budget, args.seed, args.docker)
                for bug in args.bugs.split(",")]
-    print(json.dumps({"budget_s": args.budget, "seed": args.seed, "bugs": results}, indent=2))
+    print(json.dumps({"benchmark": "explore", **machine(),
+                      "budget_s": args.budget, "seed": args.seed, "bugs": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import resource
 import tempfile
@@ -24,6 +22,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+from machine import machine
 
 from kvcheck.checkers.stats import nearest_rank
 from kvcheck.harness.clients import Worker, run_worker
@@ -113,7 +112,7 @@ def main() -> None:
     sustained = [r["target_ops_per_s"] for r in results
                  if r["completed_ops_per_s"] >= 0.9 * r["target_ops_per_s"]]
     print(json.dumps({
-        "benchmark": "harness", "cpus": os.cpu_count(), "python": platform.python_version(),
+        "benchmark": "harness", **machine(),
         "nodes": args.nodes, "workers": workers,
         "seconds_per_rate": args.seconds, "runs": results,
         "highest_sustained_ops_per_s": max(sustained) if sustained else None,

@@ -37,6 +37,7 @@ from typing import Any
 import bench_kvstore
 import trio
 from bench_processes import LocalProcesses
+from machine import machine
 
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.messages import PREAMBLE
@@ -158,6 +159,7 @@ def main() -> None:
         ports = bench_kvstore.start_cluster(servers, "always")
         trio.run(bench_kvstore.wait_ready, ports, servers)
         report = {
+            "benchmark": "hostile", **machine(),
             "cluster": bench_kvstore.describe("always")["configuration"],
             "siblings": trio.run(siblings, ports[0], args.blind_writes, Path(root) / "n1"),
             "strangers": strangers(servers, ports[0], args.strangers),

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from machine import machine
 
 SAMPLE = ["--quorums", "2/2", "--sloppy", "off"]
 DOCKER = ["--backend", "docker", "--quorums", "2/2", "--sloppy", "off", "--versioning",
@@ -54,7 +55,7 @@ def main() -> None:
     parser.add_argument("--docker", action="store_true", help="also time cells in Docker")
     args = parser.parse_args()
     common = ["--seeds", str(args.seeds), "--jobs", str(args.jobs)]
-    out: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version()}
+    out: dict[str, Any] = {"benchmark": "matrix", **machine()}
     with tempfile.TemporaryDirectory(prefix="kvcheck-matrix-bench-") as scratch:
         out["sim"] = timed([*([] if args.default else SAMPLE), *common], Path(scratch) / "sim")
         if args.docker:

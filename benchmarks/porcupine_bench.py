@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from machine import machine
 
 SUFFIXES = (".log", ".edn", ".txt")
 
@@ -81,7 +81,7 @@ def main() -> None:
     lines = [json.loads(line) for line in output.splitlines()]
     verdicts = {Path(line["file"]).name: line["valid"] for line in lines if "file" in line}
     report: dict[str, Any] = {
-        "benchmark": "porcupine", "cpus": os.cpu_count(), "python": platform.python_version(),
+        "benchmark": "porcupine", **machine(),
         "histories": len(files), "rounds": args.rounds,
         "kvcheck": {**summary(ours), "command": "kvcheck check --json FILE...",
                     "verdicts": dict(Counter(str(v) for v in verdicts.values()))},

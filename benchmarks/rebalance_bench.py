@@ -30,6 +30,7 @@ import bench_kvstore
 import trio
 from bench_load import preload, quantile
 from bench_processes import LocalProcesses
+from machine import machine
 
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.config import ClusterConfig
@@ -157,7 +158,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes:
         keys = args.keys or 20_000
-        print(json.dumps({"benchmark": "rebalance-processes", "keys": keys,
+        print(json.dumps({"benchmark": "rebalance-processes", **machine(), "keys": keys,
                           **trio.run(processes, keys)}, indent=2))
         return
     args.keys = args.keys or 100_000
@@ -167,7 +168,7 @@ def main() -> None:
     join = measure(sim, newcomer, "normal", lambda: sim.join(newcomer, via="n1"))
     join["keys_replicated_by_newcomer"] = sim.nodes[newcomer].disk.stats()["keys"]
     leave = measure(sim, newcomer, "left", lambda: sim.leave(newcomer))
-    print(json.dumps({"benchmark": "rebalance", "keys": args.keys, "nodes": args.nodes,
+    print(json.dumps({"benchmark": "rebalance", **machine(), "keys": args.keys, "nodes": args.nodes,
                       "join": join, "leave": leave}, indent=2))
 
 

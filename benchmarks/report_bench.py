@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine
+
 from kvcheck.checkers import Op, check_run, write_history
 from kvcheck.harness.report import write_report
 
@@ -118,6 +120,7 @@ def main() -> None:
         report = write_report(run_dir)
         write_s = time.monotonic() - t0
         out: dict[str, object] = {
+            "benchmark": "report", **machine(),
             "ops": results.meta.get("ops"), "verdict": results.valid.to_json(),
             "check_s": round(check_s, 2), "write_report_s": round(write_s, 2),
             "report_bytes": report.stat().st_size}

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from machine import machine
 
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import connect
@@ -84,6 +85,7 @@ def main() -> None:
         histories = Path(tmp)
         runs = [simulated(args, seed, histories) for seed in range(1, args.seeds + 1)]
         result: dict[str, Any] = {
+            "benchmark": "sim", **machine(),
             "nodes": args.nodes, "seconds": args.seconds, "rate": args.rate,
             "nemesis": ",".join(NEMESIS), "simulated": runs,
             "calls_per_wall_s": round(sum(r["calls"] for r in runs)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+from machine import machine
 
 from kvcheck.store.storage import EngineOptions, LsmStorage
 from kvcheck.store.versions import Dot, Version, encode_versions
@@ -158,6 +159,7 @@ def main() -> None:
     engine["absent_get_bloom_speedup"] = round(engine["absent_get"]
                                                / engine["absent_get_without_bloom"], 2)
     print(json.dumps({
+        "benchmark": "storage", **machine(),
         "keys": args.keys, "reads": min(args.reads, args.keys), "value_bytes": args.value_bytes,
         "batch": args.batch, "unit": "operations per second",
         "engine": engine, "sqlite": sqlite, "engine_over_sqlite": ratios,

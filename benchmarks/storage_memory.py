@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import machine
+
 from kvcheck.store.storage import EngineOptions, LsmStorage
 from kvcheck.store.versions import stamp
 
@@ -93,7 +95,7 @@ def main() -> None:
             phases[phase] = json.loads(out)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"benchmark": "storage-memory", "keys": keys,
+    print(json.dumps({"benchmark": "storage-memory", **machine(), "keys": keys,
                       "value_bytes": args.value_bytes, "memtable_bytes": MEMTABLE, **phases},
                      indent=2))
 

@@ -54,6 +54,7 @@ import bench_kvstore
 import trio
 from bench_load import KINDS, QUANTILES, ClientReport, Clients, latency_summary, preload, run_load
 from bench_processes import LocalProcesses, cpu_used, machine_cpu
+from machine import machine
 
 #: Seconds between forking the client processes and the start of the measured window: time to
 #: start, connect and make one warm-up read.
@@ -215,10 +216,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     value = os.urandom(args.value_bytes // 2 + 1).hex().encode()[: args.value_bytes]
     databases = DATABASES if args.db == "both" else (args.db,)
-    report: dict[str, Any] = {"benchmark": "store", "workload": {
+    report: dict[str, Any] = {"benchmark": "store", **machine(), "workload": {
         "nodes": 3, "keys": args.keys, "value_bytes": args.value_bytes, "reads": 0.5,
         "writes": 0.5, "clients": args.clients, "client_processes": args.client_processes,
-        "seconds": args.seconds, "cpus": os.cpu_count()}}
+        "seconds": args.seconds}}
     try:
         for database in databases:
             report[database] = measure(database, args, value)

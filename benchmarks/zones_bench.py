@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from machine import machine
 
 from kvcheck.harness.outage import outages
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--time-limit", type=int, default=60)
     args = parser.parse_args()
-    out: dict[str, Any] = {"cores": os.cpu_count(), "python": platform.python_version(),
+    out: dict[str, Any] = {"benchmark": "zones", **machine(),
                            "backend": args.backend, "time_limit": args.time_limit, "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (zones, fault) in CASES.items():
