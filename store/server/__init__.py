@@ -2,7 +2,7 @@
 
 One TCP port serves both people and peers. A connection that opens with
 :data:`~kvcheck.store.messages.PREAMBLE` is a peer's: length-prefixed frames, each a message.
-Anything else is HTTP/1.1 (see :mod:`kvcheck.store.http`), parsed with h11.
+Anything else is HTTP/1.1 (see :mod:`kvcheck.store.http`), read by llhttp (httptools).
 
 Read it in this order:
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kvcheck.store.config import MAX_PAIR_BYTES
+from kvcheck.store.http1 import ResponseReader
 from kvcheck.store.server.http_connection import (
+    HEAD_PIECE,
+    MAX_HTTP_HEAD,
     HttpLimits,
     Reply,
     Request,
@@ -93,6 +99,47 @@ def test_a_malformed_request_gets_a_json_400() -> None:
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert "error" in json.loads(answer.partition(b"\r\n\r\n")[2])
     assert echo.requests == []
+
+
+def test_a_head_past_its_limit_gets_431_however_it_arrives() -> None:
+    for size in (MAX_HTTP_HEAD + HEAD_PIECE, 4 * MAX_HTTP_HEAD):
+        echo = Echo()
+        answer = converse(b"GET /a HTTP/1.1\r\nhost: x\r\nx-big: " + b"b" * size + b"\r\n\r\n",
+                          echo)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"connection: close" in answer
+        assert echo.requests == []
+    echo = Echo()
+    within = b"GET /a HTTP/1.1\r\nx-big: " + b"b" * (MAX_HTTP_HEAD - 100) + b"\r\n\r\n"
+    answer = converse(b"PUT /p HTTP/1.1\r\ncontent-length: 9000\r\n\r\n" + b"v" * 9000 + within,
+                      echo)  # after a pipelined request with a body, in the same pieces
+    assert [r.target for r in echo.requests] == [b"/p", b"/a"] and b" 431 " not in answer
+
+
+def test_the_connection_closes_after_the_request_that_asks_and_after_an_upgrade() -> None:
+    for last in (b"GET /a HTTP/1.1\r\nconnection: close\r\n\r\n",
+                 b"GET /a HTTP/1.0\r\n\r\n",
+                 b"GET /a HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"):
+        echo = Echo()
+        answer = converse(last + b"GET /never HTTP/1.1\r\n\r\n", echo)
+        assert [r.target for r in echo.requests] == [b"/a"]
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"connection: close" in answer
+    echo = Echo()
+    answer = converse(b"CONNECT 10.0.0.1:443 HTTP/1.1\r\nhost: x\r\n\r\nTLS bytes", echo)
+    assert [(r.method, r.target) for r in echo.requests] == [("CONNECT", b"10.0.0.1:443")]
+    assert answer.count(b"HTTP/1.1 ") == 1 and b"connection: close" in answer
+
+
+def test_what_cannot_be_served_is_refused_after_the_requests_before_it_are_answered() -> None:
+    for bad, status in ((b"GARBAGE\r\n\r\n", b"400"),
+                        (b"PUT /b HTTP/1.1\r\ncontent-length: %d\r\n\r\n" % MAX_PAIR_BYTES,
+                         b"413"),
+                        (b"GET /b HTTP/1.1\r\nx-big: " + b"b" * 2 * MAX_HTTP_HEAD, b"431")):
+        echo = Echo()
+        answer = converse(b"GET /a HTTP/1.1\r\n\r\n" + bad, echo)
+        assert [r.target for r in echo.requests] == [b"/a"]
+        first, refused = answer.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 ") and refused.startswith(status + b" ")
+        assert b"connection: close" in refused
 
 
 class Broken(Echo):
@@ -202,3 +249,38 @@ def test_close_with_sends_the_reply_whatever_the_state_then_ends_the_connection(
 
     assert trio.run(run) == (b"HTTP/1.1 503 Service Unavailable\r\nx-why: full\r\n"
                              b"content-length: 2\r\nconnection: close\r\n\r\n{}")
+
+
+REQUEST_PARTS = st.sampled_from([
+    b"GET /kv/k HTTP/1.1\r\n", b"PUT /kv/k HTTP/1.1\r\n", b"GET / HTTP/1.0\r\n",
+    b"host: x\r\n", b"content-length: 3\r\n", b"transfer-encoding: chunked\r\n",
+    b"connection: close\r\n", b"\r\n", b"3\r\nabc\r\n0\r\n\r\n", b"abc", b"\n", b"\x00\xff"])
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(REQUEST_PARTS, st.binary(max_size=20)), min_size=1, max_size=12))
+def test_any_bytes_get_one_whole_answer_per_request_in_turn_and_at_most_one_refusal_last(
+        parts: list[bytes]) -> None:
+    echo = Echo()
+    answers = split_answers(converse(b"".join(parts), echo))
+    statuses = [ResponseReader().feed(answer) for answer in answers]
+    assert all(response is not None for response in statuses)
+    served = [r for r in statuses if r is not None and r.status == 200]
+    assert len(served) == len(echo.requests)
+    assert statuses[:len(served)] == served  # answered in turn, a refusal only after them
+    assert len(statuses) - len(served) <= 1
+    if len(statuses) > len(served):
+        assert b"connection: close" in answers[-1]
+
+
+def split_answers(data: bytes) -> list[bytes]:
+    """The answers in ``data``, one after another, each framed by its content-length."""
+    answers = []
+    while data:
+        head_end = data.index(b"\r\n\r\n") + 4
+        found = re.search(rb"\r\ncontent-length: ([0-9]+)\r\n", data[:head_end])
+        assert found is not None
+        end = head_end + int(found[1])
+        answers.append(data[:end])
+        data = data[end:]
+    return answers
