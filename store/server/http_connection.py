@@ -37,8 +37,9 @@ log = logging.getLogger(__package__)
 
 #: Largest request head accepted over HTTP (a body is refused past the key/value limit).
 MAX_HTTP_HEAD = 16 * 1024
-#: Bytes read at a time: a head is counted in pieces this long (:class:`_RequestReader`).
-HEAD_PIECE = 4 * 1024
+#: Bytes read at a time: a head is counted in pieces this long (:class:`_RequestReader`), of
+#: which MAX_HTTP_HEAD is a multiple.
+HEAD_PIECE = MAX_HTTP_HEAD // 4
 #: Seconds, and bytes, a connection answered and closed at once (:func:`close_with`) is read
 #: for after the answer, so that closing it with unread bytes does not reset the answer away.
 LINGER_S = 1.0
@@ -156,8 +157,11 @@ class _RequestReader:
     after it are not read). ``partial`` says whether a request's first bytes are in but not all
     of it. What cannot be served ends the reading and waits in ``refusal``, to be answered after
     the requests complete before it: ``400`` for what is not HTTP/1.1, ``431`` for a head past
-    :data:`MAX_HTTP_HEAD` (counted in pieces of :data:`HEAD_PIECE` bytes: one is refused before
-    it reaches ``MAX_HTTP_HEAD + HEAD_PIECE``), ``413`` for a body at the key/value limit."""
+    :data:`MAX_HTTP_HEAD`, ``413`` for a body at the key/value limit. A head is counted in the
+    pieces of :data:`HEAD_PIECE` bytes it is read in, from the start of the piece where it
+    begins, and refused once the count passes ``MAX_HTTP_HEAD`` (a multiple of the piece)
+    before its end: one of up to ``MAX_HTTP_HEAD`` bytes is always read, one past
+    ``MAX_HTTP_HEAD + HEAD_PIECE`` always refused."""
 
     def __init__(self) -> None:
         self._parser = httptools.HttpRequestParser(self)

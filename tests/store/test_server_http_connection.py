@@ -101,18 +101,20 @@ def test_a_malformed_request_gets_a_json_400() -> None:
     assert echo.requests == []
 
 
-def test_a_head_past_its_limit_gets_431_however_it_arrives() -> None:
-    for size in (MAX_HTTP_HEAD + HEAD_PIECE, 4 * MAX_HTTP_HEAD):
-        echo = Echo()
-        answer = converse(b"GET /a HTTP/1.1\r\nhost: x\r\nx-big: " + b"b" * size + b"\r\n\r\n",
-                          echo)
-        assert answer.startswith(b"HTTP/1.1 431 ") and b"connection: close" in answer
-        assert echo.requests == []
-    echo = Echo()
-    within = b"GET /a HTTP/1.1\r\nx-big: " + b"b" * (MAX_HTTP_HEAD - 100) + b"\r\n\r\n"
-    answer = converse(b"PUT /p HTTP/1.1\r\ncontent-length: 9000\r\n\r\n" + b"v" * 9000 + within,
-                      echo)  # after a pipelined request with a body, in the same pieces
-    assert [r.target for r in echo.requests] == [b"/p", b"/a"] and b" 431 " not in answer
+def test_a_head_within_its_limit_is_read_and_one_far_past_it_gets_431_wherever_it_begins(
+) -> None:
+    head = b"GET /a HTTP/1.1\r\nx-big: \r\n\r\n"
+    for starts in (50, 1000, HEAD_PIECE - 10, 2 * HEAD_PIECE - 10):  # after a pipelined request
+        first = b"PUT /p HTTP/1.1\r\ncontent-length: 00000\r\n\r\n"
+        first = first.replace(b"00000", b"%05d" % (starts - len(first)))
+        first += b"v" * (starts - len(first))
+        for size, refused in ((MAX_HTTP_HEAD, False), (MAX_HTTP_HEAD + HEAD_PIECE + 1, True)):
+            big = head.replace(b"x-big: ", b"x-big: " + b"b" * (size - len(head)))
+            echo = Echo()
+            answer = converse(first + big, echo)
+            targets = [r.target for r in echo.requests]
+            assert targets == ([b"/p"] if refused else [b"/p", b"/a"]), (starts, size)
+            assert (b"HTTP/1.1 431 " in answer) == refused
 
 
 def test_the_connection_closes_after_the_request_that_asks_and_after_an_upgrade() -> None:
