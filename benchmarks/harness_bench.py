@@ -99,8 +99,8 @@ def main() -> None:
                                 run_dir)
 
         async def run() -> list[dict[str, float]]:
-            await cluster.setup()
-            try:
+            try:  # a setup that fails part way has made containers too
+                await cluster.setup()
                 return [await drive(cluster, float(rate), args.seconds, workers,
                                     run_dir / f"history-{rate}.jsonl")
                         for rate in args.rates.split(",")]
