@@ -203,7 +203,8 @@ class StoreClient:
             response = await self._within_timeout(method, target, headers or (), body)
         except trio.TooSlowError as exc:
             raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
-                                   f"{self.timeout} s", applied) from exc
+                                   f"{self.timeout} s",
+                                   applied if self._connection.sent else "no") from exc
         except (OSError, trio.ClosedResourceError, InvalidRequest, ResponseError) as exc:
             raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
                                    applied if self._connection.sent else "no") from exc

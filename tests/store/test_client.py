@@ -6,6 +6,8 @@ errors. (The words each failure becomes in a history: ``tests/harness/test_clien
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -171,6 +173,31 @@ def test_a_timeout_fails_the_request_and_the_next_one_reconnects() -> None:
         assert [s.connection for s in stub.seen] == [0, 1, 2]
 
     run(lambda seen: SILENT if seen.connection < 2 else reply(200, b"v"), scenario)
+
+
+def test_a_write_that_timed_out_while_connecting_surely_did_not_happen() -> None:
+    async def main() -> None:
+        with socket.socket() as listener:  # accepts nothing: a full backlog drops new SYNs
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(0)
+            port = listener.getsockname()[1]
+            waiting = []
+            try:
+                for _ in range(4):  # past the backlog, whatever the kernel rounds it up to
+                    queued = socket.socket()
+                    queued.setblocking(False)
+                    waiting.append(queued)
+                    with contextlib.suppress(BlockingIOError):
+                        queued.connect(("127.0.0.1", port))
+                async with StoreClient("127.0.0.1", port, timeout=0.3) as client:
+                    with pytest.raises(ConnectionFailed, match=r"within 0\.3 s") as write:
+                        await client.put("k", b"1")
+                assert write.value.applied == "no"
+            finally:
+                for queued in waiting:
+                    queued.close()
+
+    trio.run(main)
 
 
 def test_an_earlier_deadline_of_the_caller_bounds_the_request_instead() -> None:
