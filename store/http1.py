@@ -112,7 +112,7 @@ class ResponseReader:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refusal = "101 Switching Protocols, which the client never asks for"
+            pass  # after a 101, refused below (on_headers_complete said why)
         except httptools.HttpParserError as exc:
             if self._response is None:
                 raise MalformedResponse(self._refusal or f"not an HTTP/1.1 response: {exc}"
