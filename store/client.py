@@ -201,13 +201,12 @@ class StoreClient:
             await self._lock.acquire()
         try:
             response = await self._within_timeout(method, target, headers or (), body)
-        except trio.TooSlowError as exc:
-            raise ConnectionFailed(f"no answer from {self.host}:{self.port} within "
-                                   f"{self.timeout} s",
-                                   applied if self._connection.sent else "no") from exc
-        except (OSError, trio.ClosedResourceError, InvalidRequest, ResponseError) as exc:
-            raise ConnectionFailed(f"connection to {self.host}:{self.port} failed: {exc}",
-                                   applied if self._connection.sent else "no") from exc
+        except (trio.TooSlowError, OSError, trio.ClosedResourceError, InvalidRequest,
+                ResponseError) as exc:
+            what = (f"no answer from {self.host}:{self.port} within {self.timeout} s"
+                    if isinstance(exc, trio.TooSlowError) else
+                    f"connection to {self.host}:{self.port} failed: {exc}")
+            raise ConnectionFailed(what, applied if self._connection.sent else "no") from exc
         finally:
             self._lock.release()
         return response.status, response.headers, response.body
