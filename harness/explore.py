@@ -16,11 +16,11 @@ different kinds overlap and those of one kind never do (as a schedule requires);
 targets and parameters come from the nemesis's own draw for its kind, seeded by the fault.
 Deleting a fault, or shortening one, leaves a valid schedule, so shrinking stays in the space.
 
-The search is seeded: the same ``seed``, shard and options try the same first cases in the
-same order; Hypothesis's later choices can vary with what else the process has loaded (seen
-after about ten cases), so a count of runs bounds a search but does not pin it. A failure found
-always replays exactly. It stops when it found and shrank a failure, or when ``budget``
-seconds are spent, or after ``max_runs`` runs.
+The search is seeded: the same ``seed``, shard and options try the same cases in the same
+order in any process, so a count of runs pins it (:func:`_pinned` takes out what would make
+Hypothesis's choices hang on anything else). A failure found always replays exactly. It stops
+when it found and shrank a failure, or when ``budget`` seconds are spent, or after ``max_runs``
+runs.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ import contextlib
 import random
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.internal.conjecture import engine, providers
 
 from kvcheck.checkers import Verdict, check_run
 from kvcheck.harness.backend import BackendError
@@ -274,9 +275,37 @@ class Search:
                 shutil.rmtree(outcome.run_dir)
             raise AssertionError(outcome.reason)
 
-        with contextlib.suppress(_Stop, AssertionError):  # the budget, or a failure shrunk
+        # _Stop: the budget is spent; AssertionError: a failure was found and shrunk.
+        with _pinned(), contextlib.suppress(_Stop, AssertionError):
             hypothesis_seed(self.seed)(probe)()
         return self.found
+
+
+@contextlib.contextmanager
+def _pinned() -> Iterator[None]:
+    """Hypothesis's search a function of its seed and of run counts alone, for the duration.
+
+    Hypothesis (6.131 and later) sometimes draws a constant found in the source of the local
+    modules loaded so far, so what it tries would hang on what else the process imported (the
+    CLI or a test run, a checker imported lazily): that pool is emptied, and its cache cleared
+    on the way in and out (other users in the process keep their own). It also stops shrinking
+    after five minutes of the wall clock: here the search's own budget does.
+    """
+    local_constants = getattr(providers, "_get_local_constants", None)
+    shrinking_limit = engine.MAX_SHRINKING_SECONDS
+    engine.MAX_SHRINKING_SECONDS = 10**12  # never, in effect: the search's budget bounds it
+    if local_constants is not None:
+        from hypothesis.internal.constants_ast import Constants  # only where the pool is
+
+        providers.CONSTANTS_CACHE.cache.clear()
+        providers._get_local_constants = Constants  # an empty pool
+    try:
+        yield
+    finally:
+        engine.MAX_SHRINKING_SECONDS = shrinking_limit
+        if local_constants is not None:
+            providers._get_local_constants = local_constants
+            providers.CONSTANTS_CACHE.cache.clear()
 
 
 def _how(outcome: Outcome) -> tuple[tuple[str, ...], bool, str]:

@@ -120,3 +120,42 @@ def test_a_search_that_cannot_run_is_refused_with_the_option_named(
 
 def test_a_malformed_shard_is_refused() -> None:
     assert main(["explore", "--shard", "2/2"]) == Exit.USAGE
+
+
+#: Runs a search whose runs are stood in for (the choices alone are under test: each case
+#: "fails" when it has three faults and more than four clients), after importing the modules
+#: named in argv; prints a digest of every case tried, in order.
+SEARCH_ONLY = """
+import hashlib, importlib, sys, tempfile
+from pathlib import Path
+from kvcheck.harness import explore
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+tried = []
+def stand_in(case, scratch):
+    tried.append(case)
+    run_dir = scratch / str(len(tried))
+    run_dir.mkdir()
+    failed = len(case.faults) >= 3 and case.concurrency > 4
+    return explore.Outcome(("linearizable",) if failed else (), (), run_dir)
+explore.run_case = stand_in
+with tempfile.TemporaryDirectory() as scratch:
+    explore.Search(explore.Axes(), Path(scratch), seed=7, max_runs=300).run()
+print(len(tried), hashlib.sha256(repr(tried).encode()).hexdigest())
+"""
+
+
+def test_a_search_tries_the_same_cases_whatever_else_the_process_has_loaded(
+        tmp_path: Path) -> None:
+    # Hypothesis draws now and then from constants in loaded local modules: this one offers
+    # many in the ranges a case draws from.
+    (tmp_path / "constants_here.py").write_text(
+        f"CONSTANTS = {[101 * i for i in range(1, 200)] + [2**15 + 5, 99_999, 123_456_789]}\n")
+
+    def search(hash_seed: str, *imports: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", SEARCH_ONLY, *imports], capture_output=True, text=True,
+            env={"PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(tmp_path)}, check=True)
+        return done.stdout
+
+    assert search("1") == search("2", "constants_here")
