@@ -12,7 +12,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
-from conftest import LocalCluster, free_port_block
+from local_cluster import LocalCluster, free_port_block
 
 from kvcheck.store.messages import PREAMBLE, Challenge, FrameDecoder, Hello, Probe, encode_frame
 

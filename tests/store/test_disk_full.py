@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import trio
-from conftest import LocalCluster
+from local_cluster import LocalCluster
 from tinyfs import fill, tiny_fs
 
 from kvcheck.store.client import StoreClient, Unavailable

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import LocalCluster
+from local_cluster import LocalCluster
 
 pytestmark = pytest.mark.integration
 

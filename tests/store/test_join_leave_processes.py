@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import trio
-from conftest import LocalCluster, free_ports
+from local_cluster import LocalCluster, free_ports
 
 from kvcheck.store.client import StoreClient, StoreError
 

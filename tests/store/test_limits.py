@@ -15,7 +15,7 @@ from typing import Any
 import h11
 import pytest
 import trio
-from conftest import LocalCluster
+from local_cluster import LocalCluster
 
 from kvcheck.harness.databases import Fail
 from kvcheck.harness.databases.kvstore import failure

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from conftest import LocalCluster, free_ports
+from local_cluster import LocalCluster, free_ports
 
 from kvcheck.store.client import StoreClient, StoreError
 from kvcheck.store.messages import (

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-from conftest import free_ports
+from local_cluster import free_ports
 
 from kvcheck.store.messages import (
     MAX_HANDSHAKE_FRAME,
