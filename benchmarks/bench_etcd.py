@@ -31,6 +31,7 @@ import base64
 import json
 import os
 import random
+import secrets
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class BenchCluster:
                              db_options=(("reads", reads),))
         self.options: Mapping[str, str] = dict(self.spec.db_options)
         self.run_id = f"store-bench-{os.getpid()}-{random.randrange(1 << 32):08x}"
+        self.secret = secrets.token_hex(32)
         self.database: Database = self.spec.database
         subnet = f"127.{random.randrange(1, 255)}.{random.randrange(256)}"
         self._hosts = {node: f"{subnet}.{i}" for i, node in enumerate(self.members, 1)}

@@ -20,6 +20,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 import trio
 from machine import machine
@@ -35,13 +36,27 @@ from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.workloads import RegisterWorkload
 
 
+class RateResult(TypedDict):
+    """The figures of one target rate (module docstring); no latency without operations."""
+
+    target_ops_per_s: float
+    completed_ops_per_s: float
+    ok: int
+    fail: int
+    info: int
+    p50_ms: float | None
+    p99_ms: float | None
+    harness_cpu_us_per_op: float
+    harness_cpu_share: float
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: int,
-                history_path: Path) -> dict[str, float]:
+                history_path: Path) -> RateResult:
     history = HistoryWriter(history_path)
     workload = RegisterWorkload()
     rng = random.Random(rate)
@@ -98,7 +113,7 @@ def main() -> None:
         cluster = DockerCluster(client, image, f"bench-{int(time.time())}", spec, KvStore(),
                                 run_dir)
 
-        async def run() -> list[dict[str, float]]:
+        async def run() -> list[RateResult]:
             try:  # a setup that fails part way has made containers too
                 await cluster.setup()
                 return [await drive(cluster, float(rate), args.seconds, workers,

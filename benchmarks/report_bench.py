@@ -41,6 +41,7 @@ def synthetic_run(run_dir: Path, ops: int, keys: int, workers: int, seed: int = 
     value = 0
     t = 0.0
     next_fault, faulty = 10_000.0, False
+    ret: int | None  # a read of a key not yet written returns None
     while len(out) < ops - 2 * keys:
         w = min(range(workers), key=free_at.__getitem__)
         t = max(t, free_at[w]) + rng.expovariate(1 / 2.0)

@@ -7,12 +7,17 @@ once per seed, and reports the client calls recorded per wall-clock second of th
 (checking and the report excluded) and how many simulated seconds pass per wall-clock second.
 With ``--docker``, the first seed's test also runs in Docker (as ``kvcheck run`` does, image
 built beforehand), and the speed-up of the simulated run over it is reported.
+
+It also reports the node logic's own speed, the ceiling of any simulated run's: the same nodes'
+:class:`~kvcheck.store.sim.Simulation` driven directly, with no harness, no trio and no faults,
+by as many closed-loop clients as the test has (``node_logic``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +33,14 @@ from kvcheck.harness.runner import Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.virtual_time import run_virtual
+from kvcheck.store.config import ClusterConfig
+from kvcheck.store.events import ClientGet, ClientPut, Found, Response
+from kvcheck.store.sim import Simulation
 
 NEMESIS = ("partition", "kill", "pause", "clock")
+#: Client operations the node logic alone is timed over; and the keys they use.
+NODE_LOGIC_OPS = 20_000
+NODE_LOGIC_KEYS = 100
 
 
 def spec_for(args: argparse.Namespace, seed: int, backend: str) -> TestSpec:
@@ -56,6 +67,48 @@ def simulated(args: argparse.Namespace, seed: int, histories: Path) -> dict[str,
     return {"seed": seed, "wall_s": round(wall, 2), "calls": calls(run_dir),
             "calls_per_wall_s": round(calls(run_dir) / wall),
             "simulated_s_per_wall_s": round(virtual / wall, 1)}
+
+
+def node_logic(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The node logic alone (module docstring): each client reads a random key, then writes it
+    with that read's context (as the register workload does), one request at a time."""
+    spec = spec_for(args, seed, "sim")
+    rng = random.Random(seed)
+    answers: list[tuple[int, Response]] = []
+    sim = Simulation(spec.node_ids, ClusterConfig(**spec.store_settings()), seed=seed,
+                     trace=False, answered=lambda request, response: answers.append(
+                         (request, response)))
+    sim.run_for(5.0)  # the nodes meet before the clock starts
+    keys = [f"k{i}".encode() for i in range(NODE_LOGIC_KEYS)]
+    reads: dict[int, tuple[int, bytes]] = {}  # request -> the client, the key it reads
+    writes: dict[int, int] = {}  # request -> the client
+
+    def submit(client: int, event: ClientGet | ClientPut) -> None:
+        sim.submit(spec.node_ids[client % len(spec.node_ids)], event)
+
+    def read(client: int) -> None:
+        request, key = sim.new_request(), rng.choice(keys)
+        reads[request] = client, key
+        submit(client, ClientGet(request, key))
+
+    started, operations = time.perf_counter(), 0
+    for client in range(spec.concurrency):
+        read(client)
+    while operations < NODE_LOGIC_OPS:
+        sim.step()
+        for request, response in answers:
+            operations += 1
+            if request in reads:
+                client, key = reads.pop(request)
+                context = response.context if isinstance(response, Found) else {}
+                writes[write := sim.new_request()] = client
+                submit(client, ClientPut(write, key, str(operations).encode(), context))
+            else:
+                read(writes.pop(request))
+        answers.clear()
+    wall = time.perf_counter() - started
+    return {"clients": spec.concurrency, "operations": operations, "wall_s": round(wall, 2),
+            "ops_per_wall_s": round(operations / wall)}
 
 
 def in_docker(args: argparse.Namespace, seed: int, histories: Path) -> dict[str, Any]:
@@ -89,7 +142,8 @@ def main() -> None:
             "nodes": args.nodes, "seconds": args.seconds, "rate": args.rate,
             "nemesis": ",".join(NEMESIS), "simulated": runs,
             "calls_per_wall_s": round(sum(r["calls"] for r in runs)
-                                      / sum(r["wall_s"] for r in runs))}
+                                      / sum(r["wall_s"] for r in runs)),
+            "node_logic": node_logic(args, 1)}
         if args.docker:
             docker = in_docker(args, 1, histories)
             result["docker"] = docker

@@ -27,7 +27,7 @@ from machine import machine
 from kvcheck.harness.outage import outages
 
 LOST, OTHERS = ["n3", "n6"], ["n1", "n2", "n4", "n5"]
-CASES = {  # name: (zones, the fault that loses LOST)
+CASES: dict[str, tuple[int, dict[str, object]]] = {  # name: (zones, the fault that loses LOST)
     "zones-3-network": (3, {"kind": "zone", "zone": "c", "outage": "network",
                             "components": [LOST, OTHERS]}),
     "zones-3-power": (3, {"kind": "zone", "zone": "c", "outage": "power"}),
@@ -59,6 +59,13 @@ def measure(run_dir: Path) -> dict[str, Any]:
             "through_lost_nodes": share(lost)}
 
 
+def run_args(args: argparse.Namespace, zones: int, schedule: str, seed: str) -> list[str]:
+    """The arguments of ``kvcheck`` for one case and seed, but ``--histories``."""
+    return ["run", "--backend", args.backend, "--nodes", "6", "--zones", str(zones),
+            "--n", "3", "--w", "2", "--r", "2", "--schedule", schedule,
+            "--time-limit", str(args.time_limit), "--recovery-time", "5", "--seed", seed]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backend", choices=("sim", "docker"), default="sim")
@@ -77,10 +84,8 @@ def main() -> None:
             runs = []
             for seed in range(1, args.seeds + 1):
                 histories = Path(tmp) / f"{name}-{seed}"
-                argv = ["run", "--backend", args.backend, "--nodes", "6", "--zones", str(zones),
-                        "--n", "3", "--w", "2", "--r", "2", "--schedule", str(schedule),
-                        "--time-limit", str(args.time_limit), "--recovery-time", "5",
-                        "--seed", str(seed), "--histories", str(histories)]
+                argv = [*run_args(args, zones, str(schedule), str(seed)),
+                        "--histories", str(histories)]
                 done = subprocess.run([sys.executable, "-m", "kvcheck", *argv],
                                       capture_output=True, text=True)
                 if done.returncode not in (0, 1):
@@ -90,9 +95,7 @@ def main() -> None:
             out["cases"][name] = {"schedule": {"at": 10, "duration": duration,
                                                "targets": LOST, **fault},
                                   "command": "kvcheck " + " ".join(
-                                      a for a in argv[:-2] if a != str(schedule))
-                                  .replace("--schedule", "--schedule SCHEDULE")
-                                  .replace(f"--seed {args.seeds}", "--seed SEED"),
+                                      run_args(args, zones, "SCHEDULE", "SEED")),
                                   "runs": runs}
     print(json.dumps(out, indent=1))
 
