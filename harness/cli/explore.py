@@ -26,7 +26,7 @@ from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import Workload
 from kvcheck.nemesis import NemesisError, parse_kinds
 from kvcheck.nemesis.schedule import write_schedule
-from kvcheck.store.bugs import BUGS
+from kvcheck.store.bugs import check_bugs, describe_bugs
 from kvcheck.store.versions import Versioning
 
 
@@ -51,8 +51,8 @@ def register(commands: Any) -> None:
     p.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction, default=None,
                    help="sloppy or strict quorums (default: either)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
-                   help="switch on a deliberate mistake of the store (repeatable; kvcheck run "
-                   "--bug help lists them)")
+                   help="switch on a deliberate mistake of the store (repeatable; --bug help "
+                   "lists them)")
     p.add_argument("--budget", type=positive_float, default=600.0, metavar="SECONDS",
                    help="stop searching after this many seconds (default: %(default)g)")
     p.add_argument("--max-runs", type=int, default=1_000_000, metavar="N",
@@ -82,11 +82,13 @@ def axes_from(args: argparse.Namespace) -> Axes:
         value = getattr(args, name)
         if value is not None and not 1 <= value <= args.n:
             raise ValueError(f"--{name} must be from 1 to --n ({args.n})")
-    if unknown := sorted(set(args.bug) - set(BUGS)):
-        raise ValueError(f"--bug: no such bug: {', '.join(unknown)} (kvcheck run --bug help)")
+    try:
+        bugs = check_bugs(args.bug)
+    except ValueError as exc:
+        raise ValueError(f"--bug: {exc}") from None
     quorums = tuple(range(1, args.n + 1))
     axes = Axes(
-        nodes=args.nodes, n=args.n, kinds=kinds, bugs=tuple(sorted(set(args.bug))),
+        nodes=args.nodes, n=args.n, kinds=kinds, bugs=bugs,
         workloads=(args.workload,) if args.workload else ("register", "set"),
         versionings=(args.versioning,) if args.versioning else ("vclock", "lww"),
         sloppy=(args.sloppy_quorum,) if args.sloppy_quorum is not None else (False, True),
@@ -101,6 +103,9 @@ def axes_from(args: argparse.Namespace) -> Axes:
 def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.merge:
         return _merge(args.merge, out, err)
+    if "help" in args.bug:
+        out.print(describe_bugs(), markup=False, highlight=False, soft_wrap=True)
+        return Exit.OK
     try:
         axes = axes_from(args)
     except (ValueError, NemesisError) as exc:

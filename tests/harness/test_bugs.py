@@ -111,12 +111,14 @@ def test_bugs_reach_every_node_as_flags_and_unknown_ones_are_refused() -> None:
         TestSpec(db="etcd", bugs=("ack-when-sent",))
 
 
-@pytest.mark.parametrize("module", ["kvcheck", "kvcheck.store"])
-def test_bug_help_lists_one_bug_per_line_its_name_first(module: str) -> None:
-    command = "run" if module == "kvcheck" else "serve"
+@pytest.mark.parametrize(("module", "command"), [
+    ("kvcheck", "run"), ("kvcheck", "explore"), ("kvcheck.store", "serve")])
+def test_bug_help_lists_one_bug_per_line_its_name_first(
+        module: str, command: str, tmp_path: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", module, command, "--bug", "help"],
-                            capture_output=True, text=True, check=True).stdout
+                            capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert [line.split()[0] for line in listed.splitlines()] == list(BUGS)
+    assert not list(tmp_path.iterdir())  # it lists them, and does nothing else
 
 
 def test_a_node_refuses_to_start_with_an_unknown_bug(tmp_path: Path) -> None:
