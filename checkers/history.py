@@ -310,7 +310,10 @@ class TestConfig:
     workload's default); ``guarantee``: what the test declares it expects (one of
     :data:`~.guarantees.GUARANTEES`; ``None``: derived from N, W, R, see :attr:`expected`);
     ``zones``: node → the zone (data center) it is in, every node of the test and maybe spares
-    (empty: one implicit zone; see :func:`zone_groups`).
+    (empty: one implicit zone; see :func:`zone_groups`); ``write_context``: ``"last-read"``
+    when each write of a register carries the causal context of its process's last ok read of
+    the key, as the reference store's client does (``None``: unknown); ``vclock_max_entries``:
+    how many entries a version's vector clock keeps before it is pruned (``None``: unknown).
     """
 
     __test__ = False  # not a pytest test class
@@ -327,6 +330,8 @@ class TestConfig:
     guarantee: str | None = None
     history_format: int = HISTORY_FORMAT_VERSION
     zones: Mapping[str, str] = field(default_factory=dict)
+    write_context: str | None = None
+    vclock_max_entries: int | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -344,6 +349,12 @@ class TestConfig:
         if self.guarantee is not None and self.guarantee not in GUARANTEES:
             raise ValueError(f"guarantee must be one of {', '.join(GUARANTEES)}, "
                              f"got {self.guarantee!r}")
+        if self.write_context not in (None, "last-read"):
+            raise ValueError(f'write_context must be "last-read" or null, '
+                             f"got {self.write_context!r}")
+        v = self.vclock_max_entries
+        if v is not None and (type(v) is not int or v < 1):
+            raise ValueError(f"vclock_max_entries must be a positive int or null, got {v!r}")
         if self.history_format != HISTORY_FORMAT_VERSION:
             raise ValueError(f"history_format {self.history_format!r} is not supported")
         zones_from_json(self.zones)
@@ -391,7 +402,9 @@ class TestConfig:
             nemesis=obj.get("nemesis"), checkers=checkers,
             guarantee=obj.get("guarantee") or obj.get("expect") or None,
             history_format=obj.get("history_format", HISTORY_FORMAT_VERSION),
-            zones=zones_from_json(obj.get("zones", {})), raw=dict(obj),
+            zones=zones_from_json(obj.get("zones", {})),
+            write_context=obj.get("write_context"),
+            vclock_max_entries=obj.get("vclock_max_entries"), raw=dict(obj),
         )
 
 

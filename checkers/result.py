@@ -78,6 +78,7 @@ ANOMALY_KINDS: Mapping[str, str] = {
     "never-succeeded": "stats",
     "nonlinearizable": "linearizable",
     "stale-read": "stale-reads",
+    "superseded-sibling": "stale-reads",
     "lost": "lost-writes",
     "unexpected": "lost-writes",
     "stale": "lost-writes",

@@ -18,6 +18,16 @@ evidence is the reads that *could* have been stale (``figures["reads_checked"]``
 that began after some write of their key had completed. Where the promise applies and there
 is none, the result is unknown: nothing could have shown a stale read.
 
+A read can also return an overwritten version as a sibling: with vector clocks, a write made
+with the context of a read supersedes exactly what that read returned, so no read may return
+one of those versions beside the new one — they are its ancestors, not its siblings. Where
+``test.json`` says each write carries its process's last read's context
+(:attr:`~kvcheck.checkers.history.TestConfig.write_context`) and no clock can have been pruned
+(at most ``vclock_max_entries`` nodes, none joined: a pruned clock makes false siblings by
+design), every such read is a ``superseded-sibling`` and makes the result invalid whatever the
+quorums (:func:`_superseded_siblings`; values written once only, so that each names one
+version). ``figures["sibling_reads"]`` counts the ok reads that returned siblings.
+
 Two figures measure staleness in the terms of the PBS model (:mod:`kvcheck.harness.pbs`), over
 the checked reads. ``visibility`` buckets them by t, from the completion of the write a read
 must see to the read's invocation (a read is stale exactly when it misses the write with the
@@ -36,7 +46,16 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from kvcheck.checkers.history import FAIL, OK, Call, Op, TestConfig, by_key, pair_calls
+from kvcheck.checkers.history import (
+    FAIL,
+    NEMESIS,
+    OK,
+    Call,
+    Op,
+    TestConfig,
+    by_key,
+    pair_calls,
+)
 from kvcheck.checkers.result import Anomaly, CheckResult, Verdict
 from kvcheck.checkers.stats import ns_quantiles_ms, quantiles
 
@@ -105,14 +124,24 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
     behind: list[int] = []
     lags: list[int] = []
     seen: list[tuple[int, int]] = []
+    unjudged = _siblings_unjudged(history, config)
+    sibling_reads = superseded = 0
     for key, cs in groups.items():
         r, k, s = _check_key(key, cs, anomalies, behind, lags, seen, max_anomalies)
         reads += r
         checked += k
         stale += s
+        if unjudged is None:
+            with_siblings, bad = _superseded_siblings(key, cs, anomalies, max_anomalies)
+            sibling_reads += with_siblings
+            superseded += bad
     strict = config.promises_latest_reads
     keys = f"{len(groups):,} key{'s' if len(groups) != 1 else ''}"
-    if strict and stale:
+    if superseded:
+        valid = Verdict.INVALID
+        basis = (f"{superseded:,} of {sibling_reads:,} reads that returned siblings returned "
+                 f"an overwritten version beside its successor, over {keys}")
+    elif strict and stale:
         valid = Verdict.INVALID
         basis = f"{stale:,} of {checked:,} reads that could have been stale were, over {keys}"
     elif strict and not checked:
@@ -135,9 +164,75 @@ def check_stale_reads(history: Sequence[Op], config: TestConfig | None = None, *
         "visibility": _visibility(seen),
         "versions_behind_counts": {str(n): count for n, count
                                    in sorted(Counter(missed for _, missed in seen).items())},
+        "sibling_reads": sibling_reads,
+        "superseded_siblings": superseded if unjudged is None else None,
+        **({} if unjudged is None else {"superseded_siblings_unjudged": unjudged}),
         "anomalies_listed": len(anomalies),
     }
     return CheckResult("stale-reads", valid, figures, tuple(anomalies), basis=basis)
+
+
+def _siblings_unjudged(history: Sequence[Op], config: TestConfig) -> str | None:
+    """Why superseded siblings cannot be told in this history; None when they can."""
+    if config.versioning != "vector-clock" or config.write_context != "last-read":
+        return "test.json does not say which context each write carried"
+    limit = config.vclock_max_entries
+    if limit is None or len(config.nodes) > limit:
+        return "more nodes than a vector clock keeps entries: clocks may have been pruned"
+    if any(op.process == NEMESIS and "membership" in op.f for op in history):
+        return "nodes joined: clocks may have been pruned"
+    return None
+
+
+def _superseded_siblings(key: Any, cs: list[Call], anomalies: list[Anomaly],
+                         max_anomalies: int) -> tuple[int, int]:
+    """Judge the ok reads of ``key`` that returned siblings (module docstring): each write
+    supersedes what its process's last ok read of the key returned. ``cs`` holds no failed
+    call. Return how many such reads there are, and how many returned a version beside one
+    that superseded it."""
+    writes: Counter[Any] = Counter()  # value -> writes of it that may have happened
+    context_of: dict[Any, tuple[Call, Call]] = {}  # value -> its write, the read it followed
+    last_read: dict[int | str, Call] = {}
+    try:
+        for c in sorted(cs, key=lambda c: c.inv_index):  # a process's calls are sequential
+            if c.f == "read" and c.type == OK:
+                last_read[c.process] = c
+            elif c.f == "write" and c.value_in is not None:
+                writes[c.value_in] += 1
+                if (read := last_read.get(c.process)) is not None:
+                    context_of[c.value_in] = c, read
+    except TypeError:
+        return 0, 0  # unhashable values: not a register
+    nsiblings = nbad = 0
+    for c in cs:
+        if c.f != "read" or c.type != OK:
+            continue
+        try:
+            vals = tuple(dict.fromkeys(_read_values(c.value_out)))  # once each, in order
+        except TypeError:
+            continue
+        if len(vals) < 2:
+            continue
+        nsiblings += 1
+        for b in (v for v in vals if writes[v] == 1 and v in context_of):
+            write, read = context_of[b]
+            overwritten = _read_values(read.value_out)
+            older = [a for a in vals if a != b and writes[a] == 1 and a in overwritten]
+            if not older:
+                continue
+            nbad += 1
+            if len(anomalies) < max_anomalies:
+                via = f" through {c.invoke.node}" if c.invoke.node else ""
+                anomalies.append(Anomaly(
+                    "superseded-sibling", (*c.indexes, *write.indexes, *read.indexes),
+                    f"read of {key!r}{via} at {_s(c.invoke.time)} returned {older[0]!r} "
+                    f"beside {b!r}, but the write of {b!r} (process {write.process}) carried "
+                    f"the context of its read that returned {older[0]!r}: it overwrote it",
+                    key=key, details={"read": c.inv_index, "write": write.inv_index,
+                                      "context_read": read.inv_index,
+                                      "superseded": older, "node": c.invoke.node}))
+            break
+    return nsiblings, nbad
 
 
 def _visibility(seen: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:

@@ -31,6 +31,9 @@ BUGS: dict[str, str] = {
     "dot-from-context": "versions: a new version's counter follows the client's context alone, "
                         "not what the replica stores, so two blind writes through one replica "
                         "get the same dot",
+    "context-not-kept": "versions: a new version is stored without the causal context its "
+                        "client sent, so only the replica that stamps it drops the versions "
+                        "the client read; on the others they stay, as its siblings",
     "lww-last-arrival": "replica: with last-write-wins, a replicated version replaces the "
                         "stored one whatever their timestamps",
 }

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from kvcheck.store.antientropy import SharedHashes
@@ -224,6 +224,9 @@ class Replica:
         else:
             version, versions = stamp(self.actor, local, context, value, timestamp,
                                       self._cluster.vclock_max_entries)
+        if "context-not-kept" in self._cluster.bugs:  # what the client read stays its sibling
+            version = replace(version, context={})
+            versions = [*discard(local, context), version]
         if version.dot.counter > MAX_COUNTER:  # only after a context that claimed as much
             self._counters["counters_exhausted"] += 1
             return Unavailable(f"{self.actor} has stamped the last counter of the key: a causal "

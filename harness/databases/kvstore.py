@@ -121,10 +121,14 @@ class KvStore(Database):
             raise DatabaseError(f"--w and --r must be from 1 to --n ({spec.n})")
 
     def describe(self, spec: TestSpec) -> dict[str, Any]:
+        causal = {"write_context": "last-read",  # KvStoreClient: a write, its last read's
+                  "vclock_max_entries": ClusterConfig().vclock_max_entries}
         return {"n": spec.n, "w": spec.w, "r": spec.r, "sloppy_quorum": spec.sloppy_quorum,
                 "read_repair": spec.read_repair,
                 "versioning": "vector-clock" if spec.versioning == "vclock" else "lww",
-                "request_timeout_ms": spec.request_timeout_ms, "bugs": list(spec.bugs)}
+                "request_timeout_ms": spec.request_timeout_ms, "bugs": list(spec.bugs),
+                **(causal if spec.versioning == "vclock" and spec.workload == "register"
+                   else {})}
 
     async def replica_state(self, node: str, keys: Sequence[str],
                             cluster: Cluster) -> dict[str, Any] | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import pytest
 from checker_builders import H
 from hypothesis import given, settings
 from lin_strategies import register_histories
@@ -264,3 +266,100 @@ def test_visibility_and_versions_missed_add_up_to_the_checked_and_stale_reads(
     assert counts.get(0, 0) == figures["reads_checked"] - figures["stale_reads"]
     assert all(0 <= b["stale"] <= b["reads"] for b in visibility)
     assert max(counts, default=0) == (figures["versions_behind"]["max"] or 0)
+
+
+#: The reference store's register test with vector clocks: each write carries the context of
+#: its process's last ok read of the key, and no clock is pruned below ten nodes.
+CAUSAL = TestConfig(n=3, w=1, r=1, nodes=("n1", "n2", "n3"), write_context="last-read",
+                    vclock_max_entries=10)
+
+
+def superseded_history() -> tuple[H, dict[str, Any]]:
+    """Process 0 reads 1, then writes 2 with that read's context: 2 overwrote 1. Process 1
+    wrote 3 blind, concurrently: 3 is a true sibling of both."""
+    h = H()
+    named = {"w1": h.call(0, "write", 1), "r1": h.call(0, "read", out=1),
+             "w3": h.call(1, "write", 3), "w2": h.call(0, "write", 2)}
+    return h, named
+
+
+def test_a_version_beside_the_write_that_overwrote_it_is_a_superseded_sibling() -> None:
+    h, named = superseded_history()
+    bad = h.call(2, "read", out=[3, 1, 2])
+    h.call(2, "read", out=[2, 3])  # true siblings: fine
+    for config in (CAUSAL, dataclasses.replace(CAUSAL, n=3, w=2, r=2)):  # whatever quorums
+        res = check_stale_reads(h.ops, config)
+        assert res.valid is Verdict.INVALID
+        (a,) = [a for a in res.anomalies if a.kind == "superseded-sibling"]
+        assert set(a.ops) == {*bad, *named["w2"], *named["r1"]}
+        assert a.details["superseded"] == [1]
+        assert res.figures["superseded_siblings"] == 1 and res.figures["sibling_reads"] == 2
+        assert "overwritten version" in (res.basis or "")
+
+
+def _last_read_returned_nothing(h: H) -> None:
+    h.call(0, "read", out=1)
+    h.call(0, "read", out=None)  # the context 2 carries
+
+
+def _blind_write(h: H) -> None:
+    h.call(1, "read", out=1)  # another process read 1, not the writer of 2
+
+
+def _written_twice(h: H) -> None:
+    h.call(0, "read", out=1)
+    h.call(1, "write", 1)  # which version of 1 a read returns is unknown
+
+
+@pytest.mark.parametrize("before", [_last_read_returned_nothing, _blind_write, _written_twice])
+def test_siblings_a_write_did_not_overwrite_are_fine(before: Any) -> None:
+    h = H()
+    h.call(0, "write", 1)
+    before(h)
+    h.call(0, "write", 2)
+    h.call(2, "read", out=[1, 2])
+    res = check_stale_reads(h.ops, CAUSAL)
+    assert res.figures["superseded_siblings"] == 0 and res.figures["sibling_reads"] == 1
+    assert res.valid is Verdict.VALID
+
+
+def test_a_failed_write_overwrites_nothing_and_a_failed_read_gives_no_context() -> None:
+    h = H()
+    h.call(0, "write", 1)
+    h.call(0, "read", out=1)
+    h.call(0, "write", 7, type_="fail")
+    h.call(1, "write", 2)
+    h.call(0, "read", out=[1, 2], type_="fail")
+    h.call(0, "write", 3)  # its context: the read that returned 1
+    h.call(2, "read", out=[2, 3])
+    assert check_stale_reads(h.ops, CAUSAL).figures["superseded_siblings"] == 0
+    h.call(2, "read", out=[1, 3])
+    assert check_stale_reads(h.ops, CAUSAL).figures["superseded_siblings"] == 1
+
+
+@pytest.mark.parametrize(("config", "nemesis", "why"), [
+    (TestConfig(n=3, w=1, r=1), None, "which context"),
+    (dataclasses.replace(CAUSAL, versioning="lww"), None, "which context"),
+    (dataclasses.replace(CAUSAL, vclock_max_entries=2), None, "pruned"),
+    (dataclasses.replace(CAUSAL, vclock_max_entries=None), None, "pruned"),
+    (CAUSAL, "start-membership", "joined"),
+])
+def test_superseded_siblings_are_not_judged_where_contexts_are_unknown_or_pruned(
+        config: TestConfig, nemesis: str | None, why: str) -> None:
+    h, _ = superseded_history()
+    if nemesis:
+        h.nemesis(nemesis)
+    h.call(2, "read", out=[1, 2])
+    res = check_stale_reads(h.ops, config)
+    assert res.figures["superseded_siblings"] is None
+    assert why in res.figures["superseded_siblings_unjudged"]
+    assert res.valid is Verdict.VALID
+
+
+def test_write_context_and_clock_size_are_read_from_test_json_and_checked() -> None:
+    config = TestConfig.from_json({"write_context": "last-read", "vclock_max_entries": 10})
+    assert (config.write_context, config.vclock_max_entries) == ("last-read", 10)
+    for bad in ({"write_context": "first-read"}, {"vclock_max_entries": 0},
+                {"vclock_max_entries": "10"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TestConfig.from_json(bad)

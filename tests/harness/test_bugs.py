@@ -27,6 +27,7 @@ CAUGHT_BY = {
     "merge-keeps-newest": (["--workload", "set"], "lost-writes", "lost"),
     "repair-replaces": (["--workload", "set"], "lost-writes", "lost"),
     "dot-from-context": (["--workload", "set"], "lost-writes", "lost"),
+    "context-not-kept": ([], "stale-reads", "superseded-sibling"),
     "lww-last-arrival": (["--versioning", "lww"], "stale-reads", "stale-read"),
     "ack-before-fsync": (["--workload", "set", "--nemesis", "power", "--rate", "500"],
                          "lost-writes", "lost"),

@@ -59,9 +59,8 @@ def test_a_search_finds_a_bug_shrinks_it_and_prints_a_command_that_replays_it_ex
 
 STRICT = ["--workload", "register", "--no-sloppy-quorum", "--w", "2", "--r", "2"]
 #: The bugs a short search finds, at its third run (docs/sim.md): the options that narrow the
-#: search, and the checker that must catch the failure. The first runs of a seeded search are
-#: the same in any process; later ones can vary (docs/sim.md), so the others — found after
-#: nine runs or more — are caught by seeded runs in test_bugs.py instead.
+#: search, and the checker that must catch the failure. The others take longer searches, so
+#: seeded runs in test_bugs.py catch them instead.
 FOUND_BY_A_SHORT_SEARCH = {
     "count-own-read-twice": (STRICT, "stale-reads"),
     "ack-when-sent": (STRICT, "stale-reads"),
