@@ -55,8 +55,10 @@ def notes(c: CheckResult) -> str:
         return (f"{count(keys)} key{'' if keys == 1 else 's'}, {count(f.get('calls'))} calls, "
                 f"{seconds(f.get('seconds'))}")
     if c.checker == "stale-reads":
-        return (f"{count(f.get('stale_reads'))}/{count(f.get('reads'))} stale; "
-                f"{f.get('guarantee')}")
+        superseded = f.get("superseded_siblings")
+        return (f"{count(f.get('stale_reads'))}/{count(f.get('reads'))} stale"
+                + (f", {count(superseded)} superseded siblings" if superseded else "")
+                + f"; {f.get('guarantee')}")
     if c.checker == "lost-writes":
         return (f"{count(f.get('lost'))} lost of {count(f.get('acknowledged'))} acknowledged, "
                 f"{count(f.get('stale'))} stale")

@@ -178,6 +178,8 @@ def test_notes_write_figures_as_people_do() -> None:
         "1,200 keys, 45,678 calls, 2.35 s"
     assert notes(_check("stale-reads", stale_reads=3, reads=10500, guarantee="none")) == \
         "3/10,500 stale; none"
+    assert notes(_check("stale-reads", stale_reads=0, reads=10500, superseded_siblings=1200,
+                        guarantee="none")) == "0/10,500 stale, 1,200 superseded siblings; none"
     assert notes(_check("lost-writes", lost=0, acknowledged=2500, stale=1)) == \
         "0 lost of 2,500 acknowledged, 1 stale"
 
