@@ -32,6 +32,7 @@ NARROWED: dict[str, list[str]] = {
     "count-own-read-twice": STRICT,
     "ack-when-sent": STRICT,
     "lww-last-arrival": [*STRICT, "--versioning", "lww"],
+    "context-not-kept": ["--workload", "register", "--versioning", "vclock"],
     "ack-before-fsync": ["--workload", "set", "--nemesis", "power,partition,kill"],
     "hints-in-memory": ["--workload", "set", "--sloppy-quorum", "--nemesis", "partition,kill"],
 }

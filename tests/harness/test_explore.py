@@ -67,6 +67,7 @@ FOUND_BY_A_SHORT_SEARCH = {
     "merge-keeps-newest": ([], "lost-writes"),
     "repair-replaces": ([], "lost-writes"),
     "dot-from-context": ([], "lost-writes"),
+    "context-not-kept": (["--workload", "register", "--versioning", "vclock"], "stale-reads"),
 }
 
 
