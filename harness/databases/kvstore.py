@@ -121,7 +121,9 @@ class KvStore(Database):
             raise DatabaseError(f"--w and --r must be from 1 to --n ({spec.n})")
 
     def describe(self, spec: TestSpec) -> dict[str, Any]:
-        causal = {"write_context": "last-read",  # KvStoreClient: a write, its last read's
+        # With vector clocks, KvStoreClient writes a register with the context of its last
+        # read of the key, and the nodes keep clocks of the store's default size.
+        causal = {"write_context": "last-read",
                   "vclock_max_entries": ClusterConfig().vclock_max_entries}
         return {"n": spec.n, "w": spec.w, "r": spec.r, "sloppy_quorum": spec.sloppy_quorum,
                 "read_repair": spec.read_repair,
