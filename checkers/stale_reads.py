@@ -23,10 +23,11 @@ with the context of a read supersedes exactly what that read returned, so no rea
 one of those versions beside the new one — they are its ancestors, not its siblings. Where
 ``test.json`` says each write carries its process's last read's context
 (:attr:`~kvcheck.checkers.history.TestConfig.write_context`) and no clock can have been pruned
-(at most ``vclock_max_entries`` nodes, none joined: a pruned clock makes false siblings by
-design), every such read is a ``superseded-sibling`` and makes the result invalid whatever the
-quorums (:func:`_superseded_siblings`; values written once only, so that each names one
-version). ``figures["sibling_reads"]`` counts the ok reads that returned siblings.
+(no more actors than ``vclock_max_entries``: the nodes, and one more per membership change, as
+a node joins as a new actor; a pruned clock makes false siblings by design), every such read
+is a ``superseded-sibling`` and makes the result invalid whatever the quorums
+(:func:`_superseded_siblings`; values written once only, so that each names one version).
+``figures["sibling_reads"]`` counts the ok reads that returned siblings.
 
 Two figures measure staleness in the terms of the PBS model (:mod:`kvcheck.harness.pbs`), over
 the checked reads. ``visibility`` buckets them by t, from the completion of the write a read
@@ -176,11 +177,14 @@ def _siblings_unjudged(history: Sequence[Op], config: TestConfig) -> str | None:
     """Why superseded siblings cannot be told in this history; None when they can."""
     if config.versioning != "vector-clock" or config.write_context != "last-read":
         return "test.json does not say which context each write carried"
+    # Each node is one actor, and a membership change may add one: a node joins on an empty
+    # disk, as a new actor.
+    actors = len(config.nodes) + sum(op.process == NEMESIS and op.type == "invoke"
+                                     and op.f == "start-membership" for op in history)
     limit = config.vclock_max_entries
-    if limit is None or len(config.nodes) > limit:
-        return "more nodes than a vector clock keeps entries: clocks may have been pruned"
-    if any(op.process == NEMESIS and "membership" in op.f for op in history):
-        return "nodes joined: clocks may have been pruned"
+    if limit is None or actors > limit:
+        return (f"up to {actors} actors, more than the {limit} entries a vector clock keeps: "
+                "clocks may have been pruned")
     return None
 
 

@@ -25,7 +25,7 @@ class H:
                            value, node, None, extra))
         return index
 
-    def invoke(self, p: int, f: str, value: Any = None, **kw: Any) -> int:
+    def invoke(self, p: int | str, f: str, value: Any = None, **kw: Any) -> int:
         return self._add(p, "invoke", f, value, **kw)
 
     def ok(self, p: int, f: str, value: Any = None, **kw: Any) -> int:

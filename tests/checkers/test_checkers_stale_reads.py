@@ -337,23 +337,33 @@ def test_a_failed_write_overwrites_nothing_and_a_failed_read_gives_no_context() 
     assert check_stale_reads(h.ops, CAUSAL).figures["superseded_siblings"] == 1
 
 
-@pytest.mark.parametrize(("config", "nemesis", "why"), [
-    (TestConfig(n=3, w=1, r=1), None, "which context"),
-    (dataclasses.replace(CAUSAL, versioning="lww"), None, "which context"),
-    (dataclasses.replace(CAUSAL, vclock_max_entries=2), None, "pruned"),
-    (dataclasses.replace(CAUSAL, vclock_max_entries=None), None, "pruned"),
-    (CAUSAL, "start-membership", "joined"),
+@pytest.mark.parametrize(("config", "joins", "why"), [
+    (TestConfig(n=3, w=1, r=1), 0, "which context"),
+    (dataclasses.replace(CAUSAL, versioning="lww"), 0, "which context"),
+    (dataclasses.replace(CAUSAL, vclock_max_entries=2), 0, "up to 3 actors"),
+    (dataclasses.replace(CAUSAL, vclock_max_entries=None), 0, "pruned"),
+    (dataclasses.replace(CAUSAL, vclock_max_entries=4), 2, "up to 5 actors, more than the 4"),
 ])
 def test_superseded_siblings_are_not_judged_where_contexts_are_unknown_or_pruned(
-        config: TestConfig, nemesis: str | None, why: str) -> None:
+        config: TestConfig, joins: int, why: str) -> None:
     h, _ = superseded_history()
-    if nemesis:
-        h.nemesis(nemesis)
+    for _ in range(joins):
+        h.invoke("nemesis", "start-membership")
+        h.nemesis("start-membership")
     h.call(2, "read", out=[1, 2])
     res = check_stale_reads(h.ops, config)
     assert res.figures["superseded_siblings"] is None
     assert why in res.figures["superseded_siblings_unjudged"]
     assert res.valid is Verdict.VALID
+
+
+def test_membership_changes_within_the_clock_size_are_judged() -> None:
+    h, _ = superseded_history()
+    h.invoke("nemesis", "start-membership")
+    h.nemesis("start-membership")  # three nodes and one join: 4 actors of at most 4
+    h.call(2, "read", out=[1, 2])
+    res = check_stale_reads(h.ops, dataclasses.replace(CAUSAL, vclock_max_entries=4))
+    assert res.figures["superseded_siblings"] == 1 and res.valid is Verdict.INVALID
 
 
 def test_write_context_and_clock_size_are_read_from_test_json_and_checked() -> None:
