@@ -195,7 +195,8 @@ def _superseded_siblings(key: Any, cs: list[Call], anomalies: list[Anomaly],
     call. Return how many such reads there are, and how many returned a version beside one
     that superseded it."""
     writes: Counter[Any] = Counter()  # value -> writes of it that may have happened
-    context_of: dict[Any, tuple[Call, Call]] = {}  # value -> its write, the read it followed
+    #: value -> its write, the read it followed, and the values that read returned
+    context_of: dict[Any, tuple[Call, Call, tuple[Any, ...]]] = {}
     last_read: dict[int | str, Call] = {}
     try:
         for c in sorted(cs, key=lambda c: c.inv_index):  # a process's calls are sequential
@@ -204,7 +205,7 @@ def _superseded_siblings(key: Any, cs: list[Call], anomalies: list[Anomaly],
             elif c.f == "write" and c.value_in is not None:
                 writes[c.value_in] += 1
                 if (read := last_read.get(c.process)) is not None:
-                    context_of[c.value_in] = c, read
+                    context_of[c.value_in] = c, read, _read_values(read.value_out)
     except TypeError:
         return 0, 0  # unhashable values: not a register
     nsiblings = nbad = 0
@@ -219,8 +220,7 @@ def _superseded_siblings(key: Any, cs: list[Call], anomalies: list[Anomaly],
             continue
         nsiblings += 1
         for b in (v for v in vals if writes[v] == 1 and v in context_of):
-            write, read = context_of[b]
-            overwritten = _read_values(read.value_out)
+            write, read, overwritten = context_of[b]
             older = [a for a in vals if a != b and writes[a] == 1 and a in overwritten]
             if not older:
                 continue
