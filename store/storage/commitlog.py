@@ -158,9 +158,12 @@ class CommitLog:
             raise ValueError(f"record of {len(payload)} bytes exceeds {MAX_RECORD}")
         record = _header(payload) + payload
         try:
-            written = os.write(self._fd, record)
-            if written != len(record):
-                raise OSError(f"{self.path}: short write ({written} of {len(record)} bytes)")
+            written = 0
+            while written < len(record):  # after a short write (a disk just filled), the write
+                done = os.write(self._fd, record[written:])  # of the rest raises why
+                if not done:
+                    raise OSError(f"{self.path}: short write ({written} of {len(record)} bytes)")
+                written += done
         except OSError:
             os.ftruncate(self._fd, self.size)  # never leave a partial record before the next
             raise

@@ -173,6 +173,12 @@ def _unpack(raw: bytes) -> list[Version]:
     return decode_versions(msgpack.unpackb(raw, raw=False))
 
 
+def _log_record(key: bytes, encoded: bytes) -> bytes:
+    """The commit-log record of a put: ``[key, versions]`` in msgpack, which is the header of a
+    two-element array, then each element's own encoding — ``encoded`` as :func:`_pack` made it."""
+    return b"\x92" + msgpack.packb(key, use_bin_type=True) + encoded
+
+
 _EMPTY = _pack([])
 
 
@@ -250,7 +256,7 @@ class LsmStorage:
                 key, raw = msgpack.unpackb(payload, raw=False)
                 if not isinstance(key, bytes):
                     raise TypeError("key is not bytes")
-                self._memtable.put(key, decode_versions(raw), len(payload))
+                self._memtable.put(key, _pack(decode_versions(raw)))
             except (ValueError, TypeError) as exc:
                 raise CorruptLogError(path, offset, f"undecodable record: {exc}") from None
             count += 1
@@ -264,7 +270,7 @@ class LsmStorage:
         damaged, and :class:`StorageError` when the device fails the read."""
         for memtable in (self._memtable, self._frozen):
             if memtable is not None and (found := memtable.get(key)) is not None:
-                return list(found)
+                return _unpack(found)
         hashes = key_hashes(key) if self.options.use_bloom else None
         for table in reversed(self._tables):
             raw = table.sst.get(key, hashes)
@@ -290,15 +296,15 @@ class LsmStorage:
                     raise StorageError(f"the memtable is full and cannot be flushed: {exc}"
                                        ) from exc
             assert self._log is not None
-            payload = msgpack.packb([key, encode_versions(versions)], use_bin_type=True)
+            encoded = _pack(versions)
             try:
-                self._log.append(payload)
+                self._log.append(_log_record(key, encoded))
             except (OSError, ValueError) as exc:
                 raise StorageError(f"commit log append failed: {exc}") from exc
         except StorageError:
             self._counters["write_errors"] += 1
             raise
-        self._memtable.put(key, versions, len(payload))
+        self._memtable.put(key, encoded)
 
     @property
     def unsynced(self) -> bool:
@@ -344,13 +350,13 @@ class LsmStorage:
         Memory is one block per table plus the memtables. Raises
         :class:`~kvcheck.store.storage.sstable.CorruptSSTableError` on a damaged block.
         """
-        scans: list[Iterable[tuple[bytes, list[Version] | bytes]]] = [
+        scans: list[Iterable[tuple[bytes, bytes]]] = [
             m.items(start) for m in (self._memtable, self._frozen) if m is not None]
         scans.extend(t.sst.scan(start) for t in reversed(self._tables))
         return self._scan(scans, end, where)
 
     @staticmethod
-    def _scan(scans: Sequence[Iterable[tuple[bytes, list[Version] | bytes]]],
+    def _scan(scans: Sequence[Iterable[tuple[bytes, bytes]]],
               end: bytes | None, where: Callable[[bytes], bool] | None,
               ) -> Iterator[tuple[bytes, list[Version]]]:
         for key, value in _newest_first(scans):
@@ -358,8 +364,7 @@ class LsmStorage:
                 return
             if where is not None and not where(key):
                 continue
-            versions = _unpack(value) if isinstance(value, bytes) else value
-            if versions:
+            if versions := _unpack(value):
                 yield key, versions
 
     def purge_tombstones(self, older_than_ms: int) -> int:
@@ -467,8 +472,7 @@ class LsmStorage:
             lo, hi = frozen.first_segment, self._segment - 1
             writer = SSTableWriter(self.dir / table_name(lo, hi), len(frozen),
                                    self.options.bloom_fp_rate, self.options.block_bytes)
-            source = ((key, _pack(versions)) for key, versions in frozen.items())
-            self._flush = _Build(lo, hi, writer, source)
+            self._flush = _Build(lo, hi, writer, iter(frozen.items()))
         build = self._flush
         try:
             if not build.step(self.options.step_bytes):

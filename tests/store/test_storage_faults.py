@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 from tinyfs import fill, tiny_fs
 
-from kvcheck.store.storage import EngineOptions, LsmStorage, StorageError, faults
+from kvcheck.store.storage import (
+    CommitLog,
+    EngineOptions,
+    LsmStorage,
+    StorageError,
+    faults,
+    replay,
+)
 from kvcheck.store.storage.sstable import SSTableWriter
 from kvcheck.store.versions import Dot, Version
 
@@ -80,6 +87,19 @@ def test_a_table_writer_aborted_on_a_full_disk_never_raises(disk: Path) -> None:
             writer.add(key(i), b"x" * 100)
     writer.abort()  # a buffered writer's close wrote its buffer here, and failed again
     assert not temporaries(disk)
+
+
+def test_a_record_that_fits_only_in_part_is_refused_with_the_disks_reason(disk: Path) -> None:
+    log = CommitLog(disk / "wal.log")
+    log.append(b"first")
+    size = os.path.getsize(log.path)
+    fill(disk)  # what is left: the rest of the log's last page, less than the record below
+    with pytest.raises(OSError) as refused:
+        log.append(b"x" * 8192)  # the page's rest is written, then the next write fails
+    assert refused.value.errno == errno.ENOSPC
+    assert os.path.getsize(log.path) == size
+    log.close()
+    assert [payload for _, payload in replay(log.path)] == [b"first"]
 
 
 def test_a_flush_out_of_space_fails_cleanly_and_completes_once_space_returns(disk: Path) -> None:
