@@ -398,12 +398,15 @@ class Node:
     # -- the layout: joining and leaving --
 
     def _merge_records(self, records: tuple[Record, ...], now: Now) -> None:
-        """Take in gossiped records; what others say of this node only raises its version."""
+        """Take in gossiped records. What others say of this node only raises its version, and
+        only when it is not this node's record as it stands: one from before this node's data
+        was wiped, at the version this node has reached again or past it."""
         mine = self.placement.records[self.node_id]
         others = [r for r in records if r.node_id != self.node_id]
-        said = max((r.version for r in records if r.node_id == self.node_id), default=-1)
+        said = max((r.version for r in records if r.node_id == self.node_id
+                    and r != mine and r.version >= mine.version), default=None)
         merged = self.placement.merged(others)
-        if said >= mine.version:  # e.g. a record from before this node's data was wiped
+        if said is not None:
             merged = merged.with_record(replace(mine, version=said + 1))
         if merged is not self.placement:
             self._adopt(merged, now)

@@ -209,3 +209,39 @@ def test_hints_for_a_member_that_leaves_go_to_the_keys_new_replicas() -> None:
                if name != "n2")
     sim.crash("n2")
     assert_on_new_owners(sim, keys, 2)
+
+
+def test_a_settled_cluster_stops_rewriting_its_records() -> None:
+    """Gossip that repeats a node's own record back to it changes nothing: every record keeps
+    its version once the cluster has settled (each new version is saved to disk, with fsync)."""
+    sim = Simulation(["n1", "n2", "n3"], CONFIG, seed=5)
+    sim.run_for(10)
+
+    def versions() -> dict[str, dict[str, int]]:
+        return {node_id: {r.node_id: r.version for r in node.logic.placement.records.values()}
+                for node_id, node in sim.nodes.items()}
+
+    settled = versions()
+    sim.run_for(60)
+    assert versions() == settled
+
+
+def test_a_wiped_node_takes_its_record_back_above_what_the_others_hold() -> None:
+    """A node that restarts on an empty disk starts from the configured records; the others hold
+    a later version of its record (here, from a join since): what they gossip back raises its
+    version past theirs, once, and every node ends up holding the record it says."""
+    sim = Simulation(["n1", "n2", "n3"], CONFIG, seed=6)
+    sim.join("n4", via="n1")
+    for _ in range(int(CHANGE_LIMIT)):
+        if settled(sim, "n4", "normal"):
+            break
+        sim.run_for(1)
+    before = sim.nodes["n2"].logic.placement.records["n1"]
+    assert before.version > 0
+    sim.wipe("n1")
+    sim.run_for(10)
+    records = {node_id: node.logic.placement.records["n1"] for node_id, node in sim.nodes.items()}
+    assert len(set(records.values())) == 1
+    assert records["n1"].version > before.version
+    sim.run_for(30)
+    assert sim.nodes["n1"].logic.placement.records["n1"] == records["n1"]
