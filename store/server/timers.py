@@ -5,20 +5,14 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import trio
 
 from kvcheck.store.node import Timer
 
-
-@dataclass(frozen=True, slots=True, order=True)
-class _Deadline:
-    """One start of a timer, ordered by deadline, then by start."""
-
-    at: float
-    start: int
-    timer: Timer = field(compare=False)
+#: One start of a timer: its deadline, the start's number, the timer. A plain tuple, compared in
+#: C (each request starts a timer): by deadline, then by start, which is unique.
+_Deadline = tuple[float, int, Timer]
 
 
 class Timers:
@@ -39,10 +33,10 @@ class Timers:
         """Fire ``timer`` ``delay`` seconds from now, instead of when it was due (if pending)."""
         self._starts += 1
         self._current[timer] = self._starts
-        deadline = _Deadline(trio.current_time() + delay, self._starts, timer)
-        heapq.heappush(self._heap, deadline)
-        if self._scope is not None and deadline.at < self._scope.deadline:
-            self._scope.deadline = deadline.at
+        at = trio.current_time() + delay
+        heapq.heappush(self._heap, (at, self._starts, timer))
+        if self._scope is not None and at < self._scope.deadline:
+            self._scope.deadline = at
 
     def cancel(self, timer: Timer) -> None:
         """Do not fire ``timer`` (nothing happens if it is not pending)."""
@@ -52,12 +46,12 @@ class Timers:
         """Fire timers as they fall due, until cancelled."""
         while True:
             now = trio.current_time()
-            while self._heap and self._heap[0].at <= now:
-                due = heapq.heappop(self._heap)
-                if self._current.get(due.timer) == due.start:
-                    del self._current[due.timer]
-                    self._fire(due.timer)
-            with trio.CancelScope(deadline=self._heap[0].at if self._heap else math.inf) as scope:
+            while self._heap and self._heap[0][0] <= now:
+                _, start, timer = heapq.heappop(self._heap)
+                if self._current.get(timer) == start:
+                    del self._current[timer]
+                    self._fire(timer)
+            with trio.CancelScope(deadline=self._heap[0][0] if self._heap else math.inf) as scope:
                 self._scope = scope
                 await trio.sleep_forever()
             self._scope = None
