@@ -140,8 +140,15 @@ def sync(*sibling_sets: Iterable[Version]) -> list[Version]:
     if len(by_dot) <= 1:
         return list(by_dot.values())
     candidates = list(by_dot.values())
+    covered: dict[str, int] = {}  # actor -> the highest of its counters some context covers
+    for version in candidates:
+        for actor, (counter, _) in version.context.items():
+            if counter > covered.get(actor, 0):
+                covered[actor] = counter
+    # Only a version some context covers is looked at again, to tell whose: never its own.
     return canonical(
-        v for v in candidates if not any(o.covers(v.dot) for o in candidates if o is not v))
+        v for v in candidates if covered.get(v.dot.actor, 0) < v.dot.counter
+        or not any(o.covers(v.dot) for o in candidates if o is not v))
 
 
 def _content_order(version: Version) -> tuple[object, ...]:

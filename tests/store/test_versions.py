@@ -107,6 +107,21 @@ def test_sync_is_commutative_associative_and_idempotent(ops: list[tuple[str, int
     assert sync(sync(a, b), b) == sync(a, b)
 
 
+arbitrary_versions = st.dictionaries(
+    st.builds(Dot, st.sampled_from(["r1", "r2", "r3"]), st.integers(1, 4)),
+    st.dictionaries(st.sampled_from(["r1", "r2", "r3"]),
+                    st.tuples(st.integers(1, 4), st.just(0))),
+    max_size=8,
+).map(lambda contexts: [Version(dot, context, b"v", 0) for dot, context in contexts.items()])
+
+
+@given(arbitrary_versions)
+def test_sync_keeps_exactly_the_versions_no_other_one_covers(versions: list[Version]) -> None:
+    """Whatever the contexts, even one that claims its own version's dot."""
+    kept = [v for v in versions if not any(o.covers(v.dot) for o in versions if o is not v)]
+    assert sync(versions) == sorted(kept, key=lambda v: (v.dot.actor, v.dot.counter))
+
+
 operations = st.lists(
     st.one_of(
         # write at replica, with the context of a read at replica (or blind)
