@@ -135,9 +135,14 @@ class SimCluster:
 
         Once every other task waits (for an event or a deadline), nothing but the simulation
         can happen before the next deadline: the simulation runs ahead to it in one go, up to
-        the first answer to a client, whose waiter is woken at that answer's virtual time. A
-        request or a fault brings the driver's own wake-up forward (:meth:`_poke`).
+        the first answer to a client, whose waiter is woken at that answer's virtual time. The
+        driver moves the clock there itself, since no deadline comes sooner; else it sleeps
+        until the simulation's next event, which a request or a fault brings forward
+        (:meth:`_poke`).
         """
+        clock = trio.lowlevel.current_clock()
+        if not isinstance(clock, trio.testing.MockClock):
+            raise RuntimeError("a simulated cluster runs in virtual time (run_virtual)")
         with self._driver:
             while True:
                 await trio.testing.wait_all_tasks_blocked()
@@ -153,6 +158,9 @@ class SimCluster:
                     wake: float | None = self.sim.now  # its clients learn of it then
                 else:
                     wake = self._answers[0][0] if self._answers else self.sim.next_time()
+                if wake is not None and wake <= horizon:  # nothing else can happen before
+                    clock.jump(wake - now)
+                    continue
                 with trio.CancelScope(deadline=math.inf if wake is None else wake) as scope:
                     self._wake = scope
                     await trio.sleep_forever()
