@@ -3,8 +3,10 @@
 A dict from key to sibling set, held *encoded* — the bytes an SSTable stores for it (an encoded
 empty set marks a key deleted, shadowing older tables). Encoded, an entry is two objects the
 garbage collector never visits (a bytes key and a bytes value), so a full collection's pause does
-not grow with the memtable: held as ``Version`` objects, 100,000 entries made each full
-collection of a node stop it for 30 to 50 ms. A read decodes its entry (a few µs).
+not grow with the memtable. Held as objects (a list, and a ``Version`` and its ``Dot`` per
+sibling), the memtable made most of the 105,000 objects a node tracked under
+``benchmarks/store_bench.py``, and each full collection stopped the node for 30 to 50 ms. A read
+decodes its entry (a few µs).
 
 The standard library has no sorted container, and a sorted list costs O(n) per insert; so keys are
 sorted once, by :meth:`Memtable.items`, when the memtable is flushed or scanned (Timsort,
@@ -16,9 +18,9 @@ from __future__ import annotations
 
 import bisect
 
-#: Bytes per entry beyond its key and encoded value (two dict slots, the bytes objects' headers
-#: and the size kept per key), so that :attr:`Memtable.bytes` tracks the memory used.
-ENTRY_OVERHEAD = 160
+#: Bytes per entry beyond its key and encoded value (its dict slot, the bytes objects' headers),
+#: so that :attr:`Memtable.bytes` tracks the memory used.
+ENTRY_OVERHEAD = 100
 
 
 class Memtable:
@@ -27,7 +29,6 @@ class Memtable:
     def __init__(self, first_segment: int) -> None:
         self.first_segment = first_segment
         self._data: dict[bytes, bytes] = {}
-        self._sizes: dict[bytes, int] = {}
         self.bytes = 0
 
     def __len__(self) -> int:
@@ -40,10 +41,9 @@ class Memtable:
     def put(self, key: bytes, encoded: bytes) -> None:
         """Record ``encoded``, the key's sibling set as an SSTable stores it, replacing the
         one held."""
+        old = self._data.get(key)
+        self.bytes += len(encoded) - (len(old) if old is not None else -len(key) - ENTRY_OVERHEAD)
         self._data[key] = encoded
-        size = len(key) + len(encoded) + ENTRY_OVERHEAD
-        self.bytes += size - self._sizes.get(key, 0)
-        self._sizes[key] = size
 
     def items(self, start: bytes = b"") -> list[tuple[bytes, bytes]]:
         """A sorted snapshot of the entries with key >= ``start``."""
