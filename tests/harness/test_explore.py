@@ -58,7 +58,7 @@ def test_a_search_finds_a_bug_shrinks_it_and_prints_a_command_that_replays_it_ex
 
 
 STRICT = ["--workload", "register", "--no-sloppy-quorum", "--w", "2", "--r", "2"]
-#: The bugs a short search finds, at its third run (docs/sim.md): the options that narrow the
+#: The bugs a short search finds within six runs (docs/sim.md): the options that narrow the
 #: search, and the checker that must catch the failure. The others take longer searches, so
 #: seeded runs in test_bugs.py catch them instead.
 FOUND_BY_A_SHORT_SEARCH = {
