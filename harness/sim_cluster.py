@@ -41,6 +41,7 @@ from kvcheck.harness.databases import Cluster, Database, DatabaseError
 from kvcheck.harness.databases.kvstore import LEAVE_LIMIT, KvStore, KvStoreClient
 from kvcheck.harness.pbs import write_latencies
 from kvcheck.harness.spec import TestSpec
+from kvcheck.harness.virtual_time import jump_to
 from kvcheck.nemesis import PacketFault, PacketSupport
 from kvcheck.nemesis.topology import Link
 from kvcheck.store.client import Applied, ConnectionFailed, StoreClient
@@ -159,7 +160,7 @@ class SimCluster:
                 else:
                     wake = self._answers[0][0] if self._answers else self.sim.next_time()
                 if wake is not None and wake <= horizon:  # nothing else can happen before
-                    clock.jump(wake - now)
+                    jump_to(clock, wake)
                     continue
                 with trio.CancelScope(deadline=math.inf if wake is None else wake) as scope:
                     self._wake = scope

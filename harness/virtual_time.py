@@ -31,6 +31,16 @@ def run_virtual(async_fn: Callable[..., Awaitable[Any]], *args: Any, seed: int) 
         return trio.run(async_fn, *args, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def jump_to(clock: trio.testing.MockClock, when: float) -> None:
+    """Move ``clock`` (its rate 0) on to ``when``: never short of it, at most an ulp past it.
+
+    One jump of ``when - now`` can land an ulp short (``now + (when - now)`` is rounded, either
+    way); a second then lands on ``when`` exactly, since that difference and that sum are exact.
+    """
+    while (now := clock.current_time()) < when:
+        clock.jump(when - now)
+
+
 @contextlib.contextmanager
 def _deterministic_scheduling(seed: int) -> Iterator[None]:
     generator = getattr(trio_run, "_r", None)
