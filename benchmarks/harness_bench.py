@@ -8,6 +8,13 @@ as in a test — for ``--seconds``, with no nemesis. Reports, per target rate, t
 operations completed, their latency, and the harness process's own CPU time per operation; and
 the highest target it sustained (completed at least 90% of the target); with the machine's
 cores and the Python version, as every benchmark.
+
+``floor`` gives the same figures for the same workers and rates driving an echo peer instead of
+the cluster (:mod:`echo_peer`): everything the harness does per operation but a database's
+protocol — pacing, the timeout, the workload, the history, trio's scheduling. The harness's
+per-operation cost cannot fall below it however cheap a client is. ``trio_alone`` is the part
+of that which is trio's: workers that only pace themselves, open the timeout's cancel scope
+and make the exchange.
 """
 
 from __future__ import annotations
@@ -18,15 +25,18 @@ import random
 import resource
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TypedDict
 
 import trio
+from echo_peer import EchoClient, running_peer
 from machine import machine
 
 from kvcheck.checkers.stats import nearest_rank
 from kvcheck.harness.clients import Worker, run_worker
+from kvcheck.harness.databases import Client, Operation
 from kvcheck.harness.databases.kvstore import KvStore
 from kvcheck.harness.docker_cluster import DockerCluster
 from kvcheck.harness.engine import connect
@@ -34,6 +44,9 @@ from kvcheck.harness.history import HistoryWriter
 from kvcheck.harness.image import ensure_image
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.workloads import RegisterWorkload
+
+#: What a bare worker sends (the echo peer answers any operation alike).
+OPERATION = Operation("read", "k")
 
 
 class RateResult(TypedDict):
@@ -55,8 +68,49 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: int,
-                history_path: Path) -> RateResult:
+class BareResult(TypedDict):
+    """The figures of trio's own share at one target rate."""
+
+    target_ops_per_s: float
+    completed_ops_per_s: float
+    cpu_us_per_op: float
+
+
+async def bare(port: int, rate: float, seconds: float, workers: int) -> BareResult:
+    """Only what trio does per operation in a worker (:func:`run_worker`): a Poisson-paced
+    sleep, a cancel scope for the timeout and an exchange with the echo peer on ``port`` — no
+    workload, no history, no completion to match."""
+    completed, each = 0, rate / workers
+
+    async def worker(client: EchoClient, rng: random.Random) -> None:
+        nonlocal completed
+        next_at = trio.current_time()
+        while True:
+            next_at = max(next_at, trio.current_time() - 1 / each) + rng.expovariate(each)
+            if next_at >= until:
+                break
+            await trio.sleep_until(next_at)
+            with trio.move_on_after(5.0):
+                await client.invoke(OPERATION)
+                completed += 1
+        await client.close()
+
+    rng = random.Random(rate)
+    cpu_before, started = cpu_seconds(), time.monotonic()
+    until = trio.current_time() + seconds
+    async with trio.open_nursery() as nursery:
+        for _ in range(workers):
+            nursery.start_soon(worker, EchoClient(port), random.Random(rng.random()))
+    elapsed = time.monotonic() - started
+    return {"target_ops_per_s": rate,
+            "completed_ops_per_s": round(completed / elapsed, 1),
+            "cpu_us_per_op": round((cpu_seconds() - cpu_before) / max(completed, 1) * 1e6, 1)}
+
+
+async def drive(nodes: Sequence[str], connect: Callable[[str], Client], rate: float,
+                seconds: float, workers: int, history_path: Path) -> RateResult:
+    """Run ``workers`` register workers, spread over ``nodes`` and connected to a node by
+    ``connect``, at ``rate`` operations per second in all for ``seconds``."""
     history = HistoryWriter(history_path)
     workload = RegisterWorkload()
     rng = random.Random(rate)
@@ -64,10 +118,10 @@ async def drive(cluster: DockerCluster, rate: float, seconds: float, workers: in
     until = trio.current_time() + seconds
     async with trio.open_nursery() as nursery:
         for index in range(workers):
-            node = cluster.nodes[index % len(cluster.nodes)]
+            node = nodes[index % len(nodes)]
             nursery.start_soon(run_worker, Worker(index, node, workers), workload,
-                               partial(cluster.database.client, node, cluster), history,
-                               rate / workers, until, random.Random(rng.random()), 5.0)
+                               partial(connect, node), history, rate / workers, until,
+                               random.Random(rng.random()), 5.0)
     elapsed = time.monotonic() - started
     cpu = cpu_seconds() - cpu_before
     history.close()
@@ -105,6 +159,7 @@ def main() -> None:
     parser.add_argument("--rates", default="100,300,1000,3000")
     args = parser.parse_args()
     workers = args.workers or 8 * args.nodes
+    rates = [float(rate) for rate in args.rates.split(",")]
     client = connect()
     image = ensure_image(client, KvStore())
     with tempfile.TemporaryDirectory(prefix="kvcheck-bench-") as tmp:
@@ -116,20 +171,34 @@ def main() -> None:
         async def run() -> list[RateResult]:
             try:  # a setup that fails part way has made containers too
                 await cluster.setup()
-                return [await drive(cluster, float(rate), args.seconds, workers,
-                                    run_dir / f"history-{rate}.jsonl")
-                        for rate in args.rates.split(",")]
+                return [await drive(cluster.nodes, partial(cluster.database.client,
+                                                           cluster=cluster),
+                                    rate, args.seconds, workers,
+                                    run_dir / f"history-{rate:g}.jsonl")
+                        for rate in rates]
             finally:
                 with trio.CancelScope(shield=True):
                     await cluster.teardown()
 
+        async def floor(port: int) -> list[RateResult]:
+            return [await drive(["echo"], lambda _: EchoClient(port), rate, args.seconds,
+                                workers, run_dir / f"floor-{rate:g}.jsonl")
+                    for rate in rates]
+
+        async def trio_alone(port: int) -> list[BareResult]:
+            return [await bare(port, rate, args.seconds, workers) for rate in rates]
+
         results = trio.run(run)
+        with running_peer() as port:
+            floors = trio.run(floor, port)
+            bares = trio.run(trio_alone, port)
     sustained = [r["target_ops_per_s"] for r in results
                  if r["completed_ops_per_s"] >= 0.9 * r["target_ops_per_s"]]
     print(json.dumps({
         "benchmark": "harness", **machine(),
         "nodes": args.nodes, "workers": workers,
         "seconds_per_rate": args.seconds, "runs": results,
+        "floor": floors, "trio_alone": bares,
         "highest_sustained_ops_per_s": max(sustained) if sustained else None,
         "highest_completed_ops_per_s": max(r["completed_ops_per_s"] for r in results),
     }, indent=2))
