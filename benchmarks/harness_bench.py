@@ -35,7 +35,7 @@ from echo_peer import EchoClient, running_peer
 from machine import machine
 
 from kvcheck.checkers.stats import nearest_rank
-from kvcheck.harness.clients import Worker, run_worker
+from kvcheck.harness.clients import Worker, next_arrival, run_worker
 from kvcheck.harness.databases import Client, Operation
 from kvcheck.harness.databases.kvstore import KvStore
 from kvcheck.harness.docker_cluster import DockerCluster
@@ -86,7 +86,7 @@ async def bare(port: int, rate: float, seconds: float, workers: int) -> BareResu
         nonlocal completed
         next_at = trio.current_time()
         while True:
-            next_at = max(next_at, trio.current_time() - 1 / each) + rng.expovariate(each)
+            next_at = next_arrival(next_at, each, rng)
             if next_at >= until:
                 break
             await trio.sleep_until(next_at)

@@ -62,7 +62,7 @@ async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], C
     try:
         next_at = trio.current_time()
         while True:
-            next_at = max(next_at, trio.current_time() - 1 / rate) + rng.expovariate(rate)
+            next_at = next_arrival(next_at, rate, rng)
             if next_at >= until:
                 return
             await trio.sleep_until(next_at)
@@ -75,6 +75,13 @@ async def run_worker(worker: Worker, workload: Workload, connect: Callable[[], C
                 client = connect()
     finally:
         await _close(client)
+
+
+def next_arrival(previous: float, rate: float, rng: random.Random) -> float:
+    """The trio time of a worker's next operation at ``rate`` per second (Poisson arrivals),
+    after one due at ``previous``; a worker that fell behind catches up by one mean gap at most.
+    """
+    return max(previous, trio.current_time() - 1 / rate) + rng.expovariate(rate)
 
 
 async def perform(client: Client, op: Operation, history: HistoryWriter, process: int,

@@ -42,7 +42,7 @@ class Memtable:
         """Record ``encoded``, the key's sibling set as an SSTable stores it, replacing the
         one held."""
         old = self._data.get(key)
-        self.bytes += len(encoded) - (len(old) if old is not None else -len(key) - ENTRY_OVERHEAD)
+        self.bytes += len(encoded) + (len(key) + ENTRY_OVERHEAD if old is None else -len(old))
         self._data[key] = encoded
 
     def items(self, start: bytes = b"") -> list[tuple[bytes, bytes]]:
