@@ -1,11 +1,15 @@
 """How fast ``kvcheck explore`` finds each deliberate bug of the reference store; prints JSON.
 
-    python benchmarks/explore_bench.py [--budget 240] [--seed 0] [--bugs a,b] [--docker]
+    python benchmarks/explore_bench.py [--budget 240] [--seed 0] [--bugs a,b] [--jobs 1]
+        [--docker]
 
 For each bug (``kvcheck run --bug help``), one search as a user runs it — ``kvcheck explore --bug
 NAME OPTIONS --budget SECONDS``, with the options of :data:`NARROWED` (the table in docs/sim.md)
 — and, per bug: whether it was found, after how many runs and seconds, the whole search's runs
 and seconds (shrinking included), the shrunk failure's size and the checkers that caught it.
+With ``--jobs J``, each search runs as J shards at once (``kvcheck explore --jobs J``): the
+runs are those of every shard, the first failure that of the shard that found one (its own runs,
+and seconds since the search began).
 With ``--docker``, the shrunk failure's replay command is run again with ``--backend docker``
 (where its faults exist there), and its verdict reported beside.
 """
@@ -43,18 +47,21 @@ def kvcheck(*argv: str) -> int:
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
 
 
-def search(bug: str, budget: float, seed: int, docker: bool) -> dict[str, Any]:
+def search(bug: str, budget: float, seed: int, jobs: int, docker: bool) -> dict[str, Any]:
     options = NARROWED.get(bug, [])
     result: dict[str, Any] = {"bug": bug, "options": " ".join(options)}
     with tempfile.TemporaryDirectory() as scratch:
         kvcheck("explore", "--bug", bug, *options, "--budget", str(budget), "--seed", str(seed),
-                "--histories", scratch)
-        (path,) = Path(scratch).glob("explore/*/summary.json")
-        summary = json.loads(path.read_text())
-        failure = summary["failure"]
-        result.update(found=failure is not None, runs=summary["runs"],
-                      seconds=summary["seconds"])
-        if failure is not None:
+                "--jobs", str(jobs), "--histories", scratch)
+        paths = sorted(Path(scratch).glob("explore/*/summary.json"))
+        summaries = [json.loads(path.read_text()) for path in paths]
+        result.update(found=any(s["failure"] for s in summaries),
+                      runs=sum(s["runs"] for s in summaries),
+                      seconds=max(s["seconds"] for s in summaries))
+        found = [(path, s["failure"]) for path, s in zip(paths, summaries, strict=True)
+                 if s["failure"]]
+        if found:
+            path, failure = min(found, key=lambda f: f[1]["found_after"]["seconds"])
             result.update(found_after=failure["found_after"], caught_by=failure["invalid"],
                           shrunk={k: failure[k] for k in ("faults", "concurrency",
                                                           "time_limit", "operation_limit")},
@@ -84,13 +91,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=240.0, help="seconds per bug")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bugs", default=",".join(BUGS))
+    parser.add_argument("--jobs", type=int, default=1, help="shards searched at once")
     parser.add_argument("--docker", action="store_true",
                         help="also run each shrunk failure in Docker")
     args = parser.parse_args()
-    results = [search(bug, args.budget, args.seed, args.docker)
+    results = [search(bug, args.budget, args.seed, args.jobs, args.docker)
                for bug in args.bugs.split(",")]
-    print(json.dumps({"benchmark": "explore", **machine(),
-                      "budget_s": args.budget, "seed": args.seed, "bugs": results}, indent=2))
+    print(json.dumps({"benchmark": "explore", **machine(), "budget_s": args.budget,
+                      "seed": args.seed, "jobs": args.jobs, "bugs": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ the cluster (:mod:`echo_peer`): everything the harness does per operation but a 
 protocol — pacing, the timeout, the workload, the history, trio's scheduling. The harness's
 per-operation cost cannot fall below it however cheap a client is. ``trio_alone`` is the part
 of that which is trio's: workers that only pace themselves, open the timeout's cancel scope
-and make the exchange.
+and make the exchange. ``wake`` is the machine's share: the CPU one wake-up of an idle process
+costs at each rate, for a plain ``epoll`` loop that does nothing else and for one trio task's
+``sleep_until`` — the price of every operation's two wake-ups (its arrival and its answer)
+before any Python of the harness runs.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import json
 import random
 import resource
+import select
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -105,6 +109,38 @@ async def bare(port: int, rate: float, seconds: float, workers: int) -> BareResu
     return {"target_ops_per_s": rate,
             "completed_ops_per_s": round(completed / elapsed, 1),
             "cpu_us_per_op": round((cpu_seconds() - cpu_before) / max(completed, 1) * 1e6, 1)}
+
+
+class WakeResult(TypedDict):
+    """The CPU of one wake-up of an idle process at one rate of wake-ups."""
+
+    wakes_per_s: float
+    epoll_cpu_us: float
+    trio_cpu_us: float
+
+
+def wake_cost(rate: float, seconds: float) -> WakeResult:
+    """CPU per wake-up, ``rate`` wake-ups a second for ``seconds``, of a plain epoll loop and of
+    a trio task's ``sleep_until``."""
+    wakes, gap = int(rate * seconds), 1 / rate
+    poller, cpu_before = select.epoll(), cpu_seconds()
+    next_at = time.monotonic()
+    for _ in range(wakes):
+        next_at += gap
+        if (wait := next_at - time.monotonic()) > 0:
+            poller.poll(wait)
+    epoll_cpu = cpu_seconds() - cpu_before
+    poller.close()
+
+    async def sleeper() -> float:
+        cpu_before, wake_at = cpu_seconds(), trio.current_time()
+        for _ in range(wakes):
+            wake_at += gap
+            await trio.sleep_until(wake_at)
+        return cpu_seconds() - cpu_before
+
+    return {"wakes_per_s": rate, "epoll_cpu_us": round(epoll_cpu / wakes * 1e6, 1),
+            "trio_cpu_us": round(trio.run(sleeper) / wakes * 1e6, 1)}
 
 
 async def drive(nodes: Sequence[str], connect: Callable[[str], Client], rate: float,
@@ -192,13 +228,14 @@ def main() -> None:
         with running_peer() as port:
             floors = trio.run(floor, port)
             bares = trio.run(trio_alone, port)
+        wakes = [wake_cost(2 * rate, min(args.seconds, 4.0)) for rate in rates]
     sustained = [r["target_ops_per_s"] for r in results
                  if r["completed_ops_per_s"] >= 0.9 * r["target_ops_per_s"]]
     print(json.dumps({
         "benchmark": "harness", **machine(),
         "nodes": args.nodes, "workers": workers,
         "seconds_per_rate": args.seconds, "runs": results,
-        "floor": floors, "trio_alone": bares,
+        "floor": floors, "trio_alone": bares, "wake": wakes,
         "highest_sustained_ops_per_s": max(sustained) if sustained else None,
         "highest_completed_ops_per_s": max(r["completed_ops_per_s"] for r in results),
     }, indent=2))

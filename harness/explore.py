@@ -20,7 +20,10 @@ The search is seeded: the same ``seed``, shard and options try the same cases in
 order in any process, so a count of runs pins it (:func:`_pinned` takes out what would make
 Hypothesis's choices hang on anything else). A failure found always replays exactly. It stops
 when it found and shrank a failure, or when ``budget`` seconds are spent, or after ``max_runs``
-runs.
+runs, or — searches running side by side share a :class:`Halt` — before its next run once
+another has found one, or when told to stop (:meth:`Search.stop`, which a signal handler may
+call; a run under way stops too, torn down as ``kvcheck run`` tears one down, when a signal
+reaches it). A search stopped keeps the failure found so far, if any.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
@@ -43,7 +47,7 @@ from kvcheck.harness.backend import BackendError
 from kvcheck.harness.cli import build_parser
 from kvcheck.harness.cli.run import specs_from
 from kvcheck.harness.databases import DatabaseError
-from kvcheck.harness.runner import Runner, new_run_dir
+from kvcheck.harness.runner import Interrupted, Runner, new_run_dir
 from kvcheck.harness.sim_cluster import SimCluster
 from kvcheck.harness.spec import TestSpec
 from kvcheck.harness.virtual_time import run_virtual
@@ -227,13 +231,24 @@ def run_case(case: Case, histories: Path) -> Outcome:
     return Outcome(invalid, tuple(sorted(set(runner.crashed))), run_dir)
 
 
+class Halt(Protocol):
+    """A flag searches side by side share (a ``multiprocessing`` or ``threading`` Event)."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
 class _Stop(BaseException):
     """Ends the search from inside Hypothesis (a BaseException, so not taken for a failure)."""
 
 
 @dataclass(slots=True)
 class Search:
-    """One search (module docstring). :attr:`found` is the smallest failure seen, if any."""
+    """One search (module docstring). :attr:`found` is the smallest failure seen, if any.
+    ``halt``: set when this search finds a failure; when another set it first, this one ends
+    before its next run (:attr:`halted`). :attr:`stopped_by` is the signal that stopped it, if
+    one did (:meth:`stop`)."""
 
     axes: Axes
     scratch: Path
@@ -241,29 +256,46 @@ class Search:
     budget: float = 600.0
     max_runs: int = 1_000_000
     progress: Callable[[str], None] = lambda line: None
+    halt: Halt | None = None
+    halted: bool = False
+    stopped_by: int | None = None
     runs: int = 0
     found: tuple[Case, Outcome] | None = None
     #: The first failure, before shrinking: (runs, seconds since the start, its case).
     first: tuple[int, float, Case] | None = None
     started: float = field(default_factory=time.monotonic)
 
+    def stop(self, signum: int) -> None:
+        """End the search before its next run, for signal ``signum``."""
+        self.stopped_by = signum
+
     def run(self) -> tuple[Case, Outcome] | None:
-        """Search until a failure is found and shrunk, or the budget is spent."""
+        """Search until a failure is found and shrunk, the budget is spent, or :meth:`stop`."""
         @settings(max_examples=self.max_runs, database=None, deadline=None,
                   suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
                   phases=[Phase.generate, Phase.shrink], print_blob=False,
                   verbosity=Verbosity.quiet)
         @given(cases(self.axes))
         def probe(case: Case) -> None:
-            if self.runs >= self.max_runs or time.monotonic() - self.started > self.budget:
+            if self.stopped_by is not None or self.runs >= self.max_runs \
+                    or time.monotonic() - self.started > self.budget:
+                raise _Stop
+            if self.found is None and self.halt is not None and self.halt.is_set():
+                self.halted = True
                 raise _Stop
             self.runs += 1
-            outcome = run_case(case, self.scratch)
+            try:
+                outcome = run_case(case, self.scratch)
+            except Interrupted as exc:  # the run's own handler took the signal
+                self.stop(exc.signum)
+                raise _Stop from None
             if not outcome.failed or (self.found is not None
                                       and _how(outcome) != _how(self.found[1])):
                 shutil.rmtree(outcome.run_dir)  # passed, or failed another way: not this one
                 return
             if self.found is None:
+                if self.halt is not None:
+                    self.halt.set()
                 self.first = self.runs, round(time.monotonic() - self.started, 1), case
                 self.progress(f"run {self.runs}: {outcome.reason} ({case.size}); shrinking")
             if self.found is None or _smaller(case, self.found[0]):
@@ -275,7 +307,7 @@ class Search:
                 shutil.rmtree(outcome.run_dir)
             raise AssertionError(outcome.reason)
 
-        # _Stop: the budget is spent; AssertionError: a failure was found and shrunk.
+        # _Stop: the budget is spent, or halted; AssertionError: a failure found and shrunk.
         with _pinned(), contextlib.suppress(_Stop, AssertionError):
             hypothesis_seed(self.seed)(probe)()
         return self.found

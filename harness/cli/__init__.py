@@ -13,8 +13,10 @@ import argparse
 import importlib
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
+
+from rich.console import Console
 
 from kvcheck import __version__
 from kvcheck.harness.exitcodes import Exit, describe
@@ -57,8 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(named if named in COMMANDS else None).parse_args(argv)
     except SystemExit as e:  # --help exits 0; errors already exit 254
         return int(e.code or 0)
+    return guarded(lambda: args.handler(args, out, err), err)
+
+
+def guarded(command: Callable[[], int], err: Console) -> int:
+    """``command``'s exit code; ``INTERRUPTED`` when Ctrl-C stopped it, ``CRASH`` (with the
+    traceback on stderr) when it raised."""
     try:
-        return int(args.handler(args, out, err))
+        return int(command())
     except KeyboardInterrupt:
         err.print("kvcheck: interrupted")
         return Exit.INTERRUPTED

@@ -4,30 +4,50 @@ Each search writes ``DIR/explore/<timestamp>[-shard-I-of-N]/``: ``summary.json``
 searched, how long, and the failure if one was found: why, its size, the command that replays
 it), the failure's ``schedule.json`` and its run directory under ``run/``. ``--merge DIR…``
 reads the summaries of shards run anywhere and reports them together (docs/sim.md).
+``--jobs J`` searches as J shards at once, each in a process of its own, and reports them as
+``--merge`` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
+import os
+import signal
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
 from rich.console import Console
 
-from kvcheck.harness.cli import main
+from kvcheck.harness.cli import guarded, main
 from kvcheck.harness.cli.options import add_histories
-from kvcheck.harness.cli.values import positive_float, shard_option
-from kvcheck.harness.exitcodes import Exit
-from kvcheck.harness.explore import SEARCHED_KINDS, Axes, Case, Outcome, Search, versionings_for
+from kvcheck.harness.cli.values import positive_float, positive_int, shard_option
+from kvcheck.harness.exitcodes import Exit, worst
+from kvcheck.harness.explore import (
+    SEARCHED_KINDS,
+    Axes,
+    Case,
+    Halt,
+    Outcome,
+    Search,
+    versionings_for,
+)
 from kvcheck.harness.runner import new_run_id
 from kvcheck.harness.spec import Workload
 from kvcheck.nemesis import NemesisError, parse_kinds
 from kvcheck.nemesis.schedule import write_schedule
 from kvcheck.store.bugs import check_bugs, describe_bugs
 from kvcheck.store.versions import Versioning
+from kvcheck.terminal import console
+
+#: Every exit code a shard's process may end with; any other (a signal) is a crash.
+EXIT_CODES = frozenset(int(code) for code in Exit)
 
 
 def register(commands: Any) -> None:
@@ -63,6 +83,11 @@ def register(commands: Any) -> None:
     p.add_argument("--shard", type=shard_option, default=(0, 1), metavar="I/N",
                    help="search the I-th of N disjoint parts (I from 0), e.g. one per job of "
                    "a batch system")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="J",
+                   help="search as J shards at once, each in a process of its own (with "
+                   "--shard I/N: shards I*J to I*J+J-1 of N*J); the first failure found stops "
+                   "the others (default: %(default)s, so that a seed searches the same runs on "
+                   "any machine)")
     p.add_argument("--merge", type=Path, nargs="+", metavar="DIR",
                    help="instead of searching, report the searches whose summaries are under "
                    "these directories")
@@ -111,23 +136,37 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
     except (ValueError, NemesisError) as exc:
         err.print(f"[bold red]kvcheck explore:[/] {exc}", highlight=False)
         return Exit.USAGE
-    index, count = args.shard
     stamp, _ = new_run_id()
+    explore_dir = (args.histories / "explore").resolve()
+    if args.jobs > 1:
+        return _in_parallel(args, axes, stamp, explore_dir, out, err)
+    index, count = args.shard
     name = stamp if count == 1 else f"{stamp}-shard-{index}-of-{count}"
-    where = (args.histories / "explore" / name).resolve()
+    return _search(args, axes, args.shard, explore_dir / name, out)
+
+
+def _search(args: argparse.Namespace, axes: Axes, shard: tuple[int, int], where: Path,
+            out: Console, halt: Halt | None = None) -> int:
+    """Search ``shard`` (I, N) of ``axes`` into ``where``; print and write what it found."""
+    index, count = shard
+    tag = f"shard {index}/{count}: " if count > 1 else ""
     where.mkdir(parents=True)
-    out.print(f"exploring{f' shard {index}/{count}' if count > 1 else ''} for "
-              f"{args.budget:g} s at most → {where}", highlight=False)
     with tempfile.TemporaryDirectory(prefix="kvcheck-explore-") as scratch:
         search = Search(axes, Path(scratch), seed=args.seed * count + index, budget=args.budget,
-                        max_runs=args.max_runs,
-                        progress=lambda line: out.print(line, markup=False, highlight=False))
-        found = search.run()
+                        max_runs=args.max_runs, halt=halt,
+                        progress=lambda line: out.print(tag + line, markup=False,
+                                                        highlight=False))
+        with _stopped_by_signals(search):
+            out.print(f"exploring{f' shard {index}/{count}' if count > 1 else ''} for "
+                      f"{args.budget:g} s at most → {where}", highlight=False)
+            found = search.run()
     seconds = round(time.monotonic() - search.started, 1)
+    stopped_by = signal.Signals(search.stopped_by).name if search.stopped_by else None
     summary: dict[str, Any] = {
         "format": "kvcheck-explore", "version": 1, "seed": args.seed,
         "shard": [index, count], "runs": search.runs, "seconds": seconds,
-        "axes": _axes_json(axes), "failure": None}
+        "halted": search.halted, "stopped_by": stopped_by, "axes": _axes_json(axes),
+        "failure": None}
     if found is not None:
         summary["failure"] = _replay(*found, where, out)
         if search.first is not None:
@@ -135,14 +174,98 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
             summary["failure"]["found_after"] = {"runs": runs, "seconds": after}
             summary["failure"]["before_shrinking"] = first.sizes
     (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    why = (f", stopped by {stopped_by}" if stopped_by else
+           ", stopped: another shard found a failure" if search.halted else "")
     if found is None:
-        out.print(f"no failure in {search.runs} runs ({seconds:g} s)", highlight=False)
-        return Exit.OK
-    out.print(f"found after {search.runs} runs ({seconds:g} s): "
-              f"{summary['failure']['reason']}, shrunk to {found[0].size}", highlight=False)
-    out.print(f"replay: {summary['failure']['replay']}", markup=False, highlight=False,
-              soft_wrap=True)
-    return Exit.INVALID
+        out.print(f"{tag}no failure in {search.runs} runs ({seconds:g} s{why})",
+                  highlight=False)
+    else:
+        out.print(f"{tag}found after {search.runs} runs ({seconds:g} s{why}): "
+                  f"{summary['failure']['reason']}, shrunk to {found[0].size}", highlight=False)
+        out.print(f"{tag}replay: {summary['failure']['replay']}", markup=False,
+                  highlight=False, soft_wrap=True)
+    if search.stopped_by:
+        return Exit.of_signal(search.stopped_by)
+    return Exit.OK if found is None else Exit.INVALID
+
+
+@contextlib.contextmanager
+def _stopped_by_signals(search: Search) -> Iterator[None]:
+    """For the duration, SIGINT or SIGTERM stops ``search`` before its next run (a run under
+    way takes the signal itself, and stops); a second signal stops the process at once."""
+    def stop(signum: int, frame: Any) -> None:
+        search.stop(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT,
+                                                                   signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _in_parallel(args: argparse.Namespace, axes: Axes, stamp: str, explore_dir: Path,
+                 out: Console, err: Console) -> int:
+    """Search ``--shard I/N`` as ``--jobs J`` shards (I·J + k of N·J), each in a process of its
+    own sharing a :class:`Halt`, into ``explore_dir``; then report them as ``--merge`` does.
+    A terminal's Ctrl-C (which every shard receives) or SIGTERM (passed on to them) stops
+    every shard as it stops a search."""
+    index, count = args.shard
+    shards = [(index * args.jobs + k, count * args.jobs) for k in range(args.jobs)]
+    wheres = [explore_dir / f"{stamp}-shard-{i}-of-{n}" for i, n in shards]
+    context = multiprocessing.get_context("spawn")
+    halt = context.Event()
+    processes = [context.Process(target=_shard_process, args=(args, axes, shard, where, halt))
+                 for shard, where in zip(shards, wheres, strict=True)]
+    stopped_by: int | None = None
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        for process in processes:
+            process.start()
+        while True:
+            try:
+                for process in processes:
+                    process.join()
+                break
+            except KeyboardInterrupt:  # a terminal's Ctrl-C, which the shards have too
+                stopped_by = signal.SIGINT
+            except _Terminated:  # to this process alone: pass it on
+                stopped_by = signal.SIGTERM
+                for process in processes:
+                    if process.pid is not None and process.exitcode is None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(process.pid, signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    codes = {shard: process.exitcode for shard, process in zip(shards, processes, strict=True)}
+    merged = _merge(wheres, out, err)
+    if stopped_by is not None:
+        return Exit.of_signal(stopped_by)
+    if broken := {shard: code for shard, code in codes.items()
+                  if code not in (Exit.OK, Exit.INVALID)}:
+        for (i, n), code in broken.items():
+            err.print(f"kvcheck explore: shard {i}/{n} ended with exit code {code}",
+                      highlight=False)
+        return worst(code if code in EXIT_CODES else Exit.CRASH for code in broken.values())
+    return merged
+
+
+def _shard_process(args: argparse.Namespace, axes: Axes, shard: tuple[int, int],
+                   where: Path, halt: Halt) -> None:
+    """One shard of :func:`_in_parallel`, in its own process: exits with its code."""
+    sys.exit(guarded(lambda: _search(args, axes, shard, where, console(), halt),
+                     console(stderr=True)))
+
+
+class _Terminated(BaseException):
+    """SIGTERM reached the process that runs the shards."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
 
 
 def _replay(case: Case, outcome: Outcome, where: Path, out: Console) -> dict[str, Any]:
@@ -183,6 +306,10 @@ def _merge(dirs: list[Path], out: Console, err: Console) -> int:
         index, count = summary.get("shard", [0, 1])
         failure = summary.get("failure")
         state = f"found: {failure['reason']}" if failure else "no failure"
+        if summary.get("stopped_by"):
+            state += f" (stopped by {summary['stopped_by']})"
+        elif summary.get("halted"):
+            state += " (stopped: another shard found one)"
         out.print(f"{path.parent.name}: shard {index}/{count}, {summary.get('runs')} runs, "
                   f"{summary.get('seconds')} s: {state}", markup=False, highlight=False)
         if failure:

@@ -17,6 +17,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """A whole number above zero. Raises argparse.ArgumentTypeError otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
 def shard_option(text: str) -> tuple[int, int]:
     """``I/N`` (the I-th of N parts, I from 0) as ``(I, N)``. Raises
     argparse.ArgumentTypeError otherwise."""

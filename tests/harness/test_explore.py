@@ -4,15 +4,20 @@ find; shards merge. Bounded by run counts, never by the clock."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 
+from kvcheck.harness import explore
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
 
@@ -105,6 +110,88 @@ def test_shards_search_apart_and_merge_into_one_report(
     assert main(["explore", "--merge", str(tmp_path / "nothing-here")]) == Exit.USAGE
 
 
+def test_jobs_search_their_shards_at_once_and_report_them_merged(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["explore", *NARROW, "--max-runs", "2", "--shard", "1/2", "--jobs", "2",
+                 "--histories", str(tmp_path)])
+    assert code == Exit.OK
+    summaries = {p.parent.name.rsplit("-shard-", 1)[1]: json.loads(p.read_text())
+                 for p in tmp_path.rglob("summary.json")}
+    assert sorted(summaries) == ["2-of-4", "3-of-4"]  # shard 1/2 as two of four
+    assert all(s["runs"] == 2 and s["failure"] is None and not s["halted"]
+               for s in summaries.values())
+    assert "2 search(es), 4 runs, 0 failure(s)" in capsys.readouterr().out
+
+
+def test_jobs_report_the_failure_one_of_them_found(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Shard 0 of 2 at seed 0 is the search at seed 0 that finds this bug within six runs.
+    code = main(["explore", "--bug", "merge-keeps-newest", "--max-runs", "6", "--seed", "0",
+                 "--jobs", "2", "--histories", str(tmp_path)])
+    assert code == Exit.INVALID
+    summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
+    failures = [s["failure"] for s in summaries if s["failure"]]
+    assert failures and all(f["invalid"] == ["lost-writes"] for f in failures)
+    # One that found nothing stopped once the other had found its failure, or ran out.
+    assert all(s["halted"] or s["runs"] == 6 for s in summaries if not s["failure"])
+    printed = capsys.readouterr().out
+    assert "2 search(es)" in printed and "replay: kvcheck run" in printed
+
+
+@pytest.mark.parametrize(("jobs", "signum"), [(1, signal.SIGINT), (1, signal.SIGTERM),
+                                               (2, signal.SIGTERM)])
+def test_a_signal_stops_the_search_and_every_job_and_leaves_nothing_behind(
+        tmp_path: Path, jobs: int, signum: signal.Signals) -> None:
+    scratch = Path(tempfile.gettempdir())
+    before = set(scratch.glob("kvcheck-explore-*"))
+    explore_ = subprocess.Popen(
+        [sys.executable, "-m", "kvcheck", "explore", *NARROW, "--jobs", str(jobs),
+         "--histories", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert explore_.stdout is not None
+    started = 0
+    for line in explore_.stdout:  # each search says so once a signal would stop it
+        started += line.startswith("exploring")
+        if started == jobs:
+            break
+    shards = [pid for pid in children_of(explore_.pid)
+              if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(shards) == (jobs if jobs > 1 else 0)
+    explore_.send_signal(signum)
+    out, err = explore_.communicate(timeout=120)
+    assert explore_.returncode == Exit.of_signal(signum), err
+    assert not [pid for pid in shards if Path(f"/proc/{pid}").exists()]
+    summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
+    assert [s["stopped_by"] for s in summaries] == [signum.name] * jobs, (summaries, out, err)
+    assert f"stopped by {signum.name}" in out
+    assert set(scratch.glob("kvcheck-explore-*")) <= before  # each search's scratch is gone
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_search_halts_once_another_has_found_a_failure_and_tells_the_others(
+        tmp_path: Path) -> None:
+    others_found = threading.Event()
+    others_found.set()
+    halted = explore.Search(explore.Axes(workloads=("set",), versionings=("vclock",)),
+                            tmp_path, halt=others_found)
+    assert halted.run() is None and halted.halted and halted.runs == 0
+    mine = threading.Event()
+    search = explore.Search(explore.Axes(workloads=("set",), versionings=("vclock",),
+                                         sloppy=(False,), w=(2,), r=(2,), kinds=(),
+                                         bugs=("merge-keeps-newest",)),
+                            tmp_path, max_runs=25, halt=mine)
+    assert search.run() is not None and mine.is_set() and not search.halted
+
+
 @pytest.mark.parametrize(("argv", "words"), [
     (["--w", "4"], "--w must be from 1 to --n (3)"),
     (["--nemesis", "partition,meteor"], "unknown nemesis kind(s) meteor"),
@@ -118,8 +205,9 @@ def test_a_search_that_cannot_run_is_refused_with_the_option_named(
     assert not (tmp_path / "explore").exists()
 
 
-def test_a_malformed_shard_is_refused() -> None:
-    assert main(["explore", "--shard", "2/2"]) == Exit.USAGE
+@pytest.mark.parametrize("argv", [["--shard", "2/2"], ["--jobs", "0"], ["--jobs", "two"]])
+def test_a_malformed_shard_or_job_count_is_refused(argv: list[str]) -> None:
+    assert main(["explore", *argv]) == Exit.USAGE
 
 
 #: Runs a search whose runs are stood in for (the choices alone are under test: each case
