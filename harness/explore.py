@@ -54,9 +54,11 @@ from kvcheck.harness.virtual_time import run_virtual
 from kvcheck.nemesis import KINDS, NEEDS_ZONES, Nemesis, PacketSupport, Planned
 from kvcheck.nemesis.schedule import write_schedule
 
-#: The operation limit drawn is at most this: more than the longest run at the default rate
-#: issues, so that limits bind only as the search shrinks them.
+#: The operation limit drawn is at most this, or twice what the longest run issues at the
+#: search's rate if more: enough that limits bind only as the search shrinks them.
 MAX_OPERATIONS = 20_000
+#: A case's rate unless the search fixes another: a run's default.
+DEFAULT_RATE = TestSpec().rate
 #: Checkers whose invalid verdict says the run holds no evidence, not that a promise broke
 #: (``stats``: an operation type never succeeded — one write during a partition, say): such a
 #: run is not a failure of the store.
@@ -80,6 +82,12 @@ class Axes:
     kinds: tuple[str, ...] = SEARCHED_KINDS
     bugs: tuple[str, ...] = ()
     longest: int = 60  # seconds of client load, at most
+    rate: float = DEFAULT_RATE  # operations per second, all clients together
+
+    @property
+    def most_operations(self) -> int:
+        """The highest operation limit drawn (:data:`MAX_OPERATIONS`)."""
+        return max(MAX_OPERATIONS, round(2 * self.rate * self.longest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +107,7 @@ class Case:
     faults: tuple[Planned, ...]
     operations: int = 0  # at most, all clients together (0: as many as the time allows)
     bugs: tuple[str, ...] = ()
+    rate: float = DEFAULT_RATE
 
     def argv(self, schedule: Path | None) -> list[str]:
         """The ``kvcheck run`` arguments of this case (with ``--schedule schedule`` when it has
@@ -107,7 +116,8 @@ class Case:
                 "--versioning", self.versioning, "--n", str(self.n), "--w", str(self.w),
                 "--r", str(self.r),
                 "--sloppy-quorum" if self.sloppy else "--no-sloppy-quorum",
-                "--concurrency", str(self.concurrency), "--time-limit", str(self.time_limit),
+                "--concurrency", str(self.concurrency), "--rate", f"{self.rate:g}",
+                "--time-limit", str(self.time_limit),
                 "--recovery-time", "5", "--seed", str(self.seed),
                 "--operation-limit", str(self.operations)]
         argv += ["--schedule", str(schedule)] if self.faults and schedule else ["--nemesis",
@@ -171,7 +181,8 @@ def cases(axes: Axes) -> st.SearchStrategy[Case]:
             nodes=axes.nodes, concurrency=draw(st.integers(1, 2 * axes.nodes)),
             time_limit=time_limit, seed=draw(st.integers(0, 2**31 - 1)),
             faults=schedule_of(drawn, axes, time_limit),
-            operations=draw(st.integers(1, MAX_OPERATIONS)), bugs=axes.bugs)
+            operations=draw(st.integers(1, axes.most_operations)), bugs=axes.bugs,
+            rate=axes.rate)
 
     return build()
 

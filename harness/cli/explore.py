@@ -26,7 +26,7 @@ from typing import Any, get_args
 from rich.console import Console
 
 from kvcheck.harness.cli import guarded, main
-from kvcheck.harness.cli.options import add_histories
+from kvcheck.harness.cli.options import SPEC_DEFAULTS, add_histories
 from kvcheck.harness.cli.values import positive_float, positive_int, shard_option
 from kvcheck.harness.exitcodes import Exit, worst
 from kvcheck.harness.explore import (
@@ -70,6 +70,10 @@ def register(commands: Any) -> None:
     p.add_argument("--r", type=int, help="read quorum (default: any from 1 to N)")
     p.add_argument("--sloppy-quorum", action=argparse.BooleanOptionalAction, default=None,
                    help="sloppy or strict quorums (default: either)")
+    p.add_argument("--rate", type=positive_float, default=SPEC_DEFAULTS.rate, metavar="OPS",
+                   help="operations per second of every run, all clients together; races that "
+                   "need load show sooner at a higher rate, at the cost of slower runs "
+                   "(default: %(default)g)")
     p.add_argument("--bug", action="append", default=[], metavar="NAME",
                    help="switch on a deliberate mistake of the store (repeatable; --bug help "
                    "lists them)")
@@ -113,7 +117,7 @@ def axes_from(args: argparse.Namespace) -> Axes:
         raise ValueError(f"--bug: {exc}") from None
     quorums = tuple(range(1, args.n + 1))
     axes = Axes(
-        nodes=args.nodes, n=args.n, kinds=kinds, bugs=bugs,
+        nodes=args.nodes, n=args.n, kinds=kinds, bugs=bugs, rate=args.rate,
         workloads=(args.workload,) if args.workload else ("register", "set"),
         versionings=(args.versioning,) if args.versioning else ("vclock", "lww"),
         sloppy=(args.sloppy_quorum,) if args.sloppy_quorum is not None else (False, True),
@@ -232,8 +236,9 @@ def _in_parallel(args: argparse.Namespace, axes: Axes, stamp: str, explore_dir: 
                 break
             except KeyboardInterrupt:  # a terminal's Ctrl-C, which the shards have too
                 stopped_by = signal.SIGINT
-            except _Terminated:  # to this process alone: pass it on
+            except _Terminated:  # to this process alone: pass it on, once
                 stopped_by = signal.SIGTERM
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 for process in processes:
                     if process.pid is not None and process.exitcode is None:
                         with contextlib.suppress(ProcessLookupError):
@@ -286,7 +291,7 @@ def _axes_json(axes: Axes) -> dict[str, Any]:
     return {"nodes": axes.nodes, "n": axes.n, "w": list(axes.w), "r": list(axes.r),
             "workloads": list(axes.workloads), "versionings": list(axes.versionings),
             "sloppy_quorum": list(axes.sloppy), "nemesis": list(axes.kinds),
-            "bugs": list(axes.bugs)}
+            "bugs": list(axes.bugs), "rate": axes.rate}
 
 
 def _merge(dirs: list[Path], out: Console, err: Console) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -87,6 +88,17 @@ def test_a_search_bounded_by_runs_finds_each_bug_for_its_reason(tmp_path: Path, 
     assert isinstance(failure, dict) and failure["invalid"] == [checker]
 
 
+def test_a_search_at_a_rate_runs_and_replays_its_cases_at_that_rate(tmp_path: Path) -> None:
+    code = main(["explore", "--bug", "merge-keeps-newest", "--rate", "300", "--max-runs", "6",
+                 "--seed", "0", "--histories", str(tmp_path)])
+    assert code == Exit.INVALID
+    document = summary(tmp_path)
+    assert isinstance(document["axes"], dict) and document["axes"]["rate"] == 300
+    failure = document["failure"]
+    assert isinstance(failure, dict) and "--rate 300 " in failure["replay"]
+    assert json.loads((Path(failure["run"]) / "test.json").read_text())["rate"] == 300
+
+
 def test_a_search_of_the_correct_store_finds_nothing_and_says_how_much_it_tried(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["explore", "--no-sloppy-quorum", "--w", "2", "--r", "2", "--max-runs", "6",
@@ -149,16 +161,24 @@ def test_a_signal_stops_the_search_and_every_job_and_leaves_nothing_behind(
          "--histories", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert explore_.stdout is not None
-    started = 0
-    for line in explore_.stdout:  # each search says so once a signal would stop it
-        started += line.startswith("exploring")
-        if started == jobs:
-            break
-    shards = [pid for pid in children_of(explore_.pid)
-              if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert len(shards) == (jobs if jobs > 1 else 0)
-    explore_.send_signal(signum)
-    out, err = explore_.communicate(timeout=120)
+    shards: list[int] = []
+    try:
+        started = 0
+        for line in explore_.stdout:  # each search says so once a signal would stop it
+            started += line.startswith("exploring")
+            if started == jobs:
+                break
+        shards = [pid for pid in children_of(explore_.pid)
+                  if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(shards) == (jobs if jobs > 1 else 0)
+        explore_.send_signal(signum)
+        out, err = explore_.communicate(timeout=120)
+    finally:  # a failure here must not leave searches running
+        if explore_.poll() is None:  # its shards are still its own, not reaped
+            for pid in [explore_.pid, *shards]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            explore_.wait()
     assert explore_.returncode == Exit.of_signal(signum), err
     assert not [pid for pid in shards if Path(f"/proc/{pid}").exists()]
     summaries = [json.loads(p.read_text()) for p in tmp_path.rglob("summary.json")]
@@ -205,8 +225,9 @@ def test_a_search_that_cannot_run_is_refused_with_the_option_named(
     assert not (tmp_path / "explore").exists()
 
 
-@pytest.mark.parametrize("argv", [["--shard", "2/2"], ["--jobs", "0"], ["--jobs", "two"]])
-def test_a_malformed_shard_or_job_count_is_refused(argv: list[str]) -> None:
+@pytest.mark.parametrize("argv", [["--shard", "2/2"], ["--jobs", "0"], ["--jobs", "two"],
+                                  ["--rate", "0"]])
+def test_a_malformed_shard_job_count_or_rate_is_refused(argv: list[str]) -> None:
     assert main(["explore", *argv]) == Exit.USAGE
 
 
