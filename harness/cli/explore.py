@@ -58,7 +58,8 @@ def register(commands: Any) -> None:
         "overlapping fault schedules, seeds — until one's verdict is not the one expected, "
         "shrink it, and print a command that replays it exactly. Options given fix that axis "
         "of the search. Exit code: 1 when a failure was found, 0 when the budget ran out "
-        "without one (docs/sim.md).")
+        "without one; Ctrl-C or SIGTERM stops it (130, 143), keeping what it found "
+        "(docs/sim.md).")
     p.add_argument("--workload", choices=get_args(Workload), help="default: either")
     p.add_argument("--versioning", choices=get_args(Versioning), help="default: either")
     p.add_argument("--nemesis", default=",".join(SEARCHED_KINDS),
@@ -196,11 +197,11 @@ def _search(args: argparse.Namespace, axes: Axes, shard: tuple[int, int], where:
 @contextlib.contextmanager
 def _stopped_by_signals(search: Search) -> Iterator[None]:
     """For the duration, SIGINT or SIGTERM stops ``search`` before its next run (a run under
-    way takes the signal itself, and stops); a second signal stops the process at once."""
+    way takes the signal itself, and stops); a second one raises KeyboardInterrupt at once."""
     def stop(signum: int, frame: Any) -> None:
         search.stop(signum)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for again in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(again, signal.default_int_handler)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT,
                                                                    signal.SIGTERM)}
