@@ -208,7 +208,7 @@ def test_a_search_halts_once_another_has_found_a_failure_and_tells_the_others(
     search = explore.Search(explore.Axes(workloads=("set",), versionings=("vclock",),
                                          sloppy=(False,), w=(2,), r=(2,), kinds=(),
                                          bugs=("merge-keeps-newest",)),
-                            tmp_path, max_runs=25, halt=mine)
+                            tmp_path, max_runs=3, halt=mine)
     assert search.run() is not None and mine.is_set() and not search.halted
 
 
