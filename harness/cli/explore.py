@@ -296,36 +296,59 @@ def _axes_json(axes: Axes) -> dict[str, Any]:
 
 
 def _merge(dirs: list[Path], out: Console, err: Console) -> int:
-    """Report the searches under ``dirs``; exit 1 when any found a failure."""
-    summaries = sorted({p.resolve() for d in dirs for p in d.rglob("summary.json")})
-    found = []
-    runs = 0
-    for path in summaries:
+    """Report the searches under ``dirs``: exit 1 when any found a failure, 0 when none did,
+    2 when none did but some summary could not be read (it may have held one)."""
+    paths = sorted({p.resolve() for d in dirs for p in d.rglob("summary.json")})
+    found, runs, searches, unreadable = [], 0, 0, 0
+    for path in paths:
         try:
-            summary = json.loads(path.read_text())
-            if summary.get("format") != "kvcheck-explore":
-                continue
+            summary = _summary(path)
         except (OSError, ValueError) as exc:
-            err.print(f"kvcheck explore: skipping {path}: {exc}", highlight=False)
+            err.print(f"kvcheck explore: skipping {path}: {exc}", markup=False,
+                      highlight=False, soft_wrap=True)
+            unreadable += 1
             continue
-        runs += int(summary.get("runs", 0))
-        index, count = summary.get("shard", [0, 1])
-        failure = summary.get("failure")
+        if summary is None:
+            continue  # another tool's summary.json
+        searches += 1
+        runs += summary["runs"]
+        index, count = summary["shard"]
+        failure = summary["failure"]
         state = f"found: {failure['reason']}" if failure else "no failure"
         if summary.get("stopped_by"):
             state += f" (stopped by {summary['stopped_by']})"
         elif summary.get("halted"):
             state += " (stopped: another shard found one)"
-        out.print(f"{path.parent.name}: shard {index}/{count}, {summary.get('runs')} runs, "
+        out.print(f"{path.parent.name}: shard {index}/{count}, {summary['runs']} runs, "
                   f"{summary.get('seconds')} s: {state}", markup=False, highlight=False)
         if failure:
             found.append(failure)
-    if not summaries:
-        err.print(f"kvcheck explore: no summary.json under {', '.join(map(str, dirs))}",
-                  highlight=False)
+    if not searches and not unreadable:
+        err.print("kvcheck explore: no summary.json of a search under "
+                  f"{', '.join(map(str, dirs))}", markup=False, highlight=False)
         return Exit.USAGE
-    out.print(f"{len(summaries)} search(es), {runs} runs, {len(found)} failure(s)",
+    out.print(f"{searches} search(es), {runs} runs, {len(found)} failure(s)"
+              + (f", {unreadable} summary(ies) unreadable" if unreadable else ""),
               highlight=False)
     for failure in found:
         out.print(f"replay: {failure['replay']}", markup=False, highlight=False, soft_wrap=True)
-    return Exit.INVALID if found else Exit.OK
+    return Exit.INVALID if found else Exit.UNKNOWN if unreadable else Exit.OK
+
+
+def _summary(path: Path) -> dict[str, Any] | None:
+    """The search summary at ``path``; None when the file is not one (another format).
+    Raises OSError or ValueError, saying what is wrong, for one that cannot be read."""
+    summary = json.loads(path.read_text())
+    if not isinstance(summary, dict) or summary.get("format") != "kvcheck-explore":
+        return None
+    runs, shard, failure = summary.get("runs"), summary.get("shard"), summary.get("failure")
+    if not isinstance(runs, int) or runs < 0:
+        raise ValueError(f"runs is {runs!r}, not a count")
+    if not (isinstance(shard, list) and len(shard) == 2
+            and all(isinstance(n, int) for n in shard)):
+        raise ValueError(f"shard is {shard!r}, not [I, N]")
+    if failure is not None and not (isinstance(failure, dict)
+                                    and isinstance(failure.get("reason"), str)
+                                    and isinstance(failure.get("replay"), str)):
+        raise ValueError("its failure has no reason or replay command")
+    return summary

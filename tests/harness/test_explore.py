@@ -122,6 +122,28 @@ def test_shards_search_apart_and_merge_into_one_report(
     assert main(["explore", "--merge", str(tmp_path / "nothing-here")]) == Exit.USAGE
 
 
+@pytest.mark.parametrize(("broken", "why"), [
+    ('{"format": "kvcheck-explore", "runs": "many", "shard": [0, 1]}', "runs is 'many'"),
+    ('{"format": "kvcheck-explore", "runs": 3, "shard": "0/1"}', "shard is '0/1'"),
+    ('{"format": "kvcheck-explore", "runs": 3, "shard": [0, 1], "failure": {"why": 1}}',
+     "no reason or replay"),
+    ('{"format": "kvcheck-explore", "runs": 3', "Expecting"),
+])
+def test_a_merge_names_a_summary_it_cannot_read_and_does_not_call_the_search_clean(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], broken: str, why: str) -> None:
+    main(["explore", *NARROW, "--max-runs", "1", "--histories", str(tmp_path / "good")])
+    (tmp_path / "cut-short").mkdir()
+    (tmp_path / "cut-short" / "summary.json").write_text(broken)
+    (tmp_path / "other-tool").mkdir()
+    (tmp_path / "other-tool" / "summary.json").write_text('["not", "a", "search"]')
+    capsys.readouterr()
+    assert main(["explore", "--merge", str(tmp_path)]) == Exit.UNKNOWN
+    printed = capsys.readouterr()
+    assert f"skipping {tmp_path / 'cut-short' / 'summary.json'}: " in printed.err
+    assert why in printed.err
+    assert "1 search(es), 1 runs, 0 failure(s), 1 summary(ies) unreadable" in printed.out
+
+
 def test_jobs_search_their_shards_at_once_and_report_them_merged(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["explore", *NARROW, "--max-runs", "2", "--shard", "1/2", "--jobs", "2",
