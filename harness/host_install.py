@@ -22,6 +22,7 @@ Everything kvcheck makes on a host lives under :data:`ROOT`, so that removing it
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shlex
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import unquote
@@ -47,6 +49,8 @@ _WHEELS = f"{ROOT}/wheels"
 _DEBS = f"{ROOT}/debs"
 #: Seconds installing the wheels on one host may take.
 _INSTALL_TIMEOUT = 600.0
+#: Held while this process downloads Debian packages into the cache.
+_DOWNLOADING = threading.Lock()
 
 
 def required_packages(database_packages: Sequence[str]) -> list[str]:
@@ -109,8 +113,8 @@ def _download(packages: Sequence[str], status: bytes, release: str,
               say: Callable[[str], None]) -> list[Path]:
     """The ``.deb`` files that install ``packages`` on a host whose dpkg status is ``status``:
     what this machine's apt would install there (dependencies resolved against what the host
-    has), downloaded into the user's cache (those there already are kept). Raises SshError
-    when apt cannot."""
+    has), downloaded into the user's cache (those there already are kept) — by one thread at
+    a time, each file put in place whole. Raises SshError when apt cannot."""
     cache = _cache() / "debs" / release
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kvcheck-apt-") as tmp:
@@ -123,11 +127,17 @@ def _download(packages: Sequence[str], status: bytes, release: str,
                         "-o", "Debug::NoLocking=1", *packages], cache,
                        f"find {', '.join(packages)}")
     files = [line.split()[1] for line in planned.splitlines() if line.startswith("'")]
-    if fetch := [f for f in files if not (cache / f).exists()]:
-        say(f"downloading {len(fetch)} Debian package(s) for the hosts into {cache}")
-        wanted = [f"{name}={unquote(version)}" for name, version, _ in
-                  (f.removesuffix(".deb").split("_") for f in fetch)]
-        _apt(["apt-get", "download", *wanted], cache, f"download {', '.join(wanted)}")
+    with _DOWNLOADING:  # hosts install at once: the first downloads, the others wait for it
+        if fetch := [f for f in files if not (cache / f).exists()]:
+            say(f"downloading {len(fetch)} Debian package(s) for the hosts into {cache}")
+            wanted = [f"{name}={unquote(version)}" for name, version, _ in
+                      (f.removesuffix(".deb").split("_") for f in fetch)]
+            with tempfile.TemporaryDirectory(prefix=".downloading-", dir=cache) as partial:
+                _apt(["apt-get", "download", *wanted], Path(partial),
+                     f"download {', '.join(wanted)}")
+                for f in fetch:  # whole, or not there: another process may be reading
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(Path(partial) / f, cache / f)
     if absent := [f for f in files if not (cache / f).exists()]:
         raise SshError(f"apt downloaded no {', '.join(absent)}")
     return [cache / f for f in files]

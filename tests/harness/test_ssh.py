@@ -3,8 +3,11 @@ multiplexed connection per host, every command bounded in time, root or a clear 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import shutil
+import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from kvcheck.harness.cli.run import specs_from
 from kvcheck.harness.host_install import (
     ROOT,
     VENV,
+    _download,
+    _release,
     cached_wheels,
     install_kvcheck,
     install_packages,
@@ -145,6 +150,29 @@ def test_debian_packages_a_host_lacks_come_from_the_control_node(hosts: Hosts) -
 
     assert "PSmisc" in trio.run(scenario)
     assert hosts.exec(0, f"test -e {ROOT}/debs || echo gone") == "gone"
+
+
+def test_hosts_installing_at_once_download_a_package_once_and_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("apt-get") is None or not _release():
+        pytest.skip("the control node has no apt: it cannot fetch Debian packages")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache
+    ours = Path("/var/lib/dpkg/status").read_bytes().split(b"\n\n")
+    lacking = b"\n\n".join(p for p in ours if not p.startswith(b"Package: psmisc\n"))
+    said: list[str] = []
+    start = threading.Barrier(3)
+
+    def one_host() -> list[Path]:
+        start.wait()
+        return _download(["psmisc"], lacking, _release(), said.append)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        debs = [f.result() for f in [pool.submit(one_host) for _ in range(3)]]
+    assert len([line for line in said if line.startswith("downloading")]) == 1
+    assert debs[0] == debs[1] == debs[2] and [d.name.split("_")[0] for d in debs[0]] == ["psmisc"]
+    shown = subprocess.run(["dpkg-deb", "--info", str(debs[0][0])], capture_output=True)
+    assert shown.returncode == 0, shown.stderr  # whole: a truncated one does not read
+    assert [p.name for p in debs[0][0].parent.iterdir()] == [debs[0][0].name]  # no partials
 
 
 def say(line: str) -> None:
