@@ -28,6 +28,7 @@ from rich.console import Console
 from kvcheck.harness.cli import guarded, main
 from kvcheck.harness.cli.options import SPEC_DEFAULTS, add_histories
 from kvcheck.harness.cli.values import positive_float, positive_int, shard_option
+from kvcheck.harness.directories import new_dir
 from kvcheck.harness.exitcodes import Exit, worst
 from kvcheck.harness.explore import (
     SEARCHED_KINDS,
@@ -147,15 +148,15 @@ def _explore(args: argparse.Namespace, out: Console, err: Console) -> int:
         return _in_parallel(args, axes, stamp, explore_dir, out, err)
     index, count = args.shard
     name = stamp if count == 1 else f"{stamp}-shard-{index}-of-{count}"
-    return _search(args, axes, args.shard, explore_dir / name, out)
+    return _search(args, axes, args.shard, new_dir(explore_dir / name), out)
 
 
 def _search(args: argparse.Namespace, axes: Axes, shard: tuple[int, int], where: Path,
             out: Console, halt: Halt | None = None) -> int:
-    """Search ``shard`` (I, N) of ``axes`` into ``where``; print and write what it found."""
+    """Search ``shard`` (I, N) of ``axes`` into the directory ``where``; print and write what
+    it found."""
     index, count = shard
     tag = f"shard {index}/{count}: " if count > 1 else ""
-    where.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="kvcheck-explore-") as scratch:
         search = Search(axes, Path(scratch), seed=args.seed * count + index, budget=args.budget,
                         max_runs=args.max_runs, halt=halt,
@@ -220,7 +221,7 @@ def _in_parallel(args: argparse.Namespace, axes: Axes, stamp: str, explore_dir: 
     every shard as it stops a search."""
     index, count = args.shard
     shards = [(index * args.jobs + k, count * args.jobs) for k in range(args.jobs)]
-    wheres = [explore_dir / f"{stamp}-shard-{i}-of-{n}" for i, n in shards]
+    wheres = [new_dir(explore_dir / f"{stamp}-shard-{i}-of-{n}") for i, n in shards]
     context = multiprocessing.get_context("spawn")
     halt = context.Event()
     processes = [context.Process(target=_shard_process, args=(args, axes, shard, where, halt))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from kvcheck.harness import explore
+from kvcheck.harness.cli import explore as explore_cli
 from kvcheck.harness.cli import main
 from kvcheck.harness.exitcodes import Exit
 
@@ -142,6 +143,16 @@ def test_a_merge_names_a_summary_it_cannot_read_and_does_not_call_the_search_cle
     assert f"skipping {tmp_path / 'cut-short' / 'summary.json'}: " in printed.err
     assert why in printed.err
     assert "1 search(es), 1 runs, 0 failure(s), 1 summary(ies) unreadable" in printed.out
+
+
+def test_searches_begun_in_the_same_second_write_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(explore_cli, "new_run_id", lambda: ("20261204T000000", "x"))
+    for _ in range(2):
+        assert main(["explore", *NARROW, "--max-runs", "1",
+                     "--histories", str(tmp_path)]) == Exit.OK
+    names = sorted(p.parent.name for p in tmp_path.rglob("summary.json"))
+    assert names == ["20261204T000000", "20261204T000000-2"]
 
 
 def test_jobs_search_their_shards_at_once_and_report_them_merged(
