@@ -180,8 +180,7 @@ def _search(args: argparse.Namespace, axes: Axes, shard: tuple[int, int], where:
             summary["failure"]["found_after"] = {"runs": runs, "seconds": after}
             summary["failure"]["before_shrinking"] = first.sizes
     (where / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    why = (f", stopped by {stopped_by}" if stopped_by else
-           ", stopped: another shard found a failure" if search.halted else "")
+    why = f", {stopped}" if (stopped := _why_stopped(summary)) else ""
     if found is None:
         out.print(f"{tag}no failure in {search.runs} runs ({seconds:g} s{why})",
                   highlight=False)
@@ -316,10 +315,8 @@ def _merge(dirs: list[Path], out: Console, err: Console) -> int:
         index, count = summary["shard"]
         failure = summary["failure"]
         state = f"found: {failure['reason']}" if failure else "no failure"
-        if summary.get("stopped_by"):
-            state += f" (stopped by {summary['stopped_by']})"
-        elif summary.get("halted"):
-            state += " (stopped: another shard found one)"
+        if stopped := _why_stopped(summary):
+            state += f" ({stopped})"
         out.print(f"{path.parent.name}: shard {index}/{count}, {summary['runs']} runs, "
                   f"{summary.get('seconds')} s: {state}", markup=False, highlight=False)
         if failure:
@@ -334,6 +331,13 @@ def _merge(dirs: list[Path], out: Console, err: Console) -> int:
     for failure in found:
         out.print(f"replay: {failure['replay']}", markup=False, highlight=False, soft_wrap=True)
     return Exit.INVALID if found else Exit.UNKNOWN if unreadable else Exit.OK
+
+
+def _why_stopped(summary: dict[str, Any]) -> str:
+    """Why the search of ``summary`` stopped early, in words; empty when it did not."""
+    if summary.get("stopped_by"):
+        return f"stopped by {summary['stopped_by']}"
+    return "stopped: another shard found a failure" if summary.get("halted") else ""
 
 
 def _summary(path: Path) -> dict[str, Any] | None:
